@@ -1,0 +1,11 @@
+//! Domain types and rules shared by the coordinator, agents and the CLI: names that become
+//! paths or keys, roles, task identities. No I/O lives here.
+
+pub mod name;
+pub mod role;
+pub mod task;
+pub mod time;
+
+pub use name::{AppName, HostId, NameError, StackName};
+pub use role::Role;
+pub use task::TaskId;
