@@ -1,0 +1,298 @@
+//! Bearer tokens and roles. Every RPC's required role is decided here, in one table
+//! ([`policy`]), and enforced by one tower layer ([`AuthLayer`]) in front of every service.
+//!
+//! Tokens are 256 random bits; only their SHA-256 is stored. A slow hash buys nothing for
+//! secrets of that entropy, and a fast one keeps per-call checks cheap.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use berth_shared::Role;
+use berth_shared::time::unix_ms;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::store::{NewToken, Store, StoreError, TokenRecord};
+
+/// Who is calling, put into each authorized request's extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub token_id: String,
+    pub role: Role,
+    /// For agent tokens: the only host this token may speak for.
+    pub host_id: Option<String>,
+}
+
+const TOKEN_PREFIX: &str = "berth_";
+
+/// SHA-256 of a token's text, hex encoded: the only form the store keeps.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// What an RPC requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Health and reflection: anyone who can reach the port.
+    Public,
+    /// A live token with one of these roles.
+    Roles(&'static [Role]),
+    /// Not in the policy: refused.
+    Unknown,
+}
+
+const ADMIN: &[Role] = &[Role::Admin];
+const OPERATE: &[Role] = &[Role::Admin, Role::Operator];
+const READ: &[Role] = &[Role::Admin, Role::Operator, Role::Ci];
+const CI_RESTORE: &[Role] = &[Role::Admin, Role::Operator, Role::Ci];
+const AGENT: &[Role] = &[Role::Agent];
+
+/// The authorization policy: the roles that may call each gRPC method (`/package.Service/Method`).
+pub fn policy(path: &str) -> Access {
+    if path.starts_with("/grpc.health.v1.") || path.starts_with("/grpc.reflection.") {
+        return Access::Public;
+    }
+    let Some((service, method)) = path.trim_start_matches('/').split_once('/') else {
+        return Access::Unknown;
+    };
+    let roles = match (service, method) {
+        ("berth.v1.AgentLink", "Session") => AGENT,
+        ("berth.v1.TokenService", _) | ("berth.v1.DriftService", _) => ADMIN,
+        ("berth.v1.DropletService", "DestroyDroplet") => ADMIN,
+        ("berth.v1.DropletService", "ListDroplets") => READ,
+        ("berth.v1.DropletService", _) => OPERATE,
+        ("berth.v1.WarmService", "WarmRestore") => CI_RESTORE,
+        ("berth.v1.WarmService", "ListWarmSnapshots") => READ,
+        ("berth.v1.WarmService", _) => OPERATE,
+        ("berth.v1.ArchiveService", "ListArchives" | "GetArchive") => READ,
+        ("berth.v1.ArchiveService", _) => OPERATE,
+        ("berth.v1.SagaService", "GetSaga" | "ListSagas" | "WatchSaga") => READ,
+        ("berth.v1.SagaService", _) => OPERATE,
+        ("berth.v1.HostService", _) => READ,
+        _ => return Access::Unknown,
+    };
+    Access::Roles(roles)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing bearer token: send the metadata header `authorization: Bearer <token>`")]
+    Missing,
+    #[error("the token is unknown, revoked or expired")]
+    Invalid,
+    #[error("role {role} may not call {path} (allowed: {allowed})")]
+    Forbidden { role: Role, path: String, allowed: String },
+    #[error("{path} is not a known method")]
+    UnknownMethod { path: String },
+    #[error("the role {0} needs a host id (--host)")]
+    HostRequired(Role),
+    #[error("only agent tokens are bound to a host; drop the host id for role {0}")]
+    HostNotAllowed(Role),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Issues and checks tokens against the store.
+#[derive(Clone, Debug)]
+pub struct Tokens {
+    store: Store,
+}
+
+impl Tokens {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// Creates a token and returns its record and its plaintext, which is never stored.
+    pub async fn issue(
+        &self,
+        role: Role,
+        host_id: Option<&berth_shared::HostId>,
+        description: &str,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<(TokenRecord, String), AuthError> {
+        match (role, host_id) {
+            (Role::Agent, None) => return Err(AuthError::HostRequired(role)),
+            (r, Some(_)) if r != Role::Agent => return Err(AuthError::HostNotAllowed(r)),
+            _ => {}
+        }
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        let token = format!("{TOKEN_PREFIX}{}", hex::encode(secret));
+        let now = unix_ms(SystemTime::now());
+        let token_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let record = self
+            .store
+            .insert_token(&NewToken {
+                token_id: &token_id,
+                token_hash: &hash_token(&token),
+                role: role.as_str(),
+                host_id: host_id.map(|h| h.as_str()),
+                description,
+                created_at_ms: now,
+                expires_at_ms: ttl.map(|t| now + t.as_millis() as i64),
+            })
+            .await?;
+        Ok((record, token))
+    }
+
+    /// The caller behind a bearer token, if the token is live.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        let now = unix_ms(SystemTime::now());
+        let record = self
+            .store
+            .find_live_token(&hash_token(token.trim()), now)
+            .await?
+            .ok_or(AuthError::Invalid)?;
+        let role = record.role.parse::<Role>().map_err(|_| AuthError::Invalid)?;
+        Ok(Principal { token_id: record.token_id, role, host_id: record.host_id })
+    }
+
+    /// Authenticates and authorizes one call to `path`.
+    pub async fn authorize(
+        &self,
+        path: &str,
+        authorization: Option<&str>,
+    ) -> Result<Option<Principal>, AuthError> {
+        let allowed = match policy(path) {
+            Access::Public => return Ok(None),
+            Access::Unknown => return Err(AuthError::UnknownMethod { path: path.to_owned() }),
+            Access::Roles(roles) => roles,
+        };
+        let token = authorization
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .filter(|t| !t.trim().is_empty())
+            .ok_or(AuthError::Missing)?;
+        let principal = self.authenticate(token).await?;
+        if !allowed.contains(&principal.role) {
+            metrics::counter!("berth_rpc_denied_total", "reason" => "role").increment(1);
+            return Err(AuthError::Forbidden {
+                role: principal.role,
+                path: path.to_owned(),
+                allowed: allowed.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
+            });
+        }
+        Ok(Some(principal))
+    }
+}
+
+/// Tower layer that authorizes every request before it reaches a service.
+#[derive(Clone, Debug)]
+pub struct AuthLayer {
+    tokens: Tokens,
+}
+
+impl AuthLayer {
+    pub fn new(tokens: Tokens) -> Self {
+        Self { tokens }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService { inner, tokens: self.tokens.clone() }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct AuthService<S> {
+    inner: S,
+    tokens: Tokens,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B, R> tower::Service<http::Request<B>> for AuthService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        // The clone that was polled ready serves this call (tower's usual swap).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let tokens = self.tokens.clone();
+        Box::pin(async move {
+            let path = req.uri().path().to_owned();
+            let header = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            match tokens.authorize(&path, header.as_deref()).await {
+                Ok(principal) => {
+                    if let Some(p) = principal {
+                        req.extensions_mut().insert(p);
+                    }
+                    inner.call(req).await
+                }
+                Err(e) => {
+                    tracing::debug!(path, error = %e, "request refused");
+                    Ok(crate::error::status_of_auth(e).into_http())
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_berth_method_is_in_the_policy() {
+        use prost::Message;
+        let fds = prost_types::FileDescriptorSet::decode(berth_proto::v1::FILE_DESCRIPTOR_SET)
+            .expect("descriptor set decodes");
+        let mut count = 0;
+        for file in &fds.file {
+            for service in &file.service {
+                for method in &service.method {
+                    let path =
+                        format!("/{}.{}/{}", file.package(), service.name(), method.name());
+                    assert!(
+                        matches!(policy(&path), Access::Roles(_)),
+                        "{path} has no entry in the authorization policy"
+                    );
+                    count += 1;
+                }
+            }
+        }
+        assert!(count > 30, "only {count} methods found");
+    }
+
+    #[test]
+    fn sensitive_methods_are_admin_only() {
+        for path in [
+            "/berth.v1.TokenService/CreateToken",
+            "/berth.v1.DriftService/AcceptDrift",
+            "/berth.v1.DriftService/ListDrift",
+            "/berth.v1.DropletService/DestroyDroplet",
+        ] {
+            assert_eq!(policy(path), Access::Roles(ADMIN), "{path}");
+        }
+        assert_eq!(policy("/berth.v1.AgentLink/Session"), Access::Roles(AGENT));
+        assert_eq!(policy("/grpc.health.v1.Health/Check"), Access::Public);
+        assert_eq!(policy("/berth.v1.Nope/Nope"), Access::Unknown);
+    }
+
+    #[test]
+    fn hashes_are_hex_sha256() {
+        let h = hash_token("berth_abc");
+        assert_eq!(h.len(), 64);
+        assert_ne!(h, hash_token("berth_abd"));
+    }
+}

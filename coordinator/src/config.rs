@@ -1,0 +1,204 @@
+//! The coordinator's configuration: one TOML file, unknown keys refused, secrets from files.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// `berth-coordinator`'s configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the gRPC API (and health, reflection) listens on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Directory for the embedded SQLite database (`berth.db`) and other local state.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// A file holding the database URL (`postgres://user:pass@host/db`), so a password stays
+    /// out of the config. Absent: the embedded SQLite file in `data_dir`.
+    #[serde(default)]
+    pub database_url_file: Option<PathBuf>,
+    /// A database URL without secrets (`sqlite:///path/berth.db`, `postgres://host/db`).
+    /// Ignored when `database_url_file` is set.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// This instance's name in host sessions and saga leases. Default: `<hostname>-<random>`.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// How often agents send a heartbeat, in seconds.
+    #[serde(default = "default_heartbeat_interval")]
+    pub heartbeat_interval_secs: u32,
+    /// A host whose last heartbeat is older than this many seconds is offline.
+    #[serde(default = "default_heartbeat_timeout")]
+    pub heartbeat_timeout_secs: u32,
+    /// Address of the Prometheus metrics endpoint (`/metrics`); absent: no endpoint.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log format: `text` or `json`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// TLS for every connection. Required unless `insecure_plaintext` is set.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Serve plaintext gRPC. Only for development on loopback; must be said explicitly.
+    #[serde(default)]
+    pub insecure_plaintext: bool,
+}
+
+/// Server TLS (rustls).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the server.
+    pub cert_file: PathBuf,
+    /// PEM private key of the server.
+    pub key_file: PathBuf,
+    /// PEM CA that signs agents' client certificates. When set, agents must present a
+    /// certificate signed by it (mTLS); other clients may still use bearer tokens alone.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7400))
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/berth-coordinator")
+}
+fn default_heartbeat_interval() -> u32 {
+    5
+}
+fn default_heartbeat_timeout() -> u32 {
+    15
+}
+
+/// Overrides from flags or the environment, applied over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+}
+
+impl Config {
+    /// Reads and checks a config file; every failure is one line naming the problem.
+    pub fn load(path: &Path, overrides: &Overrides) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut config = Self::parse(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        config.apply(overrides);
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; unknown keys are errors.
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.message().trim_end()))
+    }
+
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(l) = o.listen {
+            self.listen = l;
+        }
+        if let Some(d) = &o.data_dir {
+            self.data_dir = d.clone();
+        }
+        if let Some(u) = &o.database_url {
+            self.database_url = Some(u.clone());
+            self.database_url_file = None;
+        }
+    }
+
+    /// Consistency checks that TOML types cannot express.
+    pub fn check(&self) -> anyhow::Result<()> {
+        match (&self.tls, self.insecure_plaintext) {
+            (None, false) => bail!(
+                "no [tls] section: set tls.cert_file and tls.key_file, or insecure_plaintext = true \
+                 for development on loopback"
+            ),
+            (Some(_), true) => bail!("both [tls] and insecure_plaintext = true are set: choose one"),
+            _ => {}
+        }
+        if self.heartbeat_interval_secs == 0 || self.heartbeat_timeout_secs <= self.heartbeat_interval_secs
+        {
+            bail!(
+                "heartbeat_timeout_secs ({}) must be greater than heartbeat_interval_secs ({}), \
+                 which must be at least 1",
+                self.heartbeat_timeout_secs,
+                self.heartbeat_interval_secs
+            );
+        }
+        Ok(())
+    }
+
+    /// The database URL to use, read from `database_url_file` when set.
+    pub fn database_url(&self) -> anyhow::Result<String> {
+        if let Some(f) = &self.database_url_file {
+            let url = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read database_url_file {}", f.display()))?;
+            let url = url.trim();
+            if url.is_empty() {
+                bail!("database_url_file {} is empty", f.display());
+            }
+            return Ok(url.to_owned());
+        }
+        Ok(match &self.database_url {
+            Some(u) => u.clone(),
+            None => crate::store::sqlite_url(&self.data_dir.join("berth.db")),
+        })
+    }
+
+    /// A development config: plaintext on the given address, SQLite in `data_dir`.
+    pub fn dev(listen: SocketAddr, data_dir: PathBuf) -> Config {
+        let mut c = Self::parse("insecure_plaintext = true").expect("valid");
+        c.listen = listen;
+        c.data_dir = data_dir;
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse("insecure_plaintext = true\nlisten_port = 3").unwrap_err();
+        assert!(err.to_string().contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn plaintext_must_be_explicit() {
+        let c = Config::parse("").unwrap();
+        let err = c.check().unwrap_err().to_string();
+        assert!(err.contains("insecure_plaintext"), "{err}");
+        Config::parse("insecure_plaintext = true").unwrap().check().unwrap();
+    }
+
+    #[test]
+    fn database_defaults_to_sqlite_in_data_dir() {
+        let c = Config::parse("insecure_plaintext = true\ndata_dir = \"/srv/b\"").unwrap();
+        assert_eq!(c.database_url().unwrap(), "sqlite:///srv/b/berth.db?mode=rwc");
+    }
+
+    #[test]
+    fn missing_database_url_file_is_named() {
+        let c = Config::parse(
+            "insecure_plaintext = true\ndatabase_url_file = \"/nonexistent/db-url\"",
+        )
+        .unwrap();
+        let err = format!("{:#}", c.database_url().unwrap_err());
+        assert!(err.contains("/nonexistent/db-url"), "{err}");
+    }
+}

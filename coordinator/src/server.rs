@@ -1,0 +1,150 @@
+//! Wiring: open the store, build every service behind the auth layer, serve on a bound listener
+//! until the shutdown token fires.
+
+use std::time::Duration;
+
+use berth_proto::v1 as pb;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::auth::{AuthLayer, Tokens};
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::service::agent_link::AgentLinkService;
+use crate::service::hosts::HostsService;
+use crate::service::not_built::NotBuilt;
+use crate::service::tokens::TokensService;
+use crate::store::{Store, StoreError, redact_url};
+
+/// Why the coordinator could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot read {what} {path}: {source}")]
+    ReadFile { what: &'static str, path: String, source: std::io::Error },
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+fn read(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, StartError> {
+    std::fs::read(path).map_err(|source| StartError::ReadFile {
+        what,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Opens the configured store, creating the data directory for the SQLite default.
+pub async fn open_store(config: &Config) -> Result<Store, StartError> {
+    let url = config.database_url().map_err(|e| StartError::Config(format!("{e:#}")))?;
+    if url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+    }
+    tracing::info!(database = %redact_url(&url), "opening store");
+    Ok(Store::open(&url).await?)
+}
+
+fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, StartError> {
+    let Some(tls) = &config.tls else { return Ok(None) };
+    let identity = Identity::from_pem(read("tls.cert_file", &tls.cert_file)?, read("tls.key_file", &tls.key_file)?);
+    let mut server = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca_file {
+        server = server
+            .client_ca_root(Certificate::from_pem(read("tls.client_ca_file", ca)?))
+            .client_auth_optional(true);
+    }
+    Ok(Some(server))
+}
+
+/// This instance's id: configured, or `<hostname>-<random>`.
+pub fn instance_id(config: &Config) -> String {
+    config.instance_id.clone().unwrap_or_else(|| {
+        let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+        format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    })
+}
+
+/// Serves the coordinator on `listener` until `shutdown` is cancelled. `ready` is called once
+/// the store is open and the server is about to accept connections.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    ready: impl FnOnce() + Send,
+) -> Result<(), StartError> {
+    let store = open_store(&config).await?;
+    let tls = tls_config(&config)?;
+    let instance_id = instance_id(&config);
+    let hub = Hub::default();
+    let tokens = Tokens::new(store.clone());
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    for name in pb::SERVICE_NAMES {
+        health.set_service_status(*name, tonic_health::ServingStatus::Serving).await;
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let agent_link = AgentLinkService {
+        store: store.clone(),
+        hub: hub.clone(),
+        instance_id: instance_id.clone(),
+        heartbeat_interval_secs: config.heartbeat_interval_secs,
+        require_client_cert: config.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some()),
+        shutdown: shutdown.clone(),
+    };
+    let hosts = HostsService {
+        store: store.clone(),
+        hub: hub.clone(),
+        heartbeat_timeout_ms: i64::from(config.heartbeat_timeout_secs) * 1000,
+    };
+    let token_service = TokensService { store: store.clone(), tokens: tokens.clone() };
+
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let router = builder
+        .layer(AuthLayer::new(tokens))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(pb::agent_link_server::AgentLinkServer::new(agent_link))
+        .add_service(pb::host_service_server::HostServiceServer::new(hosts))
+        .add_service(pb::token_service_server::TokenServiceServer::new(token_service))
+        .add_service(pb::saga_service_server::SagaServiceServer::new(NotBuilt))
+        .add_service(pb::droplet_service_server::DropletServiceServer::new(NotBuilt))
+        .add_service(pb::warm_service_server::WarmServiceServer::new(NotBuilt))
+        .add_service(pb::archive_service_server::ArchiveServiceServer::new(NotBuilt))
+        .add_service(pb::drift_service_server::DriftServiceServer::new(NotBuilt));
+
+    let addr = listener.local_addr().ok();
+    tracing::info!(?addr, instance_id, tls = config.tls.is_some(), "coordinator serving");
+    ready();
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await?;
+    store.close().await;
+    tracing::info!("coordinator stopped");
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! `AgentLink.Session`: the one stream each agent holds. Checks who the agent is, records the
+//! host, forwards heartbeats to the store and replies to the hub.
+
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use berth_proto::v1 as pb;
+use berth_shared::HostId;
+use berth_shared::time::unix_ms;
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::principal;
+use crate::hub::Hub;
+use crate::store::{HostSession, Store};
+
+/// How long an agent has to say hello after opening its stream.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct AgentLinkService {
+    pub store: Store,
+    pub hub: Hub,
+    pub instance_id: String,
+    pub heartbeat_interval_secs: u32,
+    /// mTLS is on: agents must present a client certificate.
+    pub require_client_cert: bool,
+    pub shutdown: CancellationToken,
+}
+
+type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::agent_link_server::AgentLink for AgentLinkService {
+    type SessionStream = SessionStream;
+
+    async fn session(
+        &self,
+        req: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<SessionStream>, Status> {
+        let caller = principal(&req)?;
+        if self.require_client_cert && req.peer_certs().is_none_or(|c| c.is_empty()) {
+            return Err(Status::permission_denied(
+                "agents must present a client certificate signed by the coordinator's client CA",
+            ));
+        }
+        let mut inbound = req.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.next()).await {
+            Ok(Some(Ok(pb::AgentMessage { msg: Some(pb::agent_message::Msg::Hello(h)) }))) => h,
+            Ok(Some(Err(e))) => return Err(e),
+            Err(_) => return Err(Status::deadline_exceeded("no hello within 10 s")),
+            _ => return Err(Status::invalid_argument("the first message must be a hello")),
+        };
+        let host_id = HostId::new(hello.host_id.clone())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if caller.host_id.as_deref() != Some(host_id.as_str()) {
+            return Err(Status::permission_denied(format!(
+                "this agent token is bound to host {}, not {host_id}",
+                caller.host_id.as_deref().unwrap_or("(none)")
+            )));
+        }
+        let session_id = uuid::Uuid::new_v4().to_string();
+        self.store
+            .host_connected(
+                &HostSession {
+                    host_id: host_id.as_str(),
+                    hostname: &hello.hostname,
+                    agent_version: &hello.agent_version,
+                    docker_version: &hello.docker_version,
+                    capabilities: &hello.capabilities,
+                    coordinator_id: &self.instance_id,
+                    session_id: &session_id,
+                },
+                unix_ms(SystemTime::now()),
+            )
+            .await
+            .map_err(|e| Status::from(crate::error::ApiError::from(e)))?;
+
+        let (tx, rx) = mpsc::channel(64);
+        let welcome = pb::CoordinatorMessage {
+            msg: Some(pb::coordinator_message::Msg::Welcome(pb::Welcome {
+                coordinator_id: self.instance_id.clone(),
+                heartbeat_interval_secs: self.heartbeat_interval_secs,
+            })),
+        };
+        tx.send(Ok(welcome)).await.map_err(|_| Status::cancelled("agent went away"))?;
+        self.hub.register(host_id.as_str(), &session_id, tx);
+        tracing::info!(host_id = %host_id, hostname = hello.hostname, version = hello.agent_version, "agent connected");
+
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.read_inbound(host_id.as_str(), &session_id, inbound).await;
+            this.hub.unregister(host_id.as_str(), &session_id);
+            if let Err(e) = this.store.host_disconnected(host_id.as_str(), &session_id).await {
+                tracing::warn!(host_id = %host_id, error = %e, "cannot record disconnect");
+            }
+            tracing::info!(host_id = %host_id, "agent disconnected");
+        });
+
+        // The stream ends when the hub drops the session or the coordinator shuts down, which
+        // lets a graceful shutdown finish and tells the agent to reconnect elsewhere.
+        let outbound = ReceiverStream::new(rx).take_until(self.shutdown.clone().cancelled_owned());
+        Ok(Response::new(Box::pin(outbound)))
+    }
+}
+
+impl AgentLinkService {
+    async fn read_inbound(&self, host_id: &str, session_id: &str, mut inbound: Streaming<pb::AgentMessage>) {
+        use pb::agent_message::Msg;
+        loop {
+            let msg = tokio::select! {
+                m = inbound.next() => m,
+                _ = self.shutdown.cancelled() => return,
+            };
+            let msg = match msg {
+                Some(Ok(pb::AgentMessage { msg: Some(m) })) => m,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
+                    tracing::debug!(host_id, error = %e, "agent stream failed");
+                    return;
+                }
+                None => return,
+            };
+            match msg {
+                Msg::Heartbeat(_) => {
+                    match self.store.host_heartbeat(host_id, session_id, unix_ms(SystemTime::now())).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::info!(host_id, "session superseded, closing it");
+                            return;
+                        }
+                        Err(e) => tracing::warn!(host_id, error = %e, "cannot record heartbeat"),
+                    }
+                }
+                Msg::QueryReply(r) => self.hub.deliver(host_id, r),
+                Msg::Hello(_) => tracing::warn!(host_id, "ignoring a second hello"),
+                Msg::Progress(p) => tracing::debug!(host_id, task = ?p.id, "task progress"),
+                Msg::Result(r) => tracing::info!(host_id, task = ?r.id, ok = r.ok, "task result"),
+            }
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The api_tokens table. Only a SHA-256 of each token is stored; the plaintext exists once, in
+//! the answer to the call that created it.
+
+use sqlx::{AssertSqlSafe, Row};
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError};
+
+/// A token's record, without any secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub token_id: String,
+    pub role: String,
+    pub host_id: Option<String>,
+    pub description: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: Option<i64>,
+    pub revoked_at_ms: Option<i64>,
+    pub last_used_ms: Option<i64>,
+}
+
+/// A token to insert: its id, the hash of its secret and what it may do.
+#[derive(Debug, Clone)]
+pub struct NewToken<'a> {
+    pub token_id: &'a str,
+    pub token_hash: &'a str,
+    pub role: &'a str,
+    pub host_id: Option<&'a str>,
+    pub description: &'a str,
+    pub created_at_ms: i64,
+    pub expires_at_ms: Option<i64>,
+}
+
+const COLUMNS: &str = "token_id, role, host_id, description, created_at_ms, expires_at_ms, \
+                       revoked_at_ms, last_used_ms";
+
+fn from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
+    Ok(TokenRecord {
+        token_id: row.try_get("token_id")?,
+        role: row.try_get("role")?,
+        host_id: row.try_get("host_id")?,
+        description: row.try_get("description")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        expires_at_ms: row.try_get("expires_at_ms")?,
+        revoked_at_ms: row.try_get("revoked_at_ms")?,
+        last_used_ms: row.try_get("last_used_ms")?,
+    })
+}
+
+impl Store {
+    pub async fn insert_token(&self, t: &NewToken<'_>) -> Result<TokenRecord, StoreError> {
+        sqlx::query(
+            "INSERT INTO api_tokens (token_id, token_hash, role, host_id, description, \
+                                     created_at_ms, expires_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(t.token_id)
+        .bind(t.token_hash)
+        .bind(t.role)
+        .bind(t.host_id)
+        .bind(t.description)
+        .bind(t.created_at_ms)
+        .bind(t.expires_at_ms)
+        .execute(self.pool())
+        .await?;
+        self.get_token(t.token_id).await
+    }
+
+    pub async fn get_token(&self, token_id: &str) -> Result<TokenRecord, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM api_tokens WHERE token_id = $1")))
+            .bind(token_id)
+            .fetch_optional(self.pool())
+            .await?;
+        match row {
+            Some(row) => from_row(&row),
+            None => Err(StoreError::NotFound { what: format!("token {token_id:?}") }),
+        }
+    }
+
+    /// The live token with this hash (not revoked, not expired at `now_ms`), marking it used.
+    pub async fn find_live_token(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM api_tokens WHERE token_hash = $1 AND revoked_at_ms IS NULL \
+             AND (expires_at_ms IS NULL OR expires_at_ms > $2)"
+        )))
+        .bind(token_hash)
+        .bind(now_ms)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let token = from_row(&row)?;
+        // Coarse on purpose: one write a minute per token, not one per call.
+        if token.last_used_ms.is_none_or(|t| now_ms - t > 60_000) {
+            sqlx::query("UPDATE api_tokens SET last_used_ms = $1 WHERE token_id = $2")
+                .bind(now_ms)
+                .bind(&token.token_id)
+                .execute(self.pool())
+                .await?;
+        }
+        Ok(Some(token))
+    }
+
+    pub async fn list_tokens(&self, include_revoked: bool) -> Result<Vec<TokenRecord>, StoreError> {
+        let filter = if include_revoked { "" } else { "WHERE revoked_at_ms IS NULL" };
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM api_tokens {filter} ORDER BY created_at_ms, token_id"
+        )))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    pub async fn revoke_token(&self, token_id: &str, now_ms: i64) -> Result<TokenRecord, StoreError> {
+        sqlx::query(
+            "UPDATE api_tokens SET revoked_at_ms = $1 WHERE token_id = $2 AND revoked_at_ms IS NULL",
+        )
+        .bind(now_ms)
+        .bind(token_id)
+        .execute(self.pool())
+        .await?;
+        self.get_token(token_id).await
+    }
+}
