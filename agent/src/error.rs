@@ -1,0 +1,150 @@
+//! `AgentError`: every way the agent can fail, with the kind that retry decisions read.
+
+use std::io;
+use std::path::PathBuf;
+
+use berth_shared::NameError;
+
+/// What a failure means for whoever decides to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad configuration or local files: retrying will not help until an operator acts.
+    Invalid,
+    /// The coordinator refused our credentials.
+    Unauthorized,
+    /// The network, the coordinator or Docker may be back later.
+    Transient,
+    /// The peer broke the protocol.
+    Protocol,
+}
+
+/// Errors of the agent library.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot read token file {path}")]
+    TokenRead {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("token file {path} is empty")]
+    TokenEmpty { path: PathBuf },
+    #[error("token in {path} contains characters not allowed in a header")]
+    TokenInvalid { path: PathBuf },
+    #[error("invalid host id from {origin}")]
+    HostId {
+        origin: String,
+        #[source]
+        source: NameError,
+    },
+    #[error("cannot read host id file {path}")]
+    HostIdRead {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write host id file {path}")]
+    HostIdWrite {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read tls file {path}")]
+    TlsFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("invalid coordinator endpoint {url:?}")]
+    Endpoint {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("invalid tls configuration for {url:?}")]
+    Tls {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("cannot connect to coordinator")]
+    Connect(#[source] tonic::transport::Error),
+    #[error("coordinator answered {code:?}: {message}")]
+    Rpc { code: tonic::Code, message: String },
+    #[error("coordinator closed the stream")]
+    StreamClosed,
+    #[error("no welcome from coordinator within {secs} s")]
+    WelcomeTimeout { secs: u64 },
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("docker engine")]
+    Docker(#[source] Box<bollard::errors::Error>),
+    #[error("docker engine did not answer within {secs} s")]
+    DockerTimeout { secs: u64 },
+    #[error("cannot measure the filesystem of {path}")]
+    Statvfs {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("agent task failed")]
+    Join(#[source] tokio::task::JoinError),
+}
+
+impl AgentError {
+    /// The kind of failure, for retry decisions.
+    pub fn kind(&self) -> ErrorKind {
+        use AgentError::*;
+        match self {
+            TokenRead { .. }
+            | TokenEmpty { .. }
+            | TokenInvalid { .. }
+            | HostId { .. }
+            | HostIdRead { .. }
+            | HostIdWrite { .. }
+            | TlsFile { .. }
+            | Endpoint { .. }
+            | Tls { .. } => ErrorKind::Invalid,
+            Rpc {
+                code: tonic::Code::Unauthenticated | tonic::Code::PermissionDenied,
+                ..
+            } => ErrorKind::Unauthorized,
+            Protocol(_) => ErrorKind::Protocol,
+            Connect(_)
+            | Rpc { .. }
+            | StreamClosed
+            | WelcomeTimeout { .. }
+            | Docker(_)
+            | DockerTimeout { .. }
+            | Statvfs { .. }
+            | Join(_) => ErrorKind::Transient,
+        }
+    }
+}
+
+impl From<tonic::Status> for AgentError {
+    fn from(s: tonic::Status) -> Self {
+        AgentError::Rpc {
+            code: s.code(),
+            message: s.message().to_owned(),
+        }
+    }
+}
+
+impl From<bollard::errors::Error> for AgentError {
+    fn from(e: bollard::errors::Error) -> Self {
+        AgentError::Docker(Box::new(e))
+    }
+}
+
+/// `error` and its sources joined by ": ", for logs and error strings sent on the wire.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

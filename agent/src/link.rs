@@ -1,0 +1,166 @@
+//! The link to the coordinator: the gRPC channel, one session at a time, reconnection with
+//! jittered backoff, and the observable `LinkState`.
+
+mod backoff;
+mod session;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_shared::HostId;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tracing::{error, info, warn};
+
+use crate::config::{Config, Token};
+use crate::error::{AgentError, ErrorKind, chain};
+use backoff::Backoff;
+
+/// Where the link stands; watch it through [`crate::Agent::state`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkState {
+    /// Dialling the coordinator or waiting for its welcome.
+    Connecting,
+    /// In session with the coordinator instance `coordinator_id`.
+    Connected { coordinator_id: String },
+    /// Waiting before the next attempt.
+    Backoff { until: Instant },
+}
+
+/// A session that lasted longer than this resets the backoff to its shortest delays.
+const STABLE_SESSION: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Everything a session needs, prepared once at start.
+#[derive(Debug)]
+pub(crate) struct Link {
+    endpoint: Endpoint,
+    authorization: MetadataValue<Ascii>,
+    host_id: HostId,
+    hostname: String,
+    warm_root: PathBuf,
+    max_backoff: Duration,
+}
+
+impl Link {
+    /// Builds the endpoint (reading TLS files) and the authorization header.
+    pub(crate) fn new(config: &Config, host_id: HostId, token: &Token) -> Result<Self, AgentError> {
+        let mut authorization: MetadataValue<Ascii> = format!("Bearer {}", token.expose())
+            .parse()
+            .map_err(|_| AgentError::TokenInvalid {
+                path: config.token_file.clone(),
+            })?;
+        authorization.set_sensitive(true);
+        Ok(Self {
+            endpoint: endpoint(config)?,
+            authorization,
+            host_id,
+            hostname: hostname(),
+            warm_root: config.warm_root.clone(),
+            max_backoff: Duration::from_millis(config.reconnect_max_backoff_ms),
+        })
+    }
+}
+
+fn endpoint(config: &Config) -> Result<Endpoint, AgentError> {
+    let url = config.coordinator_url.trim().to_owned();
+    let mut endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|source| AgentError::Endpoint {
+            url: url.clone(),
+            source,
+        })?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .user_agent(format!("berth-agent/{}", env!("CARGO_PKG_VERSION")))
+        .map_err(|source| AgentError::Endpoint {
+            url: url.clone(),
+            source,
+        })?;
+    if let Some(tls) = &config.tls {
+        let mut client_tls =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read_pem(&tls.ca_file)?));
+        if let (Some(cert), Some(key)) = (&tls.client_cert_file, &tls.client_key_file) {
+            client_tls = client_tls.identity(Identity::from_pem(read_pem(cert)?, read_pem(key)?));
+        }
+        if let Some(name) = &tls.domain_name {
+            client_tls = client_tls.domain_name(name.clone());
+        }
+        endpoint = endpoint
+            .tls_config(client_tls)
+            .map_err(|source| AgentError::Tls { url, source })?;
+    }
+    Ok(endpoint)
+}
+
+fn read_pem(path: &Path) -> Result<Vec<u8>, AgentError> {
+    std::fs::read(path).map_err(|source| AgentError::TlsFile {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn hostname() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
+/// Keeps a session with the coordinator until `shutdown` is cancelled.
+pub(crate) async fn run(
+    link: Link,
+    state: watch::Sender<LinkState>,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    let mut backoff = Backoff::new(link.max_backoff);
+    loop {
+        state.send_replace(LinkState::Connecting);
+        let mut connected_at = None;
+        let reason = tokio::select! {
+            () = shutdown.cancelled() => break,
+            reason = session::run(&link, &state, &mut connected_at) => reason,
+        };
+        let delay = match (reason.kind(), connected_at) {
+            (ErrorKind::Unauthorized, _) => {
+                error!(
+                    error = %chain(&reason),
+                    "coordinator refused this agent's credentials; check the token file and that its token is bound to this host id"
+                );
+                backoff.cap()
+            }
+            (_, Some(at)) => {
+                info!(reason = %chain(&reason), "disconnected from coordinator");
+                if at.elapsed() > STABLE_SESSION {
+                    backoff.reset();
+                }
+                backoff.next()
+            }
+            (_, None) => {
+                let delay = backoff.next();
+                warn!(error = %chain(&reason), retry_in_ms = delay.as_millis() as u64, "cannot open a session with the coordinator");
+                delay
+            }
+        };
+        let until = Instant::now() + delay;
+        state.send_replace(LinkState::Backoff { until });
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep_until(until) => {}
+        }
+    }
+    info!("link to coordinator stopped");
+    Ok(())
+}
