@@ -1,0 +1,195 @@
+//! How results are shown: `--output table|json`, aligned tables, key/value blocks, times, sizes.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+/// `--output`: a table for people, JSON for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OutputFormat {
+    #[default]
+    Table,
+    Json,
+}
+
+/// Writes `value` as pretty JSON followed by a newline.
+pub fn write_json<T: Serialize + ?Sized>(out: &mut dyn Write, value: &T) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)
+}
+
+/// A table whose columns are padded to their widest cell, two spaces apart.
+#[derive(Debug)]
+pub struct Table {
+    headers: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(headers: &[&'static str]) -> Self {
+        Self {
+            headers: headers.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row; empty cells show as `-` so columns stay readable by eye and by `awk`.
+    pub fn row(&mut self, cells: Vec<String>) {
+        debug_assert_eq!(cells.len(), self.headers.len());
+        let cells = cells
+            .into_iter()
+            .map(|c| if c.is_empty() { "-".to_owned() } else { c })
+            .collect();
+        self.rows.push(cells);
+    }
+
+    pub fn write(&self, out: &mut dyn Write) -> io::Result<()> {
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| width(h)).collect();
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(width(cell));
+            }
+        }
+        let headers: Vec<String> = self.headers.iter().map(|h| (*h).to_owned()).collect();
+        for row in std::iter::once(&headers).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
+                line.push_str(cell);
+                if i + 1 < row.len() {
+                    line.extend(std::iter::repeat_n(' ', w - width(cell) + 2));
+                }
+            }
+            writeln!(out, "{}", line.trim_end())?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `label: value` lines with the values aligned; `indent` spaces before each label.
+pub fn write_fields(
+    out: &mut dyn Write,
+    indent: usize,
+    fields: &[(&str, String)],
+) -> io::Result<()> {
+    let label_width = fields.iter().map(|(k, _)| width(k) + 1).max().unwrap_or(0);
+    for (label, value) in fields {
+        let value = if value.is_empty() { "-" } else { value };
+        let label = format!("{label}:");
+        writeln!(out, "{:indent$}{label:<label_width$}  {value}", "")?;
+    }
+    Ok(())
+}
+
+/// Display width of a cell: characters, which is right for the ASCII we print.
+fn width(s: &str) -> usize {
+    s.chars().count()
+}
+
+/// A timestamp relative to `now_ms`: `3s ago`, `5m ago`, `in 2d`, `never` for 0.
+pub fn relative_time(now_ms: i64, at_ms: i64) -> String {
+    if at_ms <= 0 {
+        return "never".to_owned();
+    }
+    let delta_ms = now_ms.saturating_sub(at_ms);
+    // Clock skew between the coordinator and us shows as "just now", not "in 1s".
+    if delta_ms.abs() < 1000 {
+        return "just now".to_owned();
+    }
+    let span = short_span(delta_ms.unsigned_abs() / 1000);
+    if delta_ms > 0 {
+        format!("{span} ago")
+    } else {
+        format!("in {span}")
+    }
+}
+
+/// A span in its largest whole unit: `59s`, `1m`, `23h`, `6d`.
+fn short_span(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86_400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    }
+}
+
+/// Bytes in binary units with one decimal: `512 B`, `1.5 KiB`, `15.6 GiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(t: &Table) -> String {
+        let mut buf = Vec::new();
+        t.write(&mut buf).unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn tables_align_columns_and_mark_empty_cells() {
+        let mut t = Table::new(&["ID", "NAME", "NOTE"]);
+        t.row(vec!["a".into(), "longer-name".into(), "x".into()]);
+        t.row(vec!["bbbb".into(), String::new(), String::new()]);
+        assert_eq!(
+            render(&t),
+            "ID    NAME         NOTE\n\
+             a     longer-name  x\n\
+             bbbb  -            -\n"
+        );
+    }
+
+    #[test]
+    fn an_empty_table_is_its_header() {
+        assert_eq!(render(&Table::new(&["A", "B"])), "A  B\n");
+    }
+
+    #[test]
+    fn fields_align_their_values() {
+        let mut buf = Vec::new();
+        write_fields(
+            &mut buf,
+            2,
+            &[("os", "Debian".into()), ("kernel", String::new())],
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "  os:      Debian\n  kernel:  -\n"
+        );
+    }
+
+    #[test]
+    fn relative_times_use_the_largest_unit() {
+        let now = 1_700_000_000_000;
+        assert_eq!(relative_time(now, now - 3_400), "3s ago");
+        assert_eq!(relative_time(now, now - 59_999), "59s ago");
+        assert_eq!(relative_time(now, now - 60_000), "1m ago");
+        assert_eq!(relative_time(now, now - 2 * 3_600_000 - 5), "2h ago");
+        assert_eq!(relative_time(now, now - 3 * 86_400_000), "3d ago");
+        assert_eq!(relative_time(now, now + 30 * 86_400_000), "in 30d");
+        assert_eq!(relative_time(now, now + 400), "just now");
+        assert_eq!(relative_time(now, 0), "never");
+    }
+
+    #[test]
+    fn bytes_are_shown_in_binary_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(16 * 1024 * 1024 * 1024), "16.0 GiB");
+        assert_eq!(human_bytes(u64::MAX), "16.0 EiB");
+    }
+}
