@@ -83,7 +83,11 @@ pub enum AuthError {
     #[error("the token is unknown, revoked or expired")]
     Invalid,
     #[error("role {role} may not call {path} (allowed: {allowed})")]
-    Forbidden { role: Role, path: String, allowed: String },
+    Forbidden {
+        role: Role,
+        path: String,
+        allowed: String,
+    },
     #[error("{path} is not a known method")]
     UnknownMethod { path: String },
     #[error("the role {0} needs a host id (--host)")]
@@ -146,8 +150,15 @@ impl Tokens {
             .find_live_token(&hash_token(token.trim()), now)
             .await?
             .ok_or(AuthError::Invalid)?;
-        let role = record.role.parse::<Role>().map_err(|_| AuthError::Invalid)?;
-        Ok(Principal { token_id: record.token_id, role, host_id: record.host_id })
+        let role = record
+            .role
+            .parse::<Role>()
+            .map_err(|_| AuthError::Invalid)?;
+        Ok(Principal {
+            token_id: record.token_id,
+            role,
+            host_id: record.host_id,
+        })
     }
 
     /// Authenticates and authorizes one call to `path`.
@@ -158,11 +169,18 @@ impl Tokens {
     ) -> Result<Option<Principal>, AuthError> {
         let allowed = match policy(path) {
             Access::Public => return Ok(None),
-            Access::Unknown => return Err(AuthError::UnknownMethod { path: path.to_owned() }),
+            Access::Unknown => {
+                return Err(AuthError::UnknownMethod {
+                    path: path.to_owned(),
+                });
+            }
             Access::Roles(roles) => roles,
         };
         let token = authorization
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
             .filter(|t| !t.trim().is_empty())
             .ok_or(AuthError::Missing)?;
         let principal = self.authenticate(token).await?;
@@ -171,7 +189,11 @@ impl Tokens {
             return Err(AuthError::Forbidden {
                 role: principal.role,
                 path: path.to_owned(),
-                allowed: allowed.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
+                allowed: allowed
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
         Ok(Some(principal))
@@ -193,7 +215,10 @@ impl AuthLayer {
 impl<S> tower::Layer<S> for AuthLayer {
     type Service = AuthService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { inner, tokens: self.tokens.clone() }
+        AuthService {
+            inner,
+            tokens: self.tokens.clone(),
+        }
     }
 }
 
@@ -261,8 +286,7 @@ mod tests {
         for file in &fds.file {
             for service in &file.service {
                 for method in &service.method {
-                    let path =
-                        format!("/{}.{}/{}", file.package(), service.name(), method.name());
+                    let path = format!("/{}.{}/{}", file.package(), service.name(), method.name());
                     assert!(
                         matches!(policy(&path), Access::Roles(_)),
                         "{path} has no entry in the authorization policy"

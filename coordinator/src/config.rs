@@ -127,10 +127,13 @@ impl Config {
                 "no [tls] section: set tls.cert_file and tls.key_file, or insecure_plaintext = true \
                  for development on loopback"
             ),
-            (Some(_), true) => bail!("both [tls] and insecure_plaintext = true are set: choose one"),
+            (Some(_), true) => {
+                bail!("both [tls] and insecure_plaintext = true are set: choose one")
+            }
             _ => {}
         }
-        if self.heartbeat_interval_secs == 0 || self.heartbeat_timeout_secs <= self.heartbeat_interval_secs
+        if self.heartbeat_interval_secs == 0
+            || self.heartbeat_timeout_secs <= self.heartbeat_interval_secs
         {
             bail!(
                 "heartbeat_timeout_secs ({}) must be greater than heartbeat_interval_secs ({}), \
@@ -183,21 +186,26 @@ mod tests {
         let c = Config::parse("").unwrap();
         let err = c.check().unwrap_err().to_string();
         assert!(err.contains("insecure_plaintext"), "{err}");
-        Config::parse("insecure_plaintext = true").unwrap().check().unwrap();
+        Config::parse("insecure_plaintext = true")
+            .unwrap()
+            .check()
+            .unwrap();
     }
 
     #[test]
     fn database_defaults_to_sqlite_in_data_dir() {
         let c = Config::parse("insecure_plaintext = true\ndata_dir = \"/srv/b\"").unwrap();
-        assert_eq!(c.database_url().unwrap(), "sqlite:///srv/b/berth.db?mode=rwc");
+        assert_eq!(
+            c.database_url().unwrap(),
+            "sqlite:///srv/b/berth.db?mode=rwc"
+        );
     }
 
     #[test]
     fn missing_database_url_file_is_named() {
-        let c = Config::parse(
-            "insecure_plaintext = true\ndatabase_url_file = \"/nonexistent/db-url\"",
-        )
-        .unwrap();
+        let c =
+            Config::parse("insecure_plaintext = true\ndatabase_url_file = \"/nonexistent/db-url\"")
+                .unwrap();
         let err = format!("{:#}", c.database_url().unwrap_err());
         assert!(err.contains("/nonexistent/db-url"), "{err}");
     }

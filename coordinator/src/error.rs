@@ -80,5 +80,7 @@ impl From<ApiError> for Status {
 
 /// The answer of an RPC whose capability is not built yet.
 pub fn not_built(what: &str, arrives_with: &str) -> Status {
-    Status::unimplemented(format!("{what} is not built yet: it arrives with {arrives_with}"))
+    Status::unimplemented(format!(
+        "{what} is not built yet: it arrives with {arrives_with}"
+    ))
 }

@@ -53,7 +53,11 @@ impl Hub {
         let mut sessions = self.sessions.lock().expect("hub lock");
         let old = sessions.insert(
             host_id.to_owned(),
-            Session { session_id: session_id.to_owned(), tx, pending: HashMap::new() },
+            Session {
+                session_id: session_id.to_owned(),
+                tx,
+                pending: HashMap::new(),
+            },
         );
         metrics::gauge!("berth_agent_sessions").set(sessions.len() as f64);
         if old.is_some() {
@@ -64,14 +68,20 @@ impl Hub {
     /// Forgets a session, unless a newer one has replaced it already.
     pub fn unregister(&self, host_id: &str, session_id: &str) {
         let mut sessions = self.sessions.lock().expect("hub lock");
-        if sessions.get(host_id).is_some_and(|s| s.session_id == session_id) {
+        if sessions
+            .get(host_id)
+            .is_some_and(|s| s.session_id == session_id)
+        {
             sessions.remove(host_id);
         }
         metrics::gauge!("berth_agent_sessions").set(sessions.len() as f64);
     }
 
     pub fn is_connected(&self, host_id: &str) -> bool {
-        self.sessions.lock().expect("hub lock").contains_key(host_id)
+        self.sessions
+            .lock()
+            .expect("hub lock")
+            .contains_key(host_id)
     }
 
     /// Routes an agent's reply to the query waiting for it.
@@ -86,7 +96,11 @@ impl Hub {
             (Some(w), Some(r)) => {
                 let _ = w.send(r);
             }
-            _ => tracing::debug!(host_id, query_id = reply.query_id, "reply to no pending query"),
+            _ => tracing::debug!(
+                host_id,
+                query_id = reply.query_id,
+                "reply to no pending query"
+            ),
         }
     }
 
@@ -102,11 +116,15 @@ impl Hub {
             let mut sessions = self.sessions.lock().expect("hub lock");
             let session = sessions
                 .get_mut(host_id)
-                .ok_or_else(|| HubError::NotConnected { host_id: host_id.to_owned() })?;
+                .ok_or_else(|| HubError::NotConnected {
+                    host_id: host_id.to_owned(),
+                })?;
             session.pending.insert(query_id.clone(), reply_tx);
             session.tx.clone()
         };
-        let gone = || HubError::Gone { host_id: host_id.to_owned() };
+        let gone = || HubError::Gone {
+            host_id: host_id.to_owned(),
+        };
         let msg = pb::CoordinatorMessage {
             msg: Some(pb::coordinator_message::Msg::Query(pb::Query {
                 query_id: query_id.clone(),
@@ -121,7 +139,10 @@ impl Hub {
                 if let Some(s) = self.sessions.lock().expect("hub lock").get_mut(host_id) {
                     s.pending.remove(&query_id);
                 }
-                Err(HubError::Timeout { host_id: host_id.to_owned(), secs: QUERY_TIMEOUT.as_secs() })
+                Err(HubError::Timeout {
+                    host_id: host_id.to_owned(),
+                    secs: QUERY_TIMEOUT.as_secs(),
+                })
             }
         }
     }
@@ -131,9 +152,10 @@ impl Hub {
         let kind = pb::query::Kind::DescribeHost(pb::DescribeHostQuery {});
         match self.query(host_id, kind).await? {
             pb::query_reply::Reply::HostDescription(d) => Ok(d),
-            pb::query_reply::Reply::Error(message) => {
-                Err(HubError::Agent { host_id: host_id.to_owned(), message })
-            }
+            pb::query_reply::Reply::Error(message) => Err(HubError::Agent {
+                host_id: host_id.to_owned(),
+                message,
+            }),
         }
     }
 }

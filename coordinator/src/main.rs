@@ -10,10 +10,18 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "berth-coordinator", version, about = "Berth's coordinator: sagas, hosts, cloud")]
+#[command(
+    name = "berth-coordinator",
+    version,
+    about = "Berth's coordinator: sagas, hosts, cloud"
+)]
 struct Args {
     /// Config file (TOML).
-    #[arg(long, env = "BERTH_COORDINATOR_CONFIG", default_value = "/etc/berth/coordinator.toml")]
+    #[arg(
+        long,
+        env = "BERTH_COORDINATOR_CONFIG",
+        default_value = "/etc/berth/coordinator.toml"
+    )]
     config: PathBuf,
     /// Overrides `listen`.
     #[arg(long, env = "BERTH_LISTEN")]
@@ -111,12 +119,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn token(config: Config, command: TokenCommand) -> anyhow::Result<()> {
-    let TokenCommand::Create { role, host, description, ttl_secs } = command;
+    let TokenCommand::Create {
+        role,
+        host,
+        description,
+        ttl_secs,
+    } = command;
     let store = server::open_store(&config).await?;
     let tokens = auth::Tokens::new(store.clone());
     let ttl = ttl_secs.map(std::time::Duration::from_secs);
     let (record, token) = tokens.issue(role, host.as_ref(), &description, ttl).await?;
-    eprintln!("created {} token {} (shown once; store it now)", record.role, record.token_id);
+    eprintln!(
+        "created {} token {} (shown once; store it now)",
+        record.role, record.token_id
+    );
     println!("{token}");
     store.close().await;
     Ok(())

@@ -25,10 +25,17 @@ pub enum StartError {
     Config(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot read {what} {path}: {source}")]
-    ReadFile { what: &'static str, path: String, source: std::io::Error },
-    #[error("cannot create data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    #[error("cannot read {what} {path}")]
+    ReadFile {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot create data directory {path}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("reflection service: {0}")]
@@ -45,7 +52,9 @@ fn read(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, StartErro
 
 /// Opens the configured store, creating the data directory for the SQLite default.
 pub async fn open_store(config: &Config) -> Result<Store, StartError> {
-    let url = config.database_url().map_err(|e| StartError::Config(format!("{e:#}")))?;
+    let url = config
+        .database_url()
+        .map_err(|e| StartError::Config(format!("{e:#}")))?;
     if url.starts_with("sqlite:") {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.display().to_string(),
@@ -57,8 +66,13 @@ pub async fn open_store(config: &Config) -> Result<Store, StartError> {
 }
 
 fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, StartError> {
-    let Some(tls) = &config.tls else { return Ok(None) };
-    let identity = Identity::from_pem(read("tls.cert_file", &tls.cert_file)?, read("tls.key_file", &tls.key_file)?);
+    let Some(tls) = &config.tls else {
+        return Ok(None);
+    };
+    let identity = Identity::from_pem(
+        read("tls.cert_file", &tls.cert_file)?,
+        read("tls.key_file", &tls.key_file)?,
+    );
     let mut server = ServerTlsConfig::new().identity(identity);
     if let Some(ca) = &tls.client_ca_file {
         server = server
@@ -71,7 +85,9 @@ fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, StartError> {
 /// This instance's id: configured, or `<hostname>-<random>`.
 pub fn instance_id(config: &Config) -> String {
     config.instance_id.clone().unwrap_or_else(|| {
-        let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+        let host = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
         format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
     })
 }
@@ -91,9 +107,13 @@ pub async fn run(
     let tokens = Tokens::new(store.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
     for name in pb::SERVICE_NAMES {
-        health.set_service_status(*name, tonic_health::ServingStatus::Serving).await;
+        health
+            .set_service_status(*name, tonic_health::ServingStatus::Serving)
+            .await;
     }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -109,7 +129,10 @@ pub async fn run(
         hub: hub.clone(),
         instance_id: instance_id.clone(),
         heartbeat_interval_secs: config.heartbeat_interval_secs,
-        require_client_cert: config.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some()),
+        require_client_cert: config
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca_file.is_some()),
         shutdown: shutdown.clone(),
     };
     let hosts = HostsService {
@@ -117,7 +140,10 @@ pub async fn run(
         hub: hub.clone(),
         heartbeat_timeout_ms: i64::from(config.heartbeat_timeout_secs) * 1000,
     };
-    let token_service = TokensService { store: store.clone(), tokens: tokens.clone() };
+    let token_service = TokensService {
+        store: store.clone(),
+        tokens: tokens.clone(),
+    };
 
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
@@ -132,18 +158,31 @@ pub async fn run(
         .add_service(reflection_alpha)
         .add_service(pb::agent_link_server::AgentLinkServer::new(agent_link))
         .add_service(pb::host_service_server::HostServiceServer::new(hosts))
-        .add_service(pb::token_service_server::TokenServiceServer::new(token_service))
+        .add_service(pb::token_service_server::TokenServiceServer::new(
+            token_service,
+        ))
         .add_service(pb::saga_service_server::SagaServiceServer::new(NotBuilt))
-        .add_service(pb::droplet_service_server::DropletServiceServer::new(NotBuilt))
+        .add_service(pb::droplet_service_server::DropletServiceServer::new(
+            NotBuilt,
+        ))
         .add_service(pb::warm_service_server::WarmServiceServer::new(NotBuilt))
-        .add_service(pb::archive_service_server::ArchiveServiceServer::new(NotBuilt))
+        .add_service(pb::archive_service_server::ArchiveServiceServer::new(
+            NotBuilt,
+        ))
         .add_service(pb::drift_service_server::DriftServiceServer::new(NotBuilt));
 
     let addr = listener.local_addr().ok();
-    tracing::info!(?addr, instance_id, tls = config.tls.is_some(), "coordinator serving");
+    tracing::info!(
+        ?addr,
+        instance_id,
+        tls = config.tls.is_some(),
+        "coordinator serving"
+    );
     ready();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await?;
+    router
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await?;
     store.close().await;
     tracing::info!("coordinator stopped");
     Ok(())

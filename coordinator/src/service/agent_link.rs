@@ -49,10 +49,16 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
         }
         let mut inbound = req.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.next()).await {
-            Ok(Some(Ok(pb::AgentMessage { msg: Some(pb::agent_message::Msg::Hello(h)) }))) => h,
+            Ok(Some(Ok(pb::AgentMessage {
+                msg: Some(pb::agent_message::Msg::Hello(h)),
+            }))) => h,
             Ok(Some(Err(e))) => return Err(e),
             Err(_) => return Err(Status::deadline_exceeded("no hello within 10 s")),
-            _ => return Err(Status::invalid_argument("the first message must be a hello")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a hello",
+                ));
+            }
         };
         let host_id = HostId::new(hello.host_id.clone())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -86,15 +92,22 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
                 heartbeat_interval_secs: self.heartbeat_interval_secs,
             })),
         };
-        tx.send(Ok(welcome)).await.map_err(|_| Status::cancelled("agent went away"))?;
+        tx.send(Ok(welcome))
+            .await
+            .map_err(|_| Status::cancelled("agent went away"))?;
         self.hub.register(host_id.as_str(), &session_id, tx);
         tracing::info!(host_id = %host_id, hostname = hello.hostname, version = hello.agent_version, "agent connected");
 
         let this = self.clone();
         tokio::spawn(async move {
-            this.read_inbound(host_id.as_str(), &session_id, inbound).await;
+            this.read_inbound(host_id.as_str(), &session_id, inbound)
+                .await;
             this.hub.unregister(host_id.as_str(), &session_id);
-            if let Err(e) = this.store.host_disconnected(host_id.as_str(), &session_id).await {
+            if let Err(e) = this
+                .store
+                .host_disconnected(host_id.as_str(), &session_id)
+                .await
+            {
                 tracing::warn!(host_id = %host_id, error = %e, "cannot record disconnect");
             }
             tracing::info!(host_id = %host_id, "agent disconnected");
@@ -108,7 +121,12 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
 }
 
 impl AgentLinkService {
-    async fn read_inbound(&self, host_id: &str, session_id: &str, mut inbound: Streaming<pb::AgentMessage>) {
+    async fn read_inbound(
+        &self,
+        host_id: &str,
+        session_id: &str,
+        mut inbound: Streaming<pb::AgentMessage>,
+    ) {
         use pb::agent_message::Msg;
         loop {
             let msg = tokio::select! {
@@ -126,7 +144,11 @@ impl AgentLinkService {
             };
             match msg {
                 Msg::Heartbeat(_) => {
-                    match self.store.host_heartbeat(host_id, session_id, unix_ms(SystemTime::now())).await {
+                    match self
+                        .store
+                        .host_heartbeat(host_id, session_id, unix_ms(SystemTime::now()))
+                        .await
+                    {
                         Ok(true) => {}
                         Ok(false) => {
                             tracing::info!(host_id, "session superseded, closing it");

@@ -30,7 +30,11 @@ impl HostsService {
             first_seen_ms: h.first_seen_ms,
             last_heartbeat_ms: h.last_heartbeat_ms,
             online,
-            connected_to: if online { h.connected_to.unwrap_or_default() } else { String::new() },
+            connected_to: if online {
+                h.connected_to.unwrap_or_default()
+            } else {
+                String::new()
+            },
         }
     }
 }
@@ -52,7 +56,11 @@ impl pb::host_service_server::HostService for HostsService {
         req: Request<pb::GetHostRequest>,
     ) -> Result<Response<pb::HostDetail>, Status> {
         let host_id = HostId::new(req.into_inner().host_id).map_err(ApiError::from)?;
-        let record = self.store.get_host(host_id.as_str()).await.map_err(ApiError::from)?;
+        let record = self
+            .store
+            .get_host(host_id.as_str())
+            .await
+            .map_err(ApiError::from)?;
         let host = self.to_pb(record, unix_ms(SystemTime::now()));
         let (description, description_error) = if !host.online {
             (None, "host is offline".to_owned())
@@ -62,6 +70,10 @@ impl pb::host_service_server::HostService for HostsService {
                 Err(e) => (None, e.to_string()),
             }
         };
-        Ok(Response::new(pb::HostDetail { host: Some(host), description, description_error }))
+        Ok(Response::new(pb::HostDetail {
+            host: Some(host),
+            description,
+            description_error,
+        }))
     }
 }

@@ -3,8 +3,8 @@
 use std::time::{Duration, SystemTime};
 
 use berth_proto::v1 as pb;
-use berth_shared::{HostId, Role};
 use berth_shared::time::unix_ms;
+use berth_shared::{HostId, Role};
 use tonic::{Request, Response, Status};
 
 use crate::auth::Tokens;
@@ -37,18 +37,27 @@ impl pb::token_service_server::TokenService for TokensService {
         req: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
         let r = req.into_inner();
-        let role: Role = r.role.parse().map_err(|e: berth_shared::role::UnknownRole| {
-            ApiError::InvalidArgument(e.to_string())
-        })?;
+        let role: Role = r
+            .role
+            .parse()
+            .map_err(|e: berth_shared::role::UnknownRole| {
+                ApiError::InvalidArgument(e.to_string())
+            })?;
         let host = match r.host_id.as_str() {
             "" => None,
             h => Some(HostId::new(h).map_err(ApiError::from)?),
         };
         let ttl = (r.ttl_secs > 0).then(|| Duration::from_secs(r.ttl_secs));
-        let (record, token) =
-            self.tokens.issue(role, host.as_ref(), &r.description, ttl).await.map_err(ApiError::from)?;
+        let (record, token) = self
+            .tokens
+            .issue(role, host.as_ref(), &r.description, ttl)
+            .await
+            .map_err(ApiError::from)?;
         tracing::info!(token_id = record.token_id, role = %role, "token created");
-        Ok(Response::new(pb::CreateTokenResponse { info: Some(token_info(record)), token }))
+        Ok(Response::new(pb::CreateTokenResponse {
+            info: Some(token_info(record)),
+            token,
+        }))
     }
 
     async fn list_tokens(
@@ -57,7 +66,9 @@ impl pb::token_service_server::TokenService for TokensService {
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
         let all = req.into_inner().include_revoked;
         let tokens = self.store.list_tokens(all).await.map_err(ApiError::from)?;
-        Ok(Response::new(pb::ListTokensResponse { tokens: tokens.into_iter().map(token_info).collect() }))
+        Ok(Response::new(pb::ListTokensResponse {
+            tokens: tokens.into_iter().map(token_info).collect(),
+        }))
     }
 
     async fn revoke_token(
@@ -65,8 +76,11 @@ impl pb::token_service_server::TokenService for TokensService {
         req: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::TokenInfo>, Status> {
         let id = req.into_inner().token_id;
-        let record =
-            self.store.revoke_token(&id, unix_ms(SystemTime::now())).await.map_err(ApiError::from)?;
+        let record = self
+            .store
+            .revoke_token(&id, unix_ms(SystemTime::now()))
+            .await
+            .map_err(ApiError::from)?;
         tracing::info!(token_id = record.token_id, "token revoked");
         Ok(Response::new(token_info(record)))
     }

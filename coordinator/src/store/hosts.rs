@@ -1,7 +1,7 @@
 //! The hosts table: every agent that ever said hello, its last heartbeat and who holds its stream.
 
-use sqlx::{AssertSqlSafe, Row};
 use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
 
 use super::{Store, StoreError};
 
@@ -100,7 +100,11 @@ impl Store {
     }
 
     /// Marks a session closed, unless a newer session of the same host has replaced it.
-    pub async fn host_disconnected(&self, host_id: &str, session_id: &str) -> Result<(), StoreError> {
+    pub async fn host_disconnected(
+        &self,
+        host_id: &str,
+        session_id: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE hosts SET connected_to = NULL, session_id = NULL \
              WHERE host_id = $1 AND session_id = $2",
@@ -113,20 +117,26 @@ impl Store {
     }
 
     pub async fn list_hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
-        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM hosts ORDER BY host_id")))
-            .fetch_all(self.pool())
-            .await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM hosts ORDER BY host_id"
+        )))
+        .fetch_all(self.pool())
+        .await?;
         rows.iter().map(from_row).collect()
     }
 
     pub async fn get_host(&self, host_id: &str) -> Result<HostRecord, StoreError> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM hosts WHERE host_id = $1")))
-            .bind(host_id)
-            .fetch_optional(self.pool())
-            .await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM hosts WHERE host_id = $1"
+        )))
+        .bind(host_id)
+        .fetch_optional(self.pool())
+        .await?;
         match row {
             Some(row) => from_row(&row),
-            None => Err(StoreError::NotFound { what: format!("host {host_id:?}") }),
+            None => Err(StoreError::NotFound {
+                what: format!("host {host_id:?}"),
+            }),
         }
     }
 }

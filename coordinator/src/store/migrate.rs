@@ -54,9 +54,17 @@ pub enum SchemaError {
         "database schema is at version {found} but this coordinator ({build}) knows versions up to \
          {known}: it was migrated by a newer build; run that build or a newer one"
     )]
-    TooNew { found: i64, known: i64, build: &'static str },
-    #[error("migration {version} ({name}) failed: {source}")]
-    Failed { version: i64, name: &'static str, source: sqlx::Error },
+    TooNew {
+        found: i64,
+        known: i64,
+        build: &'static str,
+    },
+    #[error("migration {version} ({name}) failed")]
+    Failed {
+        version: i64,
+        name: &'static str,
+        source: sqlx::Error,
+    },
 }
 
 const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS berth_schema_migrations (
@@ -77,11 +85,15 @@ pub(super) async fn current_version(pool: &AnyPool) -> Result<i64, StoreError> {
 pub(super) async fn run(store: &Store) -> Result<(), StoreError> {
     let mut conn = store.pool.acquire().await?;
     if store.backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_lock(7400001)").execute(&mut *conn).await?;
+        sqlx::query("SELECT pg_advisory_lock(7400001)")
+            .execute(&mut *conn)
+            .await?;
     }
     let result = apply(store.backend, &mut conn).await;
     if store.backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_unlock(7400001)").execute(&mut *conn).await?;
+        sqlx::query("SELECT pg_advisory_unlock(7400001)")
+            .execute(&mut *conn)
+            .await?;
     }
     result
 }
@@ -105,7 +117,11 @@ async fn apply(backend: Backend, conn: &mut sqlx::AnyConnection) -> Result<(), S
             Backend::Postgres => m.postgres.unwrap_or(m.sqlite),
             Backend::Sqlite => m.sqlite,
         };
-        let failed = |source| SchemaError::Failed { version: m.version, name: m.name, source };
+        let failed = |source| SchemaError::Failed {
+            version: m.version,
+            name: m.name,
+            source,
+        };
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         for s in statements {
             sqlx::query(*s).execute(&mut *tx).await.map_err(failed)?;
@@ -120,7 +136,11 @@ async fn apply(backend: Backend, conn: &mut sqlx::AnyConnection) -> Result<(), S
         .await
         .map_err(failed)?;
         tx.commit().await?;
-        tracing::info!(version = m.version, name = m.name, "applied schema migration");
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "applied schema migration"
+        );
     }
     Ok(())
 }

@@ -26,7 +26,7 @@ pub enum Backend {
 /// What went wrong in the store, by kind, so callers decide on the kind and not on a string.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot connect to database {url}: {source}")]
+    #[error("cannot connect to database {url}")]
     Connect { url: String, source: sqlx::Error },
     #[error("database url {url} is not supported: use sqlite://PATH or postgres://…")]
     UnsupportedUrl { url: String },
@@ -73,8 +73,12 @@ pub struct Store {
 
 /// The URL with any password replaced, fit for logs and errors.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_owned() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
     match userinfo.split_once(':') {
         Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
         None => url.to_owned(),
@@ -95,12 +99,23 @@ impl Store {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Backend::Postgres
         } else {
-            return Err(StoreError::UnsupportedUrl { url: redact_url(url) });
+            return Err(StoreError::UnsupportedUrl {
+                url: redact_url(url),
+            });
         };
-        let connect_err = |source| StoreError::Connect { url: redact_url(url), source };
+        let connect_err = |source| StoreError::Connect {
+            url: redact_url(url),
+            source,
+        };
         let options = AnyConnectOptions::from_str(url)
             .map_err(connect_err)?
             .log_statements(tracing::log::LevelFilter::Trace);
+        // One direct attempt first: it reports the real cause (refused, auth, unknown host)
+        // where the pool would only time out.
+        let probe = <sqlx::AnyConnection as sqlx::Connection>::connect_with(&options)
+            .await
+            .map_err(connect_err)?;
+        sqlx::Connection::close(probe).await.map_err(connect_err)?;
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
             .acquire_timeout(Duration::from_secs(5))
@@ -147,7 +162,10 @@ mod tests {
 
     #[test]
     fn redacts_passwords_only() {
-        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("sqlite:///x.db"), "sqlite:///x.db");
     }

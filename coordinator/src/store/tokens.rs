@@ -1,8 +1,8 @@
 //! The api_tokens table. Only a SHA-256 of each token is stored; the plaintext exists once, in
 //! the answer to the call that created it.
 
-use sqlx::{AssertSqlSafe, Row};
 use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
 
 use super::{Store, StoreError};
 
@@ -67,13 +67,17 @@ impl Store {
     }
 
     pub async fn get_token(&self, token_id: &str) -> Result<TokenRecord, StoreError> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM api_tokens WHERE token_id = $1")))
-            .bind(token_id)
-            .fetch_optional(self.pool())
-            .await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM api_tokens WHERE token_id = $1"
+        )))
+        .bind(token_id)
+        .fetch_optional(self.pool())
+        .await?;
         match row {
             Some(row) => from_row(&row),
-            None => Err(StoreError::NotFound { what: format!("token {token_id:?}") }),
+            None => Err(StoreError::NotFound {
+                what: format!("token {token_id:?}"),
+            }),
         }
     }
 
@@ -105,7 +109,11 @@ impl Store {
     }
 
     pub async fn list_tokens(&self, include_revoked: bool) -> Result<Vec<TokenRecord>, StoreError> {
-        let filter = if include_revoked { "" } else { "WHERE revoked_at_ms IS NULL" };
+        let filter = if include_revoked {
+            ""
+        } else {
+            "WHERE revoked_at_ms IS NULL"
+        };
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM api_tokens {filter} ORDER BY created_at_ms, token_id"
         )))
@@ -114,7 +122,11 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    pub async fn revoke_token(&self, token_id: &str, now_ms: i64) -> Result<TokenRecord, StoreError> {
+    pub async fn revoke_token(
+        &self,
+        token_id: &str,
+        now_ms: i64,
+    ) -> Result<TokenRecord, StoreError> {
         sqlx::query(
             "UPDATE api_tokens SET revoked_at_ms = $1 WHERE token_id = $2 AND revoked_at_ms IS NULL",
         )

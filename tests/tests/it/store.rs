@@ -1,0 +1,181 @@
+//! The store suite, run against SQLite and PostgreSQL alike.
+
+use berth_coordinator::store::{HostSession, LATEST_VERSION, Store, StoreError};
+use berth_tests::TestDb;
+use sqlx::Executor;
+
+fn session<'a>(host: &'a str, session: &'a str, caps: &'a [String]) -> HostSession<'a> {
+    HostSession {
+        host_id: host,
+        hostname: "h1.example.org",
+        agent_version: "0.1.0",
+        docker_version: "28.2.2",
+        capabilities: caps,
+        coordinator_id: "coord-a",
+        session_id: session,
+    }
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_versioned() {
+    for db in TestDb::each().await {
+        let store = Store::open(&db.url).await.unwrap();
+        assert_eq!(
+            store.schema_version().await.unwrap(),
+            LATEST_VERSION,
+            "{:?}",
+            db.kind
+        );
+        store.close().await;
+        // Opening again applies nothing and keeps the data.
+        let store = Store::open(&db.url).await.unwrap();
+        assert_eq!(store.schema_version().await.unwrap(), LATEST_VERSION);
+    }
+}
+
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_build_is_refused_naming_both_versions() {
+    for db in TestDb::each().await {
+        Store::open(&db.url).await.unwrap().close().await;
+        let pool = db.raw_pool().await;
+        pool.execute(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO berth_schema_migrations (version, name, applied_at_ms) VALUES ({}, 'future', 0)",
+            LATEST_VERSION + 1
+        )))
+        .await
+        .unwrap();
+        let err = Store::open(&db.url).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, StoreError::Schema(_)), "{msg}");
+        assert!(
+            msg.contains(&format!("version {}", LATEST_VERSION + 1)),
+            "{msg}"
+        );
+        assert!(msg.contains(&format!("up to {LATEST_VERSION}")), "{msg}");
+    }
+}
+
+#[tokio::test]
+async fn hosts_record_sessions_heartbeats_and_disconnects() {
+    for db in TestDb::each().await {
+        let store = Store::open(&db.url).await.unwrap();
+        let caps = vec!["describe".to_owned()];
+        store
+            .host_connected(&session("h1", "s1", &caps), 1_000)
+            .await
+            .unwrap();
+        let h = store.get_host("h1").await.unwrap();
+        assert_eq!((h.first_seen_ms, h.last_heartbeat_ms), (1_000, 1_000));
+        assert_eq!(h.capabilities, caps);
+        assert!(h.is_online(2_000, 3_000));
+        assert!(!h.is_online(5_000, 3_000), "a stale heartbeat is offline");
+
+        assert!(store.host_heartbeat("h1", "s1", 4_000).await.unwrap());
+        // A newer session replaces the old one; the old one's heartbeats and close do nothing.
+        store
+            .host_connected(&session("h1", "s2", &caps), 5_000)
+            .await
+            .unwrap();
+        assert!(!store.host_heartbeat("h1", "s1", 6_000).await.unwrap());
+        store.host_disconnected("h1", "s1").await.unwrap();
+        let h = store.get_host("h1").await.unwrap();
+        assert_eq!(h.first_seen_ms, 1_000, "first seen is kept");
+        assert_eq!(h.last_heartbeat_ms, 5_000);
+        assert!(h.is_online(5_500, 3_000));
+
+        store.host_disconnected("h1", "s2").await.unwrap();
+        assert!(!store.get_host("h1").await.unwrap().is_online(5_500, 3_000));
+        assert!(matches!(
+            store.get_host("nope").await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert_eq!(store.list_hosts().await.unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_found_by_hash_until_revoked_or_expired() {
+    use berth_coordinator::store::NewToken;
+    for db in TestDb::each().await {
+        let store = Store::open(&db.url).await.unwrap();
+        let new = |id: &'static str, hash: &'static str, expires| NewToken {
+            token_id: id,
+            token_hash: hash,
+            role: "ci",
+            host_id: None,
+            description: "",
+            created_at_ms: 1_000,
+            expires_at_ms: expires,
+        };
+        store.insert_token(&new("t1", "hash1", None)).await.unwrap();
+        store
+            .insert_token(&new("t2", "hash2", Some(2_000)))
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.insert_token(&new("t3", "hash1", None)).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(
+            store
+                .find_live_token("hash1", 1_500)
+                .await
+                .unwrap()
+                .unwrap()
+                .token_id,
+            "t1"
+        );
+        assert!(
+            store
+                .find_live_token("hash2", 1_500)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .find_live_token("hash2", 2_000)
+                .await
+                .unwrap()
+                .is_none(),
+            "expired"
+        );
+        assert!(
+            store
+                .find_live_token("nope", 1_500)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let revoked = store.revoke_token("t1", 1_600).await.unwrap();
+        assert_eq!(revoked.revoked_at_ms, Some(1_600));
+        assert!(
+            store
+                .find_live_token("hash1", 1_700)
+                .await
+                .unwrap()
+                .is_none(),
+            "revoked"
+        );
+        assert_eq!(store.list_tokens(false).await.unwrap().len(), 1);
+        assert_eq!(store.list_tokens(true).await.unwrap().len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn coordinators_starting_together_migrate_once_on_postgres() {
+    let db = TestDb::postgres().await;
+    let opens = (0..4).map(|_| Store::open(&db.url));
+    for store in futures::future::join_all(opens).await {
+        assert_eq!(
+            store.unwrap().schema_version().await.unwrap(),
+            LATEST_VERSION
+        );
+    }
+    let pool = db.raw_pool().await;
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM berth_schema_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, LATEST_VERSION);
+}
