@@ -210,3 +210,15 @@ mod tests {
         assert!(err.contains("/nonexistent/db-url"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_in_deploy_parses_and_checks() {
+        let c = Config::parse(include_str!("../../deploy/config/coordinator.toml")).unwrap();
+        c.check().unwrap();
+        assert!(c.tls.as_ref().unwrap().client_ca_file.is_some());
+    }
+}

@@ -222,3 +222,14 @@ fn token_is_trimmed_and_missing_or_empty_files_name_the_path() {
         Err(AgentError::TokenInvalid { .. })
     ));
 }
+
+#[test]
+fn the_example_config_in_deploy_parses_and_validates() {
+    let c = Config::parse(
+        include_str!("../../../deploy/config/agent.toml"),
+        "agent.toml",
+    )
+    .unwrap();
+    c.validate().unwrap();
+    assert!(c.tls.as_ref().unwrap().client_cert_file.is_some());
+}
