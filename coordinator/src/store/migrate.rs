@@ -15,11 +15,12 @@ struct Migration {
     postgres: Option<&'static [&'static str]>,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "hosts and tokens",
-    sqlite: &[
-        "CREATE TABLE hosts (
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "hosts and tokens",
+        sqlite: &[
+            "CREATE TABLE hosts (
             host_id TEXT PRIMARY KEY,
             hostname TEXT NOT NULL,
             agent_version TEXT NOT NULL,
@@ -30,7 +31,7 @@ const MIGRATIONS: &[Migration] = &[Migration {
             connected_to TEXT,
             session_id TEXT
         )",
-        "CREATE TABLE api_tokens (
+            "CREATE TABLE api_tokens (
             token_id TEXT PRIMARY KEY,
             token_hash TEXT NOT NULL UNIQUE,
             role TEXT NOT NULL,
@@ -41,9 +42,101 @@ const MIGRATIONS: &[Migration] = &[Migration {
             revoked_at_ms BIGINT,
             last_used_ms BIGINT
         )",
-    ],
-    postgres: None,
-}];
+        ],
+        postgres: None,
+    },
+    Migration {
+        version: 2,
+        name: "saga ledger",
+        sqlite: &[
+            SAGA_RUNS,
+            "CREATE INDEX saga_runs_due ON saga_runs (status, next_run_at_ms)",
+            "CREATE INDEX saga_runs_created ON saga_runs (created_at_ms)",
+            SAGA_STEPS,
+            "CREATE TABLE saga_events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            saga_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            step_idx BIGINT NOT NULL,
+            message TEXT NOT NULL,
+            detail TEXT,
+            epoch BIGINT NOT NULL,
+            at_ms BIGINT NOT NULL
+        )",
+            "CREATE INDEX saga_events_saga ON saga_events (saga_id, seq)",
+            SAGA_EFFECTS,
+        ],
+        postgres: Some(&[
+            SAGA_RUNS,
+            "CREATE INDEX saga_runs_due ON saga_runs (status, next_run_at_ms)",
+            "CREATE INDEX saga_runs_created ON saga_runs (created_at_ms)",
+            SAGA_STEPS,
+            "CREATE TABLE saga_events (
+            seq BIGSERIAL PRIMARY KEY,
+            saga_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            step_idx BIGINT NOT NULL,
+            message TEXT NOT NULL,
+            detail TEXT,
+            epoch BIGINT NOT NULL,
+            at_ms BIGINT NOT NULL
+        )",
+            "CREATE INDEX saga_events_saga ON saga_events (saga_id, seq)",
+            SAGA_EFFECTS,
+        ]),
+    },
+    Migration {
+        version: 3,
+        name: "cloud inventory",
+        sqlite: super::inventory::MIGRATION_SQLITE,
+        postgres: Some(super::inventory::MIGRATION_POSTGRES),
+    },
+];
+
+const SAGA_RUNS: &str = "CREATE TABLE saga_runs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    inputs TEXT NOT NULL,
+    status TEXT NOT NULL,
+    owner_id TEXT,
+    epoch BIGINT NOT NULL,
+    lease_expires_at_ms BIGINT NOT NULL,
+    next_run_at_ms BIGINT NOT NULL,
+    reclaim_count BIGINT NOT NULL,
+    cancel_requested_at_ms BIGINT,
+    start_key TEXT UNIQUE,
+    error TEXT,
+    output TEXT,
+    created_at_ms BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL
+)";
+
+const SAGA_STEPS: &str = "CREATE TABLE saga_step_results (
+    saga_id TEXT NOT NULL,
+    step_idx BIGINT NOT NULL,
+    name TEXT NOT NULL,
+    pivot BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    attempts BIGINT NOT NULL,
+    checkpoint TEXT,
+    output TEXT,
+    error TEXT,
+    written_epoch BIGINT NOT NULL,
+    started_at_ms BIGINT,
+    finished_at_ms BIGINT,
+    PRIMARY KEY (saga_id, step_idx)
+)";
+
+/// Side effects of the `record` demo step, keyed so that a repeated call cannot duplicate one,
+/// and every call logged so tests can count attempts.
+const SAGA_EFFECTS: &str = "CREATE TABLE saga_test_effects (
+    saga_id TEXT NOT NULL,
+    step_idx BIGINT NOT NULL,
+    phase TEXT NOT NULL,
+    epoch BIGINT NOT NULL,
+    calls BIGINT NOT NULL,
+    PRIMARY KEY (saga_id, step_idx, phase)
+)";
 
 /// The newest schema version this build knows.
 pub const LATEST_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;

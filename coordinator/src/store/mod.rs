@@ -2,7 +2,10 @@
 //! PostgreSQL, chosen by URL. Architecture invariant: only this module contains SQL.
 
 mod hosts;
+mod inventory;
 mod migrate;
+mod sagas;
+mod sql;
 mod tokens;
 
 use std::path::Path;
@@ -13,7 +16,13 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use hosts::{HostRecord, HostSession};
+pub use inventory::{
+    CloudResource, DesiredSpec, ObservedResource, ResourceEvent, ResourceFilter, Upserted, Writer,
+};
 pub use migrate::{LATEST_VERSION, SchemaError};
+pub use sagas::{
+    EventRow, Fence, NewEvent, NewSaga, SagaFilter, SagaRow, SagaWrite, StepRow, StepWrite,
+};
 pub use tokens::{NewToken, TokenRecord};
 
 /// Which database the store is talking to.
@@ -34,6 +43,8 @@ pub enum StoreError {
     Schema(#[from] SchemaError),
     #[error("{what} not found")]
     NotFound { what: String },
+    #[error("saga {saga_id} is no longer held under epoch {epoch}: another executor claimed it")]
+    LeaseLost { saga_id: String, epoch: i64 },
     #[error("conflict: {0}")]
     Conflict(String),
     #[error("database unavailable: {0}")]

@@ -1,0 +1,825 @@
+//! The executor: claims due sagas, keeps their leases, and carries out what `core::next`
+//! decides, writing every transition through the fenced store.
+//!
+//! Three phases per step: mark it running (one short transaction), call it with no
+//! transaction open, record the result (a second transaction). A lost lease stops the saga
+//! in this process at once; the next owner resumes from the ledger.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::core::{self, Next, SagaStatus, SagaView, StepStatus, StepView};
+use super::kinds::{KindError, Registry};
+use super::step::{Deps, Step, StepCtx, StepError, StepErrorKind, now_ms};
+use crate::store::{
+    Fence, NewEvent, NewSaga, SagaRow, SagaWrite, StepRow, StepWrite, Store, StoreError,
+};
+
+/// How an engine claims and runs sagas.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// This coordinator's id, written as the owner of the sagas it holds.
+    pub owner_id: String,
+    /// How long a claim lasts without renewal.
+    pub lease: Duration,
+    /// How often a held lease is renewed (well under `lease`).
+    pub renew_every: Duration,
+    /// How often to look for due sagas when idle.
+    pub poll_interval: Duration,
+    /// Sagas this coordinator runs at once.
+    pub max_concurrent: usize,
+    /// A saga claimed this many times without progress is paused for an operator.
+    pub max_reclaims: i64,
+}
+
+impl EngineConfig {
+    pub fn new(owner_id: impl Into<String>) -> Self {
+        EngineConfig {
+            owner_id: owner_id.into(),
+            lease: Duration::from_secs(30),
+            renew_every: Duration::from_secs(10),
+            poll_interval: Duration::from_millis(500),
+            max_concurrent: 32,
+            max_reclaims: 5,
+        }
+    }
+}
+
+/// Why a saga could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Kind(#[from] KindError),
+    #[error("idempotency key {key:?} was already used to start a different saga ({saga_id})")]
+    KeyReused { key: String, saga_id: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The saga engine of one coordinator.
+#[derive(Clone)]
+pub struct Engine {
+    store: Store,
+    registry: Arc<Registry>,
+    deps: Deps,
+    config: Arc<EngineConfig>,
+    wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("owner_id", &self.config.owner_id)
+            .finish()
+    }
+}
+
+/// A step's result, as the engine acts on it.
+enum Outcome {
+    Done,
+    /// The claim is gone: write nothing more.
+    LeaseLost,
+    /// Shutting down: hand the saga back.
+    Shutdown,
+    /// The saga reached a final status inside a step handler: stop driving it.
+    Final,
+}
+
+impl Engine {
+    pub fn new(store: Store, registry: Registry, deps: Deps, config: EngineConfig) -> Engine {
+        Engine {
+            store,
+            registry: Arc::new(registry),
+            deps,
+            config: Arc::new(config),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Wakes the claim loop (after a start or an operator action).
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Validates the inputs and records a new saga (or returns the one started with the same
+    /// idempotency key). Nothing is written when the kind or inputs are wrong.
+    pub async fn start(
+        &self,
+        kind: &str,
+        inputs: &str,
+        key: Option<&str>,
+    ) -> Result<(String, bool), StartError> {
+        let (value, steps) = self.registry.build(kind, inputs)?;
+        let names: Vec<(&str, bool)> = steps.iter().map(|s| (s.name(), s.pivot())).collect();
+        let id = uuid::Uuid::now_v7().to_string();
+        let inputs = value.to_string();
+        let (saga_id, created) = self
+            .store
+            .insert_saga(&NewSaga {
+                id: &id,
+                kind,
+                inputs: &inputs,
+                start_key: key,
+                steps: &names,
+                now_ms: now_ms(),
+            })
+            .await?;
+        if !created {
+            let existing = self.store.get_saga(&saga_id).await?;
+            let same_inputs = serde_json::from_str::<Value>(&existing.inputs).ok() == Some(value);
+            if existing.kind != kind || !same_inputs {
+                return Err(StartError::KeyReused {
+                    key: key.unwrap_or_default().to_owned(),
+                    saga_id,
+                });
+            }
+        } else {
+            metrics::counter!("berth_sagas_started_total", "kind" => kind.to_owned()).increment(1);
+            self.notify();
+        }
+        Ok((saga_id, !created))
+    }
+
+    /// Claims and runs due sagas until `shutdown`; then hands back what it holds.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(self.config.max_concurrent));
+        tracing::info!(owner_id = self.config.owner_id, "saga engine running");
+        loop {
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => p.expect("semaphore open"),
+                _ = shutdown.cancelled() => break,
+            };
+            match self
+                .store
+                .claim_saga(
+                    &self.config.owner_id,
+                    now_ms(),
+                    self.config.lease.as_millis() as i64,
+                )
+                .await
+            {
+                Ok(Some(row)) => {
+                    let engine = self.clone();
+                    let shutdown = shutdown.clone();
+                    tokio::spawn(async move {
+                        engine.run_saga(row, shutdown).await;
+                        drop(permit);
+                    });
+                    continue;
+                }
+                Ok(None) => drop(permit),
+                Err(e) => {
+                    drop(permit);
+                    tracing::warn!(error = %e, "cannot claim sagas");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = self.wake.notified() => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        // Wait for every saga task to hand its saga back.
+        let all = u32::try_from(self.config.max_concurrent).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(all)).await;
+        tracing::info!(owner_id = self.config.owner_id, "saga engine stopped");
+    }
+
+    async fn run_saga(&self, row: SagaRow, shutdown: CancellationToken) {
+        let fence = Fence {
+            saga_id: row.id.clone(),
+            owner_id: self.config.owner_id.clone(),
+            epoch: row.epoch,
+            lease_ms: self.config.lease.as_millis() as i64,
+        };
+        let span =
+            tracing::info_span!("saga", saga_id = %row.id, kind = %row.kind, epoch = row.epoch);
+        let _enter = span.enter();
+        if row.reclaim_count >= self.config.max_reclaims {
+            tracing::warn!(
+                reclaims = row.reclaim_count,
+                "saga reclaimed too often without progress; pausing it"
+            );
+            let message = format!(
+                "claimed {} times without progress; paused for an operator",
+                row.reclaim_count
+            );
+            let event = NewEvent {
+                kind: "saga_paused",
+                step_idx: -1,
+                message: &message,
+                detail: None,
+            };
+            let _ = self
+                .store
+                .write_saga_status(
+                    &fence,
+                    &SagaWrite {
+                        status: "paused",
+                        release: true,
+                        error: Some(&message),
+                        output: None,
+                    },
+                    event,
+                    now_ms(),
+                )
+                .await;
+            return;
+        }
+        // Lease keeper: renews, and turns a lost lease or a cancel request into signals.
+        let lease_lost = CancellationToken::new();
+        let cancel = CancellationToken::new();
+        let cancel_requested = Arc::new(AtomicBool::new(false));
+        let keeper = {
+            let (store, fence, lost, cancel, requested) = (
+                self.store.clone(),
+                fence.clone(),
+                lease_lost.clone(),
+                cancel.clone(),
+                cancel_requested.clone(),
+            );
+            let every = self.config.renew_every;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    match store.renew_lease(&fence, now_ms()).await {
+                        Ok(Some(cancel_requested)) => {
+                            if cancel_requested {
+                                requested.store(true, Ordering::Relaxed);
+                                cancel.cancel();
+                            }
+                        }
+                        Ok(None) => {
+                            metrics::counter!("berth_saga_lease_losses_total").increment(1);
+                            tracing::warn!(
+                                saga_id = fence.saga_id,
+                                epoch = fence.epoch,
+                                "lease lost"
+                            );
+                            lost.cancel();
+                            cancel.cancel();
+                            return;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot renew lease; retrying"),
+                    }
+                }
+            })
+        };
+        let outcome = self
+            .drive(
+                &row,
+                &fence,
+                &cancel,
+                &cancel_requested,
+                &lease_lost,
+                &shutdown,
+            )
+            .await;
+        keeper.abort();
+        match outcome {
+            Ok(Outcome::Done | Outcome::Final) => {}
+            Ok(Outcome::LeaseLost) => tracing::info!("stopped: another executor holds the saga"),
+            Ok(Outcome::Shutdown) => {
+                if let Err(e) = self.store.release_saga(&fence, now_ms()).await {
+                    tracing::warn!(error = %e, "cannot hand the saga back; it is claimable when its lease ends");
+                } else {
+                    tracing::info!("handed the saga back for another coordinator");
+                }
+            }
+            Err(StoreError::LeaseLost { .. }) => {
+                tracing::info!("stopped: lease lost during a write")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "saga run interrupted by a store error; it resumes when its lease ends")
+            }
+        }
+    }
+
+    /// Drives one claimed saga until it is final, the claim is lost, or shutdown.
+    async fn drive(
+        &self,
+        row: &SagaRow,
+        fence: &Fence,
+        cancel: &CancellationToken,
+        cancel_requested: &AtomicBool,
+        lease_lost: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) -> Result<Outcome, StoreError> {
+        let steps = match self.registry.build(&row.kind, &row.inputs) {
+            Ok((_, steps)) => steps,
+            Err(e) => {
+                let message = format!("cannot run this saga: {e}");
+                let event = NewEvent {
+                    kind: "saga_failed",
+                    step_idx: -1,
+                    message: &message,
+                    detail: None,
+                };
+                self.store
+                    .write_saga_status(
+                        fence,
+                        &SagaWrite {
+                            status: "failed",
+                            release: true,
+                            error: Some(&message),
+                            output: None,
+                        },
+                        event,
+                        now_ms(),
+                    )
+                    .await?;
+                return Ok(Outcome::Done);
+            }
+        };
+        let inputs: Arc<Value> = Arc::new(serde_json::from_str(&row.inputs).unwrap_or(Value::Null));
+        // The ledger is read once: while the claim holds, this executor is its only writer,
+        // and it applies each of its own writes to this copy. A cancel request arrives through
+        // the lease keeper; an operator's change bumps the epoch and fails the next write.
+        let mut saga = self.store.get_saga(&row.id).await?;
+        if saga.epoch != fence.epoch || saga.owner_id.as_deref() != Some(fence.owner_id.as_str()) {
+            return Ok(Outcome::LeaseLost);
+        }
+        let mut ledger = self.store.get_steps(&row.id).await?;
+        loop {
+            if lease_lost.is_cancelled() {
+                return Ok(Outcome::LeaseLost);
+            }
+            if shutdown.is_cancelled() {
+                return Ok(Outcome::Shutdown);
+            }
+            let status: SagaStatus = saga.status.parse().unwrap_or(SagaStatus::Failed);
+            let view = SagaView {
+                status,
+                cancel_requested: saga.cancel_requested_at_ms.is_some()
+                    || cancel_requested.load(Ordering::Relaxed),
+                steps: ledger
+                    .iter()
+                    .map(|s| StepView {
+                        status: s.status.parse().unwrap_or(StepStatus::Failed),
+                        pivot: s.pivot,
+                    })
+                    .collect(),
+            };
+            if view.cancel_requested && !view.past_pivot() {
+                cancel.cancel();
+            }
+            if status == SagaStatus::Pending {
+                let event = NewEvent {
+                    kind: "saga_running",
+                    step_idx: -1,
+                    message: &fence.owner_id,
+                    detail: None,
+                };
+                self.store
+                    .write_saga_status(
+                        fence,
+                        &SagaWrite {
+                            status: "running",
+                            release: false,
+                            error: None,
+                            output: None,
+                        },
+                        event,
+                        now_ms(),
+                    )
+                    .await?;
+                saga.status = "running".into();
+                continue;
+            }
+            let outcome = match core::next(&view) {
+                Next::Execute(i) => {
+                    let outputs = Arc::new(ledger.iter().map(output_of).collect());
+                    let step = steps[i].clone();
+                    let token = if step.pivot() {
+                        lease_lost.clone()
+                    } else {
+                        cancel.clone()
+                    };
+                    let ctx = self.ctx(fence, &ledger[i], inputs.clone(), outputs, token);
+                    self.execute(step, ctx, &mut ledger[i], cancel_requested, shutdown)
+                        .await?
+                }
+                Next::Compensate(i) => {
+                    let outputs = Arc::new(ledger.iter().map(output_of).collect());
+                    let ctx = self.ctx(
+                        fence,
+                        &ledger[i],
+                        inputs.clone(),
+                        outputs,
+                        lease_lost.clone(),
+                    );
+                    self.compensate(
+                        steps[i].clone(),
+                        ctx,
+                        &mut ledger[i],
+                        cancel_requested,
+                        shutdown,
+                    )
+                    .await?
+                }
+                Next::BeginCompensation => {
+                    let why = if view.cancel_requested {
+                        "cancel requested"
+                    } else {
+                        "a step failed"
+                    };
+                    let event = NewEvent {
+                        kind: "compensation_started",
+                        step_idx: -1,
+                        message: why,
+                        detail: None,
+                    };
+                    self.store
+                        .write_saga_status(
+                            fence,
+                            &SagaWrite {
+                                status: "compensating",
+                                release: false,
+                                error: None,
+                                output: None,
+                            },
+                            event,
+                            now_ms(),
+                        )
+                        .await?;
+                    saga.status = "compensating".into();
+                    Outcome::Done
+                }
+                Next::Finish(final_status) => {
+                    self.finish(fence, final_status, &ledger).await?;
+                    metrics::counter!("berth_sagas_finished_total", "status" => final_status.as_str()).increment(1);
+                    return Ok(Outcome::Done);
+                }
+            };
+            match outcome {
+                Outcome::Done => {}
+                other => return Ok(other),
+            }
+        }
+    }
+
+    fn ctx(
+        &self,
+        fence: &Fence,
+        row: &StepRow,
+        inputs: Arc<Value>,
+        outputs: Arc<Vec<Value>>,
+        cancel: CancellationToken,
+    ) -> StepCtx {
+        StepCtx {
+            saga_id: fence.saga_id.clone(),
+            step_index: row.step_idx as usize,
+            epoch: fence.epoch,
+            inputs,
+            outputs,
+            checkpoint: row
+                .checkpoint
+                .as_deref()
+                .and_then(|c| serde_json::from_str(c).ok()),
+            attempt: row.attempts as u32,
+            cancel,
+            deps: self.deps.clone(),
+            fence: fence.clone(),
+        }
+    }
+
+    async fn finish(
+        &self,
+        fence: &Fence,
+        status: SagaStatus,
+        ledger: &[StepRow],
+    ) -> Result<(), StoreError> {
+        let output = (status == SagaStatus::Completed).then(|| {
+            let by_step: serde_json::Map<String, Value> = ledger
+                .iter()
+                .map(|s| (format!("{}:{}", s.step_idx, s.name), output_of(s)))
+                .collect();
+            Value::Object(by_step).to_string()
+        });
+        let error = ledger.iter().rev().find_map(|s| s.error.clone());
+        let error = if matches!(status, SagaStatus::Completed) {
+            None
+        } else {
+            error
+        };
+        let kind = format!("saga_{}", status.as_str());
+        let event = NewEvent {
+            kind: &kind,
+            step_idx: -1,
+            message: status.as_str(),
+            detail: None,
+        };
+        self.store
+            .write_saga_status(
+                fence,
+                &SagaWrite {
+                    status: status.as_str(),
+                    release: true,
+                    error: error.as_deref(),
+                    output: output.as_deref(),
+                },
+                event,
+                now_ms(),
+            )
+            .await
+    }
+
+    async fn execute(
+        &self,
+        step: Arc<dyn Step>,
+        mut ctx: StepCtx,
+        row: &mut StepRow,
+        cancel_requested: &AtomicBool,
+        shutdown: &CancellationToken,
+    ) -> Result<Outcome, StoreError> {
+        let idx = row.step_idx;
+        let policy = step.retry();
+        let first_started = Instant::now()
+            - Duration::from_millis(
+                (now_ms() - row.started_at_ms.unwrap_or_else(now_ms)).max(0) as u64
+            );
+        let mut attempts = row.attempts as u32;
+        loop {
+            attempts += 1;
+            ctx.attempt = attempts;
+            let message = format!("attempt {attempts}");
+            let event = NewEvent {
+                kind: "step_started",
+                step_idx: idx,
+                message: &message,
+                detail: None,
+            };
+            let write = StepWrite {
+                status: "running",
+                attempts: Some(attempts as i64),
+                started: row.started_at_ms.is_none(),
+                ..Default::default()
+            };
+            self.put_step(&ctx.fence, row, cancel_requested, &write, event)
+                .await?;
+            let started = Instant::now();
+            let remaining = policy.deadline.saturating_sub(first_started.elapsed());
+            let result = tokio::select! {
+                r = step.execute(&mut ctx) => r,
+                _ = tokio::time::sleep(remaining) => Err(StepError::permanent(format!("step deadline of {:?} passed", policy.deadline))),
+                _ = shutdown.cancelled() => return Ok(Outcome::Shutdown),
+            };
+            metrics::histogram!("berth_saga_step_seconds", "step" => step.name())
+                .record(started.elapsed().as_secs_f64());
+            let err = match result {
+                Ok(output) => {
+                    let output = output.to_string();
+                    let event = NewEvent {
+                        kind: "step_succeeded",
+                        step_idx: idx,
+                        message: step.name(),
+                        detail: None,
+                    };
+                    let write = StepWrite {
+                        status: "completed",
+                        output: Some(&output),
+                        finished: true,
+                        ..Default::default()
+                    };
+                    self.put_step(&ctx.fence, row, cancel_requested, &write, event)
+                        .await?;
+                    return Ok(Outcome::Done);
+                }
+                Err(e) => e,
+            };
+            match err.kind {
+                StepErrorKind::LeaseLost => return Ok(Outcome::LeaseLost),
+                StepErrorKind::Retryable => {
+                    let wait = policy.backoff(attempts, rand::random::<f64>());
+                    if policy.may_retry(attempts, first_started.elapsed(), wait) {
+                        metrics::counter!("berth_saga_step_retries_total", "step" => step.name())
+                            .increment(1);
+                        let detail =
+                            json!({ "wait_ms": wait.as_millis() as u64, "attempt": attempts })
+                                .to_string();
+                        let event = NewEvent {
+                            kind: "step_retrying",
+                            step_idx: idx,
+                            message: &err.message,
+                            detail: Some(&detail),
+                        };
+                        self.store.append_event(&ctx.fence, event, now_ms()).await?;
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => continue,
+                            _ = ctx.cancel.cancelled() => {}
+                            _ = shutdown.cancelled() => return Ok(Outcome::Shutdown),
+                        }
+                        if ctx.cancel.is_cancelled() && !step.pivot() {
+                            return self
+                                .step_failed(&ctx, row, cancel_requested, &StepError::cancelled())
+                                .await;
+                        }
+                        continue;
+                    }
+                    let exhausted = StepError::permanent(format!(
+                        "gave up after {attempts} attempts: {}",
+                        err.message
+                    ));
+                    return self
+                        .step_failed(&ctx, row, cancel_requested, &exhausted)
+                        .await;
+                }
+                StepErrorKind::Permanent | StepErrorKind::Cancelled => {
+                    return self.step_failed(&ctx, row, cancel_requested, &err).await;
+                }
+            }
+        }
+    }
+
+    /// Writes a step's row under the claim and applies the same change to the in-memory copy;
+    /// the write also reports a pending cancel request.
+    async fn put_step(
+        &self,
+        fence: &Fence,
+        row: &mut StepRow,
+        cancel_requested: &AtomicBool,
+        w: &StepWrite<'_>,
+        event: NewEvent<'_>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        if self
+            .store
+            .write_step(fence, row.step_idx, w, event, now)
+            .await?
+        {
+            cancel_requested.store(true, Ordering::Relaxed);
+        }
+        row.status = w.status.to_owned();
+        row.written_epoch = fence.epoch;
+        if let Some(a) = w.attempts {
+            row.attempts = a;
+        }
+        if let Some(o) = w.output {
+            row.output = Some(o.to_owned());
+        }
+        row.error = w.error.map(str::to_owned);
+        if w.started {
+            row.started_at_ms = Some(now);
+        }
+        if w.finished {
+            row.finished_at_ms = Some(now);
+        }
+        Ok(())
+    }
+
+    async fn step_failed(
+        &self,
+        ctx: &StepCtx,
+        row: &mut StepRow,
+        cancel_requested: &AtomicBool,
+        err: &StepError,
+    ) -> Result<Outcome, StoreError> {
+        let idx = row.step_idx;
+        let kind = if err.kind == StepErrorKind::Cancelled {
+            "step_cancelled"
+        } else {
+            "step_failed"
+        };
+        let event = NewEvent {
+            kind,
+            step_idx: idx,
+            message: &err.message,
+            detail: None,
+        };
+        let write = StepWrite {
+            status: "failed",
+            error: Some(&err.message),
+            finished: true,
+            ..Default::default()
+        };
+        self.put_step(&ctx.fence, row, cancel_requested, &write, event)
+            .await?;
+        Ok(Outcome::Done)
+    }
+
+    async fn compensate(
+        &self,
+        step: Arc<dyn Step>,
+        mut ctx: StepCtx,
+        row: &mut StepRow,
+        cancel_requested: &AtomicBool,
+        shutdown: &CancellationToken,
+    ) -> Result<Outcome, StoreError> {
+        let idx = ctx.step_index as i64;
+        let policy = step.retry();
+        let first = Instant::now();
+        let event = NewEvent {
+            kind: "compensation_step_started",
+            step_idx: idx,
+            message: step.name(),
+            detail: None,
+        };
+        self.put_step(
+            &ctx.fence,
+            row,
+            cancel_requested,
+            &StepWrite {
+                status: "compensating",
+                ..Default::default()
+            },
+            event,
+        )
+        .await?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            ctx.attempt = attempts;
+            let result = tokio::select! {
+                r = step.compensate(&mut ctx) => r,
+                _ = shutdown.cancelled() => return Ok(Outcome::Shutdown),
+            };
+            let err = match result {
+                Ok(()) => {
+                    let event = NewEvent {
+                        kind: "step_compensated",
+                        step_idx: idx,
+                        message: step.name(),
+                        detail: None,
+                    };
+                    self.put_step(
+                        &ctx.fence,
+                        row,
+                        cancel_requested,
+                        &StepWrite {
+                            status: "compensated",
+                            ..Default::default()
+                        },
+                        event,
+                    )
+                    .await?;
+                    return Ok(Outcome::Done);
+                }
+                Err(e) if e.kind == StepErrorKind::LeaseLost => return Ok(Outcome::LeaseLost),
+                Err(e) => e,
+            };
+            let wait = policy.backoff(attempts, rand::random::<f64>());
+            if err.kind == StepErrorKind::Retryable
+                && policy.may_retry(attempts, first.elapsed(), wait)
+            {
+                let event = NewEvent {
+                    kind: "compensation_retrying",
+                    step_idx: idx,
+                    message: &err.message,
+                    detail: None,
+                };
+                self.store.append_event(&ctx.fence, event, now_ms()).await?;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => continue,
+                    _ = shutdown.cancelled() => return Ok(Outcome::Shutdown),
+                }
+            }
+            let message = format!(
+                "compensation of step {idx} ({}) failed: {}",
+                step.name(),
+                err.message
+            );
+            let event = NewEvent {
+                kind: "saga_compensation_failed",
+                step_idx: idx,
+                message: &message,
+                detail: None,
+            };
+            self.store
+                .write_saga_status(
+                    &ctx.fence,
+                    &SagaWrite {
+                        status: "compensation_failed",
+                        release: true,
+                        error: Some(&message),
+                        output: None,
+                    },
+                    event,
+                    now_ms(),
+                )
+                .await?;
+            metrics::counter!("berth_sagas_finished_total", "status" => "compensation_failed")
+                .increment(1);
+            return Ok(Outcome::Final);
+        }
+    }
+}
+
+fn output_of(s: &StepRow) -> Value {
+    s.output
+        .as_deref()
+        .and_then(|o| serde_json::from_str(o).ok())
+        .unwrap_or(Value::Null)
+}

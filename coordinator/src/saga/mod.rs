@@ -1,0 +1,17 @@
+//! Durable sagas: ordered steps with compensation, persisted in the store, run by exactly one
+//! coordinator at a time under a fenced lease. `core` decides, `engine` executes, `step` is
+//! what a step is, `kinds` is the registry of saga kinds.
+
+pub mod agent_kinds;
+pub mod core;
+pub mod engine;
+pub mod kinds;
+pub mod operator;
+pub mod remote;
+pub mod step;
+
+pub use self::core::{RetryPolicy, SagaStatus, StepStatus};
+pub use engine::{Engine, EngineConfig, StartError};
+pub use kinds::{KindError, Registry};
+pub use operator::ActionError;
+pub use step::{Deps, Step, StepCtx, StepError, StepErrorKind};

@@ -1,0 +1,208 @@
+//! Operator actions on a saga: cancel, retry from the failed step, skip a step, resume
+//! compensation, abandon. Each is checked against the saga's state first and, when allowed,
+//! applied as a fresh claim (the epoch goes up, so no stale owner can write afterwards).
+
+use super::core::{SagaStatus, StepStatus};
+use super::engine::Engine;
+use super::step::now_ms;
+use crate::store::{NewEvent, SagaRow, StepRow, StoreError};
+
+/// Why an operator action was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("step {index} does not exist; the saga has {count} steps")]
+    NoSuchStep { index: u32, count: usize },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn status(row: &SagaRow) -> SagaStatus {
+    row.status.parse().unwrap_or(SagaStatus::Failed)
+}
+
+fn step_status(row: &StepRow) -> StepStatus {
+    row.status.parse().unwrap_or(StepStatus::Failed)
+}
+
+impl Engine {
+    async fn load(&self, id: &str) -> Result<(SagaRow, Vec<StepRow>), ActionError> {
+        let saga = self.store().get_saga(id).await?;
+        let steps = self.store().get_steps(id).await?;
+        Ok((saga, steps))
+    }
+
+    /// Asks the saga to stop: before a pivot it compensates and ends `cancelled`; after a
+    /// pivot the request is refused.
+    pub async fn cancel(&self, id: &str, reason: &str) -> Result<(), ActionError> {
+        let (saga, steps) = self.load(id).await?;
+        if status(&saga).is_final() {
+            return Err(ActionError::Refused(format!(
+                "saga {id} is already {}; nothing to cancel",
+                saga.status
+            )));
+        }
+        if let Some(p) = steps
+            .iter()
+            .find(|s| s.pivot && step_status(s) == StepStatus::Completed)
+        {
+            return Err(ActionError::Refused(format!(
+                "cannot cancel saga {id}: its pivot step {} ({}) completed, so it can only go forward",
+                p.step_idx, p.name
+            )));
+        }
+        if !self.store().request_cancel(id, reason, now_ms()).await? {
+            return Err(ActionError::Refused(format!(
+                "saga {id} finished before the cancel arrived"
+            )));
+        }
+        self.notify();
+        Ok(())
+    }
+
+    /// Runs a failed (or paused) saga again from its failed step.
+    pub async fn retry(&self, id: &str, reason: &str) -> Result<(), ActionError> {
+        let (saga, steps) = self.load(id).await?;
+        let st = status(&saga);
+        if !matches!(st, SagaStatus::Failed | SagaStatus::Paused) {
+            return Err(ActionError::Refused(format!(
+                "only a failed or paused saga can be retried; saga {id} is {st}"
+            )));
+        }
+        let reset: Vec<(i64, &str)> = steps
+            .iter()
+            .filter(|s| step_status(s) == StepStatus::Failed)
+            .map(|s| (s.step_idx, "pending"))
+            .collect();
+        self.transition(
+            id,
+            &[st.as_str()],
+            "running",
+            &reset,
+            "operator_retry",
+            reason,
+        )
+        .await
+    }
+
+    /// Skips a step of a failed or paused saga (marks it skipped and goes on), or gives up
+    /// compensating a step of a saga whose compensation failed.
+    pub async fn skip(&self, id: &str, index: u32, reason: &str) -> Result<(), ActionError> {
+        let (saga, steps) = self.load(id).await?;
+        let step = steps.get(index as usize).ok_or(ActionError::NoSuchStep {
+            index,
+            count: steps.len(),
+        })?;
+        let st = status(&saga);
+        let (allowed_step, next) = match st {
+            SagaStatus::Failed | SagaStatus::Paused => (
+                matches!(
+                    step_status(step),
+                    StepStatus::Failed | StepStatus::Pending | StepStatus::Running
+                ),
+                "running",
+            ),
+            SagaStatus::CompensationFailed => (
+                step_status(step) == StepStatus::Compensating,
+                "compensating",
+            ),
+            _ => {
+                return Err(ActionError::Refused(format!(
+                    "steps can be skipped only in a failed, paused or compensation_failed saga; saga {id} is {st}"
+                )));
+            }
+        };
+        if !allowed_step {
+            return Err(ActionError::Refused(format!(
+                "step {index} ({}) is {}; it cannot be skipped now",
+                step.name, step.status
+            )));
+        }
+        self.transition(
+            id,
+            &[st.as_str()],
+            next,
+            &[(index as i64, "skipped")],
+            "operator_skip",
+            reason,
+        )
+        .await
+    }
+
+    /// Resumes compensation of a saga in `compensation_failed` (or a paused one).
+    pub async fn resume_compensation(&self, id: &str, reason: &str) -> Result<(), ActionError> {
+        let (saga, _) = self.load(id).await?;
+        let st = status(&saga);
+        if !matches!(st, SagaStatus::CompensationFailed | SagaStatus::Paused) {
+            return Err(ActionError::Refused(format!(
+                "compensation can be resumed only for a compensation_failed or paused saga; saga {id} is {st}"
+            )));
+        }
+        self.transition(
+            id,
+            &[st.as_str()],
+            "compensating",
+            &[],
+            "operator_resume_compensation",
+            reason,
+        )
+        .await
+    }
+
+    /// Gives a saga up: nothing more runs. Any live owner is fenced off.
+    pub async fn abandon(&self, id: &str, reason: &str) -> Result<(), ActionError> {
+        let (saga, _) = self.load(id).await?;
+        let st = status(&saga);
+        if matches!(
+            st,
+            SagaStatus::Completed
+                | SagaStatus::Compensated
+                | SagaStatus::Cancelled
+                | SagaStatus::Abandoned
+        ) {
+            return Err(ActionError::Refused(format!(
+                "saga {id} is already {st}; nothing to abandon"
+            )));
+        }
+        self.transition(
+            id,
+            &[st.as_str()],
+            "abandoned",
+            &[],
+            "operator_abandon",
+            reason,
+        )
+        .await
+    }
+
+    async fn transition(
+        &self,
+        id: &str,
+        from: &[&str],
+        to: &str,
+        steps: &[(i64, &str)],
+        kind: &str,
+        reason: &str,
+    ) -> Result<(), ActionError> {
+        let message = if reason.is_empty() { to } else { reason };
+        let event = NewEvent {
+            kind,
+            step_idx: -1,
+            message,
+            detail: None,
+        };
+        if !self
+            .store()
+            .operator_transition(id, from, to, steps, event, now_ms())
+            .await?
+        {
+            return Err(ActionError::Refused(format!(
+                "saga {id} changed while the action was applied; look again"
+            )));
+        }
+        tracing::info!(saga_id = id, action = kind, to, "operator action");
+        self.notify();
+        Ok(())
+    }
+}

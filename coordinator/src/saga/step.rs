@@ -1,0 +1,177 @@
+//! What a saga step is: a type with a stable name, `execute` and `compensate`, a retry policy
+//! and a pivot flag; and the context it runs in.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use berth_shared::time::unix_ms;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::core::RetryPolicy;
+use crate::hub::Hub;
+use crate::store::{Fence, NewEvent, Store, StoreError};
+
+/// Why a step's `execute` or `compensate` did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct StepError {
+    pub kind: StepErrorKind,
+    pub message: String,
+}
+
+/// What the engine does about a step error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepErrorKind {
+    /// Try again after a backoff, within the step's retry policy.
+    Retryable,
+    /// Give up at once (validation errors, things that will not change by waiting).
+    Permanent,
+    /// Cancelled by an operator; the engine compensates.
+    Cancelled,
+    /// The claim on the saga was lost; stop and write nothing more.
+    LeaseLost,
+}
+
+impl StepError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        StepError {
+            kind: StepErrorKind::Retryable,
+            message: message.into(),
+        }
+    }
+    pub fn permanent(message: impl Into<String>) -> Self {
+        StepError {
+            kind: StepErrorKind::Permanent,
+            message: message.into(),
+        }
+    }
+    pub fn cancelled() -> Self {
+        StepError {
+            kind: StepErrorKind::Cancelled,
+            message: "cancelled by an operator".into(),
+        }
+    }
+}
+
+impl From<StoreError> for StepError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::LeaseLost { .. } => StepError {
+                kind: StepErrorKind::LeaseLost,
+                message: e.to_string(),
+            },
+            other => StepError::retryable(other.to_string()),
+        }
+    }
+}
+
+/// What steps may use: the store, the agent hub, and (as they arrive) cloud clients.
+#[derive(Clone, Debug)]
+pub struct Deps {
+    pub store: Store,
+    pub hub: Hub,
+}
+
+/// A step's view of its saga while it runs.
+pub struct StepCtx {
+    pub saga_id: String,
+    pub step_index: usize,
+    pub epoch: i64,
+    /// The saga's inputs, as given at start.
+    pub inputs: Arc<Value>,
+    /// Outputs of the steps before this one (`Null` where a step was skipped).
+    pub outputs: Arc<Vec<Value>>,
+    /// This step's checkpoint from an earlier attempt, if it saved one.
+    pub checkpoint: Option<Value>,
+    /// How many times `execute` (or `compensate`) has been called, this call included.
+    pub attempt: u32,
+    /// Fires when an operator cancels the saga or the claim is lost.
+    pub cancel: CancellationToken,
+    pub deps: Deps,
+    pub(crate) fence: Fence,
+}
+
+impl std::fmt::Debug for StepCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepCtx")
+            .field("saga_id", &self.saga_id)
+            .field("step_index", &self.step_index)
+            .field("epoch", &self.epoch)
+            .field("attempt", &self.attempt)
+            .finish()
+    }
+}
+
+impl StepCtx {
+    /// Saves a handle (droplet id, action id) so a restart resumes instead of redoing.
+    pub async fn save_checkpoint(&mut self, value: Value) -> Result<(), StepError> {
+        self.deps
+            .store
+            .save_checkpoint(
+                &self.fence,
+                self.step_index as i64,
+                &value.to_string(),
+                now_ms(),
+            )
+            .await?;
+        self.checkpoint = Some(value);
+        Ok(())
+    }
+
+    /// Appends a progress event to the saga's history (shown by `watch`).
+    pub async fn progress(&self, message: &str, detail: &Value) -> Result<(), StepError> {
+        let detail = detail.to_string();
+        let event = NewEvent {
+            kind: "step_progress",
+            step_idx: self.step_index as i64,
+            message,
+            detail: Some(&detail),
+        };
+        self.deps
+            .store
+            .append_event(&self.fence, event, now_ms())
+            .await?;
+        Ok(())
+    }
+
+    /// The claim this step runs under, for side effects that must be fenced.
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    /// Fails with `Cancelled` if the saga was cancelled; call between slow operations.
+    pub fn check_cancelled(&self) -> Result<(), StepError> {
+        if self.cancel.is_cancelled() {
+            Err(StepError::cancelled())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    unix_ms(SystemTime::now())
+}
+
+/// A step of a saga. Every side effect must be idempotent per (saga, step): `execute` may be
+/// called again after a crash (look up and adopt before creating), and so may `compensate`
+/// (treat "already gone" as done).
+#[async_trait::async_trait]
+pub trait Step: Send + Sync {
+    /// The stable name written in the ledger.
+    fn name(&self) -> &'static str;
+
+    /// Destroy-class steps are pivots: never compensated, and the saga fails forward after one.
+    fn pivot(&self) -> bool {
+        false
+    }
+
+    fn retry(&self) -> RetryPolicy {
+        RetryPolicy::default()
+    }
+
+    async fn execute(&self, ctx: &mut StepCtx) -> Result<Value, StepError>;
+
+    async fn compensate(&self, ctx: &mut StepCtx) -> Result<(), StepError>;
+}

@@ -1,0 +1,331 @@
+//! `SagaService`: start, inspect, watch and steer sagas.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use berth_proto::v1 as pb;
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::error::ApiError;
+use crate::saga::{ActionError, Engine, SagaStatus, StartError};
+use crate::store::{EventRow, SagaFilter, SagaRow, StepRow};
+
+#[derive(Clone, Debug)]
+pub struct SagasService {
+    pub engine: Engine,
+    /// Ends open watch streams so a graceful shutdown does not wait for them.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// How often `watch` looks for new events.
+const WATCH_POLL: Duration = Duration::from_millis(200);
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 500;
+
+impl From<StartError> for ApiError {
+    fn from(e: StartError) -> Self {
+        match e {
+            StartError::Kind(k) => ApiError::InvalidArgument(k.to_string()),
+            StartError::KeyReused { .. } => ApiError::FailedPrecondition(e.to_string()),
+            StartError::Store(s) => ApiError::Store(s),
+        }
+    }
+}
+
+impl From<ActionError> for ApiError {
+    fn from(e: ActionError) -> Self {
+        match e {
+            ActionError::Refused(m) => ApiError::FailedPrecondition(m),
+            ActionError::NoSuchStep { .. } => ApiError::InvalidArgument(e.to_string()),
+            ActionError::Store(s) => ApiError::Store(s),
+        }
+    }
+}
+
+/// Saga ids are uuids; anything else is refused before touching the store.
+fn saga_id(id: &str) -> Result<String, ApiError> {
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.to_string())
+        .map_err(|_| ApiError::InvalidArgument(format!("saga id {id:?} is not a uuid")))
+}
+
+pub(crate) fn saga_pb(s: SagaRow, steps: Vec<StepRow>) -> pb::Saga {
+    pb::Saga {
+        saga_id: s.id,
+        kind: s.kind,
+        status: s.status,
+        inputs_json: s.inputs,
+        steps: steps
+            .into_iter()
+            .map(|st| pb::SagaStep {
+                index: st.step_idx as u32,
+                name: st.name,
+                status: st.status,
+                attempts: st.attempts as u32,
+                output_json: st.output.unwrap_or_default(),
+                error: st.error.unwrap_or_default(),
+                started_at_ms: st.started_at_ms.unwrap_or_default(),
+                finished_at_ms: st.finished_at_ms.unwrap_or_default(),
+                pivot: st.pivot,
+            })
+            .collect(),
+        created_at_ms: s.created_at_ms,
+        updated_at_ms: s.updated_at_ms,
+        epoch: s.epoch as u64,
+        owner_id: s.owner_id.unwrap_or_default(),
+        error: s.error.unwrap_or_default(),
+        output_json: s.output.unwrap_or_default(),
+    }
+}
+
+pub(crate) fn event_pb(e: EventRow) -> pb::SagaEvent {
+    let progress = (e.kind == "step_progress")
+        .then(|| {
+            e.detail
+                .as_deref()
+                .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        })
+        .flatten()
+        .map(|d| pb::Progress {
+            bytes_done: d["bytes_done"].as_u64().unwrap_or_default(),
+            bytes_total: d["bytes_total"].as_u64().unwrap_or_default(),
+            entries_done: d["entries_done"].as_u64().unwrap_or_default(),
+            entries_total: d["entries_total"].as_u64().unwrap_or_default(),
+            bytes_written: d["bytes_written"].as_u64().unwrap_or_default(),
+            phase: d["phase"].as_str().unwrap_or_default().to_owned(),
+        });
+    pb::SagaEvent {
+        seq: e.seq as u64,
+        saga_id: e.saga_id,
+        kind: e.kind,
+        step_index: e.step_idx as i32,
+        message: e.message,
+        at_ms: e.at_ms,
+        progress,
+        final_status: String::new(),
+    }
+}
+
+impl SagasService {
+    async fn saga(&self, id: &str) -> Result<pb::Saga, ApiError> {
+        let store = self.engine.store();
+        let saga = store.get_saga(id).await?;
+        let steps = store.get_steps(id).await?;
+        Ok(saga_pb(saga, steps))
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::SagaEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::saga_service_server::SagaService for SagasService {
+    type WatchSagaStream = EventStream;
+
+    async fn start_saga(
+        &self,
+        req: Request<pb::StartSagaRequest>,
+    ) -> Result<Response<pb::SagaRef>, Status> {
+        let r = req.into_inner();
+        let key = (!r.idempotency_key.is_empty()).then_some(r.idempotency_key.as_str());
+        let (saga_id, existing) = self
+            .engine
+            .start(&r.kind, &r.inputs_json, key)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::SagaRef {
+            saga_id,
+            kind: r.kind,
+            existing,
+        }))
+    }
+
+    async fn get_saga(
+        &self,
+        req: Request<pb::GetSagaRequest>,
+    ) -> Result<Response<pb::Saga>, Status> {
+        let id = saga_id(&req.into_inner().saga_id)?;
+        Ok(Response::new(self.saga(&id).await?))
+    }
+
+    async fn list_sagas(
+        &self,
+        req: Request<pb::ListSagasRequest>,
+    ) -> Result<Response<pb::ListSagasResponse>, Status> {
+        let r = req.into_inner();
+        for s in &r.statuses {
+            s.parse::<SagaStatus>().map_err(ApiError::InvalidArgument)?;
+        }
+        let page = r.page.unwrap_or_default();
+        let limit = match page.page_size {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let before_id = match page.page_token.as_str() {
+            "" => None,
+            t => Some(saga_id(t).map_err(|_| {
+                ApiError::InvalidArgument("page_token is not one this server gave".into())
+            })?),
+        };
+        let filter = SagaFilter {
+            statuses: r.statuses,
+            kind: (!r.kind.is_empty()).then_some(r.kind),
+            created_after_ms: (r.created_after_ms > 0).then_some(r.created_after_ms),
+            created_before_ms: (r.created_before_ms > 0).then_some(r.created_before_ms),
+            before_id,
+            limit: i64::from(limit) + 1,
+        };
+        let store = self.engine.store();
+        let mut rows = store.list_sagas(&filter).await.map_err(ApiError::from)?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_page_token = if more {
+            rows.last().map(|r| r.id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let mut sagas = Vec::with_capacity(rows.len());
+        for row in rows {
+            let steps = store.get_steps(&row.id).await.map_err(ApiError::from)?;
+            sagas.push(saga_pb(row, steps));
+        }
+        Ok(Response::new(pb::ListSagasResponse {
+            sagas,
+            next_page_token,
+        }))
+    }
+
+    async fn watch_saga(
+        &self,
+        req: Request<pb::WatchSagaRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let r = req.into_inner();
+        let id = saga_id(&r.saga_id)?;
+        let store = self.engine.store().clone();
+        store.get_saga(&id).await.map_err(ApiError::from)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut after = r.after_seq as i64;
+            loop {
+                let events = match store.events_after(&id, after, 500).await {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(ApiError::from(e)))).await;
+                        return;
+                    }
+                };
+                let caught_up = events.len() < 500;
+                for e in events {
+                    after = e.seq;
+                    if tx.send(Ok(event_pb(e))).await.is_err() {
+                        return;
+                    }
+                }
+                if caught_up {
+                    match store.get_saga(&id).await {
+                        Ok(s) if s.status.parse::<SagaStatus>().is_ok_and(|st| st.is_final()) => {
+                            // Events written before the final status are all in by now.
+                            if let Ok(rest) = store.events_after(&id, after, 500).await {
+                                for e in rest {
+                                    after = e.seq;
+                                    let _ = tx.send(Ok(event_pb(e))).await;
+                                }
+                            }
+                            let last = pb::SagaEvent {
+                                seq: after as u64,
+                                saga_id: id.clone(),
+                                kind: "watch_end".into(),
+                                step_index: -1,
+                                message: format!("saga {}", s.status),
+                                final_status: s.status,
+                                ..Default::default()
+                            };
+                            let _ = tx.send(Ok(last)).await;
+                            return;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            let _ = tx.send(Err(Status::from(ApiError::from(e)))).await;
+                            return;
+                        }
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(WATCH_POLL) => {}
+                        _ = tx.closed() => return,
+                        // The client resumes from the last event against another coordinator.
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn cancel_saga(
+        &self,
+        req: Request<pb::SagaIdRequest>,
+    ) -> Result<Response<pb::Saga>, Status> {
+        let r = req.into_inner();
+        let id = saga_id(&r.saga_id)?;
+        self.engine
+            .cancel(&id, &r.reason)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(self.saga(&id).await?))
+    }
+
+    async fn retry_saga(
+        &self,
+        req: Request<pb::SagaIdRequest>,
+    ) -> Result<Response<pb::Saga>, Status> {
+        let r = req.into_inner();
+        let id = saga_id(&r.saga_id)?;
+        self.engine
+            .retry(&id, &r.reason)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(self.saga(&id).await?))
+    }
+
+    async fn skip_step(
+        &self,
+        req: Request<pb::SkipStepRequest>,
+    ) -> Result<Response<pb::Saga>, Status> {
+        let r = req.into_inner();
+        let id = saga_id(&r.saga_id)?;
+        self.engine
+            .skip(&id, r.step_index, &r.reason)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(self.saga(&id).await?))
+    }
+
+    async fn resume_compensation(
+        &self,
+        req: Request<pb::SagaIdRequest>,
+    ) -> Result<Response<pb::Saga>, Status> {
+        let r = req.into_inner();
+        let id = saga_id(&r.saga_id)?;
+        self.engine
+            .resume_compensation(&id, &r.reason)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(self.saga(&id).await?))
+    }
+
+    async fn abandon_saga(
+        &self,
+        req: Request<pb::SagaIdRequest>,
+    ) -> Result<Response<pb::Saga>, Status> {
+        let r = req.into_inner();
+        let id = saga_id(&r.saga_id)?;
+        self.engine
+            .abandon(&id, &r.reason)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(self.saga(&id).await?))
+    }
+}

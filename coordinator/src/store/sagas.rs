@@ -1,0 +1,659 @@
+//! The saga ledger: `saga_runs`, `saga_step_results`, `saga_events`.
+//!
+//! Every write by an executor is fenced: its transaction first updates the saga's row where
+//! `owner_id` and `epoch` still match the claim (which also takes the row lock); zero rows
+//! means the lease was lost, the transaction rolls back and nothing is written.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, AssertSqlSafe, Row, Transaction};
+
+use super::sql::Sql;
+use super::{Backend, Store, StoreError};
+
+/// The identity of a claim: who holds the saga, under which epoch, and how long a write
+/// extends the lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub saga_id: String,
+    pub owner_id: String,
+    pub epoch: i64,
+    pub lease_ms: i64,
+}
+
+/// A saga's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SagaRow {
+    pub id: String,
+    pub kind: String,
+    pub inputs: String,
+    pub status: String,
+    pub owner_id: Option<String>,
+    pub epoch: i64,
+    pub lease_expires_at_ms: i64,
+    pub next_run_at_ms: i64,
+    pub reclaim_count: i64,
+    pub cancel_requested_at_ms: Option<i64>,
+    pub start_key: Option<String>,
+    pub error: Option<String>,
+    pub output: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// A step's ledger row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRow {
+    pub step_idx: i64,
+    pub name: String,
+    pub pivot: bool,
+    pub status: String,
+    pub attempts: i64,
+    pub checkpoint: Option<String>,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub written_epoch: i64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+}
+
+/// One entry of a saga's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    pub seq: i64,
+    pub saga_id: String,
+    pub kind: String,
+    pub step_idx: i64,
+    pub message: String,
+    pub detail: Option<String>,
+    pub epoch: i64,
+    pub at_ms: i64,
+}
+
+/// A saga to insert with its steps.
+#[derive(Debug, Clone)]
+pub struct NewSaga<'a> {
+    pub id: &'a str,
+    pub kind: &'a str,
+    pub inputs: &'a str,
+    pub start_key: Option<&'a str>,
+    /// (name, pivot) of each step, in order.
+    pub steps: &'a [(&'a str, bool)],
+    pub now_ms: i64,
+}
+
+/// Filters for listing sagas.
+#[derive(Debug, Clone, Default)]
+pub struct SagaFilter {
+    pub statuses: Vec<String>,
+    pub kind: Option<String>,
+    pub created_after_ms: Option<i64>,
+    pub created_before_ms: Option<i64>,
+    /// Keyset paging: sagas with an id below this one (ids are time-ordered uuid v7).
+    pub before_id: Option<String>,
+    pub limit: i64,
+}
+
+/// A write to a step's row.
+#[derive(Debug, Clone, Default)]
+pub struct StepWrite<'a> {
+    pub status: &'a str,
+    pub attempts: Option<i64>,
+    pub output: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub started: bool,
+    pub finished: bool,
+}
+
+/// A write to a saga's row; `release` gives up the claim (for final statuses).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SagaWrite<'a> {
+    pub status: &'a str,
+    pub release: bool,
+    pub error: Option<&'a str>,
+    pub output: Option<&'a str>,
+}
+
+/// An event to append.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEvent<'a> {
+    pub kind: &'a str,
+    pub step_idx: i64,
+    pub message: &'a str,
+    pub detail: Option<&'a str>,
+}
+
+const SAGA_COLUMNS: &str = "id, kind, inputs, status, owner_id, epoch, lease_expires_at_ms, \
+    next_run_at_ms, reclaim_count, cancel_requested_at_ms, start_key, error, output, \
+    created_at_ms, updated_at_ms";
+const STEP_COLUMNS: &str = "step_idx, name, pivot, status, attempts, checkpoint, output, error, \
+    written_epoch, started_at_ms, finished_at_ms";
+const EVENT_COLUMNS: &str = "seq, saga_id, kind, step_idx, message, detail, epoch, at_ms";
+/// Statuses an executor claims.
+const ACTIVE: &str = "('pending', 'running', 'compensating')";
+
+fn saga_row(r: &AnyRow) -> Result<SagaRow, StoreError> {
+    Ok(SagaRow {
+        id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        inputs: r.try_get("inputs")?,
+        status: r.try_get("status")?,
+        owner_id: r.try_get("owner_id")?,
+        epoch: r.try_get("epoch")?,
+        lease_expires_at_ms: r.try_get("lease_expires_at_ms")?,
+        next_run_at_ms: r.try_get("next_run_at_ms")?,
+        reclaim_count: r.try_get("reclaim_count")?,
+        cancel_requested_at_ms: r.try_get("cancel_requested_at_ms")?,
+        start_key: r.try_get("start_key")?,
+        error: r.try_get("error")?,
+        output: r.try_get("output")?,
+        created_at_ms: r.try_get("created_at_ms")?,
+        updated_at_ms: r.try_get("updated_at_ms")?,
+    })
+}
+
+fn step_row(r: &AnyRow) -> Result<StepRow, StoreError> {
+    Ok(StepRow {
+        step_idx: r.try_get("step_idx")?,
+        name: r.try_get("name")?,
+        pivot: r.try_get::<i64, _>("pivot")? != 0,
+        status: r.try_get("status")?,
+        attempts: r.try_get("attempts")?,
+        checkpoint: r.try_get("checkpoint")?,
+        output: r.try_get("output")?,
+        error: r.try_get("error")?,
+        written_epoch: r.try_get("written_epoch")?,
+        started_at_ms: r.try_get("started_at_ms")?,
+        finished_at_ms: r.try_get("finished_at_ms")?,
+    })
+}
+
+fn event_row(r: &AnyRow) -> Result<EventRow, StoreError> {
+    Ok(EventRow {
+        seq: r.try_get("seq")?,
+        saga_id: r.try_get("saga_id")?,
+        kind: r.try_get("kind")?,
+        step_idx: r.try_get("step_idx")?,
+        message: r.try_get("message")?,
+        detail: r.try_get("detail")?,
+        epoch: r.try_get("epoch")?,
+        at_ms: r.try_get("at_ms")?,
+    })
+}
+
+async fn insert_event(
+    tx: &mut Transaction<'_, Any>,
+    saga_id: &str,
+    epoch: i64,
+    e: NewEvent<'_>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO saga_events (saga_id, kind, step_idx, message, detail, epoch, at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(saga_id)
+    .bind(e.kind)
+    .bind(e.step_idx)
+    .bind(e.message)
+    .bind(e.detail)
+    .bind(epoch)
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Inserts a saga, its pending steps and its first event; with a start key already used,
+    /// inserts nothing and returns the existing saga's id and `false`.
+    pub async fn insert_saga(&self, s: &NewSaga<'_>) -> Result<(String, bool), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO saga_runs (id, kind, inputs, status, owner_id, epoch, lease_expires_at_ms, \
+                next_run_at_ms, reclaim_count, start_key, created_at_ms, updated_at_ms) \
+             VALUES ($1, $2, $3, 'pending', NULL, 0, 0, $4, 0, $5, $4, $4) \
+             ON CONFLICT (start_key) DO NOTHING",
+        )
+        .bind(s.id)
+        .bind(s.kind)
+        .bind(s.inputs)
+        .bind(s.now_ms)
+        .bind(s.start_key)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            let id: String = sqlx::query_scalar("SELECT id FROM saga_runs WHERE start_key = $1")
+                .bind(s.start_key)
+                .fetch_one(self.pool())
+                .await?;
+            return Ok((id, false));
+        }
+        for (i, (name, pivot)) in s.steps.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO saga_step_results (saga_id, step_idx, name, pivot, status, attempts, \
+                    written_epoch) VALUES ($1, $2, $3, $4, 'pending', 0, 0)",
+            )
+            .bind(s.id)
+            .bind(i as i64)
+            .bind(*name)
+            .bind(i64::from(*pivot))
+            .execute(&mut *tx)
+            .await?;
+        }
+        let event = NewEvent {
+            kind: "saga_started",
+            step_idx: -1,
+            message: s.kind,
+            detail: None,
+        };
+        insert_event(&mut tx, s.id, 0, event, s.now_ms).await?;
+        tx.commit().await?;
+        Ok((s.id.to_owned(), true))
+    }
+
+    /// Claims one due saga for `owner_id`: bumps its epoch and sets a lease. A saga whose
+    /// previous owner's lease ran out counts a reclaim.
+    pub async fn claim_saga(
+        &self,
+        owner_id: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<SagaRow>, StoreError> {
+        let lock = match self.backend() {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE saga_runs SET epoch = epoch + 1, owner_id = $1, lease_expires_at_ms = $2, \
+                reclaim_count = CASE WHEN owner_id IS NULL THEN reclaim_count \
+                                     ELSE reclaim_count + 1 END, \
+                updated_at_ms = $3 \
+             WHERE id = (SELECT id FROM saga_runs WHERE status IN {ACTIVE} \
+                         AND next_run_at_ms <= $3 AND lease_expires_at_ms < $3 \
+                         ORDER BY next_run_at_ms LIMIT 1 {lock}) \
+               AND status IN {ACTIVE} AND lease_expires_at_ms < $3 \
+             RETURNING {SAGA_COLUMNS}"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(owner_id)
+            .bind(now_ms + lease_ms)
+            .bind(now_ms)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(saga_row).transpose()
+    }
+
+    /// Extends the lease; `Ok(None)` when it was lost. Returns whether a cancel was requested.
+    pub async fn renew_lease(&self, f: &Fence, now_ms: i64) -> Result<Option<bool>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE saga_runs SET lease_expires_at_ms = $1 \
+             WHERE id = $2 AND owner_id = $3 AND epoch = $4 \
+             RETURNING cancel_requested_at_ms",
+        )
+        .bind(now_ms + f.lease_ms)
+        .bind(&f.saga_id)
+        .bind(&f.owner_id)
+        .bind(f.epoch)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(match row {
+            Some(r) => Some(
+                r.try_get::<Option<i64>, _>("cancel_requested_at_ms")?
+                    .is_some(),
+            ),
+            None => None,
+        })
+    }
+
+    /// Begins a transaction that holds the claim, or fails with `LeaseLost`. Also says whether
+    /// a cancel was requested, so every fenced write doubles as a check for one.
+    pub(super) async fn fenced(
+        &self,
+        f: &Fence,
+        now_ms: i64,
+    ) -> Result<(Transaction<'_, Any>, bool), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let held = sqlx::query(
+            "UPDATE saga_runs SET updated_at_ms = $1, lease_expires_at_ms = $2 \
+             WHERE id = $3 AND owner_id = $4 AND epoch = $5 RETURNING cancel_requested_at_ms",
+        )
+        .bind(now_ms)
+        .bind(now_ms + f.lease_ms)
+        .bind(&f.saga_id)
+        .bind(&f.owner_id)
+        .bind(f.epoch)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(held) = held else {
+            tx.rollback().await?;
+            return Err(StoreError::LeaseLost {
+                saga_id: f.saga_id.clone(),
+                epoch: f.epoch,
+            });
+        };
+        let cancel_requested = held
+            .try_get::<Option<i64>, _>("cancel_requested_at_ms")?
+            .is_some();
+        Ok((tx, cancel_requested))
+    }
+
+    /// Writes a step's row and an event under the claim. A completed step resets the
+    /// saga's reclaim count (it made progress). Returns whether a cancel was requested.
+    pub async fn write_step(
+        &self,
+        f: &Fence,
+        idx: i64,
+        w: &StepWrite<'_>,
+        event: NewEvent<'_>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let (mut tx, cancel_requested) = self.fenced(f, now_ms).await?;
+        sqlx::query(
+            "UPDATE saga_step_results SET status = $1, attempts = COALESCE($2, attempts), \
+                output = COALESCE($3, output), error = $4, written_epoch = $5, \
+                started_at_ms = CASE WHEN $6 = 1 THEN $7 ELSE started_at_ms END, \
+                finished_at_ms = CASE WHEN $8 = 1 THEN $7 ELSE finished_at_ms END \
+             WHERE saga_id = $9 AND step_idx = $10",
+        )
+        .bind(w.status)
+        .bind(w.attempts)
+        .bind(w.output)
+        .bind(w.error)
+        .bind(f.epoch)
+        .bind(i64::from(w.started))
+        .bind(now_ms)
+        .bind(i64::from(w.finished))
+        .bind(&f.saga_id)
+        .bind(idx)
+        .execute(&mut *tx)
+        .await?;
+        if w.status == "completed" || w.status == "compensated" {
+            sqlx::query("UPDATE saga_runs SET reclaim_count = 0 WHERE id = $1")
+                .bind(&f.saga_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        insert_event(&mut tx, &f.saga_id, f.epoch, event, now_ms).await?;
+        tx.commit().await?;
+        Ok(cancel_requested)
+    }
+
+    /// Saves a step's checkpoint (handles such as a droplet id) under the claim.
+    pub async fn save_checkpoint(
+        &self,
+        f: &Fence,
+        idx: i64,
+        checkpoint: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (mut tx, _) = self.fenced(f, now_ms).await?;
+        sqlx::query(
+            "UPDATE saga_step_results SET checkpoint = $1, written_epoch = $2 \
+             WHERE saga_id = $3 AND step_idx = $4",
+        )
+        .bind(checkpoint)
+        .bind(f.epoch)
+        .bind(&f.saga_id)
+        .bind(idx)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Appends an event under the claim.
+    pub async fn append_event(
+        &self,
+        f: &Fence,
+        event: NewEvent<'_>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (mut tx, _) = self.fenced(f, now_ms).await?;
+        insert_event(&mut tx, &f.saga_id, f.epoch, event, now_ms).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Changes the saga's status under the claim. A final status also releases the claim.
+    pub async fn write_saga_status(
+        &self,
+        f: &Fence,
+        w: &SagaWrite<'_>,
+        event: NewEvent<'_>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let SagaWrite {
+            status,
+            release,
+            error,
+            output,
+        } = *w;
+        let (mut tx, _) = self.fenced(f, now_ms).await?;
+        sqlx::query(
+            "UPDATE saga_runs SET status = $1, error = COALESCE($2, error), \
+                output = COALESCE($3, output), \
+                owner_id = CASE WHEN $4 = 1 THEN NULL ELSE owner_id END, \
+                lease_expires_at_ms = CASE WHEN $4 = 1 THEN 0 ELSE lease_expires_at_ms END \
+             WHERE id = $5",
+        )
+        .bind(status)
+        .bind(error)
+        .bind(output)
+        .bind(i64::from(release))
+        .bind(&f.saga_id)
+        .execute(&mut *tx)
+        .await?;
+        insert_event(&mut tx, &f.saga_id, f.epoch, event, now_ms).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Hands a saga back (shutdown): no owner, lease gone, claimable at once by anyone.
+    pub async fn release_saga(&self, f: &Fence, now_ms: i64) -> Result<(), StoreError> {
+        let (mut tx, _) = self.fenced(f, now_ms).await?;
+        sqlx::query(
+            "UPDATE saga_runs SET owner_id = NULL, lease_expires_at_ms = 0, next_run_at_ms = $1 \
+             WHERE id = $2",
+        )
+        .bind(now_ms)
+        .bind(&f.saga_id)
+        .execute(&mut *tx)
+        .await?;
+        let event = NewEvent {
+            kind: "saga_released",
+            step_idx: -1,
+            message: &f.owner_id,
+            detail: None,
+        };
+        insert_event(&mut tx, &f.saga_id, f.epoch, event, now_ms).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The demo `record` step's side effect, fenced: one row per (saga, step, phase), and a
+    /// count of the calls that reached the database under a valid claim.
+    pub async fn record_test_effect(
+        &self,
+        f: &Fence,
+        idx: i64,
+        phase: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (mut tx, _) = self.fenced(f, now_ms).await?;
+        sqlx::query(
+            "INSERT INTO saga_test_effects (saga_id, step_idx, phase, epoch, calls) \
+             VALUES ($1, $2, $3, $4, 1) \
+             ON CONFLICT (saga_id, step_idx, phase) \
+             DO UPDATE SET calls = saga_test_effects.calls + 1, epoch = $4",
+        )
+        .bind(&f.saga_id)
+        .bind(idx)
+        .bind(phase)
+        .bind(f.epoch)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn get_saga(&self, id: &str) -> Result<SagaRow, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SAGA_COLUMNS} FROM saga_runs WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        match row {
+            Some(r) => saga_row(&r),
+            None => Err(StoreError::NotFound {
+                what: format!("saga {id:?}"),
+            }),
+        }
+    }
+
+    pub async fn get_steps(&self, saga_id: &str) -> Result<Vec<StepRow>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {STEP_COLUMNS} FROM saga_step_results WHERE saga_id = $1 ORDER BY step_idx"
+        )))
+        .bind(saga_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(step_row).collect()
+    }
+
+    pub async fn events_after(
+        &self,
+        saga_id: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM saga_events WHERE saga_id = $1 AND seq > $2 \
+             ORDER BY seq LIMIT $3"
+        )))
+        .bind(saga_id)
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(event_row).collect()
+    }
+
+    pub async fn list_sagas(&self, filter: &SagaFilter) -> Result<Vec<SagaRow>, StoreError> {
+        let mut q = Sql::new(&format!("SELECT {SAGA_COLUMNS} FROM saga_runs WHERE 1 = 1"));
+        if !filter.statuses.is_empty() {
+            q.push(" AND status IN ").text_list(&filter.statuses);
+        }
+        if let Some(k) = &filter.kind {
+            q.push(" AND kind = ").text(k);
+        }
+        if let Some(t) = filter.created_after_ms {
+            q.push(" AND created_at_ms >= ").int(t);
+        }
+        if let Some(t) = filter.created_before_ms {
+            q.push(" AND created_at_ms < ").int(t);
+        }
+        if let Some(id) = &filter.before_id {
+            q.push(" AND id < ").text(id);
+        }
+        q.push(" ORDER BY id DESC LIMIT ").int(filter.limit);
+        let rows = q.query().fetch_all(self.pool()).await?;
+        rows.iter().map(saga_row).collect()
+    }
+
+    /// An operator's change to a saga that is not held by any live claim: bumps the epoch
+    /// (fencing any stale owner), applies `set_status` if the saga is in one of `from`, and
+    /// rewrites the given steps. Returns false when the saga was not in an allowed status.
+    pub async fn operator_transition(
+        &self,
+        saga_id: &str,
+        from: &[&str],
+        set_status: &str,
+        steps: &[(i64, &str)],
+        event: NewEvent<'_>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let mut q = Sql::new(
+            "UPDATE saga_runs SET epoch = epoch + 1, owner_id = NULL, lease_expires_at_ms = 0, ",
+        );
+        q.push("reclaim_count = 0, status = ").text(set_status);
+        q.push(", next_run_at_ms = ").int(now_ms);
+        q.push(", updated_at_ms = ").int(now_ms);
+        q.push(" WHERE id = ").text(saga_id);
+        q.push(" AND status IN ").text_list(from);
+        let changed = q.query().execute(&mut *tx).await?.rows_affected();
+        if changed != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let epoch: i64 = sqlx::query_scalar("SELECT epoch FROM saga_runs WHERE id = $1")
+            .bind(saga_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        for (idx, status) in steps {
+            sqlx::query(
+                "UPDATE saga_step_results SET status = $1, attempts = 0, error = NULL, \
+                    written_epoch = $2 WHERE saga_id = $3 AND step_idx = $4",
+            )
+            .bind(*status)
+            .bind(epoch)
+            .bind(saga_id)
+            .bind(*idx)
+            .execute(&mut *tx)
+            .await?;
+        }
+        insert_event(&mut tx, saga_id, epoch, event, now_ms).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Sets the cancel flag of an active saga; false if it is not active.
+    pub async fn request_cancel(
+        &self,
+        saga_id: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE saga_runs SET cancel_requested_at_ms = COALESCE(cancel_requested_at_ms, $1), \
+                updated_at_ms = $1 WHERE id = $2 AND status IN {ACTIVE} RETURNING epoch"
+        )))
+        .bind(now_ms)
+        .bind(saga_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        let epoch: i64 = row.try_get("epoch")?;
+        let message = if reason.is_empty() {
+            "cancel requested"
+        } else {
+            reason
+        };
+        let event = NewEvent {
+            kind: "cancel_requested",
+            step_idx: -1,
+            message,
+            detail: None,
+        };
+        insert_event(&mut tx, saga_id, epoch, event, now_ms).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Counts of sagas per status, for metrics.
+    pub async fn saga_status_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM saga_runs GROUP BY status")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
+            .collect()
+    }
+}
