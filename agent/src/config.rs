@@ -12,6 +12,7 @@ use berth_shared::HostId;
 use serde::Deserialize;
 
 use crate::AgentError;
+use crate::archive::ArchiveConfig;
 
 /// The agent's configuration, usually `/etc/berth/agent.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +48,9 @@ pub struct Config {
     /// Log output: `text` for people, `json` for log collectors.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// App archives in object storage: `[archive]`, see [`ArchiveConfig`].
+    #[serde(default)]
+    pub archive: ArchiveConfig,
 }
 
 /// The `[tls]` table: how to trust the coordinator and, for mTLS, who we are.
@@ -96,7 +100,7 @@ fn default_reconnect_max_backoff_ms() -> u64 {
     5000
 }
 
-const HOST_ID_FILE: &str = "host_id";
+pub(crate) const HOST_ID_FILE: &str = "host_id";
 
 impl Config {
     /// A config with every default, for embedding the agent (tests, tools).
@@ -111,6 +115,7 @@ impl Config {
             tls: None,
             reconnect_max_backoff_ms: default_reconnect_max_backoff_ms(),
             log_format: LogFormat::Text,
+            archive: ArchiveConfig::default(),
         }
     }
 
@@ -189,6 +194,7 @@ impl Config {
         if let Some(id) = &self.host_id {
             HostId::new(id.as_str()).context("host_id")?;
         }
+        self.archive.validate()?;
         if self.reconnect_max_backoff_ms < 100 {
             bail!(
                 "reconnect_max_backoff_ms is {}, it must be at least 100",
@@ -265,7 +271,7 @@ impl fmt::Debug for Token {
 }
 
 /// Writes `bytes` to a temporary sibling of `path`, syncs it and renames it over `path`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");

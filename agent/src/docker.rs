@@ -1,5 +1,8 @@
 //! The connection to the local Docker engine: bollard on `DOCKER_HOST` or the default socket,
-//! with the API version negotiated and every call bounded in time.
+//! with the API version negotiated and every call bounded in time. `stack` finds an app's
+//! volumes and what still runs of it.
+
+pub(crate) mod stack;
 
 use std::future::Future;
 use std::time::Duration;

@@ -4,13 +4,16 @@
 //! Entry points: [`run`] for the binary, [`Agent`] for tests and embedders that want to watch
 //! the [`LinkState`].
 
+pub mod archive;
 pub mod config;
 mod describe;
 mod docker;
+pub mod enroll;
 mod error;
 mod link;
 mod query;
 mod task;
+pub mod warm;
 
 use berth_shared::HostId;
 use tokio::sync::watch;

@@ -5,6 +5,7 @@ mod backoff;
 mod session;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_shared::HostId;
@@ -17,6 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, Token};
 use crate::error::{AgentError, ErrorKind, chain};
+use crate::task;
 use backoff::Backoff;
 
 /// Where the link stands; watch it through [`crate::Agent::state`].
@@ -45,6 +47,8 @@ pub(crate) struct Link {
     hostname: String,
     warm_root: PathBuf,
     max_backoff: Duration,
+    /// Tasks outlive sessions: a reconnect finds them still running.
+    tasks: task::Runner,
 }
 
 impl Link {
@@ -63,11 +67,17 @@ impl Link {
             hostname: hostname(),
             warm_root: config.warm_root.clone(),
             max_backoff: Duration::from_millis(config.reconnect_max_backoff_ms),
+            tasks: task::Runner::open(
+                &config.state_dir,
+                Arc::new(task::kinds::AgentKinds {
+                    warm_root: config.warm_root.clone(),
+                }),
+            ),
         })
     }
 }
 
-fn endpoint(config: &Config) -> Result<Endpoint, AgentError> {
+pub(crate) fn endpoint(config: &Config) -> Result<Endpoint, AgentError> {
     let url = config.coordinator_url.trim().to_owned();
     let mut endpoint = Endpoint::from_shared(url.clone())
         .map_err(|source| AgentError::Endpoint {
@@ -161,6 +171,7 @@ pub(crate) async fn run(
             () = tokio::time::sleep_until(until) => {}
         }
     }
+    link.tasks.shutdown();
     info!("link to coordinator stopped");
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! The `berth-agent` binary: arguments, config, tracing, signals and systemd readiness
-//! around [`berth_agent::Agent`].
+//! The `berth-agent` binary: arguments, config, tracing, signals, systemd readiness and
+//! watchdog around [`berth_agent::Agent`]; `berth-agent enroll` around [`berth_agent::enroll`].
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use berth_agent::{Agent, Config, LogFormat, Overrides};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -21,7 +21,8 @@ struct Args {
     #[arg(
         long,
         env = "BERTH_AGENT_CONFIG",
-        default_value = "/etc/berth/agent.toml"
+        default_value = "/etc/berth/agent.toml",
+        global = true
     )]
     config: PathBuf,
     /// Overrides `coordinator_url`.
@@ -31,13 +32,45 @@ struct Args {
     #[arg(long, env = "BERTH_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// Overrides `host_id`.
-    #[arg(long, env = "BERTH_HOST_ID")]
+    #[arg(long, env = "BERTH_HOST_ID", global = true)]
     host_id: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent (the default).
+    Run,
+    /// Exchange a one-time enrollment token for this host's agent token, written to the
+    /// config's `token_file` (mode 0600; a systemd credential path is written at its source).
+    Enroll(EnrollArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct EnrollArgs {
+    /// The coordinator, `https://host:port` (default: the config's `coordinator_url`).
+    #[arg(long, value_name = "URL")]
+    coordinator: Option<String>,
+    /// The one-time enrollment token (`berth-coordinator token create --role agent --host H
+    /// --enrollment`).
+    #[arg(long, env = "BERTH_ENROLLMENT_TOKEN", hide_env_values = true)]
+    token: String,
+    /// PEM CA that signed the coordinator's certificate (default: the config's `[tls] ca_file`).
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Where to write the agent token instead of the config's `token_file` (no environment
+    /// variable on purpose: a stray one must not redirect a secret).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(Command::Enroll(enroll)) = args.command.take() {
+        return enroll_host(args, enroll).await;
+    }
     let shutdown = CancellationToken::new();
     let agent = match start(args, shutdown.clone()) {
         Ok(agent) => agent,
@@ -49,6 +82,7 @@ async fn main() -> ExitCode {
     if let Err(e) = sd_notify::notify(&[NotifyState::Ready]) {
         tracing::warn!(error = %e, "cannot notify systemd");
     }
+    tokio::spawn(keep_watchdog(shutdown.clone()));
     tokio::spawn(cancel_on_signal(shutdown));
     match agent.join().await {
         Ok(()) => ExitCode::SUCCESS,
@@ -68,6 +102,100 @@ fn start(args: Args, shutdown: CancellationToken) -> anyhow::Result<Agent> {
     let config = Config::load_with(&args.config, overrides)?;
     init_tracing(config.log_format);
     Agent::start(config, shutdown).context("cannot start")
+}
+
+/// `berth-agent enroll`: exit 0 enrolled, 2 bad config, 3 coordinator unreachable, 4 refused,
+/// 1 anything else.
+async fn enroll_host(args: Args, enroll: EnrollArgs) -> ExitCode {
+    let config = match enroll_config(&args, enroll.token_file.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("berth-agent: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let url = enroll
+        .coordinator
+        .unwrap_or_else(|| config.coordinator_url.clone());
+    let opts = berth_agent::enroll::EnrollOptions {
+        coordinator_url: url.clone(),
+        token: enroll.token,
+        ca_file: enroll.ca_file,
+    };
+    match berth_agent::enroll::enroll(&config, &opts).await {
+        Ok(done) => {
+            eprintln!(
+                "berth-agent: enrolled host {}; its agent token is in {} (mode 0600)",
+                done.host_id,
+                done.token_file.display()
+            );
+            if let Some(f) = &done.host_id_file {
+                eprintln!("berth-agent: this host's id is now kept in {}", f.display());
+            }
+            if done.token_file != config.token_file {
+                eprintln!(
+                    "berth-agent: systemd hands it to the service as {}",
+                    config.token_file.display()
+                );
+            }
+            if config.coordinator_url.trim() != url.trim() {
+                eprintln!(
+                    "berth-agent: note: {} dials {:?}; set coordinator_url = {:?} there before \
+                     starting the agent",
+                    args.config.display(),
+                    config.coordinator_url,
+                    url.trim()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("berth-agent: {}", berth_agent::chain(&e));
+            let code = match &e {
+                e if e.is_refusal() => 4,
+                berth_agent::enroll::EnrollError::Agent(berth_agent::AgentError::Connect(_)) => 3,
+                _ => 1,
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// The config as enrollment needs it: parsed with the overrides, not checked for running.
+fn enroll_config(args: &Args, token_file: Option<PathBuf>) -> anyhow::Result<Config> {
+    let path = &args.config;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let mut config = Config::parse(&text, &path.display().to_string())?;
+    config.apply(Overrides {
+        coordinator_url: args.coordinator_url.clone(),
+        token_file,
+        host_id: args.host_id.clone(),
+    });
+    anyhow::ensure!(
+        !config.token_file.as_os_str().is_empty(),
+        "{}: token_file is required: it is where the agent token is written",
+        path.display()
+    );
+    Ok(config)
+}
+
+/// With `WatchdogSec=` set, tells systemd every half interval that the runtime still turns.
+async fn keep_watchdog(shutdown: CancellationToken) {
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(interval / 2);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = sd_notify::notify(&[NotifyState::Watchdog]) {
+                    tracing::warn!(error = %e, "cannot notify the systemd watchdog");
+                }
+            }
+            () = shutdown.cancelled() => return,
+        }
+    }
 }
 
 fn init_tracing(format: LogFormat) {

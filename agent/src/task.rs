@@ -1,46 +1,491 @@
-//! Durable tasks the coordinator assigns for saga steps. This agent runs none yet: it refuses
-//! every kind with a permanent failure so the saga does not wait for it.
+//! Durable tasks the coordinator assigns for saga steps, keyed by `(saga id, step index)`.
+//!
+//! - A new step runs once. Assigned again while running (same or higher epoch), the running
+//!   task is attached to, not started twice, and its progress is reported at once.
+//! - Finished, its stored result answers repeats; results are kept in `state_dir/tasks/` so a
+//!   restarted agent still answers (a task cut by the restart answers a retryable failure).
+//!   A retryable failure is reported once; the next assignment runs the step again.
+//! - An epoch lower than the highest seen for the step is refused as stale.
+//! - `CancelTask` cancels a running task. Progress goes up at most every 250 ms.
+//!
+//! Tasks outlive sessions: results go to whichever session is attached when they finish.
+
+pub(crate) mod kinds;
+mod store;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use berth_proto::v1 as pb;
-use berth_shared::TaskId;
+use berth_proto::v1::agent_message::Msg as Out;
+use berth_shared::time::unix_ms;
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
 
-/// The result that refuses `assignment`.
-pub(crate) fn refuse(assignment: pb::TaskAssignment) -> pb::TaskResult {
-    let task = assignment.id.clone().map(TaskId::from);
-    tracing::warn!(?task, kind = %assignment.kind, "refusing a task of an unsupported kind");
+use crate::warm::Progress;
+use kinds::{Executor, Failure};
+use store::{Outcome, Record, Status, Store};
+
+/// Least time between two progress messages of one task.
+pub(crate) const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// Tasks running at once; more wait (attached to, and cancellable) for a slot.
+const MAX_RUNNING: usize = 4;
+
+type StepKey = (String, u32);
+
+enum State {
+    Running {
+        cancel: CancellationToken,
+        report: Arc<Notify>,
+    },
+    Done {
+        outcome: Outcome,
+        delivered: bool,
+    },
+}
+
+struct Step {
+    epoch: u64,
+    kind: String,
+    state: State,
+}
+
+struct Inner {
+    steps: Mutex<HashMap<StepKey, Step>>,
+    store: Store,
+    executor: Arc<dyn Executor>,
+    /// The attached session's outbound queue, with a number so a late detach of an old
+    /// session cannot remove a newer one.
+    outbound: Mutex<(u64, Option<mpsc::Sender<pb::AgentMessage>>)>,
+    slots: Arc<Semaphore>,
+    /// Held while a record is written.
+    writing: Mutex<()>,
+    /// Set when the agent stops: tasks cancelled then fail retryably.
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+/// The agent's task registry; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Runner {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").finish_non_exhaustive()
+    }
+}
+
+/// Detaches its session from the runner when dropped.
+pub(crate) struct Attached {
+    runner: Runner,
+    number: u64,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        let mut out = self.runner.inner.outbound.lock().expect("outbound lock");
+        if out.0 == self.number {
+            out.1 = None;
+        }
+    }
+}
+
+enum Decision {
+    Reply(pb::TaskResult),
+    Start(Arc<Progress>, CancellationToken, Arc<Notify>),
+    Attached,
+}
+
+impl Runner {
+    /// A runner keeping its records in `state_dir/tasks/`.
+    pub fn open(state_dir: &Path, executor: Arc<dyn Executor>) -> Self {
+        let (store, records) = Store::open(state_dir.join("tasks"));
+        let steps = records
+            .into_iter()
+            .filter_map(|r| {
+                let outcome = r.outcome?;
+                Some((
+                    (r.saga_id, r.step_index),
+                    Step {
+                        epoch: r.epoch,
+                        kind: r.kind,
+                        state: State::Done {
+                            outcome,
+                            delivered: r.delivered,
+                        },
+                    },
+                ))
+            })
+            .collect();
+        Self {
+            inner: Arc::new(Inner {
+                steps: Mutex::new(steps),
+                store,
+                executor,
+                outbound: Mutex::new((0, None)),
+                slots: Arc::new(Semaphore::new(MAX_RUNNING)),
+                writing: Mutex::new(()),
+                stopping: std::sync::atomic::AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Sends results and progress to `tx` until the returned guard is dropped.
+    pub fn attach(&self, tx: mpsc::Sender<pb::AgentMessage>) -> Attached {
+        let mut out = self.inner.outbound.lock().expect("outbound lock");
+        out.0 += 1;
+        out.1 = Some(tx);
+        Attached {
+            runner: self.clone(),
+            number: out.0,
+        }
+    }
+
+    fn outbound(&self) -> Option<mpsc::Sender<pb::AgentMessage>> {
+        self.inner.outbound.lock().expect("outbound lock").1.clone()
+    }
+
+    /// Handles an assignment: starts, attaches, answers from the record, or refuses.
+    pub fn assign(&self, a: pb::TaskAssignment) {
+        let Some(id) = a.id.clone() else {
+            warn!(kind = %a.kind, "ignoring a task assignment without an id");
+            return;
+        };
+        let key = (id.saga_id.clone(), id.step_index);
+        let decision = {
+            let mut steps = self.inner.steps.lock().expect("steps lock");
+            match steps.get_mut(&key) {
+                Some(step) if id.epoch < step.epoch => Decision::Reply(result(
+                    &id,
+                    &Outcome {
+                        ok: false,
+                        output_json: String::new(),
+                        error: format!(
+                            "stale epoch {}: this agent has seen epoch {} for saga {} step {}",
+                            id.epoch, step.epoch, id.saga_id, id.step_index
+                        ),
+                        retryable: false,
+                    },
+                )),
+                Some(step) if matches!(step.state, State::Running { .. }) => {
+                    if id.epoch > step.epoch {
+                        step.epoch = id.epoch;
+                        self.persist(key.clone());
+                    }
+                    if let State::Running { report, .. } = &step.state {
+                        report.notify_one();
+                    }
+                    Decision::Attached
+                }
+                Some(step)
+                    if matches!(&step.state, State::Done { outcome, delivered }
+                        if outcome.ok || !outcome.retryable || !*delivered) =>
+                {
+                    step.epoch = id.epoch;
+                    let State::Done { outcome, delivered } = &mut step.state else {
+                        unreachable!("matched above")
+                    };
+                    *delivered = true;
+                    let outcome = outcome.clone();
+                    self.persist(key.clone());
+                    Decision::Reply(result(&id, &outcome))
+                }
+                _ if !self.inner.executor.supports(&a.kind) => Decision::Reply(result(
+                    &id,
+                    &Outcome {
+                        ok: false,
+                        output_json: String::new(),
+                        error: format!("task kind {:?} is not supported by this agent", a.kind),
+                        retryable: false,
+                    },
+                )),
+                _ => {
+                    let progress = Arc::new(Progress::new());
+                    let cancel = CancellationToken::new();
+                    let report = Arc::new(Notify::new());
+                    steps.insert(
+                        key.clone(),
+                        Step {
+                            epoch: id.epoch,
+                            kind: a.kind.clone(),
+                            state: State::Running {
+                                cancel: cancel.clone(),
+                                report: report.clone(),
+                            },
+                        },
+                    );
+                    Decision::Start(progress, cancel, report)
+                }
+            }
+        };
+        match decision {
+            Decision::Reply(r) => {
+                debug!(saga_id = %id.saga_id, step = id.step_index, epoch = id.epoch, ok = r.ok, "answering a task from its record");
+                self.send_result(r);
+            }
+            Decision::Attached => {
+                info!(saga_id = %id.saga_id, step = id.step_index, epoch = id.epoch, "task assigned again while running; attached to it");
+            }
+            Decision::Start(progress, cancel, report) => {
+                info!(saga_id = %id.saga_id, step = id.step_index, epoch = id.epoch, kind = %a.kind, "starting task");
+                let runner = self.clone();
+                tokio::spawn(async move {
+                    runner.run(key, a, progress, cancel, report).await;
+                });
+            }
+        }
+    }
+
+    /// Cancels the running task of `id`'s step (not for a stale epoch).
+    pub fn cancel(&self, id: pb::TaskId) {
+        let steps = self.inner.steps.lock().expect("steps lock");
+        match steps.get(&(id.saga_id.clone(), id.step_index)) {
+            Some(Step {
+                epoch,
+                state: State::Running { cancel, .. },
+                ..
+            }) if id.epoch >= *epoch => {
+                info!(saga_id = %id.saga_id, step = id.step_index, "cancelling task");
+                cancel.cancel();
+            }
+            _ => debug!(saga_id = %id.saga_id, step = id.step_index, "nothing running to cancel"),
+        }
+    }
+
+    /// Stops every running task because the agent stops; each fails retryably, so the
+    /// coordinator sends it again (to this agent once it is back).
+    pub fn shutdown(&self) {
+        self.inner
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let steps = self.inner.steps.lock().expect("steps lock");
+        for step in steps.values() {
+            if let State::Running { cancel, .. } = &step.state {
+                cancel.cancel();
+            }
+        }
+    }
+
+    async fn run(
+        self,
+        key: StepKey,
+        a: pb::TaskAssignment,
+        progress: Arc<Progress>,
+        cancel: CancellationToken,
+        report: Arc<Notify>,
+    ) {
+        if !self.save(key.clone()).await {
+            warn!(saga_id = %key.0, step = key.1, "cannot record a running task; a restart will not know of it");
+        }
+        let reporter = tokio::spawn(self.clone().report(key.clone(), progress.clone(), report));
+        let work = async {
+            let slots = self.inner.slots.clone();
+            let _slot = tokio::select! {
+                slot = slots.acquire_owned() => slot.expect("never closed"),
+                () = cancel.cancelled() => return Err(Failure::permanent("cancelled")),
+            };
+            self.inner
+                .executor
+                .run(
+                    a.kind.clone(),
+                    a.inputs_json.clone(),
+                    progress.clone(),
+                    cancel.clone(),
+                )
+                .await
+        };
+        let ran = work.await;
+        reporter.abort();
+        self.send_progress(&key, &progress);
+        let mut outcome = match ran {
+            Ok(output_json) => Outcome {
+                ok: true,
+                output_json,
+                error: String::new(),
+                retryable: false,
+            },
+            Err(f) => Outcome {
+                ok: false,
+                output_json: String::new(),
+                error: f.error,
+                retryable: f.retryable,
+            },
+        };
+        if !outcome.ok && cancel.is_cancelled() {
+            if self
+                .inner
+                .stopping
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                outcome.error = store::INTERRUPTED.to_owned();
+                outcome.retryable = true;
+            } else {
+                outcome.error = format!("cancelled by the coordinator ({})", outcome.error);
+                outcome.retryable = false;
+            }
+        }
+        let id = {
+            let mut steps = self.inner.steps.lock().expect("steps lock");
+            let Some(step) = steps.get_mut(&key) else {
+                return;
+            };
+            step.state = State::Done {
+                outcome: outcome.clone(),
+                delivered: false,
+            };
+            pb::TaskId {
+                saga_id: key.0.clone(),
+                step_index: key.1,
+                epoch: step.epoch,
+            }
+        };
+        if outcome.ok {
+            info!(saga_id = %key.0, step = key.1, "task done");
+        } else {
+            warn!(saga_id = %key.0, step = key.1, error = %outcome.error, retryable = outcome.retryable, "task failed");
+        }
+        if !self.save(key.clone()).await {
+            warn!(saga_id = %key.0, step = key.1, "cannot record a task result; a restart will not know it");
+        }
+        if self.deliver(result(&id, &outcome)).await {
+            let mut steps = self.inner.steps.lock().expect("steps lock");
+            if let Some(Step {
+                state: State::Done { delivered, .. },
+                ..
+            }) = steps.get_mut(&key)
+            {
+                *delivered = true;
+            }
+            drop(steps);
+            self.persist(key);
+        }
+    }
+
+    /// Sends progress every `PROGRESS_EVERY` when it changed, and at once when asked.
+    async fn report(self, key: StepKey, progress: Arc<Progress>, now: Arc<Notify>) {
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = None;
+        loop {
+            let forced = tokio::select! {
+                _ = tick.tick() => false,
+                () = now.notified() => true,
+            };
+            let snap = progress.snapshot();
+            if forced || last.as_ref() != Some(&snap) {
+                self.send_progress(&key, &progress);
+                last = Some(snap);
+            }
+        }
+    }
+
+    fn send_progress(&self, key: &StepKey, progress: &Progress) {
+        let epoch = {
+            let steps = self.inner.steps.lock().expect("steps lock");
+            steps.get(key).map_or(0, |s| s.epoch)
+        };
+        let msg = Out::Progress(pb::TaskProgress {
+            id: Some(pb::TaskId {
+                saga_id: key.0.clone(),
+                step_index: key.1,
+                epoch,
+            }),
+            progress: Some(progress.snapshot().into()),
+        });
+        if let Some(tx) = self.outbound() {
+            // Progress is best effort: a full queue drops it, the next one follows soon.
+            let _ = tx.try_send(pb::AgentMessage { msg: Some(msg) });
+        }
+    }
+
+    /// Sends a result to the attached session in the background (an answer from `assign`).
+    fn send_result(&self, r: pb::TaskResult) {
+        if let Some(tx) = self.outbound() {
+            let msg = pb::AgentMessage {
+                msg: Some(Out::Result(r)),
+            };
+            tokio::spawn(async move {
+                let _ = tx.send(msg).await;
+            });
+        }
+    }
+
+    /// Sends a result, waiting for room; false when no session took it.
+    async fn deliver(&self, r: pb::TaskResult) -> bool {
+        match self.outbound() {
+            Some(tx) => tx
+                .send(pb::AgentMessage {
+                    msg: Some(Out::Result(r)),
+                })
+                .await
+                .is_ok(),
+            None => false,
+        }
+    }
+
+    /// Records the step's current state in the background.
+    fn persist(&self, key: StepKey) {
+        let runner = self.clone();
+        tokio::task::spawn_blocking(move || runner.save_now(&key));
+    }
+
+    /// Records the step's current state; false when that failed.
+    async fn save(&self, key: StepKey) -> bool {
+        let runner = self.clone();
+        matches!(
+            tokio::task::spawn_blocking(move || runner.save_now(&key)).await,
+            Ok(true)
+        )
+    }
+
+    /// Writes the step's state as it is when the write happens: writes are serialized, so
+    /// the last one always holds the newest state.
+    fn save_now(&self, key: &StepKey) -> bool {
+        let _writing = self.inner.writing.lock().expect("writing lock");
+        let record = {
+            let steps = self.inner.steps.lock().expect("steps lock");
+            steps.get(key).map(|s| record_of(key, s))
+        };
+        match record.map(|r| self.inner.store.save(&r)) {
+            Some(Err(e)) => {
+                warn!(saga_id = %key.0, step = key.1, error = %e, "cannot record a task");
+                false
+            }
+            _ => true,
+        }
+    }
+}
+
+fn result(id: &pb::TaskId, o: &Outcome) -> pb::TaskResult {
     pb::TaskResult {
-        id: assignment.id,
-        ok: false,
-        output_json: String::new(),
-        error: format!(
-            "task kind {:?} is not supported by this agent yet",
-            assignment.kind
-        ),
-        retryable: false,
+        id: Some(id.clone()),
+        ok: o.ok,
+        output_json: o.output_json.clone(),
+        error: o.error.clone(),
+        retryable: o.retryable,
+    }
+}
+
+fn record_of(key: &StepKey, step: &Step) -> Record {
+    let (status, outcome, delivered) = match &step.state {
+        State::Running { .. } => (Status::Running, None, false),
+        State::Done { outcome, delivered } => (Status::Done, Some(outcome.clone()), *delivered),
+    };
+    Record {
+        saga_id: key.0.clone(),
+        step_index: key.1,
+        epoch: step.epoch,
+        kind: step.kind.clone(),
+        status,
+        outcome,
+        delivered,
+        updated_ms: unix_ms(SystemTime::now()),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refusal_names_the_kind_and_is_permanent() {
-        let id = pb::TaskId {
-            saga_id: "s1".into(),
-            step_index: 2,
-            epoch: 3,
-        };
-        let r = refuse(pb::TaskAssignment {
-            id: Some(id.clone()),
-            kind: "warm_snapshot".into(),
-            inputs_json: "{}".into(),
-        });
-        assert_eq!(r.id, Some(id));
-        assert!(!r.ok && !r.retryable);
-        assert_eq!(
-            r.error,
-            "task kind \"warm_snapshot\" is not supported by this agent yet"
-        );
-    }
-}
+mod tests;

@@ -55,15 +55,19 @@ pub struct ProcessEnv {
     pub xdg_config_home: Option<OsString>,
     /// HOME, for the default config file when XDG_CONFIG_HOME is unset.
     pub home: Option<OsString>,
+    /// Whether stdout is a terminal: `watch` then draws a live view instead of plain lines.
+    pub stdout_is_terminal: bool,
 }
 
 impl ProcessEnv {
-    /// Reads BERTH_TOKEN, XDG_CONFIG_HOME and HOME from this process's environment.
+    /// Reads BERTH_TOKEN, XDG_CONFIG_HOME and HOME from this process's environment, and
+    /// whether its stdout is a terminal.
     pub fn capture() -> Self {
         Self {
             token: std::env::var("BERTH_TOKEN").ok().map(Secret::new),
             xdg_config_home: std::env::var_os("XDG_CONFIG_HOME"),
             home: std::env::var_os("HOME"),
+            stdout_is_terminal: std::io::IsTerminal::is_terminal(&std::io::stdout()),
         }
     }
 

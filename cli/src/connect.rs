@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use berth_proto::v1::host_service_client::HostServiceClient;
+use berth_proto::v1::saga_service_client::SagaServiceClient;
 use berth_proto::v1::token_service_client::TokenServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
@@ -50,6 +51,44 @@ impl Connection {
 
     pub fn hosts(&self) -> HostServiceClient<AuthedChannel> {
         HostServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    pub fn sagas(&self) -> SagaServiceClient<AuthedChannel> {
+        SagaServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    pub fn droplets(
+        &self,
+    ) -> berth_proto::v1::droplet_service_client::DropletServiceClient<AuthedChannel> {
+        berth_proto::v1::droplet_service_client::DropletServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.bearer.clone(),
+        )
+    }
+
+    pub fn warm(&self) -> berth_proto::v1::warm_service_client::WarmServiceClient<AuthedChannel> {
+        berth_proto::v1::warm_service_client::WarmServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.bearer.clone(),
+        )
+    }
+
+    pub fn archives(
+        &self,
+    ) -> berth_proto::v1::archive_service_client::ArchiveServiceClient<AuthedChannel> {
+        berth_proto::v1::archive_service_client::ArchiveServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.bearer.clone(),
+        )
+    }
+
+    pub fn drift(
+        &self,
+    ) -> berth_proto::v1::drift_service_client::DriftServiceClient<AuthedChannel> {
+        berth_proto::v1::drift_service_client::DriftServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.bearer.clone(),
+        )
     }
 
     pub fn tokens(&self) -> TokenServiceClient<AuthedChannel> {

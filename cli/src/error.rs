@@ -21,6 +21,9 @@ pub mod exit {
     pub const NOT_FOUND: i32 = 5;
     /// An argument was refused (invalid argument, failed precondition), before or after sending.
     pub const INVALID: i32 = 6;
+    /// A watched saga ended but did not complete: failed, compensated, cancelled,
+    /// compensation_failed, paused or abandoned.
+    pub const SAGA_NOT_COMPLETED: i32 = 7;
 }
 
 /// The text `berth --help` shows about exit codes; kept beside `exit_code` so they agree.
@@ -33,6 +36,8 @@ Exit codes:
   4  the coordinator refused the token, or its role may not do this
   5  not found
   6  invalid argument or failed precondition (nothing was changed)
+  7  the saga ended but did not complete: failed, compensated, cancelled,
+     compensation_failed, paused or abandoned (`sagas watch`, `--wait`)
 
 Environment:
   BERTH_COORDINATOR, BERTH_TOKEN_FILE, BERTH_CA_FILE, BERTH_CONFIG  as the flags of the same name
@@ -83,6 +88,9 @@ pub enum CliError {
     /// The coordinator's answer lacks something it must hold.
     #[error("the coordinator's answer lacks {0}; is it the same version as this berth?")]
     Protocol(&'static str),
+    /// A watched saga reached a final status other than `completed`.
+    #[error("{}", saga_not_completed_message(saga_id, status))]
+    SagaNotCompleted { saga_id: String, status: String },
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -95,6 +103,7 @@ pub fn exit_code(e: &CliError) -> i32 {
         CliError::Connect { .. } => exit::UNAVAILABLE,
         CliError::InvalidArgument(_) => exit::INVALID,
         CliError::Rpc { status, .. } => exit_code_for_status(status.code()),
+        CliError::SagaNotCompleted { .. } => exit::SAGA_NOT_COMPLETED,
         CliError::TokenFile { .. }
         | CliError::TokenEnv(_)
         | CliError::CaFile { .. }
@@ -120,6 +129,32 @@ pub fn exit_code_for_status(code: Code) -> i32 {
         | Code::Unimplemented
         | Code::Internal
         | Code::DataLoss => exit::FAILURE,
+    }
+}
+
+/// Why a saga did not complete, and what an operator can do next.
+fn saga_not_completed_message(id: &str, status: &str) -> String {
+    let show = format!("`berth sagas show {id}`");
+    match status {
+        "failed" => format!(
+            "saga {id} failed and was not compensated (a pivot step had completed): {show} says which step and why; then `berth sagas retry {id}` or `berth sagas skip {id} STEP`"
+        ),
+        "compensated" => format!(
+            "saga {id} did not complete: a step failed and the completed steps were undone; {show} says which step and why"
+        ),
+        "cancelled" => {
+            format!("saga {id} was cancelled before it completed; {show} shows how far it got")
+        }
+        "compensation_failed" => format!(
+            "saga {id} did not complete and undoing a step failed: {show} says which; fix the cause, then `berth sagas resume {id}` (or `skip` or `abandon` it)"
+        ),
+        "paused" => format!(
+            "saga {id} is paused for an operator: {show}, then `berth sagas retry`, `resume` or `abandon` it"
+        ),
+        "abandoned" => {
+            format!("saga {id} was abandoned by an operator; {show} shows how far it got")
+        }
+        other => format!("saga {id} ended {other}, not completed; {show} says why"),
     }
 }
 
@@ -258,6 +293,34 @@ mod tests {
             exit::INVALID
         );
         assert_eq!(exit_code(&CliError::Protocol("host")), exit::FAILURE);
+    }
+
+    #[test]
+    fn a_saga_that_ends_without_completing_exits_7() {
+        for status in [
+            "failed",
+            "compensated",
+            "cancelled",
+            "compensation_failed",
+            "paused",
+            "abandoned",
+            "something_new",
+        ] {
+            let e = CliError::SagaNotCompleted {
+                saga_id: "0197a0c2-7b1e-7cc0-9d7c-3f3f3f3f3f3f".into(),
+                status: status.into(),
+            };
+            assert_eq!(exit_code(&e), exit::SAGA_NOT_COMPLETED, "{status}");
+            assert_eq!(exit_code(&e), 7);
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with("saga 0197a0c2-7b1e-7cc0-9d7c-3f3f3f3f3f3f "),
+                "{msg}"
+            );
+            assert!(msg.contains("berth sagas "), "says what to do: {msg}");
+            assert!(!msg.ends_with('.'), "{msg}");
+        }
+        assert!(EXIT_CODES_HELP.contains("  7  the saga ended but did not complete"));
     }
 
     #[test]

@@ -3,14 +3,20 @@
 //! `main.rs` only parses, captures the environment, runs and maps the error to an exit code,
 //! so tests drive [`run`] in process against a real tonic server.
 
+pub mod archive;
 pub mod config;
 pub mod connect;
 pub mod credential;
+pub mod drift;
+pub mod droplets;
 pub mod duration;
 pub mod error;
 pub mod hosts;
 pub mod output;
+pub mod sagas;
 pub mod tokens;
+pub mod warm;
+pub mod watch;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -68,6 +74,21 @@ pub enum Command {
     /// API tokens with a role (admin only)
     #[command(subcommand, visible_alias = "tokens")]
     Token(TokenCommand),
+    /// Durable sagas: list, show, watch, start, and steer them as an operator
+    #[command(subcommand, visible_alias = "saga")]
+    Sagas(sagas::SagasCommand),
+    /// DigitalOcean droplets: provision, destroy, snapshot, resize (each a saga), list
+    #[command(subcommand, visible_alias = "droplets")]
+    Droplet(droplets::DropletCommand),
+    /// Warm snapshots: an app's last-known-good volumes on a host, restored before CI runs
+    #[command(subcommand)]
+    Warm(warm::WarmCommand),
+    /// App archives (tar + zstd) in object storage: create, restore, list, link, delete, prune
+    #[command(subcommand, visible_alias = "archives")]
+    Archive(archive::ArchiveCommand),
+    /// The drift inbox (admin only): where live resources differ from their spec; settle it
+    #[command(subcommand)]
+    Drift(drift::DriftCommand),
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -113,6 +134,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         token_file: global.token_file,
         ca_file: global.ca_file,
     };
+    let stdout_is_terminal = env.stdout_is_terminal;
     let settings = config::resolve(given, env.token, file);
     let format = global.output;
     let now_ms = berth_shared::time::unix_ms(SystemTime::now());
@@ -144,6 +166,46 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
             }
             let conn = Connection::open(&settings).await?;
             tokens::revoke(&conn, &token_id, format, out).await
+        }
+        Command::Sagas(command) => {
+            let how = sagas::Presentation {
+                format,
+                terminal: stdout_is_terminal,
+                now_ms,
+            };
+            sagas::run(command, &settings, how, out).await
+        }
+        Command::Droplet(command) => {
+            let how = sagas::Presentation {
+                format,
+                terminal: stdout_is_terminal,
+                now_ms,
+            };
+            droplets::run(command, &settings, how, out).await
+        }
+        Command::Warm(command) => {
+            let how = sagas::Presentation {
+                format,
+                terminal: stdout_is_terminal,
+                now_ms,
+            };
+            warm::run(command, &settings, how, out).await
+        }
+        Command::Archive(command) => {
+            let how = sagas::Presentation {
+                format,
+                terminal: stdout_is_terminal,
+                now_ms,
+            };
+            archive::run(command, &settings, how, out).await
+        }
+        Command::Drift(command) => {
+            let how = sagas::Presentation {
+                format,
+                terminal: stdout_is_terminal,
+                now_ms,
+            };
+            drift::run(command, &settings, how, out).await
         }
     }
 }

@@ -1,4 +1,5 @@
-//! How results are shown: `--output table|json`, aligned tables, key/value blocks, times, sizes.
+//! How results are shown: `--output table|json`, aligned tables, key/value blocks, times,
+//! durations and sizes.
 
 use std::io::{self, Write};
 
@@ -113,6 +114,37 @@ fn short_span(secs: u64) -> String {
     }
 }
 
+/// A duration of `ms` milliseconds, short: `850ms`, `1.2s`, `2m05s`, `1h02m`, `3d04h`.
+pub fn human_duration_ms(ms: i64) -> String {
+    let ms = ms.max(0);
+    match ms {
+        0..1000 => format!("{ms}ms"),
+        1000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{}m{:02}s", ms / 60_000, ms % 60_000 / 1000),
+        3_600_000..86_400_000 => format!("{}h{:02}m", ms / 3_600_000, ms % 3_600_000 / 60_000),
+        _ => format!("{}d{:02}h", ms / 86_400_000, ms % 86_400_000 / 3_600_000),
+    }
+}
+
+/// A unix-ms timestamp as UTC RFC 3339 with milliseconds: `2025-06-15T08:26:40.123Z`.
+pub fn utc_time(at_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(at_ms).map_or_else(
+        || at_ms.to_string(),
+        |t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+    )
+}
+
+/// `s` on one line, cut to at most `max` characters with a trailing `…` when cut.
+pub fn truncate(s: &str, max: usize) -> String {
+    let line = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= max {
+        return line;
+    }
+    let mut cut: String = line.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
 /// Bytes in binary units with one decimal: `512 B`, `1.5 KiB`, `15.6 GiB`.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
@@ -182,6 +214,30 @@ mod tests {
         assert_eq!(relative_time(now, now + 30 * 86_400_000), "in 30d");
         assert_eq!(relative_time(now, now + 400), "just now");
         assert_eq!(relative_time(now, 0), "never");
+    }
+
+    #[test]
+    fn durations_use_two_units_at_most() {
+        assert_eq!(human_duration_ms(-5), "0ms");
+        assert_eq!(human_duration_ms(850), "850ms");
+        assert_eq!(human_duration_ms(1_234), "1.2s");
+        assert_eq!(human_duration_ms(125_000), "2m05s");
+        assert_eq!(human_duration_ms(3_720_000), "1h02m");
+        assert_eq!(human_duration_ms(3 * 86_400_000 + 4 * 3_600_000), "3d04h");
+    }
+
+    #[test]
+    fn times_are_utc_with_milliseconds() {
+        assert_eq!(utc_time(1_750_000_000_123), "2025-06-15T15:06:40.123Z");
+        assert_eq!(utc_time(0), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn truncation_keeps_one_line_and_marks_the_cut() {
+        assert_eq!(truncate("short", 10), "short");
+        assert_eq!(truncate("a\n  b", 10), "a b");
+        assert_eq!(truncate("abcdefghijkl", 6), "abcde…");
+        assert_eq!(truncate("abcdefghijkl", 6).chars().count(), 6);
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //!
 //! Tokens are 256 random bits; only their SHA-256 is stored. A slow hash buys nothing for
 //! secrets of that entropy, and a fast one keeps per-call checks cheap.
+//!
+//! One-time enrollment tokens ([`enrollment`]) may call `TokenService.EnrollAgent` and nothing
+//! else; no other token may call it.
+
+mod enrollment;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,6 +28,8 @@ pub struct Principal {
     pub role: Role,
     /// For agent tokens: the only host this token may speak for.
     pub host_id: Option<String>,
+    /// A one-time enrollment token: it may call `TokenService.EnrollAgent` and nothing else.
+    pub enrollment: bool,
 }
 
 const TOKEN_PREFIX: &str = "berth_";
@@ -39,6 +46,8 @@ pub enum Access {
     Public,
     /// A live token with one of these roles.
     Roles(&'static [Role]),
+    /// A live, unused enrollment token, and no other.
+    Enrollment,
     /// Not in the policy: refused.
     Unknown,
 }
@@ -59,6 +68,7 @@ pub fn policy(path: &str) -> Access {
     };
     let roles = match (service, method) {
         ("berth.v1.AgentLink", "Session") => AGENT,
+        ("berth.v1.TokenService", "EnrollAgent") => return Access::Enrollment,
         ("berth.v1.TokenService", _) | ("berth.v1.DriftService", _) => ADMIN,
         ("berth.v1.DropletService", "DestroyDroplet") => ADMIN,
         ("berth.v1.DropletService", "ListDroplets") => READ,
@@ -90,6 +100,27 @@ pub enum AuthError {
     },
     #[error("{path} is not a known method")]
     UnknownMethod { path: String },
+    #[error("an enrollment token may only enroll an agent (`berth-agent enroll`), not call {path}")]
+    EnrollmentOnly { path: String },
+    #[error(
+        "{path} needs a one-time enrollment token (`berth-coordinator token create --role agent \
+         --host HOST --enrollment`), not a {role} token"
+    )]
+    EnrollmentRequired { role: Role, path: String },
+    #[error(
+        "this enrollment token was already used ({at}); it works once: create a new one with \
+         `berth-coordinator token create --role agent --host HOST --enrollment`"
+    )]
+    EnrollmentUsed { at: String },
+    #[error(
+        "this enrollment token expired ({at}); create a new one with \
+         `berth-coordinator token create --role agent --host HOST --enrollment`"
+    )]
+    EnrollmentExpired { at: String },
+    #[error("this enrollment token is bound to host {bound}, not {asked}")]
+    EnrollmentHostMismatch { bound: String, asked: String },
+    #[error("an enrollment token must have a lifetime (--ttl)")]
+    EnrollmentTtlRequired,
     #[error("the role {0} needs a host id (--host)")]
     HostRequired(Role),
     #[error("only agent tokens are bound to a host; drop the host id for role {0}")]
@@ -122,11 +153,8 @@ impl Tokens {
             (r, Some(_)) if r != Role::Agent => return Err(AuthError::HostNotAllowed(r)),
             _ => {}
         }
-        let mut secret = [0u8; 32];
-        rand::rng().fill_bytes(&mut secret);
-        let token = format!("{TOKEN_PREFIX}{}", hex::encode(secret));
+        let (token_id, token) = new_secret();
         let now = unix_ms(SystemTime::now());
-        let token_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
         let record = self
             .store
             .insert_token(&NewToken {
@@ -145,11 +173,10 @@ impl Tokens {
     /// The caller behind a bearer token, if the token is live.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
         let now = unix_ms(SystemTime::now());
-        let record = self
-            .store
-            .find_live_token(&hash_token(token.trim()), now)
-            .await?
-            .ok_or(AuthError::Invalid)?;
+        let hash = hash_token(token.trim());
+        let Some(record) = self.store.find_live_token(&hash, now).await? else {
+            return Err(self.why_not_live(&hash, now).await?);
+        };
         let role = record
             .role
             .parse::<Role>()
@@ -158,6 +185,7 @@ impl Tokens {
             token_id: record.token_id,
             role,
             host_id: record.host_id,
+            enrollment: record.enrollment,
         })
     }
 
@@ -174,7 +202,8 @@ impl Tokens {
                     path: path.to_owned(),
                 });
             }
-            Access::Roles(roles) => roles,
+            Access::Roles(roles) => Some(roles),
+            Access::Enrollment => None,
         };
         let token = authorization
             .and_then(|h| {
@@ -184,6 +213,23 @@ impl Tokens {
             .filter(|t| !t.trim().is_empty())
             .ok_or(AuthError::Missing)?;
         let principal = self.authenticate(token).await?;
+        let allowed = match (allowed, principal.enrollment) {
+            (None, true) => return Ok(Some(principal)),
+            (None, false) => {
+                metrics::counter!("berth_rpc_denied_total", "reason" => "enrollment").increment(1);
+                return Err(AuthError::EnrollmentRequired {
+                    role: principal.role,
+                    path: path.to_owned(),
+                });
+            }
+            (Some(_), true) => {
+                metrics::counter!("berth_rpc_denied_total", "reason" => "enrollment").increment(1);
+                return Err(AuthError::EnrollmentOnly {
+                    path: path.to_owned(),
+                });
+            }
+            (Some(roles), false) => roles,
+        };
         if !allowed.contains(&principal.role) {
             metrics::counter!("berth_rpc_denied_total", "reason" => "role").increment(1);
             return Err(AuthError::Forbidden {
@@ -198,6 +244,15 @@ impl Tokens {
         }
         Ok(Some(principal))
     }
+}
+
+/// A fresh token: its id and its plaintext (`berth_` and 64 hex digits).
+fn new_secret() -> (String, String) {
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let token = format!("{TOKEN_PREFIX}{}", hex::encode(secret));
+    let token_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    (token_id, token)
 }
 
 /// Tower layer that authorizes every request before it reaches a service.
@@ -288,7 +343,7 @@ mod tests {
                 for method in &service.method {
                     let path = format!("/{}.{}/{}", file.package(), service.name(), method.name());
                     assert!(
-                        matches!(policy(&path), Access::Roles(_)),
+                        matches!(policy(&path), Access::Roles(_) | Access::Enrollment),
                         "{path} has no entry in the authorization policy"
                     );
                     count += 1;
@@ -309,6 +364,10 @@ mod tests {
             assert_eq!(policy(path), Access::Roles(ADMIN), "{path}");
         }
         assert_eq!(policy("/berth.v1.AgentLink/Session"), Access::Roles(AGENT));
+        assert_eq!(
+            policy("/berth.v1.TokenService/EnrollAgent"),
+            Access::Enrollment
+        );
         assert_eq!(policy("/grpc.health.v1.Health/Check"), Access::Public);
         assert_eq!(policy("/berth.v1.Nope/Nope"), Access::Unknown);
     }

@@ -45,6 +45,50 @@ pub struct Config {
     /// Serve plaintext gRPC. Only for development on loopback; must be said explicitly.
     #[serde(default)]
     pub insecure_plaintext: bool,
+    /// How the saga engine claims and runs sagas.
+    #[serde(default)]
+    pub sagas: SagaConfig,
+    /// DigitalOcean API access (`[digitalocean]`); absent: no droplet sagas, no inventory sync.
+    #[serde(default)]
+    pub digitalocean: Option<crate::digitalocean::DigitalOceanConfig>,
+    /// How droplet sagas pace their polls and how long they wait (`[droplets]`).
+    #[serde(default)]
+    pub droplets: crate::droplet::DropletConfig,
+    /// App archives (`[archive]`): the object store this coordinator lists, links and prunes.
+    #[serde(default)]
+    pub archive: crate::archive::ArchiveConfig,
+    /// When the inventory is synced from DigitalOcean and drift detected (`[inventory]`).
+    #[serde(default)]
+    pub inventory: crate::drift::InventoryConfig,
+}
+
+/// The saga engine's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SagaConfig {
+    /// How long a claim on a saga lasts without renewal; another coordinator takes the saga
+    /// over this long after its owner died.
+    pub lease_ms: u64,
+    /// How often a held claim is renewed (must be well under `lease_ms`).
+    pub renew_ms: u64,
+    /// How often an idle engine looks for due sagas (sagas started here wake it at once).
+    pub poll_interval_ms: u64,
+    /// Sagas one coordinator runs at the same time.
+    pub max_concurrent: usize,
+    /// A saga claimed this many times without progress is paused for an operator.
+    pub max_reclaims: i64,
+}
+
+impl Default for SagaConfig {
+    fn default() -> Self {
+        SagaConfig {
+            lease_ms: 30_000,
+            renew_ms: 10_000,
+            poll_interval_ms: 500,
+            max_concurrent: 32,
+            max_reclaims: 5,
+        }
+    }
 }
 
 /// Server TLS (rustls).
@@ -142,6 +186,22 @@ impl Config {
                 self.heartbeat_interval_secs
             );
         }
+        if self.sagas.renew_ms == 0 || self.sagas.renew_ms * 2 > self.sagas.lease_ms {
+            bail!(
+                "sagas.renew_ms ({}) must be at least 1 and at most half of sagas.lease_ms ({})",
+                self.sagas.renew_ms,
+                self.sagas.lease_ms
+            );
+        }
+        if self.sagas.max_concurrent == 0 {
+            bail!("sagas.max_concurrent must be at least 1");
+        }
+        if let Some(d) = &self.digitalocean {
+            d.check()?;
+        }
+        self.droplets.check()?;
+        self.archive.check()?;
+        self.inventory.check()?;
         Ok(())
     }
 
@@ -220,5 +280,15 @@ mod example_tests {
         let c = Config::parse(include_str!("../../deploy/config/coordinator.toml")).unwrap();
         c.check().unwrap();
         assert!(c.tls.as_ref().unwrap().client_ca_file.is_some());
+        assert!(
+            c.digitalocean
+                .as_ref()
+                .unwrap()
+                .provisioning_token_file
+                .is_some()
+        );
+        assert!(c.archive.url().unwrap().is_s3());
+        assert_eq!(c.archive.keep_last, Some(14));
+        assert_eq!(c.inventory, crate::drift::InventoryConfig::default());
     }
 }

@@ -2,6 +2,7 @@
 
 use tonic::{Code, Status};
 
+use crate::archive::{CatalogError, CatalogErrorKind};
 use crate::auth::AuthError;
 use crate::hub::HubError;
 use crate::store::StoreError;
@@ -15,12 +16,17 @@ pub enum ApiError {
     PermissionDenied(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A dependency is down or busy: asking again later may work.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Hub(#[from] HubError),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error(transparent)]
+    Archive(#[from] CatalogError),
 }
 
 impl From<berth_shared::NameError> for ApiError {
@@ -44,16 +50,37 @@ fn status_of_store(e: &StoreError) -> Status {
     }
 }
 
+fn status_of_archive(e: &CatalogError) -> Status {
+    let message = chain(e);
+    match e.kind() {
+        CatalogErrorKind::Invalid => Status::invalid_argument(message),
+        CatalogErrorKind::NotFound => Status::not_found(message),
+        CatalogErrorKind::Precondition => {
+            tracing::warn!(error = %message, "archive store misconfigured");
+            Status::failed_precondition(message)
+        }
+        CatalogErrorKind::Unavailable => {
+            tracing::warn!(error = %message, "archive store unavailable");
+            Status::unavailable(format!("{message}; retry later"))
+        }
+    }
+}
+
 /// Maps an authentication or authorization failure to its status.
 pub fn status_of_auth(e: AuthError) -> Status {
     match e {
-        AuthError::Missing | AuthError::Invalid => Status::unauthenticated(e.to_string()),
-        AuthError::Forbidden { .. } | AuthError::UnknownMethod { .. } => {
-            Status::permission_denied(e.to_string())
-        }
-        AuthError::HostRequired(_) | AuthError::HostNotAllowed(_) => {
-            Status::invalid_argument(e.to_string())
-        }
+        AuthError::Missing
+        | AuthError::Invalid
+        | AuthError::EnrollmentUsed { .. }
+        | AuthError::EnrollmentExpired { .. } => Status::unauthenticated(e.to_string()),
+        AuthError::Forbidden { .. }
+        | AuthError::UnknownMethod { .. }
+        | AuthError::EnrollmentOnly { .. }
+        | AuthError::EnrollmentRequired { .. }
+        | AuthError::EnrollmentHostMismatch { .. } => Status::permission_denied(e.to_string()),
+        AuthError::HostRequired(_)
+        | AuthError::HostNotAllowed(_)
+        | AuthError::EnrollmentTtlRequired => Status::invalid_argument(e.to_string()),
         AuthError::Store(ref s) => status_of_store(s),
     }
 }
@@ -64,8 +91,10 @@ impl From<ApiError> for Status {
             ApiError::InvalidArgument(m) => Status::invalid_argument(m),
             ApiError::PermissionDenied(m) => Status::permission_denied(m),
             ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
+            ApiError::Unavailable(m) => Status::unavailable(m),
             ApiError::Store(s) => status_of_store(&s),
             ApiError::Auth(a) => status_of_auth(a),
+            ApiError::Archive(e) => status_of_archive(&e),
             ApiError::Hub(h) => {
                 let code = match h {
                     HubError::NotConnected { .. } => Code::FailedPrecondition,
@@ -78,9 +107,42 @@ impl From<ApiError> for Status {
     }
 }
 
+/// `error` and its sources joined by ": ", so a status says what failed underneath.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 /// The answer of an RPC whose capability is not built yet.
 pub fn not_built(what: &str, arrives_with: &str) -> Status {
     Status::unimplemented(format!(
         "{what} is not built yet: it arrives with {arrives_with}"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_rpc_not_built_yet_names_what_is_missing() {
+        let s = not_built(
+            "the drift inbox (list_drift)",
+            "inventory sync and drift detection (issue #5)",
+        );
+        assert_eq!(s.code(), Code::Unimplemented);
+        assert!(
+            s.message()
+                .contains("the drift inbox (list_drift) is not built yet"),
+            "{}",
+            s.message()
+        );
+        assert!(s.message().contains("issue #5"));
+    }
 }

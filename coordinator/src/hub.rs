@@ -30,6 +30,25 @@ struct Session {
     session_id: String,
     tx: Outbound,
     pending: HashMap<String, oneshot::Sender<pb::query_reply::Reply>>,
+    /// Saga steps running on this host, by (saga id, step index). Dropped with the session,
+    /// which tells each waiting step to send its task again on the next session.
+    tasks: HashMap<(String, u32), TaskWaiter>,
+}
+
+/// A saga step waiting for its task's result.
+struct TaskWaiter {
+    epoch: u64,
+    result: oneshot::Sender<pb::TaskResult>,
+    progress: mpsc::Sender<pb::Progress>,
+}
+
+/// What became of a task sent to an agent.
+#[derive(Debug)]
+pub enum TaskEnd {
+    /// The agent answered.
+    Finished(pb::TaskResult),
+    /// The agent's session ended before it answered: send the task again when it is back.
+    SessionLost,
 }
 
 /// Connected agents of this coordinator.
@@ -47,6 +66,18 @@ impl std::fmt::Debug for Hub {
 
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// An agent's error reply, or a reply of the wrong kind.
+fn unexpected(host_id: &str, reply: pb::query_reply::Reply) -> HubError {
+    let message = match reply {
+        pb::query_reply::Reply::Error(message) => message,
+        other => format!("unexpected reply {other:?}"),
+    };
+    HubError::Agent {
+        host_id: host_id.to_owned(),
+        message,
+    }
+}
+
 impl Hub {
     /// Makes `session_id` the live session of `host_id`.
     pub fn register(&self, host_id: &str, session_id: &str, tx: Outbound) {
@@ -57,6 +88,7 @@ impl Hub {
                 session_id: session_id.to_owned(),
                 tx,
                 pending: HashMap::new(),
+                tasks: HashMap::new(),
             },
         );
         metrics::gauge!("berth_agent_sessions").set(sessions.len() as f64);
@@ -152,10 +184,121 @@ impl Hub {
         let kind = pb::query::Kind::DescribeHost(pb::DescribeHostQuery {});
         match self.query(host_id, kind).await? {
             pb::query_reply::Reply::HostDescription(d) => Ok(d),
-            pb::query_reply::Reply::Error(message) => Err(HubError::Agent {
-                host_id: host_id.to_owned(),
-                message,
-            }),
+            other => Err(unexpected(host_id, other)),
+        }
+    }
+
+    /// Asks a host's agent for the warm snapshots under its warm root (`app` empty: all).
+    pub async fn list_warm_snapshots(
+        &self,
+        host_id: &str,
+        app: &str,
+    ) -> Result<Vec<pb::WarmSnapshotInfo>, HubError> {
+        let kind = pb::query::Kind::ListWarmSnapshots(pb::ListWarmSnapshotsQuery {
+            app: app.to_owned(),
+        });
+        match self.query(host_id, kind).await? {
+            pb::query_reply::Reply::WarmSnapshots(r) => Ok(r.snapshots),
+            other => Err(unexpected(host_id, other)),
+        }
+    }
+
+    /// Routes a task's progress to the step waiting for it (stale epochs are dropped).
+    pub fn deliver_progress(&self, host_id: &str, p: pb::TaskProgress) {
+        let Some(id) = p.id else { return };
+        let sessions = self.sessions.lock().expect("hub lock");
+        let waiter = sessions
+            .get(host_id)
+            .and_then(|s| s.tasks.get(&(id.saga_id, id.step_index)));
+        if let (Some(w), Some(progress)) = (waiter, p.progress)
+            && w.epoch == id.epoch
+        {
+            // A full queue drops a progress report; the next one supersedes it.
+            let _ = w.progress.try_send(progress);
+        }
+    }
+
+    /// Routes a task's result to the step waiting for it (stale epochs are dropped).
+    pub fn deliver_result(&self, host_id: &str, r: pb::TaskResult) {
+        let Some(id) = r.id.clone() else { return };
+        let mut sessions = self.sessions.lock().expect("hub lock");
+        let Some(session) = sessions.get_mut(host_id) else {
+            return;
+        };
+        let key = (id.saga_id.clone(), id.step_index);
+        match session.tasks.get(&key) {
+            Some(w) if w.epoch == id.epoch => {
+                let w = session.tasks.remove(&key).expect("present");
+                let _ = w.result.send(r);
+            }
+            _ => {
+                tracing::debug!(host_id, task = ?id, "result for no waiting step (stale or finished)")
+            }
+        }
+    }
+
+    /// Sends a task to a host's agent and waits until it answers or its session ends.
+    /// Progress reports go to `progress`. The agent answers a repeated task (after a
+    /// reconnect) with the running or stored result instead of running it twice.
+    pub async fn run_task(
+        &self,
+        host_id: &str,
+        task: pb::TaskAssignment,
+        progress: mpsc::Sender<pb::Progress>,
+    ) -> Result<TaskEnd, HubError> {
+        let id = task.id.clone().expect("task has an id");
+        let (result_tx, result_rx) = oneshot::channel();
+        let tx = {
+            let mut sessions = self.sessions.lock().expect("hub lock");
+            let session = sessions
+                .get_mut(host_id)
+                .ok_or_else(|| HubError::NotConnected {
+                    host_id: host_id.to_owned(),
+                })?;
+            session.tasks.insert(
+                (id.saga_id.clone(), id.step_index),
+                TaskWaiter {
+                    epoch: id.epoch,
+                    result: result_tx,
+                    progress,
+                },
+            );
+            session.tx.clone()
+        };
+        let msg = pb::CoordinatorMessage {
+            msg: Some(pb::coordinator_message::Msg::Task(task)),
+        };
+        if tx.send(Ok(msg)).await.is_err() {
+            return Ok(TaskEnd::SessionLost);
+        }
+        Ok(match result_rx.await {
+            Ok(r) => TaskEnd::Finished(r),
+            Err(_) => TaskEnd::SessionLost,
+        })
+    }
+
+    /// Asks a host's agent to cancel a task (best effort; the result still arrives).
+    pub async fn cancel_task(&self, host_id: &str, id: pb::TaskId) {
+        let tx = self
+            .sessions
+            .lock()
+            .expect("hub lock")
+            .get(host_id)
+            .map(|s| s.tx.clone());
+        if let Some(tx) = tx {
+            let msg = pb::CoordinatorMessage {
+                msg: Some(pb::coordinator_message::Msg::Cancel(pb::CancelTask {
+                    id: Some(id),
+                })),
+            };
+            let _ = tx.send(Ok(msg)).await;
+        }
+    }
+
+    /// Forgets a step's waiter (the step gave up or was cancelled).
+    pub fn forget_task(&self, host_id: &str, saga_id: &str, step_index: u32) {
+        if let Some(s) = self.sessions.lock().expect("hub lock").get_mut(host_id) {
+            s.tasks.remove(&(saga_id.to_owned(), step_index));
         }
     }
 }

@@ -59,9 +59,17 @@ enum TokenCommand {
         host: Option<berth_shared::HostId>,
         #[arg(long, default_value = "")]
         description: String,
-        /// Lifetime in seconds (default: no expiry).
-        #[arg(long)]
+        /// Lifetime: 90s, 30m, 12h, 7d, 2w or sums like 1h30m (default: no expiry; 1h for
+        /// an enrollment token).
+        #[arg(long, value_parser = parse_ttl, conflicts_with = "ttl_secs")]
+        ttl: Option<std::time::Duration>,
+        /// Lifetime in seconds.
+        #[arg(long, hide = true)]
         ttl_secs: Option<u64>,
+        /// A one-time enrollment token for `berth-agent enroll` on the --host: it buys that
+        /// host's long-lived agent token once, and can do nothing else.
+        #[arg(long, requires = "host")]
+        enrollment: bool,
     },
 }
 
@@ -111,11 +119,66 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         signal.cancel();
     });
-    server::run(config, listener, shutdown, || {
+    let watchdog = shutdown.clone();
+    server::run(config, listener, shutdown, move || {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        tokio::spawn(keep_watchdog(watchdog));
     })
     .await?;
     Ok(())
+}
+
+/// With `WatchdogSec=` set, tells systemd every half interval that the runtime still turns.
+async fn keep_watchdog(shutdown: CancellationToken) {
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(interval / 2);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]) {
+                    tracing::warn!(error = %e, "cannot notify the systemd watchdog");
+                }
+            }
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// `--ttl`: a positive duration made of `<number><unit>` parts (units s, m, h, d, w).
+fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{text:?} is not a duration; use e.g. 30m, 12h, 7d or 1h30m");
+    let (mut total, mut number) = (0u64, None::<u64>);
+    for c in text.trim().chars() {
+        if let Some(d) = c.to_digit(10) {
+            number = Some(
+                number
+                    .unwrap_or(0)
+                    .checked_mul(10)
+                    .and_then(|n| n.checked_add(u64::from(d)))
+                    .ok_or_else(bad)?,
+            );
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 604_800,
+            _ => return Err(bad()),
+        };
+        total = number
+            .take()
+            .and_then(|n| n.checked_mul(unit))
+            .and_then(|secs| total.checked_add(secs))
+            .ok_or_else(bad)?;
+    }
+    if number.is_some() || total == 0 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(total))
 }
 
 async fn token(config: Config, command: TokenCommand) -> anyhow::Result<()> {
@@ -123,17 +186,59 @@ async fn token(config: Config, command: TokenCommand) -> anyhow::Result<()> {
         role,
         host,
         description,
+        ttl,
         ttl_secs,
+        enrollment,
     } = command;
+    let ttl = ttl.or(ttl_secs.map(std::time::Duration::from_secs));
     let store = server::open_store(&config).await?;
     let tokens = auth::Tokens::new(store.clone());
-    let ttl = ttl_secs.map(std::time::Duration::from_secs);
-    let (record, token) = tokens.issue(role, host.as_ref(), &description, ttl).await?;
-    eprintln!(
-        "created {} token {} (shown once; store it now)",
-        record.role, record.token_id
-    );
+    let (record, token) = match (enrollment, &host) {
+        (true, Some(host)) => {
+            anyhow::ensure!(
+                role == berth_shared::Role::Agent,
+                "an enrollment token buys an agent token: use --role agent"
+            );
+            let ttl = ttl.unwrap_or(std::time::Duration::from_secs(3600));
+            tokens.issue_enrollment(host, &description, ttl).await?
+        }
+        _ => tokens.issue(role, host.as_ref(), &description, ttl).await?,
+    };
+    if enrollment {
+        eprintln!(
+            "created enrollment token {} for host {} (shown once; it works once), expires at {}; \
+             on the host run: berth-agent enroll --coordinator URL --token TOKEN",
+            record.token_id,
+            record.host_id.as_deref().unwrap_or_default(),
+            record
+                .expires_at_ms
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default()
+        );
+    } else {
+        eprintln!(
+            "created {} token {} (shown once; store it now)",
+            record.role, record.token_id
+        );
+    }
     println!("{token}");
     store.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ttl;
+
+    #[test]
+    fn ttls_read_like_the_cli_durations() {
+        assert_eq!(parse_ttl("1h").unwrap().as_secs(), 3600);
+        assert_eq!(parse_ttl("1h30m").unwrap().as_secs(), 5400);
+        assert_eq!(parse_ttl("30d").unwrap().as_secs(), 30 * 86_400);
+        for bad in ["", "0s", "12", "1x", "h", "1h3", "99999999999999999999s"] {
+            let err = parse_ttl(bad).unwrap_err();
+            assert!(err.contains("not a duration"), "{bad}: {err}");
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Wiring: open the store, build every service behind the auth layer, serve on a bound listener
 //! until the shutdown token fires.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_proto::v1 as pb;
@@ -9,13 +10,22 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
+use crate::archive::Catalog;
 use crate::auth::{AuthLayer, Tokens};
 use crate::config::Config;
+use crate::digitalocean::HttpDoApi;
+use crate::drift::Inventory;
+use crate::droplet::Cloud;
 use crate::hub::Hub;
+use crate::saga::{Deps, Engine, EngineConfig, Registry};
 use crate::service::agent_link::AgentLinkService;
+use crate::service::archives::ArchivesService;
+use crate::service::drift::DriftService;
+use crate::service::droplets::DropletsService;
 use crate::service::hosts::HostsService;
-use crate::service::not_built::NotBuilt;
+use crate::service::sagas::SagasService;
 use crate::service::tokens::TokensService;
+use crate::service::warm::WarmsService;
 use crate::store::{Store, StoreError, redact_url};
 
 /// Why the coordinator could not start or stopped with an error.
@@ -31,6 +41,12 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{what} {path} is empty{hint}")]
+    EmptyFile {
+        what: &'static str,
+        path: String,
+        hint: String,
+    },
     #[error("cannot create data directory {path}")]
     DataDir {
         path: String,
@@ -43,11 +59,27 @@ pub enum StartError {
 }
 
 fn read(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, StartError> {
-    std::fs::read(path).map_err(|source| StartError::ReadFile {
+    let bytes = std::fs::read(path).map_err(|source| StartError::ReadFile {
         what,
         path: path.display().to_string(),
         source,
-    })
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        // Under systemd, a credential whose source file is missing arrives empty.
+        let hint = match path.strip_prefix("/run/credentials") {
+            Ok(_) => format!(
+                " (a systemd credential: is /etc/berth/secrets/{} missing?)",
+                path.file_name().unwrap_or_default().to_string_lossy()
+            ),
+            Err(_) => String::new(),
+        };
+        return Err(StartError::EmptyFile {
+            what,
+            path: path.display().to_string(),
+            hint,
+        });
+    }
+    Ok(bytes)
 }
 
 /// Opens the configured store, creating the data directory for the SQLite default.
@@ -144,6 +176,61 @@ pub async fn run(
         store: store.clone(),
         tokens: tokens.clone(),
     };
+    let cloud = match &config.digitalocean {
+        Some(section) => {
+            let api = HttpDoApi::from_config(section)
+                .map_err(|e| StartError::Config(format!("[digitalocean]: {e}")))?;
+            Some(Arc::new(Cloud::new(Arc::new(api), config.droplets.pace())))
+        }
+        None => None,
+    };
+    let mut registry = Registry::builtin();
+    crate::droplet::register(&mut registry);
+    let engine = Engine::new(
+        store.clone(),
+        registry,
+        Deps {
+            store: store.clone(),
+            hub: hub.clone(),
+            digitalocean: cloud.clone(),
+        },
+        EngineConfig {
+            owner_id: instance_id.clone(),
+            lease: Duration::from_millis(config.sagas.lease_ms),
+            renew_every: Duration::from_millis(config.sagas.renew_ms),
+            poll_interval: Duration::from_millis(config.sagas.poll_interval_ms),
+            max_concurrent: config.sagas.max_concurrent,
+            max_reclaims: config.sagas.max_reclaims,
+        },
+    );
+    let catalog = Catalog::open(config.archive.clone())
+        .map_err(|e| StartError::Config(format!("[archive]: {:#}", anyhow::Error::new(e))))?;
+    let archives = ArchivesService {
+        catalog: std::sync::Arc::new(catalog),
+    };
+    let warm = WarmsService {
+        engine: engine.clone(),
+        hub: hub.clone(),
+        store: store.clone(),
+    };
+    let droplets = DropletsService {
+        engine: engine.clone(),
+        configured: cloud.is_some(),
+    };
+    let sagas = SagasService {
+        engine: engine.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let inventory = Inventory::new(
+        store.clone(),
+        cloud.as_ref().map(|c| c.api.clone()),
+        config.inventory.clone(),
+        instance_id.clone(),
+    );
+    let drift = DriftService {
+        engine: engine.clone(),
+        inventory: inventory.clone(),
+    };
 
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
@@ -161,15 +248,15 @@ pub async fn run(
         .add_service(pb::token_service_server::TokenServiceServer::new(
             token_service,
         ))
-        .add_service(pb::saga_service_server::SagaServiceServer::new(NotBuilt))
+        .add_service(pb::saga_service_server::SagaServiceServer::new(sagas))
         .add_service(pb::droplet_service_server::DropletServiceServer::new(
-            NotBuilt,
+            droplets,
         ))
-        .add_service(pb::warm_service_server::WarmServiceServer::new(NotBuilt))
+        .add_service(pb::warm_service_server::WarmServiceServer::new(warm))
         .add_service(pb::archive_service_server::ArchiveServiceServer::new(
-            NotBuilt,
+            archives,
         ))
-        .add_service(pb::drift_service_server::DriftServiceServer::new(NotBuilt));
+        .add_service(pb::drift_service_server::DriftServiceServer::new(drift));
 
     let addr = listener.local_addr().ok();
     tracing::info!(
@@ -178,11 +265,19 @@ pub async fn run(
         tls = config.tls.is_some(),
         "coordinator serving"
     );
+    let engine_task = tokio::spawn(engine.run(shutdown.clone()));
+    let inventory_task = tokio::spawn(inventory.run(shutdown.clone()));
     ready();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    router
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-        .await?;
+    let served = router
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
+        .await;
+    // The engine hands its sagas back before the store closes, so another coordinator
+    // continues them at once instead of after a lease timeout.
+    shutdown.cancel();
+    let _ = engine_task.await;
+    let _ = inventory_task.await;
+    served?;
     store.close().await;
     tracing::info!("coordinator stopped");
     Ok(())

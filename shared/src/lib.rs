@@ -1,6 +1,7 @@
 //! Domain types and rules shared by the coordinator, agents and the CLI: names that become
 //! paths or keys, roles, task identities. No I/O lives here.
 
+pub mod archive;
 pub mod name;
 pub mod role;
 pub mod task;

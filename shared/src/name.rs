@@ -116,6 +116,11 @@ name_type!(
     "stack name"
 );
 name_type!(
+    /// A Docker volume's name, as it appears in a warm snapshot (`volumes/<name>.tar`).
+    VolumeName,
+    "volume name"
+);
+name_type!(
     /// A host's stable identity, chosen by its agent on first start or set in its config.
     HostId,
     "host id"

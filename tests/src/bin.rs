@@ -5,10 +5,14 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// Path of a built binary of the workspace (`berth`, `berth-coordinator`, `berth-agent`),
-/// building them first if this test run has not.
+/// building them first if this test run has not. `BERTH_BIN_DIR` names a folder of binaries
+/// built beforehand instead.
 pub fn path(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("BERTH_BIN_DIR") {
+            return PathBuf::from(dir);
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args([

@@ -86,6 +86,9 @@ impl TestCoordinator {
         config.database_url = Some(db.url.clone());
         config.heartbeat_interval_secs = 1;
         config.heartbeat_timeout_secs = 3;
+        config.sagas.lease_ms = 3_000;
+        config.sagas.renew_ms = 500;
+        config.sagas.poll_interval_ms = 50;
         tweak(&mut config);
         let store = Store::open(&db.url).await.expect("open store");
         let (admin_token, _) = issue(&store, Role::Admin, None).await;
@@ -183,6 +186,82 @@ impl TestCoordinator {
             self.channel().await,
             Bearer::new(token),
         )
+    }
+
+    /// A saga client that sends `token`.
+    pub async fn sagas_as(
+        &self,
+        token: &str,
+    ) -> pb::saga_service_client::SagaServiceClient<
+        tonic::service::interceptor::InterceptedService<Channel, Bearer>,
+    > {
+        pb::saga_service_client::SagaServiceClient::with_interceptor(
+            self.channel().await,
+            Bearer::new(token),
+        )
+    }
+
+    /// A saga client with the admin token.
+    pub async fn sagas(
+        &self,
+    ) -> pb::saga_service_client::SagaServiceClient<
+        tonic::service::interceptor::InterceptedService<Channel, Bearer>,
+    > {
+        self.sagas_as(&self.admin_token).await
+    }
+
+    /// Starts a `demo` saga of the given steps (JSON objects) and returns its id.
+    pub async fn start_demo(&self, steps: serde_json::Value) -> String {
+        let inputs = serde_json::json!({ "steps": steps }).to_string();
+        self.sagas()
+            .await
+            .start_saga(pb::StartSagaRequest {
+                kind: "demo".into(),
+                inputs_json: inputs,
+                idempotency_key: String::new(),
+            })
+            .await
+            .expect("start saga")
+            .into_inner()
+            .saga_id
+    }
+
+    /// The saga as the API shows it now.
+    pub async fn get_saga(&self, saga_id: &str) -> pb::Saga {
+        let req = pb::GetSagaRequest {
+            saga_id: saga_id.to_owned(),
+        };
+        self.sagas()
+            .await
+            .get_saga(req)
+            .await
+            .expect("get saga")
+            .into_inner()
+    }
+
+    /// Waits until the saga reaches a final status and returns it.
+    pub async fn wait_saga(&self, saga_id: &str, timeout: Duration) -> pb::Saga {
+        eventually(timeout, &format!("saga {saga_id} to finish"), || async {
+            let saga = self.get_saga(saga_id).await;
+            let active = ["pending", "running", "compensating"].contains(&saga.status.as_str());
+            (!active).then_some(saga)
+        })
+        .await
+    }
+
+    /// Waits until step `index` of the saga has `status`.
+    pub async fn wait_step(&self, saga_id: &str, index: usize, status: &str, timeout: Duration) {
+        let what = format!("step {index} of saga {saga_id} to be {status}");
+        eventually(timeout, &what, || async {
+            let saga = self.get_saga(saga_id).await;
+            (saga.steps.get(index).is_some_and(|s| s.status == status)).then_some(())
+        })
+        .await
+    }
+
+    /// The store this coordinator uses, for tests that look under the API.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The hosts as the API lists them.

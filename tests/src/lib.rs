@@ -5,9 +5,15 @@
 //! `coordinator.agent("host-a").await`.
 
 pub mod bin;
+pub mod cli;
+pub mod cloud;
 pub mod cluster;
 pub mod db;
+pub mod dosim;
+pub mod ledger;
 pub mod pki;
+pub mod process;
+pub mod s3;
 
 pub use cluster::{TestAgent, TestCoordinator, eventually};
 pub use db::{DbKind, TestDb};

@@ -43,6 +43,17 @@ pub struct CoordinatorProcess {
 impl CoordinatorProcess {
     /// Starts a coordinator named `name` on `database_url` and waits until it answers.
     pub async fn start(name: &str, database_url: &str, timing: SagaTiming) -> CoordinatorProcess {
+        Self::start_with(name, database_url, timing, "").await
+    }
+
+    /// Like `start`, with `extra` TOML appended to the top level of the config (before
+    /// `[sagas]`), e.g. `metrics_listen = "127.0.0.1:9400"`.
+    pub async fn start_with(
+        name: &str,
+        database_url: &str,
+        timing: SagaTiming,
+        extra: &str,
+    ) -> CoordinatorProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -54,7 +65,7 @@ impl CoordinatorProcess {
             &config,
             format!(
                 "listen = \"127.0.0.1:{port}\"\ninsecure_plaintext = true\ninstance_id = \"{name}\"\n\
-                 data_dir = \"{data}\"\ndatabase_url = \"{database_url}\"\n\n[sagas]\n\
+                 data_dir = \"{data}\"\ndatabase_url = \"{database_url}\"\n{extra}\n\n[sagas]\n\
                  lease_ms = {lease}\nrenew_ms = {renew}\npoll_interval_ms = 50\nmax_reclaims = {reclaims}\n",
                 data = dir.path().join("data").display(),
                 lease = timing.lease_ms,

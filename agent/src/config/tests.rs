@@ -232,4 +232,32 @@ fn the_example_config_in_deploy_parses_and_validates() {
     .unwrap();
     c.validate().unwrap();
     assert!(c.tls.as_ref().unwrap().client_cert_file.is_some());
+    assert!(c.archive.url().unwrap().is_s3());
+    assert_eq!(c.archive.zstd_level, 3);
+}
+
+#[test]
+fn archive_table_defaults_and_checks() {
+    let c = Config::parse(MINIMAL, "agent.toml").unwrap();
+    assert_eq!(c.archive.store_url, "file:///var/lib/berth/archives");
+    assert_eq!((c.archive.zstd_level, c.archive.part_size_mib), (3, 8));
+    let cases = [
+        ("[archive]\nstore_url = \"ftp://x\"", "unknown scheme"),
+        (
+            "[archive]\nstore_url = \"s3://bucket\"",
+            "access_key_id_file",
+        ),
+        ("[archive]\nzstd_level = 22", "zstd_level"),
+        ("[archive]\npart_size_mib = 4", "part_size_mib"),
+        ("[archive]\nendpoint = \"fra1.example\"", "https://"),
+        ("[archive]\nzstd_levle = 3", "zstd_levle"),
+    ];
+    for (table, expected) in cases {
+        let text = format!("{MINIMAL}{table}\n");
+        let err = Config::parse(&text, "agent.toml")
+            .and_then(|c| c.validate())
+            .map(|()| "accepted".to_owned())
+            .unwrap_or_else(|e| format!("{e:#}"));
+        assert!(err.contains(expected), "{table:?}: {err}");
+    }
 }

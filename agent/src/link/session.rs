@@ -10,7 +10,6 @@ use berth_proto::v1 as pb;
 use berth_proto::v1::agent_link_client::AgentLinkClient;
 use berth_proto::v1::agent_message::Msg as Out;
 use berth_proto::v1::coordinator_message::Msg as In;
-use berth_shared::TaskId;
 use berth_shared::time::unix_ms;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -20,10 +19,10 @@ use tracing::{debug, info, warn};
 
 use super::{Link, LinkState};
 use crate::error::AgentError;
-use crate::{docker, query, task};
+use crate::{docker, query};
 
 /// What the agent says it can do.
-const CAPABILITIES: &[&str] = &["describe"];
+const CAPABILITIES: &[&str] = &["describe", "warm"];
 /// Outbound messages waiting to be sent.
 const OUTBOUND_CAPACITY: usize = 64;
 /// Queries answered at the same time; more wait their turn.
@@ -100,6 +99,8 @@ async fn session(
     let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
+    // Tasks report through this session while it lasts (they outlive it).
+    let _attached = link.tasks.attach(tx.clone());
     // Work spawned for this session stops with it.
     let tasks = CancellationToken::new();
     let _stop_tasks = tasks.clone().drop_guard();
@@ -121,22 +122,18 @@ async fn session(
                     Some(In::Welcome(again)) => {
                         warn!(coordinator_id = %again.coordinator_id, "ignoring a second welcome");
                     }
-                    Some(In::Task(assignment)) => {
-                        let result = task::refuse(assignment);
-                        if tx.send(message(Out::Result(result))).await.is_err() {
-                            return Err(AgentError::StreamClosed);
-                        }
-                    }
-                    Some(In::Cancel(cancel)) => {
-                        let task = cancel.id.map(TaskId::from);
-                        debug!(?task, "ignoring cancel: no task is running");
-                    }
+                    Some(In::Task(assignment)) => link.tasks.assign(assignment),
+                    Some(In::Cancel(cancel)) => match cancel.id {
+                        Some(id) => link.tasks.cancel(id),
+                        None => warn!("ignoring a cancel without a task id"),
+                    },
                     Some(In::Query(q)) => spawn_query(
                         q,
                         tx.clone(),
                         tasks.clone(),
                         queries.clone(),
                         link.warm_root.clone(),
+                        link.host_id.to_string(),
                     ),
                     None => warn!("ignoring a coordinator message of an unknown kind"),
                 }
@@ -152,6 +149,7 @@ fn spawn_query(
     stop: CancellationToken,
     permits: Arc<Semaphore>,
     warm_root: PathBuf,
+    host_id: String,
 ) {
     debug!(query_id = %q.query_id, "answering query");
     tokio::spawn(async move {
@@ -159,7 +157,7 @@ fn spawn_query(
             let Ok(_permit) = permits.acquire_owned().await else {
                 return;
             };
-            let reply = query::answer(q, &warm_root).await;
+            let reply = query::answer(q, &warm_root, &host_id).await;
             // The session may be gone; then the reply has nobody to go to.
             let _ = tx.send(message(Out::QueryReply(reply))).await;
         };

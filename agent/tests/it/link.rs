@@ -1,5 +1,6 @@
 //! The link end to end against the fake coordinator: hello, welcome, heartbeats, the
-//! describe query, task refusal, reconnection, bad tokens and prompt shutdown.
+//! describe query, refusal of unknown task kinds, reconnection, bad tokens and prompt
+//! shutdown.
 
 use std::path::Path;
 use std::time::Duration;
@@ -89,7 +90,7 @@ async fn agent_says_hello_heartbeats_describes_and_reconnects() {
         !hello.docker_version.is_empty(),
         "hello without the docker version"
     );
-    assert_eq!(hello.capabilities, ["describe"]);
+    assert_eq!(hello.capabilities, ["describe", "warm"]);
 
     session
         .send(ToAgent::Welcome(pb::Welcome {
@@ -141,7 +142,7 @@ async fn agent_says_hello_heartbeats_describes_and_reconnects() {
     session
         .send(ToAgent::Task(pb::TaskAssignment {
             id: Some(task_id.clone()),
-            kind: "warm_snapshot".into(),
+            kind: "frobnicate".into(),
             inputs_json: "{}".into(),
         }))
         .await;

@@ -256,4 +256,13 @@ impl TokenService for Fake {
         info.revoked_at_ms = now_ms();
         Ok(Response::new(info))
     }
+
+    async fn enroll_agent(
+        &self,
+        _req: Request<pb::EnrollAgentRequest>,
+    ) -> Result<Response<pb::EnrollAgentResponse>, Status> {
+        Err(Status::unimplemented(
+            "the fake coordinator does not enroll agents",
+        ))
+    }
 }

@@ -157,6 +157,7 @@ impl Engine {
     pub async fn run(self, shutdown: CancellationToken) {
         let slots = Arc::new(Semaphore::new(self.config.max_concurrent));
         tracing::info!(owner_id = self.config.owner_id, "saga engine running");
+        let gauges = tokio::spawn(report_status_counts(self.store.clone(), shutdown.clone()));
         loop {
             let permit = tokio::select! {
                 p = slots.clone().acquire_owned() => p.expect("semaphore open"),
@@ -192,6 +193,7 @@ impl Engine {
                 _ = shutdown.cancelled() => break,
             }
         }
+        gauges.abort();
         // Wait for every saga task to hand its saga back.
         let all = u32::try_from(self.config.max_concurrent).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(all)).await;
@@ -822,4 +824,26 @@ fn output_of(s: &StepRow) -> Value {
         .as_deref()
         .and_then(|o| serde_json::from_str(o).ok())
         .unwrap_or(Value::Null)
+}
+
+/// Keeps the `berth_sagas{status}` gauges current (every 15 s).
+async fn report_status_counts(store: Store, shutdown: CancellationToken) {
+    loop {
+        match store.saga_status_counts().await {
+            Ok(counts) => {
+                for status in SagaStatus::ALL {
+                    let n = counts
+                        .iter()
+                        .find(|(s, _)| s == status.as_str())
+                        .map_or(0, |(_, n)| *n);
+                    metrics::gauge!("berth_sagas", "status" => status.as_str()).set(n as f64);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot count sagas for metrics"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(15)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }

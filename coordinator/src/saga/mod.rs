@@ -13,5 +13,5 @@ pub mod step;
 pub use self::core::{RetryPolicy, SagaStatus, StepStatus};
 pub use engine::{Engine, EngineConfig, StartError};
 pub use kinds::{KindError, Registry};
-pub use operator::ActionError;
+pub use operator::{Action, ActionError};
 pub use step::{Deps, Step, StepCtx, StepError, StepErrorKind};

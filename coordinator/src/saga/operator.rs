@@ -18,6 +18,16 @@ pub enum ActionError {
     Store(#[from] StoreError),
 }
 
+/// An operator action on one saga.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Cancel,
+    Retry,
+    Skip(u32),
+    ResumeCompensation,
+    Abandon,
+}
+
 fn status(row: &SagaRow) -> SagaStatus {
     row.status.parse().unwrap_or(SagaStatus::Failed)
 }
@@ -27,6 +37,17 @@ fn step_status(row: &StepRow) -> StepStatus {
 }
 
 impl Engine {
+    /// Applies an operator action; `reason` goes into the saga's history.
+    pub async fn act(&self, id: &str, action: Action, reason: &str) -> Result<(), ActionError> {
+        match action {
+            Action::Cancel => self.cancel(id, reason).await,
+            Action::Retry => self.retry(id, reason).await,
+            Action::Skip(index) => self.skip(id, index, reason).await,
+            Action::ResumeCompensation => self.resume_compensation(id, reason).await,
+            Action::Abandon => self.abandon(id, reason).await,
+        }
+    }
+
     async fn load(&self, id: &str) -> Result<(SagaRow, Vec<StepRow>), ActionError> {
         let saga = self.store().get_saga(id).await?;
         let steps = self.store().get_steps(id).await?;

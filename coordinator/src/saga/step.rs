@@ -71,6 +71,8 @@ impl From<StoreError> for StepError {
 pub struct Deps {
     pub store: Store,
     pub hub: Hub,
+    /// DigitalOcean, when `[digitalocean]` is configured (droplet steps fail clearly without).
+    pub digitalocean: Option<Arc<crate::droplet::Cloud>>,
 }
 
 /// A step's view of its saga while it runs.

@@ -159,8 +159,11 @@ impl AgentLinkService {
                 }
                 Msg::QueryReply(r) => self.hub.deliver(host_id, r),
                 Msg::Hello(_) => tracing::warn!(host_id, "ignoring a second hello"),
-                Msg::Progress(p) => tracing::debug!(host_id, task = ?p.id, "task progress"),
-                Msg::Result(r) => tracing::info!(host_id, task = ?r.id, ok = r.ok, "task result"),
+                Msg::Progress(p) => self.hub.deliver_progress(host_id, p),
+                Msg::Result(r) => {
+                    tracing::info!(host_id, task = ?r.id, ok = r.ok, "task result");
+                    self.hub.deliver_result(host_id, r);
+                }
             }
         }
     }

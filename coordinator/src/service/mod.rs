@@ -1,9 +1,14 @@
 //! gRPC services: each parses its requests at the boundary and calls into the domain.
 
 pub mod agent_link;
+pub mod archives;
+pub mod drift;
+pub mod droplets;
 pub mod hosts;
 pub mod not_built;
+pub mod sagas;
 pub mod tokens;
+pub mod warm;
 
 use tonic::{Request, Status};
 

@@ -8,7 +8,7 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::error::ApiError;
-use crate::saga::{ActionError, Engine, SagaStatus, StartError};
+use crate::saga::{Action, ActionError, Engine, SagaStatus, StartError};
 use crate::store::{EventRow, SagaFilter, SagaRow, StepRow};
 
 #[derive(Clone, Debug)]
@@ -108,6 +108,21 @@ pub(crate) fn event_pb(e: EventRow) -> pb::SagaEvent {
 }
 
 impl SagasService {
+    /// Applies an operator action, then answers with the saga as it now is.
+    async fn act(
+        &self,
+        id: &str,
+        action: Action,
+        reason: &str,
+    ) -> Result<Response<pb::Saga>, Status> {
+        let id = saga_id(id)?;
+        self.engine
+            .act(&id, action, reason)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(self.saga(&id).await?))
+    }
+
     async fn saga(&self, id: &str) -> Result<pb::Saga, ApiError> {
         let store = self.engine.store();
         let saga = store.get_saga(id).await?;
@@ -126,7 +141,18 @@ impl pb::saga_service_server::SagaService for SagasService {
         &self,
         req: Request<pb::StartSagaRequest>,
     ) -> Result<Response<pb::SagaRef>, Status> {
+        let caller = super::principal(&req)?;
         let r = req.into_inner();
+        // A kind whose own RPC is admin-only (destroying a droplet) stays admin-only here.
+        if crate::droplet::ADMIN_KINDS.contains(&r.kind.as_str())
+            && caller.role != berth_shared::Role::Admin
+        {
+            return Err(ApiError::PermissionDenied(format!(
+                "only an admin may start a {} saga; role {} may not",
+                r.kind, caller.role
+            ))
+            .into());
+        }
         let key = (!r.idempotency_key.is_empty()).then_some(r.idempotency_key.as_str());
         let (saga_id, existing) = self
             .engine
@@ -269,12 +295,7 @@ impl pb::saga_service_server::SagaService for SagasService {
         req: Request<pb::SagaIdRequest>,
     ) -> Result<Response<pb::Saga>, Status> {
         let r = req.into_inner();
-        let id = saga_id(&r.saga_id)?;
-        self.engine
-            .cancel(&id, &r.reason)
-            .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(self.saga(&id).await?))
+        self.act(&r.saga_id, Action::Cancel, &r.reason).await
     }
 
     async fn retry_saga(
@@ -282,12 +303,7 @@ impl pb::saga_service_server::SagaService for SagasService {
         req: Request<pb::SagaIdRequest>,
     ) -> Result<Response<pb::Saga>, Status> {
         let r = req.into_inner();
-        let id = saga_id(&r.saga_id)?;
-        self.engine
-            .retry(&id, &r.reason)
-            .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(self.saga(&id).await?))
+        self.act(&r.saga_id, Action::Retry, &r.reason).await
     }
 
     async fn skip_step(
@@ -295,12 +311,8 @@ impl pb::saga_service_server::SagaService for SagasService {
         req: Request<pb::SkipStepRequest>,
     ) -> Result<Response<pb::Saga>, Status> {
         let r = req.into_inner();
-        let id = saga_id(&r.saga_id)?;
-        self.engine
-            .skip(&id, r.step_index, &r.reason)
+        self.act(&r.saga_id, Action::Skip(r.step_index), &r.reason)
             .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(self.saga(&id).await?))
     }
 
     async fn resume_compensation(
@@ -308,12 +320,8 @@ impl pb::saga_service_server::SagaService for SagasService {
         req: Request<pb::SagaIdRequest>,
     ) -> Result<Response<pb::Saga>, Status> {
         let r = req.into_inner();
-        let id = saga_id(&r.saga_id)?;
-        self.engine
-            .resume_compensation(&id, &r.reason)
+        self.act(&r.saga_id, Action::ResumeCompensation, &r.reason)
             .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(self.saga(&id).await?))
     }
 
     async fn abandon_saga(
@@ -321,11 +329,6 @@ impl pb::saga_service_server::SagaService for SagasService {
         req: Request<pb::SagaIdRequest>,
     ) -> Result<Response<pb::Saga>, Status> {
         let r = req.into_inner();
-        let id = saga_id(&r.saga_id)?;
-        self.engine
-            .abandon(&id, &r.reason)
-            .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(self.saga(&id).await?))
+        self.act(&r.saga_id, Action::Abandon, &r.reason).await
     }
 }

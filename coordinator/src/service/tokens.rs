@@ -1,4 +1,5 @@
-//! `TokenService`: create, list and revoke API tokens (admin only, by policy).
+//! `TokenService`: create, list and revoke API tokens (admin only, by policy), and the
+//! exchange of a one-time enrollment token for an agent token (enrollment tokens only).
 
 use std::time::{Duration, SystemTime};
 
@@ -7,6 +8,7 @@ use berth_shared::time::unix_ms;
 use berth_shared::{HostId, Role};
 use tonic::{Request, Response, Status};
 
+use super::principal;
 use crate::auth::Tokens;
 use crate::error::ApiError;
 use crate::store::{Store, TokenRecord};
@@ -83,5 +85,31 @@ impl pb::token_service_server::TokenService for TokensService {
             .map_err(ApiError::from)?;
         tracing::info!(token_id = record.token_id, "token revoked");
         Ok(Response::new(token_info(record)))
+    }
+
+    async fn enroll_agent(
+        &self,
+        req: Request<pb::EnrollAgentRequest>,
+    ) -> Result<Response<pb::EnrollAgentResponse>, Status> {
+        let caller = principal(&req)?;
+        let asked = match req.into_inner().host_id.as_str() {
+            "" => None,
+            h => Some(HostId::new(h).map_err(ApiError::from)?),
+        };
+        let (record, token, host) = self
+            .tokens
+            .enroll(&caller, asked.as_ref())
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(
+            host_id = %host,
+            enrollment_token_id = caller.token_id,
+            token_id = record.token_id,
+            "agent enrolled"
+        );
+        Ok(Response::new(pb::EnrollAgentResponse {
+            token,
+            host_id: host.to_string(),
+        }))
     }
 }

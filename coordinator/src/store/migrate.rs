@@ -91,6 +91,18 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: super::inventory::MIGRATION_SQLITE,
         postgres: Some(super::inventory::MIGRATION_POSTGRES),
     },
+    Migration {
+        version: 4,
+        name: "enrollment tokens",
+        sqlite: super::tokens::MIGRATION_ENROLLMENT,
+        postgres: None,
+    },
+    Migration {
+        version: 5,
+        name: "drift inbox and job leases",
+        sqlite: super::drift::MIGRATION,
+        postgres: None,
+    },
 ];
 
 const SAGA_RUNS: &str = "CREATE TABLE saga_runs (

@@ -1,8 +1,10 @@
 //! The coordinator's durable state behind sqlx's `Any` driver: SQLite (embedded default) or
 //! PostgreSQL, chosen by URL. Architecture invariant: only this module contains SQL.
 
+mod drift;
 mod hosts;
 mod inventory;
+mod jobs;
 mod migrate;
 mod sagas;
 mod sql;
@@ -15,10 +17,12 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
+pub use drift::{Accepted, DriftFilter, DriftRow};
 pub use hosts::{HostRecord, HostSession};
 pub use inventory::{
     CloudResource, DesiredSpec, ObservedResource, ResourceEvent, ResourceFilter, Upserted, Writer,
 };
+pub use jobs::{GoneMark, JobClaim, JobRow};
 pub use migrate::{LATEST_VERSION, SchemaError};
 pub use sagas::{
     EventRow, Fence, NewEvent, NewSaga, SagaFilter, SagaRow, SagaWrite, StepRow, StepWrite,
@@ -63,6 +67,16 @@ impl StoreError {
             }
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 StoreError::Conflict(db.message().to_owned())
+            }
+            // SQLite busy or locked (a transaction that read first lost the write lock to
+            // another connection), PostgreSQL serialization failure or deadlock: retry.
+            sqlx::Error::Database(db)
+                if matches!(
+                    db.code().as_deref(),
+                    Some("5" | "6" | "261" | "262" | "517" | "773" | "40001" | "40P01")
+                ) =>
+            {
+                StoreError::Unavailable(e)
             }
             _ => StoreError::Other(e),
         }

@@ -1,10 +1,17 @@
 //! The api_tokens table. Only a SHA-256 of each token is stored; the plaintext exists once, in
-//! the answer to the call that created it.
+//! the answer to the call that created it. Enrollment tokens are rows flagged `enrollment`,
+//! spent (`used_at_ms`) in the same transaction that inserts the agent token they buy.
 
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{Store, StoreError};
+
+/// Schema version 4: one-time enrollment tokens.
+pub(super) const MIGRATION_ENROLLMENT: &[&str] = &[
+    "ALTER TABLE api_tokens ADD COLUMN enrollment BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE api_tokens ADD COLUMN used_at_ms BIGINT",
+];
 
 /// A token's record, without any secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +24,10 @@ pub struct TokenRecord {
     pub expires_at_ms: Option<i64>,
     pub revoked_at_ms: Option<i64>,
     pub last_used_ms: Option<i64>,
+    /// A one-time token that can only be exchanged for an agent token.
+    pub enrollment: bool,
+    /// When an enrollment token was exchanged; it is spent from then on.
+    pub used_at_ms: Option<i64>,
 }
 
 /// A token to insert: its id, the hash of its secret and what it may do.
@@ -32,7 +43,7 @@ pub struct NewToken<'a> {
 }
 
 const COLUMNS: &str = "token_id, role, host_id, description, created_at_ms, expires_at_ms, \
-                       revoked_at_ms, last_used_ms";
+                       revoked_at_ms, last_used_ms, enrollment, used_at_ms";
 
 fn from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
     Ok(TokenRecord {
@@ -44,16 +55,20 @@ fn from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
         expires_at_ms: row.try_get("expires_at_ms")?,
         revoked_at_ms: row.try_get("revoked_at_ms")?,
         last_used_ms: row.try_get("last_used_ms")?,
+        enrollment: row.try_get::<i64, _>("enrollment")? != 0,
+        used_at_ms: row.try_get("used_at_ms")?,
     })
 }
 
-impl Store {
-    pub async fn insert_token(&self, t: &NewToken<'_>) -> Result<TokenRecord, StoreError> {
-        sqlx::query(
-            "INSERT INTO api_tokens (token_id, token_hash, role, host_id, description, \
-                                     created_at_ms, expires_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
+const INSERT: &str = "INSERT INTO api_tokens (token_id, token_hash, role, host_id, description, \
+                      created_at_ms, expires_at_ms, enrollment) \
+                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+fn insert<'q>(
+    t: &'q NewToken<'q>,
+    enrollment: bool,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(INSERT)
         .bind(t.token_id)
         .bind(t.token_hash)
         .bind(t.role)
@@ -61,9 +76,64 @@ impl Store {
         .bind(t.description)
         .bind(t.created_at_ms)
         .bind(t.expires_at_ms)
-        .execute(self.pool())
-        .await?;
+        .bind(i64::from(enrollment))
+}
+
+impl Store {
+    pub async fn insert_token(&self, t: &NewToken<'_>) -> Result<TokenRecord, StoreError> {
+        insert(t, false).execute(self.pool()).await?;
         self.get_token(t.token_id).await
+    }
+
+    /// Inserts a one-time enrollment token (its role and host are those of the agent token
+    /// it will be exchanged for).
+    pub async fn insert_enrollment_token(
+        &self,
+        t: &NewToken<'_>,
+    ) -> Result<TokenRecord, StoreError> {
+        insert(t, true).execute(self.pool()).await?;
+        self.get_token(t.token_id).await
+    }
+
+    /// The token with this hash whatever its state, to say why it is not live.
+    pub async fn find_token_by_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM api_tokens WHERE token_hash = $1"
+        )))
+        .bind(token_hash)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// Spends the enrollment token `enrollment_id` and inserts `agent` in one transaction:
+    /// of two concurrent exchanges of one token, exactly one gets an agent token. `None` when
+    /// the token was no longer spendable (used, revoked or expired meanwhile).
+    pub async fn redeem_enrollment(
+        &self,
+        enrollment_id: &str,
+        agent: &NewToken<'_>,
+        now_ms: i64,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let spent = sqlx::query(
+            "UPDATE api_tokens SET used_at_ms = $1, last_used_ms = $1 \
+             WHERE token_id = $2 AND enrollment = 1 AND used_at_ms IS NULL \
+             AND revoked_at_ms IS NULL AND (expires_at_ms IS NULL OR expires_at_ms > $1)",
+        )
+        .bind(now_ms)
+        .bind(enrollment_id)
+        .execute(&mut *tx)
+        .await?;
+        if spent.rows_affected() != 1 {
+            return Ok(None);
+        }
+        insert(agent, false).execute(&mut *tx).await?;
+        tx.commit().await?;
+        self.get_token(agent.token_id).await.map(Some)
     }
 
     pub async fn get_token(&self, token_id: &str) -> Result<TokenRecord, StoreError> {
@@ -81,7 +151,8 @@ impl Store {
         }
     }
 
-    /// The live token with this hash (not revoked, not expired at `now_ms`), marking it used.
+    /// The live token with this hash (not revoked, not expired at `now_ms`, not a spent
+    /// enrollment token), marking it used.
     pub async fn find_live_token(
         &self,
         token_hash: &str,
@@ -89,7 +160,7 @@ impl Store {
     ) -> Result<Option<TokenRecord>, StoreError> {
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM api_tokens WHERE token_hash = $1 AND revoked_at_ms IS NULL \
-             AND (expires_at_ms IS NULL OR expires_at_ms > $2)"
+             AND used_at_ms IS NULL AND (expires_at_ms IS NULL OR expires_at_ms > $2)"
         )))
         .bind(token_hash)
         .bind(now_ms)

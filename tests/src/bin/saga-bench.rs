@@ -74,6 +74,7 @@ async fn run(db: &TestDb, engines: usize, concurrency: usize, sagas: usize) -> S
             Deps {
                 store: store.clone(),
                 hub: Hub::default(),
+                digitalocean: None,
             },
             config,
         ));

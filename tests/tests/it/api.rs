@@ -1,7 +1,6 @@
 //! The API surface: reflection lists every service, health answers, unbuilt RPCs say so.
 
 use berth_proto::v1 as pb;
-use berth_tests::cluster::Bearer;
 use berth_tests::{TestCoordinator, TestDb};
 use futures::StreamExt;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
@@ -53,20 +52,4 @@ async fn reflection_lists_every_berth_service_and_health_is_serving() {
             "{service}"
         );
     }
-}
-
-#[tokio::test]
-async fn an_rpc_not_built_yet_answers_unimplemented_naming_what_is_missing() {
-    let db = TestDb::sqlite();
-    let c = TestCoordinator::start(&db).await;
-    let mut sagas = pb::saga_service_client::SagaServiceClient::with_interceptor(
-        c.channel().await,
-        Bearer::new(&c.admin_token),
-    );
-    let err = sagas
-        .list_sagas(pb::ListSagasRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("saga engine"), "{}", err.message());
 }

@@ -197,6 +197,7 @@ async fn engines(db: &TestDb, n: usize, shutdown: &CancellationToken) -> Store {
             Deps {
                 store: store.clone(),
                 hub: Hub::default(),
+                digitalocean: None,
             },
             config,
         );

@@ -3,8 +3,19 @@
 //! on 127.0.0.1, the Docker engine, the built binaries.
 
 mod api;
+mod archive;
 mod auth;
 mod binaries;
+mod cli_sagas;
+mod deploy;
+mod digitalocean;
+mod drift;
+mod droplets;
+mod fencing;
 mod hosts;
+mod metrics;
+mod saga_crash;
+mod sagas;
 mod store;
 mod tls;
+mod warm_e2e;

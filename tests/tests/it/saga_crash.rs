@@ -220,7 +220,18 @@ async fn a_coordinator_stopped_with_sigterm_hands_its_sagas_back_at_once() {
         },
     )
     .await;
+    // What coord-a holds at the stop, and under which epoch: coord-b's claim raises it.
+    let held: Vec<(String, i64)> = sqlx::query(
+        "SELECT id, epoch FROM saga_runs WHERE owner_id = 'coord-a' AND status = 'running'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get("id"), r.get("epoch")))
+    .collect();
     let stopped = Instant::now();
+    let stopped_ms = berth_shared::time::unix_ms(std::time::SystemTime::now());
     a.signal("-TERM");
     eventually(
         Duration::from_secs(10),
@@ -245,7 +256,33 @@ async fn a_coordinator_stopped_with_sigterm_hands_its_sagas_back_at_once() {
     let took = stopped.elapsed();
     assert!(
         took < Duration::from_secs(10),
-        "sagas continued after {took:?}, not after a 60 s lease"
+        "sagas finished {took:?} after the stop, not after a 60 s lease"
+    );
+    // From the SIGTERM to the first event coord-b wrote for each saga coord-a held.
+    let mut delays = Vec::new();
+    for (id, epoch) in &held {
+        let first: Option<i64> = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT MIN(at_ms) AS first_ms FROM saga_events WHERE saga_id = '{id}' AND epoch > {epoch}"
+        )))
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get("first_ms");
+        if let Some(first) = first {
+            delays.push(first - stopped_ms);
+        }
+    }
+    delays.sort_unstable();
+    eprintln!("SIGTERM to coord-b's first event, per handed-back saga (ms): {delays:?}");
+    assert!(
+        !delays.is_empty(),
+        "coord-b continued none of {held:?}:\n{}",
+        b.log()
+    );
+    assert!(
+        delays.iter().all(|d| *d < 1_000),
+        "coord-b continued the handed-back sagas {delays:?} ms after the SIGTERM; a hand-back \
+         should continue them within a second, not after a lease timeout"
     );
     let released = count(
         &pool,

@@ -201,19 +201,7 @@ async fn cancel_stops_a_long_step_and_compensates_but_is_refused_after_a_pivot()
         let id = c
             .start_demo(json!([{"step": "record"}, {"step": "sleep", "ms": 60_000}]))
             .await;
-        berth_tests::eventually(WAIT, "the sleep step to start", || async {
-            let s = c
-                .sagas()
-                .await
-                .get_saga(pb::GetSagaRequest {
-                    saga_id: id.clone(),
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            (s.steps[1].status == "running").then_some(())
-        })
-        .await;
+        c.wait_step(&id, 1, "running", WAIT).await;
         let started = std::time::Instant::now();
         c.sagas()
             .await
@@ -237,19 +225,7 @@ async fn cancel_stops_a_long_step_and_compensates_but_is_refused_after_a_pivot()
         let id = c
             .start_demo(json!([{"step": "destroy_like"}, {"step": "sleep", "ms": 60_000}]))
             .await;
-        berth_tests::eventually(WAIT, "the pivot to complete", || async {
-            let s = c
-                .sagas()
-                .await
-                .get_saga(pb::GetSagaRequest {
-                    saga_id: id.clone(),
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            (s.steps[0].status == "completed").then_some(())
-        })
-        .await;
+        c.wait_step(&id, 0, "completed", WAIT).await;
         let err = c
             .sagas()
             .await

@@ -1,0 +1,414 @@
+//! App archives: an app directory as tar + zstd streamed into object storage, and back.
+//!
+//! [`Archiver`] is what the task runner holds. Its two task kinds, [`CREATE_TASK`] and
+//! [`RESTORE_TASK`], take JSON inputs and give JSON outputs ([`Archiver::run_task`]), or are
+//! called typed ([`Archiver::create`], [`Archiver::restore`]); both publish
+//! [`ArchiveProgress`] on a `watch` channel and stop on a [`CancellationToken`].
+//!
+//! Invariants: the metadata object is written only after the data object is complete and its
+//! size checked; a failed or cancelled create leaves neither behind; a restore unpacks beside
+//! the target and swaps only after the archive's SHA-256 matched.
+
+mod config;
+mod create;
+mod error;
+mod pack;
+mod pipe;
+mod restore;
+mod store;
+mod unpack;
+mod walk;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use berth_shared::AppName;
+use berth_shared::archive::{
+    ArchiveId, ArchiveKey, index_value, index_value_from_labels, validate_labels,
+};
+use object_store::ObjectStore;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub use berth_shared::archive::{ArchiveProgress, Phase};
+pub use config::ArchiveConfig;
+pub use error::ArchiveError;
+
+/// Task kind: archive an app directory. Inputs [`CreateInput`], output [`CreateOutput`].
+pub const CREATE_TASK: &str = "archive_create";
+/// Task kind: restore an archive into an app directory. Inputs [`RestoreInput`], output
+/// [`RestoreOutput`].
+pub const RESTORE_TASK: &str = "archive_restore";
+
+/// Inputs of [`CREATE_TASK`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInput {
+    /// The app: its directory is `<apps_root>/<app>` and its keys start with `<app>:`.
+    pub app: String,
+    /// Free-form labels stored in the metadata (`size:` is added by Berth).
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// The index label value, the key's third field; empty for none.
+    #[serde(default)]
+    pub index_label: String,
+    /// zstd level 1..=19; absent or 0 for the agent's `archive.zstd_level`.
+    #[serde(default)]
+    pub zstd_level: Option<i32>,
+    /// The archive's uuid, chosen by the caller to make the create idempotent (e.g. derived
+    /// from the saga step): if an archive with this uuid is already complete, it is reported
+    /// instead of made again. Absent: a fresh v7 uuid.
+    #[serde(default)]
+    pub uuid: Option<String>,
+}
+
+/// Output of [`CREATE_TASK`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateOutput {
+    pub uuid: String,
+    pub key: String,
+    /// Bytes of the archive object.
+    pub size: u64,
+    /// Hex SHA-256 of the archive object.
+    pub sha256: String,
+    /// Unix seconds, as in the key.
+    pub ts: i64,
+    /// Uncompressed tar bytes and tar entries.
+    pub tar_bytes: u64,
+    pub entries: u64,
+    /// True when the archive already existed (an idempotent repeat).
+    pub existing: bool,
+}
+
+/// Inputs of [`RESTORE_TASK`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreInput {
+    pub uuid: String,
+    /// Restore under this app name; absent or empty: the archive's own app.
+    #[serde(default)]
+    pub target_app: Option<String>,
+}
+
+/// Output of [`RESTORE_TASK`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreOutput {
+    /// The app directory that now holds the archive's contents.
+    pub app: String,
+    /// File content bytes written.
+    pub bytes: u64,
+    /// Tar entries unpacked.
+    pub entries: u64,
+    pub uuid: String,
+    pub key: String,
+    /// Bytes of the archive object downloaded.
+    pub archive_bytes: u64,
+    /// Hex SHA-256 of the archive bytes downloaded.
+    pub sha256: String,
+    /// False for archives without a recorded SHA-256 (those the Go node API wrote).
+    pub sha256_verified: bool,
+    /// False when the agent is not root and could not restore owners.
+    pub owners_restored: bool,
+}
+
+/// Settings of one create, from the config and the inputs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plan {
+    pub level: i32,
+    pub workers: u32,
+    pub part_size: usize,
+    pub concurrency: usize,
+}
+
+/// The archive capability of an agent: its store, its apps root, and which apps are busy.
+#[derive(Debug, Clone)]
+pub struct Archiver {
+    config: ArchiveConfig,
+    apps_root: PathBuf,
+    bucket: store::Bucket,
+    busy: Arc<Mutex<HashSet<AppName>>>,
+}
+
+impl Archiver {
+    /// Opens the store `config` names (reading the S3 credential files).
+    pub fn new(config: ArchiveConfig, apps_root: impl Into<PathBuf>) -> Result<Self, ArchiveError> {
+        config
+            .validate()
+            .map_err(|e| ArchiveError::Config(format!("{e:#}")))?;
+        let bucket = store::Bucket::open(&config)?;
+        tracing::info!(store = %config.store_url, "archive store opened");
+        Ok(Self::with_bucket(config, apps_root.into(), bucket))
+    }
+
+    /// An archiver over an object store the caller made (tests share one `InMemory`).
+    pub fn with_store(
+        config: ArchiveConfig,
+        apps_root: impl Into<PathBuf>,
+        store: Arc<dyn ObjectStore>,
+    ) -> Self {
+        Self::with_bucket(config, apps_root.into(), store::Bucket::from_store(store))
+    }
+
+    fn with_bucket(config: ArchiveConfig, apps_root: PathBuf, bucket: store::Bucket) -> Self {
+        Self {
+            config,
+            apps_root,
+            bucket,
+            busy: Arc::default(),
+        }
+    }
+
+    pub fn apps_root(&self) -> &Path {
+        &self.apps_root
+    }
+
+    /// Every object name in the store, sorted (for checks that nothing was left behind).
+    pub async fn stored_keys(&self) -> Result<Vec<String>, ArchiveError> {
+        self.bucket.all_keys().await
+    }
+
+    /// Runs task `kind` with JSON `inputs`; the output is JSON. The task runner's entry point.
+    pub async fn run_task(
+        &self,
+        kind: &str,
+        inputs: &str,
+        progress: &watch::Sender<ArchiveProgress>,
+        cancel: &CancellationToken,
+    ) -> Result<String, ArchiveError> {
+        let output = match kind {
+            CREATE_TASK => {
+                let input =
+                    serde_json::from_str(inputs).map_err(|source| ArchiveError::Inputs {
+                        kind: CREATE_TASK,
+                        source,
+                    })?;
+                serde_json::to_string(&self.create(input, progress, cancel).await?)
+            }
+            RESTORE_TASK => {
+                let input =
+                    serde_json::from_str(inputs).map_err(|source| ArchiveError::Inputs {
+                        kind: RESTORE_TASK,
+                        source,
+                    })?;
+                serde_json::to_string(&self.restore(input, progress, cancel).await?)
+            }
+            other => return Err(ArchiveError::UnknownKind(other.to_owned())),
+        };
+        Ok(output.expect("task outputs always serialize"))
+    }
+
+    /// Archives `<apps_root>/<app>` into the store.
+    pub async fn create(
+        &self,
+        input: CreateInput,
+        progress: &watch::Sender<ArchiveProgress>,
+        cancel: &CancellationToken,
+    ) -> Result<CreateOutput, ArchiveError> {
+        let app = AppName::new(&input.app).map_err(ArchiveError::App)?;
+        validate_labels(&input.labels)?;
+        let mut labels = input.labels;
+        let index = self.index_for(&input.index_label, &mut labels)?;
+        let level = match input.zstd_level {
+            None | Some(0) => self.config.zstd_level,
+            Some(l) if (1..=19).contains(&l) => l,
+            Some(l) => return Err(ArchiveError::Level(l)),
+        };
+        let source = self.apps_root.join(app.as_str());
+        if !std::fs::symlink_metadata(&source).is_ok_and(|m| m.is_dir()) {
+            return Err(ArchiveError::SourceMissing { path: source });
+        }
+        let _lock = self.lock(&app)?;
+        self.bucket.prepare()?;
+        let id = match &input.uuid {
+            Some(id) => {
+                let id = ArchiveId::new(id.as_str())?;
+                if let Some(existing) = self.existing(&app, &id).await? {
+                    return Ok(existing);
+                }
+                id
+            }
+            None => ArchiveId::new(uuid::Uuid::now_v7().to_string())?,
+        };
+        let ts = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let key = ArchiveKey::new(app.clone(), id.clone(), index, ts);
+        let plan = Plan {
+            level,
+            workers: match self.config.zstd_workers {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4) as u32),
+                n => n,
+            },
+            part_size: self.config.part_size_mib as usize * (1 << 20),
+            concurrency: self.config.upload_concurrency as usize,
+        };
+        let job = create::Job {
+            bucket: &self.bucket,
+            source: &source,
+            app,
+            id: id.clone(),
+            key: key.clone(),
+            labels,
+            plan,
+        };
+        let created = create::run(job, progress, cancel).await?;
+        tracing::info!(key = %key, size = created.size, entries = created.entries, "archive created");
+        Ok(CreateOutput {
+            uuid: id.to_string(),
+            key: key.to_string(),
+            size: created.size,
+            sha256: created.sha256,
+            ts,
+            tar_bytes: created.tar_bytes,
+            entries: created.entries,
+            existing: false,
+        })
+    }
+
+    /// Restores archive `uuid` into `<apps_root>/<target_app>` (default: its own app).
+    pub async fn restore(
+        &self,
+        input: RestoreInput,
+        progress: &watch::Sender<ArchiveProgress>,
+        cancel: &CancellationToken,
+    ) -> Result<RestoreOutput, ArchiveError> {
+        let id = ArchiveId::new(input.uuid.as_str())?;
+        let target = match input.target_app.as_deref() {
+            None | Some("") => None,
+            Some(t) => Some(AppName::new(t).map_err(ArchiveError::App)?),
+        };
+        let meta = self
+            .bucket
+            .read_meta(&id)
+            .await?
+            .ok_or_else(|| ArchiveError::NotFound { id: id.to_string() })?;
+        let app = AppName::new(meta.app_name.as_str()).map_err(ArchiveError::App)?;
+        let (key, size) =
+            self.bucket
+                .find_key(&app, &id)
+                .await?
+                .ok_or_else(|| ArchiveError::DataMissing {
+                    id: id.to_string(),
+                    app: app.to_string(),
+                })?;
+        let target = target.unwrap_or(app);
+        let _lock = self.lock(&target)?;
+        let job = restore::Job {
+            bucket: &self.bucket,
+            apps_root: &self.apps_root,
+            key: key.clone(),
+            size,
+            meta,
+            target: target.clone(),
+            max_bytes: self.config.max_restore_bytes,
+            max_entries: self.config.max_restore_entries,
+        };
+        let r = restore::run(job, progress, cancel).await?;
+        tracing::info!(key = %key, app = %target, entries = r.unpacked.entries, "archive restored");
+        Ok(RestoreOutput {
+            app: target.to_string(),
+            bytes: r.unpacked.file_bytes,
+            entries: r.unpacked.entries,
+            uuid: id.to_string(),
+            key: key.to_string(),
+            archive_bytes: r.archive_bytes,
+            sha256: r.unpacked.sha256,
+            sha256_verified: r.verified,
+            owners_restored: r.owners,
+        })
+    }
+
+    /// The key's index value; with `index_label_name` configured, kept in step with the
+    /// labels as the Go node API expects.
+    fn index_for(
+        &self,
+        value: &str,
+        labels: &mut Vec<String>,
+    ) -> Result<Option<String>, ArchiveError> {
+        let name = self.config.index_label_name.as_deref();
+        Ok(match (index_value(value)?, name) {
+            (Some(v), Some(name)) => {
+                let label = format!("{name}:{v}");
+                if !labels.contains(&label) {
+                    labels.push(label);
+                }
+                Some(v)
+            }
+            (Some(v), None) => Some(v),
+            (None, Some(name)) => match index_value_from_labels(labels, name) {
+                Some(v) => index_value(v)?,
+                None => None,
+            },
+            (None, None) => None,
+        })
+    }
+
+    /// A complete archive `id` of `app`, for an idempotent repeat; leftovers of an attempt
+    /// that did not complete are removed.
+    async fn existing(
+        &self,
+        app: &AppName,
+        id: &ArchiveId,
+    ) -> Result<Option<CreateOutput>, ArchiveError> {
+        let found = self.bucket.find_key(app, id).await?;
+        let Some(meta) = self.bucket.read_meta(id).await? else {
+            if let Some((key, _)) = found {
+                tracing::warn!(key = %key, "removing the data of an archive attempt that never completed");
+                self.bucket.delete_quietly(key.as_str()).await;
+            }
+            return Ok(None);
+        };
+        if meta.app_name != app.as_str() {
+            return Err(ArchiveError::IdInUse {
+                id: id.to_string(),
+                app: meta.app_name,
+            });
+        }
+        let Some((key, size)) = found else {
+            return Err(ArchiveError::DataMissing {
+                id: id.to_string(),
+                app: app.to_string(),
+            });
+        };
+        Ok(Some(CreateOutput {
+            uuid: id.to_string(),
+            key: key.to_string(),
+            size,
+            sha256: meta.sha256.unwrap_or_default(),
+            ts: key.ts(),
+            tar_bytes: meta.tar_bytes.unwrap_or(0),
+            entries: meta.entries.unwrap_or(0),
+            existing: true,
+        }))
+    }
+
+    fn lock(&self, app: &AppName) -> Result<AppLock, ArchiveError> {
+        let mut busy = self.busy.lock().expect("busy set poisoned");
+        if !busy.insert(app.clone()) {
+            return Err(ArchiveError::Busy {
+                app: app.to_string(),
+            });
+        }
+        Ok(AppLock {
+            busy: self.busy.clone(),
+            app: app.clone(),
+        })
+    }
+}
+
+/// Marks an app busy while a create or restore runs on it.
+struct AppLock {
+    busy: Arc<Mutex<HashSet<AppName>>>,
+    app: AppName,
+}
+
+impl Drop for AppLock {
+    fn drop(&mut self) {
+        if let Ok(mut busy) = self.busy.lock() {
+            busy.remove(&self.app);
+        }
+    }
+}

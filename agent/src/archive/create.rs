@@ -1,0 +1,307 @@
+//! Creating an archive: pre-scan, then tar + zstd on a blocking thread streaming through a
+//! bounded pipe into a multipart upload, then check the object, then write its metadata.
+//! Any failure or cancellation aborts the upload: no object and no metadata remain.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use berth_shared::AppName;
+use berth_shared::archive::{
+    ArchiveId, ArchiveKey, ArchiveMeta, ArchiveProgress, FORMAT_TAR_ZSTD, Phase,
+};
+use bytes::Bytes;
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    MultipartUpload, ObjectStoreExt, PutPayload, PutResult, UploadPart, WriteMultipart,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::pack::{self, PackCounters, Packed, Totals};
+use super::pipe::{CAPACITY, ChunkSender};
+use super::store::Bucket;
+use super::{ArchiveError, Plan};
+
+/// S3 allows at most 10,000 parts; Berth plans for fewer to leave room for estimates.
+const MAX_PARTS: u64 = 9_000;
+const MIB: u64 = 1 << 20;
+
+/// A create that passed its checks, ready to run.
+pub(crate) struct Job<'a> {
+    pub bucket: &'a Bucket,
+    pub source: &'a Path,
+    pub app: AppName,
+    pub id: ArchiveId,
+    pub key: ArchiveKey,
+    pub labels: Vec<String>,
+    pub plan: Plan,
+}
+
+/// What a create produced.
+#[derive(Debug, Clone)]
+pub(crate) struct Created {
+    pub size: u64,
+    pub sha256: String,
+    pub tar_bytes: u64,
+    pub entries: u64,
+}
+
+pub(crate) async fn run(
+    job: Job<'_>,
+    progress: &watch::Sender<ArchiveProgress>,
+    cancel: &CancellationToken,
+) -> Result<Created, ArchiveError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop_on_drop = StopOnDrop(stop.clone());
+    let source = job.source.to_owned();
+    progress.send_replace(ArchiveProgress::default());
+    let totals = {
+        let stop = stop.clone();
+        let scan = tokio::task::spawn_blocking(move || pack::scan(&source, &stop));
+        tokio::select! {
+            r = scan => r.map_err(ArchiveError::Join)??,
+            () = cancel.cancelled() => return Err(ArchiveError::Cancelled),
+        }
+    };
+    let part_size = part_size(&job.plan, totals);
+    tracing::info!(
+        key = %job.key,
+        entries = totals.entries,
+        bytes = totals.bytes,
+        part_size,
+        level = job.plan.level,
+        "archiving"
+    );
+    let path = ObjectPath::from(job.key.as_str());
+    let counters = Arc::new(PackCounters::default());
+    let uploaded = Arc::new(AtomicU64::new(0));
+    let upload = job
+        .bucket
+        .store
+        .put_multipart(&path)
+        .await
+        .map_err(|e| ArchiveError::store("start upload of", job.key.as_str(), e))?;
+    let mut writer = WriteMultipart::new_with_chunk_size(
+        Box::new(Counted {
+            inner: upload,
+            done: uploaded.clone(),
+        }),
+        part_size,
+    );
+
+    let (tx, mut rx) = mpsc::channel::<Bytes>(CAPACITY);
+    let producer = {
+        let (source, counters, stop) = (job.source.to_owned(), counters.clone(), stop.clone());
+        let (level, workers) = (job.plan.level, job.plan.workers);
+        tokio::task::spawn_blocking(move || {
+            let out = ChunkSender::new(tx, counters.compressed.clone());
+            pack::pack(&source, out, level, workers, &counters, &stop)
+        })
+    };
+    let report = |phase| {
+        progress.send_replace(ArchiveProgress {
+            phase,
+            bytes_done: counters.bytes_read.load(Ordering::Relaxed),
+            bytes_total: totals.bytes,
+            entries_done: counters.entries.load(Ordering::Relaxed),
+            entries_total: totals.entries,
+            bytes_transformed: counters.compressed.load(Ordering::Relaxed),
+            bytes_stored: uploaded.load(Ordering::Relaxed),
+        });
+    };
+    let concurrency = job.plan.concurrency;
+    let pumped = tokio::select! {
+        r = pump(&mut rx, &mut writer, concurrency, &report) => r,
+        () = cancel.cancelled() => Err(ArchiveError::Cancelled),
+    };
+    // Stop the producer (if it is still running) and learn how it ended.
+    stop.store(pumped.is_err(), Ordering::Relaxed);
+    drop(rx);
+    let produced = producer.await.map_err(ArchiveError::Join);
+    let packed: Packed = match (pumped, produced) {
+        (Ok(()), Ok(Ok(packed))) => packed,
+        (Err(e), _) | (Ok(()), Err(e)) | (Ok(()), Ok(Err(e))) => {
+            abort(writer, &job.key).await;
+            return Err(e);
+        }
+    };
+    report(Phase::Verifying);
+    // Not cancellable: dropping a completing upload could leave an object nobody tracks.
+    // It takes at most one part upload and the completion call; cancellation is honoured
+    // right after, by deleting the object.
+    writer
+        .finish()
+        .await
+        .map_err(|e| ArchiveError::store("complete upload of", job.key.as_str(), e))?;
+    report(Phase::Verifying);
+    let head = job.bucket.store.head(&path).await;
+    match head {
+        Ok(meta) if meta.size == packed.size => {}
+        Ok(meta) => {
+            job.bucket.delete_quietly(job.key.as_str()).await;
+            return Err(ArchiveError::Verify {
+                key: job.key.to_string(),
+                expected: packed.size,
+                found: meta.size,
+            });
+        }
+        Err(e) => {
+            job.bucket.delete_quietly(job.key.as_str()).await;
+            return Err(ArchiveError::store("check", job.key.as_str(), e));
+        }
+    }
+    if cancel.is_cancelled() {
+        job.bucket.delete_quietly(job.key.as_str()).await;
+        return Err(ArchiveError::Cancelled);
+    }
+    let mut meta = ArchiveMeta::new(job.id.as_str(), job.app.as_str(), job.key.ts());
+    meta.labels = job.labels;
+    meta.push_size(packed.size);
+    meta.sha256 = Some(packed.sha256.clone());
+    meta.format = Some(FORMAT_TAR_ZSTD.to_owned());
+    meta.berth_version = Some(env!("CARGO_PKG_VERSION").to_owned());
+    meta.index = Some(job.key.index().unwrap_or("-").to_owned());
+    meta.tar_bytes = Some(packed.tar_bytes);
+    meta.entries = Some(packed.entries);
+    meta.source = Some("app_dir".to_owned());
+    if let Err(e) = job.bucket.write_meta(&meta).await {
+        job.bucket.delete_quietly(job.key.as_str()).await;
+        return Err(e);
+    }
+    report(Phase::Done);
+    Ok(Created {
+        size: packed.size,
+        sha256: packed.sha256,
+        tar_bytes: packed.tar_bytes,
+        entries: packed.entries,
+    })
+}
+
+/// Moves chunks from the pipe into the upload, waiting while `concurrency` parts are in
+/// flight, and reports progress at least twice a second.
+async fn pump(
+    rx: &mut mpsc::Receiver<Bytes>,
+    writer: &mut WriteMultipart,
+    concurrency: usize,
+    report: &impl Fn(Phase),
+) -> Result<(), ArchiveError> {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            chunk = rx.recv() => {
+                let Some(chunk) = chunk else { break };
+                writer
+                    .wait_for_capacity(concurrency)
+                    .await
+                    .map_err(|e| ArchiveError::store("upload part of", "archive", e))?;
+                writer.put(chunk);
+                report(Phase::Archiving);
+            }
+            _ = tick.tick() => report(Phase::Archiving),
+        }
+    }
+    Ok(())
+}
+
+async fn abort(writer: WriteMultipart, key: &ArchiveKey) {
+    if let Err(e) = writer.abort().await {
+        tracing::warn!(key = %key, error = %e, "cannot abort the multipart upload; \
+            a bucket lifecycle rule should remove incomplete uploads");
+    }
+}
+
+/// The part size: the configured one, larger when the source would need too many parts.
+fn part_size(plan: &Plan, totals: Totals) -> usize {
+    let tar_estimate = totals.bytes + totals.entries * 1024 + 10_240;
+    let needed = tar_estimate.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB;
+    usize::try_from(needed.max(plan.part_size as u64)).unwrap_or(usize::MAX)
+}
+
+/// Tells the blocking producer to stop when the create is dropped (its task cancelled).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A multipart upload that counts the bytes of parts the store acknowledged.
+struct Counted {
+    inner: Box<dyn MultipartUpload>,
+    done: Arc<AtomicU64>,
+}
+
+impl fmt::Debug for Counted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Counted")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+#[tonic::async_trait]
+impl MultipartUpload for Counted {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        let n = data.content_length() as u64;
+        let part = self.inner.put_part(data);
+        let done = self.done.clone();
+        Box::pin(async move {
+            part.await?;
+            done.fetch_add(n, Ordering::Relaxed);
+            Ok(())
+        })
+    }
+
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        self.inner.complete().await
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        self.inner.abort().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::pipe::CHUNK;
+
+    fn plan(part_mib: usize, concurrency: usize) -> Plan {
+        Plan {
+            level: 3,
+            workers: 2,
+            part_size: part_mib << 20,
+            concurrency,
+        }
+    }
+
+    #[test]
+    fn parts_grow_only_for_sources_that_would_need_too_many() {
+        let small = Totals {
+            entries: 10,
+            bytes: 1 << 30,
+        };
+        assert_eq!(part_size(&plan(8, 4), small), 8 << 20);
+        let huge = Totals {
+            entries: 1000,
+            bytes: 200 << 30,
+        };
+        let size = part_size(&plan(8, 4), huge) as u64;
+        assert!(size > 8 << 20 && size.is_multiple_of(MIB));
+        assert!(huge.bytes / size < MAX_PARTS, "{size}");
+    }
+
+    #[test]
+    fn the_default_pipeline_holds_well_under_128_mib_in_flight() {
+        // The pipe's chunks, the part being filled and the parts being uploaded; zstd's own
+        // buffers (about 10 MiB per worker with 2 MiB jobs) come on top.
+        let c = crate::archive::ArchiveConfig::default();
+        let parts = (c.part_size_mib as usize) << 20;
+        let in_flight = (CAPACITY + 1) * CHUNK + parts * (c.upload_concurrency as usize + 1);
+        assert!(in_flight <= 48 << 20, "{in_flight}");
+    }
+}

@@ -1,0 +1,209 @@
+//! `ArchiveError`: every way an archive create or restore fails, with the kind that the task
+//! runner's retry decision reads.
+
+use std::io;
+use std::path::PathBuf;
+
+use berth_shared::NameError;
+use berth_shared::archive::{KeyError, LabelError, StoreUrlError};
+
+use crate::ErrorKind;
+
+/// Errors of app archives on the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("invalid app name")]
+    App(#[source] NameError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Labels(#[from] LabelError),
+    #[error("zstd level {0} is out of range; use 1 to 19")]
+    Level(i32),
+    #[error("invalid inputs for task {kind}")]
+    Inputs {
+        kind: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("task kind {0:?} is not an archive task")]
+    UnknownKind(String),
+    #[error("invalid archive store url")]
+    StoreUrl(#[from] StoreUrlError),
+    #[error("invalid archive store configuration: {0}")]
+    Config(String),
+    #[error("cannot read {what} {path}")]
+    CredentialFile {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot open the archive store")]
+    Open(#[source] object_store::Error),
+    #[error("app directory {path} does not exist or is not a directory")]
+    SourceMissing { path: PathBuf },
+    #[error("archive {id} not found: there is no _metadata/{id}")]
+    NotFound { id: String },
+    #[error("archive {id} has metadata but no data object under {app}:{id}:…; it never completed")]
+    DataMissing { id: String, app: String },
+    #[error("archive id {id} already belongs to app {app}; use a fresh uuid")]
+    IdInUse { id: String, app: String },
+    #[error("another archive task is running for app {app}; retry when it has finished")]
+    Busy { app: String },
+    #[error("object store: {op} {key}")]
+    Store {
+        op: &'static str,
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error(
+        "symlink {path} points outside the app directory (to {target:?}); restores refuse such \
+         links, so it is not archived: make it relative and inside, or remove it"
+    )]
+    EscapingLink { path: PathBuf, target: PathBuf },
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("compressing the archive failed")]
+    Compress(#[source] io::Error),
+    #[error(
+        "uploaded object {key} has {found} bytes but {expected} were sent; it was deleted, \
+         retry the archive"
+    )]
+    Verify {
+        key: String,
+        expected: u64,
+        found: u64,
+    },
+    #[error(
+        "archive {key} has {found} bytes but its metadata records {expected}; it is \
+         incomplete or was changed, so it is not restored"
+    )]
+    SizeMismatch {
+        key: String,
+        expected: u64,
+        found: u64,
+    },
+    #[error(
+        "archive {key} failed its checksum (sha256 {found}, metadata records {expected}): the \
+         archive is corrupted; the target was left as it was"
+    )]
+    Checksum {
+        key: String,
+        expected: String,
+        found: String,
+    },
+    #[error("archive {key} is not a valid tar+zstd stream")]
+    Format {
+        key: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("archive entry {path:?} refused: {reason}; nothing was written outside the target")]
+    UnsafeEntry { path: String, reason: String },
+    #[error(
+        "archive {key} unpacks to more than {limit} bytes: refused as a decompression bomb \
+         (raise archive.max_restore_bytes if the archive is genuine)"
+    )]
+    TooLarge { key: String, limit: u64 },
+    #[error(
+        "archive {key} has more than {limit} entries: refused (raise \
+         archive.max_restore_entries if the archive is genuine)"
+    )]
+    TooManyEntries { key: String, limit: u64 },
+    #[error("{path} has {free} bytes free but the archive unpacks to {needed} bytes")]
+    NoSpace {
+        path: PathBuf,
+        needed: u64,
+        free: u64,
+    },
+    #[error("cancelled")]
+    Cancelled,
+    #[error("archive worker failed")]
+    Join(#[source] tokio::task::JoinError),
+}
+
+impl ArchiveError {
+    /// The kind of failure, for retry decisions: only `Transient` is worth retrying as is.
+    pub fn kind(&self) -> ErrorKind {
+        use ArchiveError::*;
+        match self {
+            Store { source, .. } | Open(source) => store_kind(source),
+            Read { source, .. } | Write { source, .. } => io_kind(source),
+            Busy { .. } | Verify { .. } | Compress(_) | Join(_) | Cancelled => ErrorKind::Transient,
+            App(_)
+            | Key(_)
+            | Labels(_)
+            | Level(_)
+            | Inputs { .. }
+            | UnknownKind(_)
+            | StoreUrl(_)
+            | Config(_)
+            | CredentialFile { .. }
+            | SourceMissing { .. }
+            | EscapingLink { .. }
+            | NotFound { .. }
+            | IdInUse { .. }
+            | DataMissing { .. }
+            | SizeMismatch { .. }
+            | Checksum { .. }
+            | Format { .. }
+            | UnsafeEntry { .. }
+            | TooLarge { .. }
+            | TooManyEntries { .. }
+            | NoSpace { .. } => ErrorKind::Invalid,
+        }
+    }
+
+    /// Whether sending the same task again may succeed.
+    pub fn retryable(&self) -> bool {
+        self.kind() == ErrorKind::Transient && !matches!(self, ArchiveError::Cancelled)
+    }
+
+    pub(crate) fn store(
+        op: &'static str,
+        key: impl Into<String>,
+        source: object_store::Error,
+    ) -> Self {
+        ArchiveError::Store {
+            op,
+            key: key.into(),
+            source,
+        }
+    }
+}
+
+fn store_kind(e: &object_store::Error) -> ErrorKind {
+    use object_store::Error as E;
+    match e {
+        E::Unauthenticated { .. } | E::PermissionDenied { .. } => ErrorKind::Unauthorized,
+        E::NotFound { .. }
+        | E::InvalidPath { .. }
+        | E::NotSupported { .. }
+        | E::NotImplemented { .. }
+        | E::UnknownConfigurationKey { .. } => ErrorKind::Invalid,
+        _ => ErrorKind::Transient,
+    }
+}
+
+fn io_kind(e: &io::Error) -> ErrorKind {
+    match e.kind() {
+        io::ErrorKind::NotFound
+        | io::ErrorKind::PermissionDenied
+        | io::ErrorKind::StorageFull
+        | io::ErrorKind::ReadOnlyFilesystem
+        | io::ErrorKind::InvalidInput => ErrorKind::Invalid,
+        _ => ErrorKind::Transient,
+    }
+}

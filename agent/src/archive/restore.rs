@@ -1,0 +1,274 @@
+//! Restoring an archive: stream the download through a bounded pipe into a blocking
+//! decode + verify + untar into a staging directory beside the target, then swap it into
+//! place. A failure, a checksum mismatch or a cancellation leaves the target as it was.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use berth_shared::AppName;
+use berth_shared::archive::{ArchiveKey, ArchiveMeta, ArchiveProgress, Phase};
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjectPath;
+use rustix::fs::{CWD, RenameFlags};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::ArchiveError;
+use super::pipe::{CAPACITY, ChunkReceiver, Incoming};
+use super::store::Bucket;
+use super::unpack::{self, Expect, UnpackCounters, Unpacked};
+
+/// A restore that passed its checks, ready to run.
+pub(crate) struct Job<'a> {
+    pub bucket: &'a Bucket,
+    pub apps_root: &'a Path,
+    pub key: ArchiveKey,
+    pub size: u64,
+    pub meta: ArchiveMeta,
+    pub target: AppName,
+    pub max_bytes: u64,
+    pub max_entries: u64,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone)]
+pub(crate) struct Restored {
+    pub unpacked: Unpacked,
+    pub archive_bytes: u64,
+    pub verified: bool,
+    pub owners: bool,
+}
+
+pub(crate) async fn run(
+    job: Job<'_>,
+    progress: &watch::Sender<ArchiveProgress>,
+    cancel: &CancellationToken,
+) -> Result<Restored, ArchiveError> {
+    let key = job.key.to_string();
+    if let Some(expected) = job.meta.size()
+        && expected != job.size
+    {
+        return Err(ArchiveError::SizeMismatch {
+            key,
+            expected,
+            found: job.size,
+        });
+    }
+    let root = job.apps_root;
+    let write_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ArchiveError::Write { path, source }
+    };
+    fs::create_dir_all(root).map_err(write_err(root))?;
+    if let Some(needed) = job.meta.tar_bytes {
+        let st = rustix::fs::statvfs(root).map_err(|e| write_err(root)(e.into()))?;
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        if free < needed {
+            return Err(ArchiveError::NoSpace {
+                path: root.to_owned(),
+                needed,
+                free,
+            });
+        }
+    }
+    // `~` cannot appear in an app name, so one app's prefix is never another's.
+    let staging_prefix = format!(".berth-restore~{}~", job.target);
+    remove_stale(root, &staging_prefix).await;
+    let staging = root.join(format!("{staging_prefix}{}", &job.key.id().as_str()[..8]));
+    fs::create_dir(&staging).map_err(write_err(&staging))?;
+
+    let result = unpack_into(&job, &staging, progress, cancel).await;
+    let restored = match result {
+        Ok(r) => r,
+        Err(e) => {
+            remove_dir(staging).await;
+            return Err(e);
+        }
+    };
+    progress.send_modify(|p| p.phase = Phase::Swapping);
+    let target = root.join(job.target.as_str());
+    let swapped = {
+        let (staging, target) = (staging.clone(), target.clone());
+        tokio::task::spawn_blocking(move || swap(&staging, &target))
+            .await
+            .map_err(ArchiveError::Join)?
+    };
+    if let Err(source) = swapped {
+        remove_dir(staging).await;
+        return Err(ArchiveError::Write {
+            path: target,
+            source,
+        });
+    }
+    progress.send_modify(|p| p.phase = Phase::Done);
+    Ok(restored)
+}
+
+async fn unpack_into(
+    job: &Job<'_>,
+    staging: &Path,
+    progress: &watch::Sender<ArchiveProgress>,
+    cancel: &CancellationToken,
+) -> Result<Restored, ArchiveError> {
+    let key = job.key.to_string();
+    let path = ObjectPath::from(job.key.as_str());
+    let get = job
+        .bucket
+        .store
+        .get(&path)
+        .await
+        .map_err(|e| ArchiveError::store("download", &key, e))?;
+    let archive_bytes = get.meta.size;
+    let owners = running_as_root();
+    if !owners {
+        tracing::warn!(key, "the agent is not root: owners are not restored");
+    }
+    let expect = Expect {
+        key: key.clone(),
+        sha256: job.meta.sha256.clone(),
+        tar_bytes: job.meta.tar_bytes,
+        max_bytes: job.max_bytes,
+        max_entries: job.max_entries,
+    };
+    let counters = Arc::new(UnpackCounters::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<Incoming>(CAPACITY);
+    let unpacker = {
+        let (staging, counters, stop) = (staging.to_owned(), counters.clone(), stop.clone());
+        let receiver = ChunkReceiver::new(rx, counters.downloaded.clone());
+        tokio::task::spawn_blocking(move || {
+            unpack::unpack(receiver, &staging, &expect, &counters, &stop, owners)
+        })
+    };
+    let entries_total = job.meta.entries.unwrap_or(0);
+    let report = || {
+        progress.send_replace(ArchiveProgress {
+            phase: Phase::Restoring,
+            bytes_done: counters.downloaded.load(Ordering::Relaxed),
+            bytes_total: archive_bytes,
+            entries_done: counters.entries.load(Ordering::Relaxed),
+            entries_total,
+            bytes_transformed: counters.tar_bytes.load(Ordering::Relaxed),
+            bytes_stored: counters.file_bytes.load(Ordering::Relaxed),
+        });
+    };
+    let mut stream = get.into_stream();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut failure = None;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => {
+                failure = Some(ArchiveError::Cancelled);
+                break;
+            }
+            _ = tick.tick() => report(),
+            next = stream.next() => match next {
+                Some(Ok(chunk)) => {
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        break; // the unpacker stopped; its result says why
+                    }
+                }
+                Some(Err(e)) => {
+                    let _ = tx.send(Err(())).await;
+                    failure = Some(ArchiveError::store("download", &key, e));
+                    break;
+                }
+                None => break,
+            },
+        }
+    }
+    if failure.is_some() {
+        stop.store(true, Ordering::Relaxed);
+    }
+    drop(tx);
+    drop(stream);
+    let unpacked = unpacker.await.map_err(ArchiveError::Join)?;
+    report();
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let unpacked = unpacked?;
+    Ok(Restored {
+        unpacked,
+        archive_bytes,
+        verified: job.meta.sha256.is_some(),
+        owners,
+    })
+}
+
+/// Puts `staging` in `target`'s place: an atomic exchange when the target exists (then the
+/// old contents are removed), a rename when it does not.
+fn swap(staging: &Path, target: &Path) -> io::Result<()> {
+    // Everything unpacked reaches the disk before it becomes the app (one syncfs, not an
+    // fsync per file).
+    rustix::fs::syncfs(fs::File::open(staging)?)?;
+    match fs::symlink_metadata(target) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::rename(staging, target)?,
+        Ok(m) if m.is_dir() => {
+            match rustix::fs::renameat_with(CWD, staging, CWD, target, RenameFlags::EXCHANGE) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                    // No RENAME_EXCHANGE on this filesystem: two renames, a moment apart.
+                    let old = staging.with_extension("old");
+                    fs::rename(target, &old)?;
+                    fs::rename(staging, target)?;
+                    fs::rename(&old, staging)?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            // The target is restored; the old contents (now at `staging`) are only garbage.
+            if let Err(e) = fs::remove_dir_all(staging) {
+                tracing::warn!(
+                    path = %staging.display(),
+                    error = %e,
+                    "cannot remove the replaced app directory; remove it by hand"
+                );
+            }
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the target exists and is not a directory; move it away first",
+            ));
+        }
+        Err(e) => return Err(e),
+    }
+    if let Some(parent) = target.parent()
+        && let Err(e) = fs::File::open(parent).and_then(|d| d.sync_all())
+    {
+        tracing::warn!(path = %parent.display(), error = %e, "cannot sync the apps root");
+    }
+    Ok(())
+}
+
+/// Removes staging directories left by an earlier restore of the same app that crashed.
+async fn remove_stale(root: &Path, prefix: &str) {
+    let Ok(dir) = fs::read_dir(root) else { return };
+    for entry in dir.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(prefix) {
+            tracing::warn!(path = %entry.path().display(), "removing a stale restore staging directory");
+            remove_dir(entry.path()).await;
+        }
+    }
+}
+
+async fn remove_dir(path: PathBuf) {
+    let shown = path.display().to_string();
+    match tokio::task::spawn_blocking(move || fs::remove_dir_all(&path)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => {}
+        Ok(Err(e)) => tracing::warn!(path = shown, error = %e, "cannot remove staging directory"),
+        Err(e) => tracing::warn!(path = shown, error = %e, "cannot remove staging directory"),
+    }
+}
+
+/// Owners can be restored only as root; `/proc/self` belongs to the effective user.
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}

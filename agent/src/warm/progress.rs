@@ -1,0 +1,85 @@
+//! `Progress`: the observable state of a running snapshot or restore. Workers bump atomic
+//! counters; whoever reports (the task runner) samples them as often as it likes.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use berth_proto::v1 as pb;
+
+/// Counters of one long job; cheap to update from many threads.
+#[derive(Debug, Default)]
+pub struct Progress {
+    bytes_done: AtomicU64,
+    bytes_total: AtomicU64,
+    entries_done: AtomicU64,
+    entries_total: AtomicU64,
+    bytes_written: AtomicU64,
+    phase: Mutex<String>,
+}
+
+/// A consistent-enough copy of [`Progress`] at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProgressSnapshot {
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub entries_done: u64,
+    pub entries_total: u64,
+    pub bytes_written: u64,
+    pub phase: String,
+}
+
+impl Progress {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        ProgressSnapshot {
+            bytes_done: self.bytes_done.load(Ordering::Relaxed),
+            bytes_total: self.bytes_total.load(Ordering::Relaxed),
+            entries_done: self.entries_done.load(Ordering::Relaxed),
+            entries_total: self.entries_total.load(Ordering::Relaxed),
+            bytes_written: self.bytes_written.load(Ordering::Relaxed),
+            phase: self.phase.lock().map(|p| p.clone()).unwrap_or_default(),
+        }
+    }
+
+    pub(crate) fn set_phase(&self, phase: impl Into<String>) {
+        let phase = phase.into();
+        tracing::debug!(phase = %phase, "warm phase");
+        if let Ok(mut p) = self.phase.lock() {
+            *p = phase;
+        }
+    }
+
+    pub(crate) fn set_totals(&self, bytes: u64, entries: u64) {
+        self.bytes_total.store(bytes, Ordering::Relaxed);
+        self.entries_total.store(entries, Ordering::Relaxed);
+    }
+
+    /// `bytes` of file data handled (read for a snapshot, written for a restore).
+    pub(crate) fn add_bytes(&self, bytes: u64) {
+        self.bytes_done.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_entry(&self) {
+        self.entries_done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_written(&self, bytes: u64) {
+        self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+impl From<ProgressSnapshot> for pb::Progress {
+    fn from(p: ProgressSnapshot) -> Self {
+        pb::Progress {
+            bytes_done: p.bytes_done,
+            bytes_total: p.bytes_total,
+            entries_done: p.entries_done,
+            entries_total: p.entries_total,
+            bytes_written: p.bytes_written,
+            phase: p.phase,
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Failures: an S3 server failing mid-upload, a cancelled create, an agent killed mid-upload,
+//! a corrupted or truncated archive. None leaves an object, metadata or a changed target.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use berth_agent::ErrorKind;
+use berth_agent::archive::{ArchiveConfig, ArchiveError, ArchiveProgress, Archiver, CreateInput};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::tree::{build_sample, noise, snapshot};
+use super::{ALL, Backend, Env, chain};
+
+/// An app whose archive needs several 5 MiB parts.
+fn big_app(env: &Env, app: &str) {
+    let dir = env.app_dir(app);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("noise.bin"), noise(3, 18 << 20)).unwrap();
+    std::fs::write(dir.join("small.txt"), b"small").unwrap();
+}
+
+#[tokio::test]
+async fn an_s3_server_failing_mid_upload_leaves_nothing_and_the_next_create_succeeds() {
+    let env = Env::new(Backend::S3).await;
+    let s3 = env.s3.as_ref().unwrap();
+    big_app(&env, "web");
+    s3.faults.fail_from_part.store(2, Ordering::SeqCst);
+    let err = env
+        .create(CreateInput {
+            app: "web".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ArchiveError::Store { .. }), "{}", chain(&err));
+    assert_eq!(err.kind(), ErrorKind::Transient);
+    assert!(err.retryable());
+    assert!(s3.faults.parts_seen.load(Ordering::SeqCst) >= 2);
+    assert!(env.keys().await.is_empty(), "no object, no metadata");
+    assert!(
+        s3.pending_parts().is_empty(),
+        "the multipart upload was aborted"
+    );
+
+    s3.faults.fail_from_part.store(0, Ordering::SeqCst);
+    let out = env.create_app("web").await;
+    assert_eq!(env.keys().await.len(), 2);
+    env.restore(&out.uuid, "web2").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cancelled_create_leaves_nothing_and_the_next_create_succeeds() {
+    for backend in ALL {
+        let env = Env::new(backend).await;
+        big_app(&env, "web");
+        let (progress, mut watcher) = watch::channel(ArchiveProgress::default());
+        let cancel = CancellationToken::new();
+        let canceller = {
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                // Cancel once the store has acknowledged a first part.
+                while watcher.changed().await.is_ok() {
+                    if watcher.borrow().bytes_stored > 0 {
+                        cancel.cancel();
+                        return;
+                    }
+                }
+            })
+        };
+        let input = CreateInput {
+            app: "web".into(),
+            ..Default::default()
+        };
+        let err = env
+            .archiver
+            .create(input, &progress, &cancel)
+            .await
+            .unwrap_err();
+        canceller.await.unwrap();
+        assert!(
+            matches!(err, ArchiveError::Cancelled),
+            "{backend:?}: {}",
+            chain(&err)
+        );
+        assert!(!err.retryable());
+        assert!(
+            env.keys().await.is_empty(),
+            "{backend:?}: {:?}",
+            env.keys().await
+        );
+        if let Some(s3) = &env.s3 {
+            assert!(
+                s3.pending_parts().is_empty(),
+                "the multipart upload was aborted"
+            );
+        }
+        env.create_app("web").await;
+        assert_eq!(env.keys().await.len(), 2, "{backend:?}");
+    }
+}
+
+const CHILD_ENV: &str = "BERTH_IT_KILLED_CHILD";
+
+/// Run as a child process by the test below: starts a create that the parent kills.
+#[tokio::test]
+async fn child_create_that_gets_killed() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return; // not a child: nothing to do
+    };
+    let [endpoint, secrets, apps] = spec.split('|').collect::<Vec<_>>()[..] else {
+        panic!("bad {CHILD_ENV}: {spec}");
+    };
+    let mut config = ArchiveConfig::for_url(format!("s3://{}/berth/test", super::s3::BUCKET));
+    config.endpoint = Some(endpoint.into());
+    config.access_key_id_file = Some(format!("{secrets}/key-id").into());
+    config.secret_access_key_file = Some(format!("{secrets}/secret").into());
+    config.part_size_mib = 5;
+    let archiver = Archiver::new(config, apps).unwrap();
+    let (progress, _) = watch::channel(ArchiveProgress::default());
+    let input = CreateInput {
+        app: "web".into(),
+        ..Default::default()
+    };
+    let r = archiver
+        .create(input, &progress, &CancellationToken::new())
+        .await;
+    panic!("the parent should have killed this process first: {r:?}");
+}
+
+#[tokio::test]
+async fn an_agent_killed_mid_upload_leaves_no_object_or_metadata() {
+    let env = Env::new(Backend::S3).await;
+    let s3 = env.s3.as_ref().unwrap();
+    big_app(&env, "web");
+    s3.faults.stall_from_part.store(2, Ordering::SeqCst);
+    let spec = format!(
+        "{}|{}|{}",
+        s3.endpoint,
+        s3.secrets_dir().display(),
+        env.apps.path().display()
+    );
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "archive::failures::child_create_that_gets_killed",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(CHILD_ENV, spec)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while s3.faults.parts_seen.load(Ordering::SeqCst) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the child never reached part 2"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().await.unwrap();
+    assert!(env.keys().await.is_empty(), "{:?}", env.keys().await);
+
+    s3.faults.stall_from_part.store(0, Ordering::SeqCst);
+    let out = env.create_app("web").await;
+    assert_eq!(env.keys().await.len(), 2);
+    env.restore(&out.uuid, "web2").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_flipped_byte_is_refused_with_a_checksum_error_and_the_target_is_untouched() {
+    for backend in ALL {
+        let env = Env::new(backend).await;
+        build_sample(&env.app_dir("web"));
+        let out = env.create_app("web").await;
+        // The live app has other contents; they must survive the refused restore.
+        let live = env.app_dir("live");
+        std::fs::create_dir(&live).unwrap();
+        std::fs::write(live.join("keep.txt"), b"live data").unwrap();
+        let before = snapshot(&live);
+
+        for at in [out.size as usize / 2, 20, out.size as usize - 3] {
+            let mut bytes = env.get(&out.key).await;
+            bytes[at] ^= 0x01;
+            env.put(&out.key, bytes).await;
+            let err = env.restore(&out.uuid, "live").await.unwrap_err();
+            assert!(
+                matches!(err, ArchiveError::Checksum { .. }),
+                "{backend:?} byte {at}: {}",
+                chain(&err)
+            );
+            assert!(chain(&err).contains("checksum"), "{}", chain(&err));
+            assert_eq!(err.kind(), ErrorKind::Invalid);
+            assert_eq!(snapshot(&live), before, "{backend:?}: target unchanged");
+            assert_eq!(env.apps_entries(), vec!["live", "web"], "no staging left");
+            // Put the byte back for the next position.
+            let mut bytes = env.get(&out.key).await;
+            bytes[at] ^= 0x01;
+            env.put(&out.key, bytes).await;
+        }
+        env.restore(&out.uuid, "live").await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_truncated_archive_is_refused_by_its_recorded_size() {
+    let env = Env::new(Backend::Memory).await;
+    build_sample(&env.app_dir("web"));
+    let out = env.create_app("web").await;
+    let mut bytes = env.get(&out.key).await;
+    bytes.truncate(bytes.len() - 100);
+    env.put(&out.key, bytes).await;
+    let err = env.restore(&out.uuid, "web2").await.unwrap_err();
+    assert!(
+        matches!(err, ArchiveError::SizeMismatch { .. }),
+        "{}",
+        chain(&err)
+    );
+    assert!(!env.app_dir("web2").exists());
+}
+
+#[tokio::test]
+async fn missing_archives_are_named() {
+    let env = Env::new(Backend::Memory).await;
+    let err = env
+        .restore("0190a5c4-0000-7000-8000-000000000009", "x")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ArchiveError::NotFound { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("0190a5c4-0000-7000-8000-000000000009")
+    );
+    let err = env
+        .create(CreateInput {
+            app: "absent".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ArchiveError::SourceMissing { .. }), "{err}");
+}

@@ -1,0 +1,126 @@
+//! Memory stays bounded whatever the archive size: a child process archives 512 MiB that do
+//! not compress to the real S3 server (running in this process) and restores it, and reports
+//! its peak resident memory (`VmHWM`) against its resident memory before starting.
+
+use std::time::Instant;
+
+use berth_agent::archive::{ArchiveConfig, ArchiveProgress, Archiver, CreateInput, RestoreInput};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::tree::noise;
+use super::{Backend, Env};
+
+const CHILD_ENV: &str = "BERTH_IT_MEMORY_CHILD";
+/// The bound the issue sets for agent memory is 128 MiB; we hold it to a good deal less.
+const MAX_GROWTH_KIB: u64 = 96 * 1024;
+
+fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
+}
+
+/// Run as a child process by the test below.
+#[tokio::test]
+async fn child_archive_and_restore_512_mib() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return; // not a child: nothing to do
+    };
+    let [endpoint, secrets, apps] = spec.split('|').collect::<Vec<_>>()[..] else {
+        panic!("bad {CHILD_ENV}: {spec}");
+    };
+    let mut config = ArchiveConfig::for_url(format!("s3://{}/berth/test", super::s3::BUCKET));
+    config.endpoint = Some(endpoint.into());
+    config.access_key_id_file = Some(format!("{secrets}/key-id").into());
+    config.secret_access_key_file = Some(format!("{secrets}/secret").into());
+    let archiver = Archiver::new(config, apps).unwrap();
+    let (progress, _) = watch::channel(ArchiveProgress::default());
+    let cancel = CancellationToken::new();
+    let before = status_kib("VmRSS:");
+    let t = Instant::now();
+    let input = CreateInput {
+        app: "big".into(),
+        ..Default::default()
+    };
+    let out = archiver.create(input, &progress, &cancel).await.unwrap();
+    let created = t.elapsed();
+    let create_peak = status_kib("VmHWM:");
+    // Reset the peak so the restore's is measured on its own.
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    let before_restore = status_kib("VmRSS:");
+    let input = RestoreInput {
+        uuid: out.uuid,
+        target_app: Some("big-restored".into()),
+    };
+    archiver.restore(input, &progress, &cancel).await.unwrap();
+    println!(
+        "MEMORY before_kib={before} create_peak_kib={create_peak} before_restore_kib={before_restore} restore_peak_kib={} size={} create_ms={} total_ms={}",
+        status_kib("VmHWM:"),
+        out.size,
+        created.as_millis(),
+        t.elapsed().as_millis()
+    );
+}
+
+#[tokio::test]
+async fn archiving_512_mib_keeps_memory_bounded() {
+    let env = Env::new(Backend::S3).await;
+    let s3 = env.s3.as_ref().unwrap();
+    let dir = env.app_dir("big");
+    std::fs::create_dir(&dir).unwrap();
+    for i in 0..4 {
+        std::fs::write(dir.join(format!("part-{i}.bin")), noise(100 + i, 128 << 20)).unwrap();
+    }
+    let spec = format!(
+        "{}|{}|{}",
+        s3.endpoint,
+        s3.secrets_dir().display(),
+        env.apps.path().display()
+    );
+    let out = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "archive::memory::child_archive_and_restore_512_mib",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(CHILD_ENV, spec)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("MEMORY "))
+        .unwrap_or_else(|| panic!("no MEMORY line in:\n{stdout}"));
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+            .unwrap()
+    };
+    let growth = field("create_peak_kib").saturating_sub(field("before_kib"));
+    let restore_growth = field("restore_peak_kib").saturating_sub(field("before_kib"));
+    let growth = growth.max(restore_growth);
+    eprintln!("{line} growth_kib={growth}");
+    assert!(field("size") > 512 << 20, "incompressible: {line}");
+    assert!(
+        growth < MAX_GROWTH_KIB,
+        "peak memory grew by {growth} KiB: {line}"
+    );
+    let restored = std::fs::read(env.app_dir("big-restored/part-3.bin")).unwrap();
+    assert!(restored == noise(103, 128 << 20), "restored bytes differ");
+}

@@ -1,0 +1,326 @@
+//! `berth archive create|restore|list|show|link|delete|prune`: app archives (tar + zstd) in
+//! object storage, made and restored by a host's agent, listed and linked by the coordinator.
+
+use std::io::Write;
+
+use berth_proto::v1 as pb;
+use berth_shared::{AppName, HostId};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use crate::config::Settings;
+use crate::connect::Connection;
+use crate::duration::parse_duration;
+use crate::error::CliError;
+use crate::output::{OutputFormat, Table, human_bytes, relative_time, write_json};
+use crate::sagas::{Presentation, follow};
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ArchiveCommand {
+    /// Archive an app's directory on a host into object storage
+    Create(CreateArgs),
+    /// Restore an archive onto a host (under its own app name, or another with --as)
+    Restore(RestoreArgs),
+    /// List archives, newest first (of some apps, or by index label)
+    List {
+        #[arg(long = "app", value_name = "APP")]
+        apps: Vec<AppName>,
+        #[arg(long, value_name = "VALUE")]
+        index_label: Option<String>,
+    },
+    /// Show one archive
+    Show { uuid: String },
+    /// A download link for one archive (presigned on S3)
+    Link {
+        uuid: String,
+        /// How long the link works, e.g. 15m, 2h
+        #[arg(long, value_parser = parse_duration, default_value = "1h")]
+        expires: std::time::Duration,
+    },
+    /// Delete one archive (data and metadata), or with --all-of every archive of an app
+    Delete {
+        #[arg(required_unless_present = "all_of")]
+        uuid: Option<String>,
+        #[arg(long, value_name = "APP", conflicts_with = "uuid")]
+        all_of: Option<AppName>,
+    },
+    /// Apply retention to an app: keep the last N and/or those younger than a duration
+    Prune {
+        #[arg(long, value_name = "APP")]
+        app: AppName,
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_last: u32,
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        keep_within: Option<std::time::Duration>,
+        /// Show what would be deleted without deleting
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CreateArgs {
+    #[arg(long, value_name = "HOST")]
+    pub host: HostId,
+    #[arg(long, value_name = "APP")]
+    pub app: AppName,
+    /// A label to record (repeatable), e.g. owner:alice
+    #[arg(long = "label", value_name = "KEY:VALUE")]
+    pub labels: Vec<String>,
+    /// The index label's value, the key's third field (listable without reading metadata)
+    #[arg(long, value_name = "VALUE")]
+    pub index_label: Option<String>,
+    /// zstd level, 1 to 19 (default: the agent's, 3)
+    #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub zstd_level: Option<i32>,
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+    /// Follow the saga with a progress bar (exit 7 if it does not complete)
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    pub uuid: String,
+    #[arg(long, value_name = "HOST")]
+    pub host: HostId,
+    /// Restore under this app name instead of the archive's own
+    #[arg(long = "as", value_name = "APP")]
+    pub target_app: Option<AppName>,
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// One archive as `--output json` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArchiveView {
+    pub uuid: String,
+    pub app: String,
+    pub key: String,
+    pub index_label: String,
+    pub ts_ms: i64,
+    pub size_bytes: u64,
+    pub sha256: String,
+    pub labels: Vec<String>,
+}
+
+impl From<pb::Archive> for ArchiveView {
+    fn from(a: pb::Archive) -> Self {
+        ArchiveView {
+            uuid: a.uuid,
+            app: a.app,
+            key: a.key,
+            index_label: a.index_label,
+            ts_ms: a.ts_ms,
+            size_bytes: a.size_bytes,
+            sha256: a.sha256,
+            labels: a.labels,
+        }
+    }
+}
+
+/// Archives as a table, newest first as given.
+pub fn write_table(views: &[ArchiveView], now_ms: i64, out: &mut dyn Write) -> std::io::Result<()> {
+    let mut t = Table::new(&["UUID", "APP", "INDEX", "SIZE", "TAKEN", "SHA256"]);
+    for v in views {
+        t.row(vec![
+            v.uuid.clone(),
+            v.app.clone(),
+            v.index_label.clone(),
+            human_bytes(v.size_bytes),
+            relative_time(now_ms, v.ts_ms),
+            v.sha256.chars().take(12).collect(),
+        ]);
+    }
+    t.write(out)
+}
+
+fn uuid(text: &str) -> Result<String, CliError> {
+    uuid::Uuid::parse_str(text.trim())
+        .map(|u| u.to_string())
+        .map_err(|_| {
+            CliError::InvalidArgument(format!(
+                "{text:?} is not an archive uuid; `berth archive list` shows them"
+            ))
+        })
+}
+
+/// Carries out one `berth archive …` command.
+pub async fn run(
+    command: ArchiveCommand,
+    settings: &Settings,
+    how: Presentation,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    // Arguments are checked before connecting: a refused one sends nothing.
+    let uuid_arg = match &command {
+        ArchiveCommand::Show { uuid: u } | ArchiveCommand::Link { uuid: u, .. } => Some(uuid(u)?),
+        ArchiveCommand::Restore(a) => Some(uuid(&a.uuid)?),
+        ArchiveCommand::Delete { uuid: Some(u), .. } => Some(uuid(u)?),
+        _ => None,
+    };
+    let conn = Connection::open(settings).await?;
+    let mut client = conn.archives();
+    let err = |s| conn.rpc_error(s);
+    let archives = |list: Vec<pb::Archive>, out: &mut dyn Write| -> Result<(), CliError> {
+        let views: Vec<ArchiveView> = list.into_iter().map(ArchiveView::from).collect();
+        match how.format {
+            OutputFormat::Json => write_json(out, &views)?,
+            OutputFormat::Table => write_table(&views, how.now_ms, out)?,
+        }
+        Ok(())
+    };
+    match command {
+        ArchiveCommand::Create(a) => {
+            let req = pb::CreateArchiveRequest {
+                host_id: a.host.to_string(),
+                app: a.app.to_string(),
+                volumes: false,
+                stack: String::new(),
+                labels: a.labels,
+                index_label: a.index_label.unwrap_or_default(),
+                zstd_level: a.zstd_level.unwrap_or(0),
+                idempotency_key: a.key.unwrap_or_default(),
+            };
+            let started = client.create_archive(req).await.map_err(err)?.into_inner();
+            follow(&conn, started, a.wait, how, out).await
+        }
+        ArchiveCommand::Restore(a) => {
+            let req = pb::RestoreArchiveRequest {
+                host_id: a.host.to_string(),
+                uuid: uuid_arg.unwrap_or_default(),
+                target_app: a.target_app.map(|t| t.to_string()).unwrap_or_default(),
+                idempotency_key: a.key.unwrap_or_default(),
+            };
+            let started = client.restore_archive(req).await.map_err(err)?.into_inner();
+            follow(&conn, started, a.wait, how, out).await
+        }
+        ArchiveCommand::List { apps, index_label } => {
+            let req = pb::ListArchivesRequest {
+                apps: apps.iter().map(ToString::to_string).collect(),
+                index_label: index_label.unwrap_or_default(),
+                page: None,
+            };
+            let list = client.list_archives(req).await.map_err(err)?.into_inner();
+            archives(list.archives, out)
+        }
+        ArchiveCommand::Show { .. } => {
+            let a = client
+                .get_archive(pb::GetArchiveRequest {
+                    uuid: uuid_arg.unwrap_or_default(),
+                })
+                .await
+                .map_err(err)?
+                .into_inner();
+            archives(vec![a], out)
+        }
+        ArchiveCommand::Link { expires, .. } => {
+            let req = pb::GetArchiveLinkRequest {
+                uuid: uuid_arg.unwrap_or_default(),
+                expires_secs: u32::try_from(expires.as_secs()).unwrap_or(u32::MAX),
+            };
+            let link = client
+                .get_archive_link(req)
+                .await
+                .map_err(err)?
+                .into_inner();
+            match how.format {
+                OutputFormat::Json => write_json(
+                    out,
+                    &serde_json::json!({ "url": link.url, "expires_at_ms": link.expires_at_ms }),
+                )?,
+                OutputFormat::Table => writeln!(out, "{}", link.url)?,
+            }
+            Ok(())
+        }
+        ArchiveCommand::Delete { all_of, .. } => {
+            let deleted = match all_of {
+                Some(app) => {
+                    client
+                        .delete_app_archives(pb::DeleteAppArchivesRequest {
+                            app: app.to_string(),
+                        })
+                        .await
+                }
+                None => {
+                    client
+                        .delete_archive(pb::DeleteArchiveRequest {
+                            uuid: uuid_arg.unwrap_or_default(),
+                        })
+                        .await
+                }
+            }
+            .map_err(err)?
+            .into_inner();
+            deleted_list(&deleted.deleted_uuids, how.format, out)
+        }
+        ArchiveCommand::Prune {
+            app,
+            keep_last,
+            keep_within,
+            dry_run,
+        } => {
+            if keep_last == 0 && keep_within.is_none() {
+                return Err(CliError::InvalidArgument(
+                    "give --keep-last N and/or --keep-within DURATION; prune never deletes everything".into(),
+                ));
+            }
+            let req = pb::PruneArchivesRequest {
+                app: app.to_string(),
+                keep_last,
+                keep_within_secs: keep_within.map_or(0, |d| d.as_secs()),
+                dry_run,
+            };
+            let deleted = client.prune_archives(req).await.map_err(err)?.into_inner();
+            deleted_list(&deleted.deleted_uuids, how.format, out)
+        }
+    }
+}
+
+fn deleted_list(
+    uuids: &[String],
+    format: OutputFormat,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    match format {
+        OutputFormat::Json => write_json(out, &serde_json::json!({ "deleted": uuids }))?,
+        OutputFormat::Table => {
+            for u in uuids {
+                writeln!(out, "{u}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archives_render_newest_first_with_short_digests() {
+        let v = ArchiveView {
+            uuid: "0b5c6f3e-2f0a-4c1e-9d6e-1a2b3c4d5e6f".into(),
+            app: "wiki".into(),
+            key: "wiki:0b5c…:-:1700000000".into(),
+            index_label: String::new(),
+            ts_ms: 1_000,
+            size_bytes: 2048,
+            sha256: "abcdef0123456789".into(),
+            labels: vec!["size:2048".into()],
+        };
+        let mut out = Vec::new();
+        write_table(&[v], 3_601_000, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("wiki")
+                && text.contains("abcdef012345")
+                && !text.contains("abcdef0123456"),
+            "{text}"
+        );
+        assert!(uuid("not-a-uuid").is_err());
+    }
+}

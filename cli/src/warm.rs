@@ -1,0 +1,221 @@
+//! `berth warm snapshot|restore|list`: an app's last-known-good volumes on a host, for CI
+//! runners (`berth warm restore --host ci-1 --app keycloak --domain kc.example.org --wait`).
+
+use std::io::Write;
+
+use berth_proto::v1 as pb;
+use berth_shared::{AppName, HostId};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use crate::config::Settings;
+use crate::connect::Connection;
+use crate::error::CliError;
+use crate::output::{OutputFormat, Table, human_bytes, relative_time, write_json};
+use crate::sagas::{Presentation, follow};
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum WarmCommand {
+    /// Snapshot an undeployed app's volumes into the host's warm root (replaces the last one)
+    Snapshot(SnapshotArgs),
+    /// Restore an undeployed app's volumes from the host's warm snapshot
+    Restore(TargetArgs),
+    /// List warm snapshots (of one host, or of every connected host)
+    List {
+        #[arg(long, value_name = "HOST")]
+        host: Option<HostId>,
+        #[arg(long, value_name = "APP")]
+        app: Option<AppName>,
+    },
+}
+
+/// Which app on which host.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// The host whose agent does the work
+    #[arg(long, value_name = "HOST")]
+    pub host: HostId,
+    /// The app's name in the warm root
+    #[arg(long, value_name = "APP")]
+    pub app: AppName,
+    /// The app's domain; its stack is the domain with '.' replaced by '_'
+    #[arg(long, value_name = "DOMAIN", required_unless_present = "stack")]
+    pub domain: Option<String>,
+    /// The stack (or compose project) name, instead of deriving it from the domain
+    #[arg(long, value_name = "STACK")]
+    pub stack: Option<String>,
+    /// Wait this long for a stack that is being removed to be gone
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub wait_undeployed: u32,
+    /// Idempotency key: the same key returns the same saga
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+    /// Follow the saga to its end with a progress bar (exit 7 if it does not complete)
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SnapshotArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The app's commit, recorded in meta.json
+    #[arg(long)]
+    pub commit: Option<String>,
+    /// The app's version, recorded in meta.json
+    #[arg(long)]
+    pub version: Option<String>,
+}
+
+fn target(a: &TargetArgs) -> pb::AppTarget {
+    pb::AppTarget {
+        host_id: a.host.to_string(),
+        app: a.app.to_string(),
+        domain: a.domain.clone().unwrap_or_default(),
+        stack: a.stack.clone().unwrap_or_default(),
+    }
+}
+
+/// One warm snapshot as `--output json` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WarmView {
+    pub host_id: String,
+    pub app: String,
+    pub volumes: Vec<String>,
+    pub size_bytes: u64,
+    pub taken_at_ms: i64,
+    pub commit: String,
+    pub version: String,
+    pub domain: String,
+    pub complete: bool,
+}
+
+impl From<pb::WarmSnapshotInfo> for WarmView {
+    fn from(s: pb::WarmSnapshotInfo) -> Self {
+        WarmView {
+            host_id: s.host_id,
+            app: s.app,
+            volumes: s.volumes,
+            size_bytes: s.size_bytes,
+            taken_at_ms: s.taken_at_ms,
+            commit: s.commit,
+            version: s.version,
+            domain: s.domain,
+            complete: s.complete,
+        }
+    }
+}
+
+/// The list as a table.
+pub fn write_table(views: &[WarmView], now_ms: i64, out: &mut dyn Write) -> std::io::Result<()> {
+    let mut t = Table::new(&[
+        "HOST", "APP", "VOLUMES", "SIZE", "TAKEN", "VERSION", "COMMIT", "COMPLETE",
+    ]);
+    for v in views {
+        t.row(vec![
+            v.host_id.clone(),
+            v.app.clone(),
+            v.volumes.join(","),
+            human_bytes(v.size_bytes),
+            relative_time(now_ms, v.taken_at_ms),
+            v.version.clone(),
+            v.commit.chars().take(12).collect(),
+            if v.complete {
+                "yes".into()
+            } else {
+                "NO".into()
+            },
+        ]);
+    }
+    t.write(out)
+}
+
+/// Carries out one `berth warm …` command.
+pub async fn run(
+    command: WarmCommand,
+    settings: &Settings,
+    how: Presentation,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let conn = Connection::open(settings).await?;
+    match command {
+        WarmCommand::Snapshot(a) => {
+            let req = pb::WarmSnapshotRequest {
+                target: Some(target(&a.target)),
+                commit: a.commit.unwrap_or_default(),
+                version: a.version.unwrap_or_default(),
+                wait_undeployed_secs: a.target.wait_undeployed,
+                idempotency_key: a.target.key.clone().unwrap_or_default(),
+            };
+            let started = conn
+                .warm()
+                .warm_snapshot(req)
+                .await
+                .map_err(|s| conn.rpc_error(s))?
+                .into_inner();
+            follow(&conn, started, a.target.wait, how, out).await
+        }
+        WarmCommand::Restore(a) => {
+            let req = pb::WarmRestoreRequest {
+                target: Some(target(&a)),
+                wait_undeployed_secs: a.wait_undeployed,
+                idempotency_key: a.key.clone().unwrap_or_default(),
+            };
+            let started = conn
+                .warm()
+                .warm_restore(req)
+                .await
+                .map_err(|s| conn.rpc_error(s))?
+                .into_inner();
+            follow(&conn, started, a.wait, how, out).await
+        }
+        WarmCommand::List { host, app } => {
+            let req = pb::ListWarmSnapshotsRequest {
+                host_id: host.map(|h| h.to_string()).unwrap_or_default(),
+                app: app.map(|a| a.to_string()).unwrap_or_default(),
+            };
+            let list = conn
+                .warm()
+                .list_warm_snapshots(req)
+                .await
+                .map_err(|s| conn.rpc_error(s))?
+                .into_inner();
+            let views: Vec<WarmView> = list.snapshots.into_iter().map(WarmView::from).collect();
+            match how.format {
+                OutputFormat::Json => write_json(out, &views)?,
+                OutputFormat::Table => write_table(&views, how.now_ms, out)?,
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_table_shows_size_age_and_completeness() {
+        let v = WarmView {
+            host_id: "ci-1".into(),
+            app: "keycloak".into(),
+            volumes: vec!["kc_db".into(), "kc_data".into()],
+            size_bytes: 3 * 1024 * 1024,
+            taken_at_ms: 1_000,
+            commit: "0123456789abcdef".into(),
+            version: "1.2.3".into(),
+            domain: "kc.example.org".into(),
+            complete: false,
+        };
+        let mut out = Vec::new();
+        write_table(&[v], 61_000, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("kc_db,kc_data"), "{text}");
+        assert!(text.contains("3.0 MiB") || text.contains("3 MiB"), "{text}");
+        assert!(
+            text.contains("0123456789ab ") || text.contains("0123456789ab\n"),
+            "{text}"
+        );
+        assert!(text.contains("NO"), "{text}");
+    }
+}

@@ -1,0 +1,266 @@
+//! The live view of a watched saga on a terminal: one line per step, a spinner while a step
+//! runs, a bar with bytes, rate and ETA while it reports progress, and the ledger at the end.
+
+use std::io::{self, Write};
+
+use berth_proto::v1 as pb;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::{Render, SagaEnd, WATCH_END, event_time, one_line, progress_text};
+use crate::output::{human_duration_ms, utc_time};
+
+/// Where a step's line is: only running lines turn their spinner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Waiting,
+    Running,
+    Transfer,
+    Done,
+}
+
+struct StepLine {
+    bar: ProgressBar,
+    phase: Phase,
+    /// When the step's first attempt started, from its events.
+    started_ms: Option<i64>,
+}
+
+/// The bar styles; templates are fixed, so they parse (a unit test makes sure).
+struct Styles {
+    still: ProgressStyle,
+    spinner: ProgressStyle,
+    transfer: ProgressStyle,
+}
+
+const STILL: &str = "{prefix}  {msg}";
+const SPINNER: &str = "{prefix}  {spinner:.cyan} {wide_msg}";
+const TRANSFER: &str = "{prefix}  {spinner:.cyan} [{bar:24.cyan/blue}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta} {wide_msg}";
+
+impl Styles {
+    fn new() -> Self {
+        let style = |t: &str| {
+            ProgressStyle::with_template(t).unwrap_or_else(|_| ProgressStyle::default_spinner())
+        };
+        Self {
+            still: style(STILL),
+            spinner: style(SPINNER),
+            transfer: style(TRANSFER).progress_chars("=> "),
+        }
+    }
+}
+
+/// The live view: a [`MultiProgress`] with one bar per step of the saga.
+pub(super) struct LiveView {
+    multi: MultiProgress,
+    steps: Vec<StepLine>,
+    styles: Styles,
+}
+
+impl LiveView {
+    /// A view drawn on stdout, after a header line naming the saga written to `out`.
+    pub(super) fn to_stdout(saga: &pb::Saga, out: &mut dyn Write) -> io::Result<Self> {
+        writeln!(out, "saga {} ({})", saga.saga_id, saga.kind)?;
+        out.flush()?;
+        Ok(Self::new(saga, ProgressDrawTarget::stdout()))
+    }
+
+    /// A view of `saga`'s steps drawn on `target`, every step waiting.
+    pub(super) fn new(saga: &pb::Saga, target: ProgressDrawTarget) -> Self {
+        let styles = Styles::new();
+        let multi = MultiProgress::with_draw_target(target);
+        let index_width = saga.steps.len().saturating_sub(1).to_string().len();
+        let name_width = saga
+            .steps
+            .iter()
+            .map(|s| s.name.chars().count())
+            .max()
+            .unwrap_or(0);
+        let steps = saga
+            .steps
+            .iter()
+            .map(|s| {
+                let bar = multi.add(ProgressBar::new_spinner());
+                bar.set_style(styles.still.clone());
+                bar.set_prefix(format!(
+                    "{:>index_width$}  {:<name_width$}",
+                    s.index, s.name
+                ));
+                bar.set_message("· pending");
+                StepLine {
+                    bar,
+                    phase: Phase::Waiting,
+                    started_ms: None,
+                }
+            })
+            .collect();
+        Self {
+            multi,
+            steps,
+            styles,
+        }
+    }
+
+    fn set(line: &mut StepLine, styles: &Styles, phase: Phase, message: String) {
+        if line.phase != phase {
+            line.bar.set_style(match phase {
+                Phase::Waiting | Phase::Done => styles.still.clone(),
+                Phase::Running => styles.spinner.clone(),
+                Phase::Transfer => styles.transfer.clone(),
+            });
+            line.phase = phase;
+        }
+        line.bar.set_message(message);
+    }
+
+    /// A step's line from the ledger, for the end of the watch.
+    fn settle(line: &mut StepLine, styles: &Styles, step: &pb::SagaStep) {
+        let took = match (step.started_at_ms, step.finished_at_ms) {
+            (s, f) if s > 0 && f >= s => format!(" in {}", human_duration_ms(f - s)),
+            _ => String::new(),
+        };
+        let error = one_line(&step.error);
+        let message = match step.status.as_str() {
+            "completed" => format!("✓ completed{took}"),
+            "skipped" => "↷ skipped".to_owned(),
+            "compensated" => "↺ compensated".to_owned(),
+            "pending" => "· not run".to_owned(),
+            "failed" if error.is_empty() => "✗ failed".to_owned(),
+            "failed" => format!("✗ failed: {error}"),
+            other if error.is_empty() => other.to_owned(),
+            other => format!("{other}: {error}"),
+        };
+        Self::set(line, styles, Phase::Done, message);
+    }
+}
+
+impl Render for LiveView {
+    fn event(&mut self, e: &pb::SagaEvent, now_ms: i64, _out: &mut dyn Write) -> io::Result<()> {
+        let at = event_time(e, now_ms);
+        let message = one_line(&e.message);
+        let Some(line) = usize::try_from(e.step_index)
+            .ok()
+            .and_then(|i| self.steps.get_mut(i))
+        else {
+            if e.kind != WATCH_END {
+                // The saga's own events scroll above the steps.
+                let time = utc_time(at);
+                let time = time.get(11..19).unwrap_or(&time);
+                self.multi.println(format!("{time} {} {message}", e.kind))?;
+            }
+            return Ok(());
+        };
+        let styles = &self.styles;
+        match e.kind.as_str() {
+            "step_started" => {
+                line.started_ms.get_or_insert(at);
+                Self::set(line, styles, Phase::Running, format!("running ({message})"));
+            }
+            "step_progress" => match &e.progress {
+                Some(p) if p.bytes_total > 0 => {
+                    line.bar.set_length(p.bytes_total);
+                    line.bar.set_position(p.bytes_done.min(p.bytes_total));
+                    let phase = if p.phase.is_empty() {
+                        message
+                    } else {
+                        one_line(&p.phase)
+                    };
+                    Self::set(line, styles, Phase::Transfer, phase);
+                }
+                Some(p) => Self::set(line, styles, Phase::Running, progress_text(p)),
+                None => Self::set(line, styles, Phase::Running, message),
+            },
+            "step_retrying" => {
+                Self::set(line, styles, Phase::Running, format!("retrying: {message}"));
+            }
+            "step_succeeded" => {
+                let took = line
+                    .started_ms
+                    .map(|s| format!(" in {}", human_duration_ms(at - s)))
+                    .unwrap_or_default();
+                Self::set(line, styles, Phase::Done, format!("✓ completed{took}"));
+            }
+            "step_failed" => Self::set(line, styles, Phase::Done, format!("✗ failed: {message}")),
+            "step_cancelled" => Self::set(line, styles, Phase::Done, "✗ cancelled".to_owned()),
+            "compensation_step_started" => {
+                Self::set(line, styles, Phase::Running, "undoing".to_owned());
+            }
+            "compensation_retrying" => {
+                Self::set(
+                    line,
+                    styles,
+                    Phase::Running,
+                    format!("undoing, retrying: {message}"),
+                );
+            }
+            "step_compensated" => Self::set(line, styles, Phase::Done, "↺ compensated".to_owned()),
+            "saga_compensation_failed" => {
+                Self::set(
+                    line,
+                    styles,
+                    Phase::Done,
+                    format!("✗ undo failed: {message}"),
+                );
+            }
+            other => line.bar.set_message(format!("{other}: {message}")),
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self) {
+        for line in &self.steps {
+            if matches!(line.phase, Phase::Running | Phase::Transfer) {
+                line.bar.tick();
+            }
+        }
+    }
+
+    fn finish(
+        &mut self,
+        saga: Option<&pb::Saga>,
+        end: &SagaEnd,
+        out: &mut dyn Write,
+    ) -> io::Result<()> {
+        if let Some(saga) = saga {
+            for (line, step) in self.steps.iter_mut().zip(&saga.steps) {
+                Self::settle(line, &self.styles, step);
+            }
+        }
+        for line in &self.steps {
+            line.bar.finish();
+        }
+        let took = saga
+            .filter(|s| s.created_at_ms > 0 && s.updated_at_ms >= s.created_at_ms)
+            .map(|s| {
+                format!(
+                    " after {}",
+                    human_duration_ms(s.updated_at_ms - s.created_at_ms)
+                )
+            })
+            .unwrap_or_default();
+        let error = saga
+            .map(|s| one_line(&s.error))
+            .filter(|e| !e.is_empty())
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "saga {} {}{took}{error}",
+            end.saga_id, end.final_status
+        )
+    }
+}
+
+#[cfg(test)]
+impl LiveView {
+    /// Each step's message and, while it transfers, its position and length.
+    pub(super) fn lines(&self) -> Vec<(String, Option<(u64, u64)>)> {
+        self.steps
+            .iter()
+            .map(|l| {
+                let transfer = (l.phase == Phase::Transfer)
+                    .then(|| (l.bar.position(), l.bar.length().unwrap_or(0)));
+                (l.bar.message(), transfer)
+            })
+            .collect()
+    }
+}

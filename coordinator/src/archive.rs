@@ -1,0 +1,317 @@
+//! The archive catalog: the coordinator reads the archive store directly, so archives stay
+//! listable, linkable and deletable when the host that made them is gone.
+//!
+//! Listing reads key names only (`<app>:<uuid>:<index>:<ts>`), never every metadata object;
+//! one archive's metadata is read when that archive is asked for. Deleting removes the data
+//! first, then the metadata. Retention never deletes an app's newest good archive.
+
+mod bucket;
+mod config;
+mod error;
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_shared::AppName;
+use berth_shared::archive::{
+    ArchiveId, ArchiveKey, ArchiveMeta, KeepReason, RetentionEntry, RetentionPolicy, StoreUrl,
+    Verdict, plan_retention,
+};
+use object_store::ObjectStore;
+
+pub use config::{ArchiveConfig, MAX_LINK_EXPIRY_SECS};
+pub use error::{CatalogError, CatalogErrorKind};
+
+use bucket::Bucket;
+
+/// One archive as listing sees it: its key and its object's size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveEntry {
+    pub key: ArchiveKey,
+    pub size: u64,
+}
+
+/// One archive with its metadata.
+#[derive(Debug, Clone)]
+pub struct ArchiveDetail {
+    pub entry: ArchiveEntry,
+    pub meta: ArchiveMeta,
+}
+
+/// Which archives to list: of some apps (all when empty), with an index value (any if none).
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub apps: Vec<AppName>,
+    pub index: Option<String>,
+}
+
+/// A download link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// A presigned `https://` (or `http://`) URL, or `file:///…` for a local store.
+    pub url: String,
+    /// When the link stops working, unix ms; 0 when it does not expire (local paths).
+    pub expires_at_ms: i64,
+}
+
+/// What a prune did (or, in a dry run, would do).
+#[derive(Debug, Clone, Default)]
+pub struct PruneOutcome {
+    pub deleted: Vec<ArchiveEntry>,
+    pub kept: Vec<(ArchiveEntry, KeepReason)>,
+}
+
+/// The archive store, as the coordinator's API sees it.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    bucket: Bucket,
+    config: ArchiveConfig,
+}
+
+impl Catalog {
+    /// Opens the store `config` names (reads the S3 credential files; touches no network).
+    pub fn open(config: ArchiveConfig) -> Result<Self, CatalogError> {
+        let bucket = Bucket::open(&config)?;
+        Ok(Self { bucket, config })
+    }
+
+    /// A catalog over a store the caller made (tests share one `InMemory` with an agent).
+    pub fn with_store(config: ArchiveConfig, store: Arc<dyn ObjectStore>) -> Self {
+        let url = config.url().unwrap_or(StoreUrl::Memory);
+        Self {
+            bucket: Bucket::from_store(url, store),
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &ArchiveConfig {
+        &self.config
+    }
+
+    /// Archives matching `query`, newest first, from key names.
+    pub async fn list(&self, query: &ListQuery) -> Result<Vec<ArchiveEntry>, CatalogError> {
+        let mut entries = if query.apps.is_empty() {
+            self.entries("").await?
+        } else if self.bucket.url.is_s3() {
+            let mut all = Vec::new();
+            for app in query.apps.iter().collect::<BTreeSet<_>>() {
+                all.extend(self.entries(&ArchiveKey::app_prefix(app)).await?);
+            }
+            all
+        } else {
+            let apps: HashSet<&AppName> = query.apps.iter().collect();
+            let mut all = self.entries("").await?;
+            all.retain(|e| apps.contains(e.key.app()));
+            all
+        };
+        if let Some(index) = &query.index {
+            entries.retain(|e| e.key.index() == Some(index.as_str()));
+        }
+        entries.sort_by(|a, b| ArchiveKey::newest_first(&a.key, &b.key));
+        Ok(entries)
+    }
+
+    /// One archive with its metadata; not found when either is missing.
+    pub async fn get(&self, id: &ArchiveId) -> Result<ArchiveDetail, CatalogError> {
+        let (entry, meta) = self.locate(id).await?;
+        match (entry, meta) {
+            (Some(entry), Some(meta)) => Ok(ArchiveDetail { entry, meta }),
+            _ => Err(CatalogError::NotFound { id: id.to_string() }),
+        }
+    }
+
+    /// A download link for archive `id`, valid `expires_secs` (default from the config).
+    pub async fn link(
+        &self,
+        id: &ArchiveId,
+        expires_secs: Option<u32>,
+        now_ms: i64,
+    ) -> Result<Link, CatalogError> {
+        let secs = expires_secs.unwrap_or(self.config.link_expiry_secs);
+        if secs == 0 || secs > self.config.max_link_expiry_secs {
+            return Err(CatalogError::Invalid(format!(
+                "expires_secs {secs} is out of range; use 1 to {}",
+                self.config.max_link_expiry_secs
+            )));
+        }
+        let detail = self.get(id).await?;
+        let url = self
+            .bucket
+            .link(
+                detail.entry.key.as_str(),
+                Duration::from_secs(u64::from(secs)),
+            )
+            .await?
+            .ok_or_else(|| CatalogError::NoLinks {
+                store: self.bucket.url.to_string(),
+            })?;
+        let expires_at_ms = if self.bucket.url.is_s3() {
+            now_ms + i64::from(secs) * 1000
+        } else {
+            0
+        };
+        Ok(Link { url, expires_at_ms })
+    }
+
+    /// Deletes archive `id`: its data, then its metadata. Not found when neither exists.
+    pub async fn delete(&self, id: &ArchiveId) -> Result<(), CatalogError> {
+        let (entry, meta) = self.locate(id).await?;
+        if entry.is_none() && meta.is_none() {
+            return Err(CatalogError::NotFound { id: id.to_string() });
+        }
+        if let Some(entry) = &entry {
+            self.bucket.delete(entry.key.as_str()).await?;
+        }
+        self.bucket.delete(&id.metadata_key()).await?;
+        tracing::info!(uuid = %id, key = ?entry.map(|e| e.key.to_string()), "archive deleted");
+        Ok(())
+    }
+
+    /// Deletes every archive of `app` (data, then metadata); returns their uuids.
+    pub async fn delete_app(&self, app: &AppName) -> Result<Vec<ArchiveId>, CatalogError> {
+        let query = ListQuery {
+            apps: vec![app.clone()],
+            index: None,
+        };
+        let mut deleted = Vec::new();
+        for entry in self.list(&query).await? {
+            self.delete_entry(&entry).await?;
+            deleted.push(entry.key.id().clone());
+        }
+        tracing::info!(app = %app, count = deleted.len(), "app archives deleted");
+        Ok(deleted)
+    }
+
+    /// Applies `policy` (over the config's defaults) to `app`'s archives, or to every app's
+    /// when `app` is `None`. A dry run deletes nothing and reports what it would delete.
+    pub async fn prune(
+        &self,
+        app: Option<&AppName>,
+        policy: RetentionPolicy,
+        dry_run: bool,
+        now_secs: i64,
+    ) -> Result<PruneOutcome, CatalogError> {
+        let policy = policy.or(self.config.retention());
+        if policy.is_empty() {
+            return Err(berth_shared::archive::RetentionError::NoRule.into());
+        }
+        let all = self
+            .list(&ListQuery {
+                apps: app.into_iter().cloned().collect(),
+                index: None,
+            })
+            .await?;
+        let apps: BTreeSet<AppName> = all.iter().map(|e| e.key.app().clone()).collect();
+        let mut outcome = PruneOutcome::default();
+        for app in apps {
+            let entries: Vec<ArchiveEntry> = all
+                .iter()
+                .filter(|e| e.key.app() == &app)
+                .cloned()
+                .collect();
+            let mut candidates: Vec<RetentionEntry> = entries
+                .iter()
+                .map(|e| RetentionEntry {
+                    id: e.key.id().to_string(),
+                    ts: e.key.ts(),
+                    good: false,
+                })
+                .collect();
+            // Newest first (as listed): check until the first good archive.
+            for (i, entry) in entries.iter().enumerate() {
+                if self.is_good(entry).await? {
+                    candidates[i].good = true;
+                    break;
+                }
+            }
+            let plan = plan_retention(&candidates, &policy, now_secs)?;
+            for (entry, verdict) in entries.into_iter().zip(plan.verdicts) {
+                match verdict {
+                    Verdict::Keep(reason) => outcome.kept.push((entry, reason)),
+                    Verdict::Delete => {
+                        if !dry_run {
+                            self.delete_entry(&entry).await?;
+                        }
+                        outcome.deleted.push(entry);
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            app = ?app.map(AppName::as_str),
+            deleted = outcome.deleted.len(),
+            kept = outcome.kept.len(),
+            dry_run,
+            "archives pruned"
+        );
+        Ok(outcome)
+    }
+
+    /// Complete: metadata present, for this app, recording the object's size.
+    async fn is_good(&self, entry: &ArchiveEntry) -> Result<bool, CatalogError> {
+        Ok(self
+            .bucket
+            .read_meta(entry.key.id())
+            .await?
+            .is_some_and(|m| {
+                m.app_name == entry.key.app().as_str() && m.size().is_none_or(|s| s == entry.size)
+            }))
+    }
+
+    async fn delete_entry(&self, entry: &ArchiveEntry) -> Result<(), CatalogError> {
+        self.bucket.delete(entry.key.as_str()).await?;
+        self.bucket.delete(&entry.key.id().metadata_key()).await?;
+        Ok(())
+    }
+
+    /// Archive keys at the top level starting with `prefix`; other objects are skipped.
+    async fn entries(&self, prefix: &str) -> Result<Vec<ArchiveEntry>, CatalogError> {
+        let mut skipped = 0usize;
+        let entries = self
+            .bucket
+            .list(prefix)
+            .await?
+            .into_iter()
+            .filter_map(|(name, size)| match ArchiveKey::parse(&name) {
+                Ok(key) => Some(ArchiveEntry { key, size }),
+                Err(e) => {
+                    skipped += 1;
+                    tracing::debug!(key = name, error = %e, "not an archive key; skipped");
+                    None
+                }
+            })
+            .collect();
+        if skipped > 0 {
+            tracing::warn!(
+                skipped,
+                prefix,
+                "objects that are not archive keys were skipped"
+            );
+        }
+        Ok(entries)
+    }
+
+    /// The data entry and metadata of `id`: the metadata names the app, whose keys are
+    /// listed; without metadata, every top-level key is searched.
+    async fn locate(
+        &self,
+        id: &ArchiveId,
+    ) -> Result<(Option<ArchiveEntry>, Option<ArchiveMeta>), CatalogError> {
+        let meta = self.bucket.read_meta(id).await?;
+        let prefix = meta
+            .as_ref()
+            .and_then(|m| AppName::new(m.app_name.as_str()).ok())
+            .map(|app| ArchiveKey::app_prefix(&app))
+            .unwrap_or_default();
+        let entry = self
+            .entries(&prefix)
+            .await?
+            .into_iter()
+            .find(|e| e.key.id() == id);
+        Ok((entry, meta))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,232 @@
+//! `ArchiveService`: the archive catalog over gRPC. Create and restore run as sagas on an
+//! agent and arrive with the saga engine's archive steps; everything else reads or changes
+//! the archive store directly.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use berth_proto::v1 as pb;
+use berth_shared::AppName;
+use berth_shared::archive::{ArchiveId, RetentionPolicy};
+use berth_shared::time::unix_ms;
+use tonic::{Request, Response, Status};
+
+use crate::archive::{ArchiveDetail, ArchiveEntry, Catalog, CatalogError, ListQuery};
+use crate::error::{ApiError, not_built};
+
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+#[derive(Clone, Debug)]
+pub struct ArchivesService {
+    pub catalog: Arc<Catalog>,
+}
+
+fn entry_to_pb(e: &ArchiveEntry) -> pb::Archive {
+    pb::Archive {
+        uuid: e.key.id().to_string(),
+        app: e.key.app().to_string(),
+        key: e.key.to_string(),
+        index_label: e.key.index().unwrap_or_default().to_owned(),
+        ts_ms: e.key.ts().saturating_mul(1000),
+        size_bytes: e.size,
+        sha256: String::new(),
+        labels: Vec::new(),
+    }
+}
+
+fn detail_to_pb(d: ArchiveDetail) -> pb::Archive {
+    pb::Archive {
+        sha256: d.meta.sha256.unwrap_or_default(),
+        labels: d.meta.labels,
+        ..entry_to_pb(&d.entry)
+    }
+}
+
+fn id(uuid: &str) -> Result<ArchiveId, Status> {
+    ArchiveId::new(uuid).map_err(|e| ApiError::from(CatalogError::from(e)).into())
+}
+
+fn app(name: &str) -> Result<AppName, Status> {
+    AppName::new(name).map_err(|e| ApiError::from(CatalogError::App(e)).into())
+}
+
+fn deleted(ids: impl IntoIterator<Item = ArchiveId>) -> Response<pb::DeleteArchivesResponse> {
+    Response::new(pb::DeleteArchivesResponse {
+        deleted_uuids: ids.into_iter().map(|i| i.to_string()).collect(),
+    })
+}
+
+/// `<ts>.<uuid>` of the last archive of a page: the next page starts after it.
+fn page_after(token: &str) -> Result<Option<(i64, String)>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || {
+        Status::invalid_argument("page_token is not one this service gave; start again without it")
+    };
+    let (ts, uuid) = token.split_once('.').ok_or_else(bad)?;
+    let ts = ts.parse().map_err(|_| bad())?;
+    ArchiveId::new(uuid).map_err(|_| bad())?;
+    Ok(Some((ts, uuid.to_owned())))
+}
+
+#[tonic::async_trait]
+impl pb::archive_service_server::ArchiveService for ArchivesService {
+    async fn create_archive(
+        &self,
+        _req: Request<pb::CreateArchiveRequest>,
+    ) -> Result<Response<pb::SagaRef>, Status> {
+        Err(not_built(
+            "creating archives (CreateArchive)",
+            "the saga engine's archive steps (issue #7)",
+        ))
+    }
+
+    async fn restore_archive(
+        &self,
+        _req: Request<pb::RestoreArchiveRequest>,
+    ) -> Result<Response<pb::SagaRef>, Status> {
+        Err(not_built(
+            "restoring archives (RestoreArchive)",
+            "the saga engine's archive steps (issue #7)",
+        ))
+    }
+
+    async fn list_archives(
+        &self,
+        req: Request<pb::ListArchivesRequest>,
+    ) -> Result<Response<pb::ListArchivesResponse>, Status> {
+        let req = req.into_inner();
+        let apps = req
+            .apps
+            .iter()
+            .map(|a| app(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let index = match req.index_label.as_str() {
+            "" => None,
+            v if v.contains([':', '/']) || v.chars().any(char::is_control) => {
+                return Err(Status::invalid_argument(format!(
+                    "index_label {v:?} cannot be in a key: it has ':', '/' or a control character"
+                )));
+            }
+            v => Some(v.to_owned()),
+        };
+        let page = req.page.unwrap_or_default();
+        let size = match page.page_size as usize {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let after = page_after(&page.page_token)?;
+        let entries = self
+            .catalog
+            .list(&ListQuery { apps, index })
+            .await
+            .map_err(ApiError::from)?;
+        let start = match &after {
+            None => 0,
+            Some((ts, uuid)) => entries
+                .iter()
+                .position(|e| {
+                    e.key.ts() < *ts || (e.key.ts() == *ts && e.key.id().as_str() < uuid.as_str())
+                })
+                .unwrap_or(entries.len()),
+        };
+        let page: Vec<&ArchiveEntry> = entries[start..].iter().take(size).collect();
+        let next_page_token = match page.last() {
+            Some(last) if start + page.len() < entries.len() => {
+                format!("{}.{}", last.key.ts(), last.key.id())
+            }
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListArchivesResponse {
+            archives: page.into_iter().map(entry_to_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_archive(
+        &self,
+        req: Request<pb::GetArchiveRequest>,
+    ) -> Result<Response<pb::Archive>, Status> {
+        let id = id(&req.into_inner().uuid)?;
+        let detail = self.catalog.get(&id).await.map_err(ApiError::from)?;
+        Ok(Response::new(detail_to_pb(detail)))
+    }
+
+    async fn get_archive_link(
+        &self,
+        req: Request<pb::GetArchiveLinkRequest>,
+    ) -> Result<Response<pb::ArchiveLink>, Status> {
+        let req = req.into_inner();
+        let id = id(&req.uuid)?;
+        let expires = (req.expires_secs != 0).then_some(req.expires_secs);
+        let link = self
+            .catalog
+            .link(&id, expires, unix_ms(SystemTime::now()))
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ArchiveLink {
+            url: link.url,
+            expires_at_ms: link.expires_at_ms,
+        }))
+    }
+
+    async fn delete_archive(
+        &self,
+        req: Request<pb::DeleteArchiveRequest>,
+    ) -> Result<Response<pb::DeleteArchivesResponse>, Status> {
+        let who = super::principal(&req)?;
+        let id = id(&req.into_inner().uuid)?;
+        self.catalog.delete(&id).await.map_err(ApiError::from)?;
+        tracing::info!(uuid = %id, token_id = who.token_id, "archive deleted on request");
+        Ok(deleted([id]))
+    }
+
+    async fn delete_app_archives(
+        &self,
+        req: Request<pb::DeleteAppArchivesRequest>,
+    ) -> Result<Response<pb::DeleteArchivesResponse>, Status> {
+        let who = super::principal(&req)?;
+        let app = app(&req.into_inner().app)?;
+        let ids = self
+            .catalog
+            .delete_app(&app)
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(app = %app, count = ids.len(), token_id = who.token_id, "app archives deleted on request");
+        Ok(deleted(ids))
+    }
+
+    async fn prune_archives(
+        &self,
+        req: Request<pb::PruneArchivesRequest>,
+    ) -> Result<Response<pb::DeleteArchivesResponse>, Status> {
+        let who = super::principal(&req)?;
+        let req = req.into_inner();
+        let app = match req.app.as_str() {
+            "" => None,
+            a => Some(app(a)?),
+        };
+        let policy = RetentionPolicy {
+            keep_last: (req.keep_last != 0).then_some(req.keep_last),
+            keep_within_secs: (req.keep_within_secs != 0).then_some(req.keep_within_secs),
+        };
+        let now = unix_ms(SystemTime::now()) / 1000;
+        let outcome = self
+            .catalog
+            .prune(app.as_ref(), policy, req.dry_run, now)
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(
+            app = ?app.as_ref().map(AppName::as_str),
+            deleted = outcome.deleted.len(),
+            dry_run = req.dry_run,
+            token_id = who.token_id,
+            "prune on request"
+        );
+        Ok(deleted(
+            outcome.deleted.into_iter().map(|e| e.key.id().clone()),
+        ))
+    }
+}

@@ -1,0 +1,126 @@
+//! `WarmService`: warm snapshots and restores as sagas run by the host's agent, and the list
+//! of warm snapshots asked of the agents.
+
+use berth_proto::v1 as pb;
+use serde_json::{Map, Value, json};
+use tonic::{Request, Response, Status};
+
+use crate::error::ApiError;
+use crate::hub::Hub;
+use crate::saga::Engine;
+use crate::store::Store;
+
+#[derive(Clone, Debug)]
+pub struct WarmsService {
+    pub engine: Engine,
+    pub hub: Hub,
+    pub store: Store,
+}
+
+/// The saga inputs naming the host and the app; the saga kind checks them.
+fn target_inputs(t: Option<pb::AppTarget>, wait_secs: u32) -> Result<Map<String, Value>, ApiError> {
+    let t = t.ok_or_else(|| {
+        ApiError::InvalidArgument("target is missing: give host_id, app and domain or stack".into())
+    })?;
+    let mut m = Map::new();
+    m.insert("host_id".into(), json!(t.host_id));
+    m.insert("app".into(), json!(t.app));
+    m.insert("domain".into(), json!(t.domain));
+    if !t.stack.is_empty() {
+        m.insert("stack".into(), json!(t.stack));
+    }
+    if wait_secs > 0 {
+        m.insert("wait_undeployed_secs".into(), json!(wait_secs));
+    }
+    Ok(m)
+}
+
+impl WarmsService {
+    async fn start(
+        &self,
+        kind: &str,
+        inputs: Map<String, Value>,
+        key: &str,
+    ) -> Result<pb::SagaRef, ApiError> {
+        let key = (!key.is_empty()).then_some(key);
+        let (saga_id, existing) = self
+            .engine
+            .start(kind, &Value::Object(inputs).to_string(), key)
+            .await?;
+        Ok(pb::SagaRef {
+            saga_id,
+            kind: kind.to_owned(),
+            existing,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::warm_service_server::WarmService for WarmsService {
+    async fn warm_snapshot(
+        &self,
+        req: Request<pb::WarmSnapshotRequest>,
+    ) -> Result<Response<pb::SagaRef>, Status> {
+        let r = req.into_inner();
+        let mut inputs = target_inputs(r.target, r.wait_undeployed_secs)?;
+        if !r.commit.is_empty() {
+            inputs.insert("commit".into(), json!(r.commit));
+        }
+        if !r.version.is_empty() {
+            inputs.insert("version".into(), json!(r.version));
+        }
+        Ok(Response::new(
+            self.start("warm.snapshot", inputs, &r.idempotency_key)
+                .await?,
+        ))
+    }
+
+    async fn warm_restore(
+        &self,
+        req: Request<pb::WarmRestoreRequest>,
+    ) -> Result<Response<pb::SagaRef>, Status> {
+        let r = req.into_inner();
+        let inputs = target_inputs(r.target, r.wait_undeployed_secs)?;
+        Ok(Response::new(
+            self.start("warm.restore", inputs, &r.idempotency_key)
+                .await?,
+        ))
+    }
+
+    async fn list_warm_snapshots(
+        &self,
+        req: Request<pb::ListWarmSnapshotsRequest>,
+    ) -> Result<Response<pb::ListWarmSnapshotsResponse>, Status> {
+        let r = req.into_inner();
+        if !r.app.is_empty() {
+            berth_shared::AppName::new(r.app.as_str()).map_err(ApiError::from)?;
+        }
+        let hosts: Vec<String> = if r.host_id.is_empty() {
+            let all = self.store.list_hosts().await.map_err(ApiError::from)?;
+            all.into_iter()
+                .map(|h| h.host_id)
+                .filter(|h| self.hub.is_connected(h))
+                .collect()
+        } else {
+            let host = berth_shared::HostId::new(r.host_id.as_str()).map_err(ApiError::from)?;
+            self.store
+                .get_host(host.as_str())
+                .await
+                .map_err(ApiError::from)?;
+            vec![host.to_string()]
+        };
+        let mut snapshots = Vec::new();
+        for host in hosts {
+            let mut found = self
+                .hub
+                .list_warm_snapshots(&host, &r.app)
+                .await
+                .map_err(ApiError::from)?;
+            for s in &mut found {
+                s.host_id.clone_from(&host);
+            }
+            snapshots.extend(found);
+        }
+        Ok(Response::new(pb::ListWarmSnapshotsResponse { snapshots }))
+    }
+}

@@ -1,0 +1,111 @@
+//! A real S3 server on loopback: s3s-fs in process on 127.0.0.1:0, checking SigV4 signatures
+//! and presigned-URL expiry, with configs for an agent and a coordinator pointing at it.
+
+use std::sync::Arc;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+pub const BUCKET: &str = "berth-archives";
+const ACCESS_KEY: &str = "berth-e2e";
+const SECRET_KEY: &str = "berth-e2e-secret";
+
+/// A running S3 server; dropping it stops it.
+pub struct S3Server {
+    pub endpoint: String,
+    /// `<root>/<bucket>/<key>`.
+    pub root: TempDir,
+    secrets: TempDir,
+    _stop: DropGuard,
+}
+
+impl S3Server {
+    pub async fn start() -> S3Server {
+        let root = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(root.path().join(BUCKET)).expect("bucket dir");
+        let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs");
+        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+        builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        let service = builder.build();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let socket = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((socket, _)) => socket,
+                        Err(_) => continue,
+                    },
+                    () = token.cancelled() => return,
+                };
+                let (service, token) = (service.clone(), token.clone());
+                tokio::spawn(async move {
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection(TokioIo::new(socket), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        () = token.cancelled() => {}
+                    }
+                });
+            }
+        });
+        let secrets = tempfile::tempdir().expect("temp dir");
+        std::fs::write(secrets.path().join("key-id"), ACCESS_KEY).expect("key id");
+        std::fs::write(secrets.path().join("secret"), format!("{SECRET_KEY}\n")).expect("secret");
+        S3Server {
+            endpoint,
+            root,
+            secrets,
+            _stop: stop.drop_guard(),
+        }
+    }
+
+    fn url(prefix: &str) -> String {
+        format!("s3://{BUCKET}/{prefix}")
+    }
+
+    /// An agent's `[archive]` for this server, keys under `prefix`.
+    pub fn agent_config(&self, prefix: &str) -> berth_agent::archive::ArchiveConfig {
+        let mut c = berth_agent::archive::ArchiveConfig::for_url(Self::url(prefix));
+        c.endpoint = Some(self.endpoint.clone());
+        c.access_key_id_file = Some(self.secrets.path().join("key-id"));
+        c.secret_access_key_file = Some(self.secrets.path().join("secret"));
+        c.max_retries = 2;
+        c
+    }
+
+    /// A coordinator's `[archive]` for this server, keys under `prefix`.
+    pub fn coordinator_config(&self, prefix: &str) -> berth_coordinator::archive::ArchiveConfig {
+        let mut c = berth_coordinator::archive::ArchiveConfig::for_url(Self::url(prefix));
+        c.endpoint = Some(self.endpoint.clone());
+        c.access_key_id_file = Some(self.secrets.path().join("key-id"));
+        c.secret_access_key_file = Some(self.secrets.path().join("secret"));
+        c.max_retries = 2;
+        c
+    }
+
+    /// A client of our own, under `prefix` (empty: the whole bucket).
+    pub fn client(&self, prefix: &str) -> Arc<dyn ObjectStore> {
+        let s3 = AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_bucket_name(BUCKET)
+            .with_region("us-east-1")
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .build()
+            .expect("s3 client");
+        if prefix.is_empty() {
+            Arc::new(s3)
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
+        }
+    }
+}
