@@ -65,9 +65,7 @@ pub(crate) fn scan(root: &Path, cancel: &AtomicBool) -> Result<Totals, ArchiveEr
         totals.entries += 1;
         let st = e.stat;
         // A hard link's bytes are archived once, with its first name.
-        if e.kind() == FileType::RegularFile
-            && (st.st_nlink == 1 || linked.insert((u64::from(st.st_dev), u64::from(st.st_ino))))
-        {
+        if e.kind() == FileType::RegularFile && (st.st_nlink == 1 || linked.insert(file_id(st))) {
             totals.bytes += st.st_size as u64;
         }
         Ok(())
@@ -215,7 +213,7 @@ fn append<W: Write>(
         }
         FileType::RegularFile => {
             if st.st_nlink > 1 {
-                let id = (u64::from(st.st_dev), u64::from(st.st_ino));
+                let id = file_id(st);
                 if let Some(first) = links.get(&id) {
                     header.set_entry_type(EntryType::Link);
                     return builder
@@ -266,6 +264,13 @@ fn append<W: Write>(
             Ok(())
         }
     }
+}
+
+/// A file's identity, for finding hard links. `st_dev` and `st_ino` are `u64` here but
+/// narrower on some targets.
+#[allow(clippy::useless_conversion)]
+fn file_id(st: &rustix::fs::Stat) -> (u64, u64) {
+    (u64::from(st.st_dev), u64::from(st.st_ino))
 }
 
 /// A source file read for exactly the size its header announced: a file that grew is cut,

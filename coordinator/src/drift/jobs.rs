@@ -166,13 +166,11 @@ impl Inventory {
         let api = i.api.as_deref().ok_or(DriftError::NotConfigured)?;
         let held = self.wait_for(SYNC_JOB).await?;
         let sync = self.run_sync(api, held).await?;
-        let now = now_ms();
         if skip_detection {
-            i.store
-                .schedule_job(DETECT_JOB, now + Self::ms(i.config.drift_delay()))
-                .await?;
+            // Detection stays scheduled after the drift delay, as after a periodic sync.
             return Ok(SyncOutcome { sync, detect: None });
         }
+        let now = now_ms();
         let detect = detect_all(&i.store).await?;
         i.store
             .schedule_job(DETECT_JOB, now + Self::ms(i.config.interval()))

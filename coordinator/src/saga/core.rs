@@ -155,7 +155,13 @@ fn forward(saga: &SagaView) -> Next {
 
 fn backward(saga: &SagaView) -> Next {
     let todo = saga.steps.iter().enumerate().rev().find(|(_, s)| {
-        !s.pivot && matches!(s.status, StepStatus::Completed | StepStatus::Compensating)
+        // A step left `running` (its executor died, then the saga was cancelled) may have done
+        // part of its work: compensate it too (compensations treat "gone" as done).
+        !s.pivot
+            && matches!(
+                s.status,
+                StepStatus::Completed | StepStatus::Compensating | StepStatus::Running
+            )
     });
     match todo {
         Some((i, _)) => Next::Compensate(i),

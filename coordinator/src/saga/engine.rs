@@ -579,6 +579,9 @@ impl Engine {
                 _ = tokio::time::sleep(remaining) => Err(StepError::permanent(format!("step deadline of {:?} passed", policy.deadline))),
                 _ = shutdown.cancelled() => return Ok(Outcome::Shutdown),
             };
+            // A checkpoint saved by the call is part of this executor's copy of the ledger,
+            // so a compensation under the same claim sees it.
+            row.checkpoint = ctx.checkpoint.as_ref().map(Value::to_string);
             metrics::histogram!("berth_saga_step_seconds", "step" => step.name())
                 .record(started.elapsed().as_secs_f64());
             let err = match result {
@@ -748,6 +751,9 @@ impl Engine {
                 r = step.compensate(&mut ctx) => r,
                 _ = shutdown.cancelled() => return Ok(Outcome::Shutdown),
             };
+            // A checkpoint saved by the call is part of this executor's copy of the ledger,
+            // so a compensation under the same claim sees it.
+            row.checkpoint = ctx.checkpoint.as_ref().map(Value::to_string);
             let err = match result {
                 Ok(()) => {
                     let event = NewEvent {

@@ -151,6 +151,12 @@ impl Store {
                         conn.execute("PRAGMA busy_timeout=5000").await?;
                         conn.execute("PRAGMA synchronous=NORMAL").await?;
                         conn.execute("PRAGMA foreign_keys=ON").await?;
+                    } else {
+                        // No transaction here waits on anything but the database, so one idle
+                        // this long belongs to a frozen or dead process: end it and free its
+                        // row locks, or another coordinator could not take its sagas over.
+                        conn.execute("SET idle_in_transaction_session_timeout = 5000")
+                            .await?;
                     }
                     Ok(())
                 })

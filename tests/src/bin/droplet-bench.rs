@@ -72,7 +72,7 @@ async fn run(db: &TestDb, args: &Args) -> anyhow::Result<()> {
     let out: Value = serde_json::from_str(&saga.steps[1].output_json)?;
     let ready = t.active_after + t.ipv4_after_active;
     println!(
-        "    wait_droplet_active: {} looks; fewest possible {} (ready after {} ms)",
+        "    wait_droplet_active: {} looks; delay/interval rounded up: {} (ready after {} ms)",
         out["polls"],
         div_ceil(ready, poll),
         ready.as_millis()
@@ -81,7 +81,7 @@ async fn run(db: &TestDb, args: &Args) -> anyhow::Result<()> {
     let id = droplet["droplet_id"].as_u64().unwrap_or_default();
     alone(&c, &sim, "droplet.snapshot", json!({"droplet_id": id})).await;
     println!(
-        "    create_droplet_snapshot: {} action looks; fewest possible {} (action {} ms)",
+        "    create_droplet_snapshot: {} action looks; delay/interval rounded up: {} (action {} ms)",
         sim.calls("actions_get"),
         div_ceil(t.snapshot_duration, poll),
         t.snapshot_duration.as_millis()
@@ -94,7 +94,7 @@ async fn run(db: &TestDb, args: &Args) -> anyhow::Result<()> {
     )
     .await;
     println!(
-        "    resize_droplet: {} action looks for 3 actions; fewest possible {} (each {} ms)",
+        "    resize_droplet: {} looks for 3 actions; delay/interval rounded up: {} (each {} ms)",
         sim.calls("actions_get"),
         3 * div_ceil(t.action_duration, poll),
         t.action_duration.as_millis()

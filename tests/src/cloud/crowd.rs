@@ -60,8 +60,8 @@ pub struct CrowdReport {
     pub refused: usize,
     /// `WaitDropletActive`'s looks (create action, then droplet), per completed saga.
     pub polls: Vec<u64>,
-    /// The fewest looks a fixed poll interval allows: ceil(time to active with an address /
-    /// poll interval).
+    /// The looks a fixed poll interval needs at zero latency: ceil(time to active with an
+    /// address / poll interval). The goal is at most 2 more per wait.
     pub min_polls: u64,
 }
 
@@ -136,7 +136,7 @@ pub async fn provision_crowd(
 pub fn describe(r: &CrowdReport) -> String {
     let mut out = format!(
         "{} of {} sagas completed in {:.2} s; {} API calls ({:.1} per saga), {} refused (429)\n\
-         WaitDropletActive looks per saga: mean {:.2}, max {}, fewest possible {}\n",
+         WaitDropletActive looks per saga: mean {:.2}, max {}; delay/interval rounded up: {}\n",
         r.completed,
         r.sagas,
         r.elapsed.as_secs_f64(),

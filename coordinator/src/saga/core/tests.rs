@@ -164,3 +164,12 @@ fn retries_stop_at_the_attempt_limit_or_the_deadline() {
     assert!(!p.may_retry(1, Duration::from_secs(29), Duration::from_secs(2)));
     assert!(!RetryPolicy::NONE.may_retry(1, Duration::ZERO, Duration::ZERO));
 }
+
+#[test]
+fn a_step_left_running_by_a_crash_is_compensated_when_the_saga_unwinds() {
+    let s = view(
+        SagaStatus::Compensating,
+        &[(Completed, false), (Running, false), (Pending, false)],
+    );
+    assert_eq!(next(&s), Next::Compensate(1));
+}
