@@ -97,9 +97,16 @@ fn one() -> u32 {
 #[serde(tag = "step", rename_all = "snake_case", deny_unknown_fields)]
 enum DemoStep {
     Noop,
-    Sleep { ms: u64 },
+    Sleep {
+        ms: u64,
+        /// How long its compensation takes (default: instant).
+        #[serde(default)]
+        compensate_ms: u64,
+    },
     Fail,
-    Flaky { failures: u32 },
+    Flaky {
+        failures: u32,
+    },
     Record,
     DestroyLike,
     FailCompensate,
@@ -183,7 +190,7 @@ impl Step for DemoStep {
     async fn execute(&self, ctx: &mut StepCtx) -> Result<Value, StepError> {
         match self {
             DemoStep::Noop => Ok(Value::Null),
-            DemoStep::Sleep { ms } => {
+            DemoStep::Sleep { ms, .. } => {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(*ms)) => Ok(json!({ "slept_ms": ms })),
                     _ = ctx.cancel.cancelled() => Err(StepError::cancelled()),
@@ -210,6 +217,10 @@ impl Step for DemoStep {
 
     async fn compensate(&self, ctx: &mut StepCtx) -> Result<(), StepError> {
         match self {
+            DemoStep::Sleep { compensate_ms, .. } => {
+                tokio::time::sleep(Duration::from_millis(*compensate_ms)).await;
+                Ok(())
+            }
             DemoStep::Record => {
                 let store = ctx.deps.store.clone();
                 store

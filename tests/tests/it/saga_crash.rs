@@ -419,3 +419,64 @@ async fn chaos_two_hundred_sagas_while_coordinators_are_killed_at_random() {
     .await;
     assert_eq!(dup, 0, "seed {seed}: duplicated side effects");
 }
+
+#[tokio::test]
+async fn a_coordinator_killed_during_compensation_is_taken_over_and_the_unwinding_finishes() {
+    let db = TestDb::postgres().await;
+    let token = admin_token(&db.url).await;
+    let mut a = CoordinatorProcess::start("coord-a", &db.url, SagaTiming::default()).await;
+    let steps = json!([
+        {"step": "record"},
+        {"step": "sleep", "ms": 10, "compensate_ms": 3000},
+        {"step": "fail"}
+    ]);
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(start(&a, &token, steps.clone()).await);
+    }
+    let pool = db.raw_pool().await;
+    eventually(
+        Duration::from_secs(15),
+        "the slow compensations to start",
+        || async {
+            let n = count(
+            &pool,
+            "SELECT COUNT(*) FROM saga_step_results WHERE step_idx = 1 AND status = 'compensating'",
+        )
+        .await;
+            (n == 5).then_some(())
+        },
+    )
+    .await;
+    a.kill9();
+    let _b = CoordinatorProcess::start("coord-b", &db.url, SagaTiming::default()).await;
+    wait_all_final(
+        &pool,
+        5,
+        Duration::from_secs(30),
+        "the unwinding to finish on coord-b",
+    )
+    .await;
+    let compensated = count(
+        &pool,
+        "SELECT COUNT(*) FROM saga_runs WHERE status = 'compensated'",
+    )
+    .await;
+    assert_eq!(compensated, 5);
+    let undone = count(
+        &pool,
+        "SELECT COUNT(*) FROM saga_test_effects WHERE step_idx = 0 AND phase = 'compensate'",
+    )
+    .await;
+    assert_eq!(undone, 5, "every record step was undone, once each");
+    let resumed = count(
+        &pool,
+        "SELECT COUNT(*) FROM saga_events WHERE kind = 'compensation_step_started' AND step_idx = 1 AND epoch >= 2",
+    )
+    .await;
+    assert_eq!(resumed, 5, "coord-b resumed each interrupted compensation");
+    ledger::assert_clean(
+        &ledger::check(&pool, &["compensated"]).await,
+        "kill -9 during compensation",
+    );
+}
