@@ -140,7 +140,7 @@ async fn run(command: Command, cancel: CancellationToken) -> Result<String, Warm
         }
         Command::List { warm_root, app } => {
             let app = app
-                .map(|a| berth_shared::AppName::new(a))
+                .map(berth_shared::AppName::new)
                 .transpose()
                 .map_err(|source| WarmError::Name {
                     what: "app name",
