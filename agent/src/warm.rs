@@ -230,6 +230,8 @@ impl Warm {
         F: Fn(I, &CancellationToken) -> Result<T, WarmError> + Send + Sync + 'static,
     {
         let stop = cancel.child_token();
+        // Dropped before the end (its caller gave up): the blocking work stops too.
+        let _stop_when_dropped = stop.clone().drop_guard();
         let permits = Arc::new(Semaphore::new(self.parallelism));
         let work = Arc::new(work);
         let mut set = JoinSet::new();

@@ -92,6 +92,7 @@ fn run_blocking(args: &BenchArgs) -> Result<String, String> {
     fs::create_dir_all(&args.dir)
         .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
     let mut rows = Vec::new();
+    let load_before = loadavg();
     for (name, fills) in scenarios(args.scale) {
         if !args.only.iter().any(|o| o == name) {
             continue;
@@ -130,6 +131,11 @@ fn run_blocking(args: &BenchArgs) -> Result<String, String> {
         result?;
     }
     print_table(&rows);
+    eprintln!(
+        "load average (1 min): {load_before} before, {} after; other work on this machine shares \
+         the CPUs and the disk",
+        loadavg()
+    );
     let summary: Vec<_> = rows
         .iter()
         .map(|r| serde_json::json!({
@@ -364,6 +370,14 @@ fn sh(cmd: &str, args: &[&str]) -> Result<String, String> {
 
 fn sync() {
     rustix::fs::sync();
+}
+
+/// The 1-minute load average.
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// This process's peak resident set size (`VmHWM`), in KiB.
