@@ -11,8 +11,10 @@
 
 mod config;
 mod create;
+mod decode;
 mod error;
 mod pack;
+mod parts;
 mod pipe;
 mod restore;
 mod store;
@@ -50,10 +52,10 @@ pub struct CreateInput {
     /// The app: its directory is `<apps_root>/<app>` and its keys start with `<app>:`.
     pub app: String,
     /// Free-form labels stored in the metadata (`size:` is added by Berth).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub labels: Vec<String>,
-    /// The index label value, the key's third field; empty for none.
-    #[serde(default)]
+    /// The index label value, the key's third field; empty (or null) for none.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub index_label: String,
     /// zstd level 1..=19; absent or 0 for the agent's `archive.zstd_level`.
     #[serde(default)]
@@ -63,6 +65,15 @@ pub struct CreateInput {
     /// instead of made again. Absent: a fresh v7 uuid.
     #[serde(default)]
     pub uuid: Option<String>,
+}
+
+/// Saga inputs may carry `null` for an absent value.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Output of [`CREATE_TASK`].

@@ -1,8 +1,8 @@
-//! Creating an archive: pre-scan, then tar + zstd on a blocking thread streaming through a
-//! bounded pipe into a multipart upload, then check the object, then write its metadata.
+//! Creating an archive: tar + zstd on blocking threads streaming through a bounded pipe into
+//! a multipart upload (a pre-scan alongside gives progress totals), then check the object,
+//! then write its metadata.
 //! Any failure or cancellation aborts the upload: no object and no metadata remain.
 
-use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,14 +13,14 @@ use berth_shared::archive::{
     ArchiveId, ArchiveKey, ArchiveMeta, ArchiveProgress, FORMAT_TAR_ZSTD, Phase,
 };
 use bytes::Bytes;
+use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{
-    MultipartUpload, ObjectStoreExt, PutPayload, PutResult, UploadPart, WriteMultipart,
-};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::pack::{self, PackCounters, Packed, Totals};
+use super::parts::PartWriter;
 use super::pipe::{CAPACITY, ChunkSender};
 use super::store::Bucket;
 use super::{ArchiveError, Plan};
@@ -56,41 +56,25 @@ pub(crate) async fn run(
 ) -> Result<Created, ArchiveError> {
     let stop = Arc::new(AtomicBool::new(false));
     let _stop_on_drop = StopOnDrop(stop.clone());
-    let source = job.source.to_owned();
     progress.send_replace(ArchiveProgress::default());
-    let totals = {
-        let stop = stop.clone();
-        let scan = tokio::task::spawn_blocking(move || pack::scan(&source, &stop));
-        tokio::select! {
-            r = scan => r.map_err(ArchiveError::Join)??,
-            () = cancel.cancelled() => return Err(ArchiveError::Cancelled),
-        }
-    };
-    let part_size = part_size(&job.plan, totals);
-    tracing::info!(
-        key = %job.key,
-        entries = totals.entries,
-        bytes = totals.bytes,
-        part_size,
-        level = job.plan.level,
-        "archiving"
-    );
-    let path = ObjectPath::from(job.key.as_str());
     let counters = Arc::new(PackCounters::default());
     let uploaded = Arc::new(AtomicU64::new(0));
+    let totals = Arc::new(ScanTotals::default());
+    // The pre-scan runs alongside the archive: its totals feed progress and, for a huge
+    // source, the part size.
+    let mut scan = {
+        let (source, stop) = (job.source.to_owned(), stop.clone());
+        tokio::task::spawn_blocking(move || pack::scan(&source, &stop))
+    };
+    let path = ObjectPath::from(job.key.as_str());
     let upload = job
         .bucket
         .store
         .put_multipart(&path)
         .await
         .map_err(|e| ArchiveError::store("start upload of", job.key.as_str(), e))?;
-    let mut writer = WriteMultipart::new_with_chunk_size(
-        Box::new(Counted {
-            inner: upload,
-            done: uploaded.clone(),
-        }),
-        part_size,
-    );
+    let mut writer = PartWriter::new(upload, job.plan.part_size, uploaded.clone());
+    tracing::info!(key = %job.key, level = job.plan.level, "archiving");
 
     let (tx, mut rx) = mpsc::channel::<Bytes>(CAPACITY);
     let producer = {
@@ -105,16 +89,15 @@ pub(crate) async fn run(
         progress.send_replace(ArchiveProgress {
             phase,
             bytes_done: counters.bytes_read.load(Ordering::Relaxed),
-            bytes_total: totals.bytes,
+            bytes_total: totals.bytes.load(Ordering::Relaxed),
             entries_done: counters.entries.load(Ordering::Relaxed),
-            entries_total: totals.entries,
+            entries_total: totals.entries.load(Ordering::Relaxed),
             bytes_transformed: counters.compressed.load(Ordering::Relaxed),
             bytes_stored: uploaded.load(Ordering::Relaxed),
         });
     };
-    let concurrency = job.plan.concurrency;
     let pumped = tokio::select! {
-        r = pump(&mut rx, &mut writer, concurrency, &report) => r,
+        r = pump(&mut rx, &mut writer, &mut scan, &totals, job.plan, &report) => r,
         () = cancel.cancelled() => Err(ArchiveError::Cancelled),
     };
     // Stop the producer (if it is still running) and learn how it ended.
@@ -124,7 +107,14 @@ pub(crate) async fn run(
     let packed: Packed = match (pumped, produced) {
         (Ok(()), Ok(Ok(packed))) => packed,
         (Err(e), _) | (Ok(()), Err(e)) | (Ok(()), Ok(Err(e))) => {
-            abort(writer, &job.key).await;
+            if let Err(abort) = writer.abort().await {
+                tracing::warn!(
+                    key = %job.key,
+                    error = %abort,
+                    "cannot abort the multipart upload; a bucket lifecycle rule should remove \
+                     incomplete uploads"
+                );
+            }
             return Err(e);
         }
     };
@@ -180,37 +170,56 @@ pub(crate) async fn run(
     })
 }
 
-/// Moves chunks from the pipe into the upload, waiting while `concurrency` parts are in
-/// flight, and reports progress at least twice a second.
+/// The pre-scan's totals, once known (zero before).
+#[derive(Debug, Default)]
+struct ScanTotals {
+    entries: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl ScanTotals {
+    fn set(&self, found: Totals) {
+        self.entries.store(found.entries, Ordering::Relaxed);
+        self.bytes.store(found.bytes, Ordering::Relaxed);
+    }
+}
+
+/// Moves chunks from the pipe into the upload, waiting while `plan.concurrency` parts are in
+/// flight; takes the pre-scan's totals when it ends; reports progress at least twice a second.
 async fn pump(
     rx: &mut mpsc::Receiver<Bytes>,
-    writer: &mut WriteMultipart,
-    concurrency: usize,
+    writer: &mut PartWriter,
+    scan: &mut JoinHandle<Result<Totals, ArchiveError>>,
+    totals: &ScanTotals,
+    plan: Plan,
     report: &impl Fn(Phase),
 ) -> Result<(), ArchiveError> {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut scanned = false;
     loop {
         tokio::select! {
             chunk = rx.recv() => {
                 let Some(chunk) = chunk else { break };
                 writer
-                    .wait_for_capacity(concurrency)
+                    .wait_for_capacity(plan.concurrency)
                     .await
                     .map_err(|e| ArchiveError::store("upload part of", "archive", e))?;
                 writer.put(chunk);
                 report(Phase::Archiving);
             }
+            found = &mut *scan, if !scanned => {
+                scanned = true;
+                let found = found.map_err(ArchiveError::Join)??;
+                totals.set(found);
+                writer.grow_parts(part_size(&plan, found));
+            }
             _ = tick.tick() => report(Phase::Archiving),
         }
     }
-    Ok(())
-}
-
-async fn abort(writer: WriteMultipart, key: &ArchiveKey) {
-    if let Err(e) = writer.abort().await {
-        tracing::warn!(key = %key, error = %e, "cannot abort the multipart upload; \
-            a bucket lifecycle rule should remove incomplete uploads");
+    if !scanned {
+        totals.set(scan.await.map_err(ArchiveError::Join)??);
     }
+    Ok(())
 }
 
 /// The part size: the configured one, larger when the source would need too many parts.
@@ -226,42 +235,6 @@ struct StopOnDrop(Arc<AtomicBool>);
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-/// A multipart upload that counts the bytes of parts the store acknowledged.
-struct Counted {
-    inner: Box<dyn MultipartUpload>,
-    done: Arc<AtomicU64>,
-}
-
-impl fmt::Debug for Counted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Counted")
-            .field("inner", &self.inner)
-            .finish()
-    }
-}
-
-#[tonic::async_trait]
-impl MultipartUpload for Counted {
-    fn put_part(&mut self, data: PutPayload) -> UploadPart {
-        let n = data.content_length() as u64;
-        let part = self.inner.put_part(data);
-        let done = self.done.clone();
-        Box::pin(async move {
-            part.await?;
-            done.fetch_add(n, Ordering::Relaxed);
-            Ok(())
-        })
-    }
-
-    async fn complete(&mut self) -> object_store::Result<PutResult> {
-        self.inner.complete().await
-    }
-
-    async fn abort(&mut self) -> object_store::Result<()> {
-        self.inner.abort().await
     }
 }
 

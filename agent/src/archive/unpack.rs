@@ -6,14 +6,15 @@ use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 
 use rustix::fs::{AtFlags, CWD, FileType, Mode, Timespec, Timestamps};
 use tar::{EntryType, Header};
 
 use super::ArchiveError;
-use super::pipe::{ChunkReceiver, Limited};
+use super::decode;
+use super::pipe::ChunkReceiver;
 
 /// What the archive must look like, and the limits that stop bombs.
 #[derive(Debug, Clone)]
@@ -82,21 +83,28 @@ pub(crate) fn unpack(
     let limit = expect
         .tar_bytes
         .map_or(expect.max_bytes, |t| t.min(expect.max_bytes));
-    let decoder = zstd::stream::read::Decoder::new(receiver).map_err(format)?;
-    let mut archive = tar::Archive::new(Limited::new(decoder, limit, counters.tar_bytes.clone()));
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_mtime(true);
-    archive.set_preserve_ownerships(owners);
-    archive.set_overwrite(true);
-    archive.set_unpack_xattrs(false);
-    let extracted = extract(&mut archive, staging, expect, counters, cancel, owners);
-    let mut limited = archive.into_inner();
-    // The rest of the tar stream (GNU tar pads to whole records) still counts and is hashed.
-    let outcome = extracted.and_then(|dirs| {
-        io::copy(&mut limited, &mut io::sink())?;
-        Ok(dirs)
+    let (tx, rx) = mpsc::sync_channel(decode::PIPE_DEPTH);
+    let (outcome, mut receiver) = std::thread::scope(|scope| {
+        let count = counters.tar_bytes.clone();
+        let decoder = scope.spawn(move || decode::run(receiver, tx, limit, count));
+        let mut archive = tar::Archive::new(decode::PipeReader::new(rx));
+        archive.set_preserve_permissions(true);
+        archive.set_preserve_mtime(true);
+        archive.set_preserve_ownerships(owners);
+        archive.set_overwrite(true);
+        archive.set_unpack_xattrs(false);
+        let extracted = extract(&mut archive, staging, expect, counters, cancel, owners);
+        let mut rest = archive.into_inner();
+        // The rest of the tar stream (GNU tar pads to whole records) still counts and is
+        // hashed; a decoding error at the very end shows up here.
+        let outcome = extracted.and_then(|dirs| {
+            io::copy(&mut rest, &mut io::sink())?;
+            Ok(dirs)
+        });
+        drop(rest); // hangs up on the decoder if the untar stopped early
+        let receiver = decoder.join().expect("the decoding thread panicked");
+        (outcome, receiver)
     });
-    let mut receiver = limited.into_inner().finish().into_inner();
     let dirs = match outcome {
         Ok(dirs) => dirs,
         Err(Stop::Refused(ArchiveError::Cancelled)) => return Err(ArchiveError::Cancelled),

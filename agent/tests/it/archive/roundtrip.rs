@@ -256,6 +256,16 @@ async fn tasks_speak_json() {
     let restored: RestoreOutput = serde_json::from_str(&out).unwrap();
     assert_eq!(restored.app, "web2");
 
+    // What the saga sends: its inputs without host_id, absent values as null.
+    let saga_style = r#"{"app":"web","labels":null,"index_label":null,"zstd_level":null}"#;
+    let out = env
+        .archiver
+        .run_task(CREATE_TASK, saga_style, &progress, &cancel)
+        .await
+        .unwrap();
+    let created: CreateOutput = serde_json::from_str(&out).unwrap();
+    assert!(created.key.contains(":-:"), "{}", created.key);
+
     let err = env
         .archiver
         .run_task(

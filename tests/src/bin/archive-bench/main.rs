@@ -178,6 +178,14 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// The 1-minute load average.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 /// CPU seconds this process (the S3 server) has used so far.
 fn own_cpu() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -235,6 +243,7 @@ async fn bench_set(
         a.extend(rest.iter().map(|s| s.to_string()));
         a
     };
+    let load_before = loadavg();
     let (entries, bytes) = data::summary(app)?;
     eprintln!("{}: warming the page cache", set.name());
     sh(&format!("cd {} && tar -cf - . > /dev/null", app.display()))?;
@@ -330,9 +339,11 @@ async fn bench_set(
     writeln!(s, "## {} — {}\n", set.name(), set.describe())?;
     writeln!(
         s,
-        "{entries} entries, {:.2} GiB of file data, tar stream {:.2} GiB.\n",
+        "{entries} entries, {:.2} GiB of file data, tar stream {:.2} GiB. Load average (1 min) \
+         {load_before} before, {} after: other work shared the CPUs.\n",
         gib(bytes),
-        gib(tar_len)
+        gib(tar_len),
+        loadavg()
     )?;
     writeln!(
         s,
@@ -448,23 +459,29 @@ async fn bench_set(
         )?;
     }
     writeln!(s)?;
+    let cpu = |x: &Sample| median(&x.cpu);
     writeln!(
         s,
-        "- archive-to-S3 vs temp-file-then-upload: **{:.2}×** faster (goal ≥ 1.3×)",
-        old.median() / berth.median()
+        "- archive-to-S3 vs temp-file-then-upload: **{:.2}×** faster (goal ≥ 1.3×); CPU on \
+         the host: {:.2}× less (server excluded)",
+        old.median() / berth.median(),
+        cpu(&old) / cpu(&berth)
     )?;
     writeln!(
         s,
         "- archive-to-S3 vs compression ceiling: **{:.2}×** the ceiling's time (goal ≤ 1.15×); \
-         the pipeline alone (memory://): **{:.2}×**",
+         the pipeline alone (memory://): **{:.2}×**; CPU on the host: {:.2}× the ceiling's",
         berth.median() / ceiling.median(),
-        berth_mem.median() / ceiling.median()
+        berth_mem.median() / ceiling.median(),
+        cpu(&berth) / cpu(&ceiling)
     )?;
     if restores {
         writeln!(
             s,
-            "- restore vs download + CLI: **{:.2}×** the CLI's time (goal ≤ 1.0×)",
-            berth_restore.median() / cli_restore.median()
+            "- restore vs download + CLI: **{:.2}×** the CLI's time (goal ≤ 1.0×); CPU on the \
+             host: {:.2}× the CLI's",
+            berth_restore.median() / cli_restore.median(),
+            cpu(&berth_restore) / cpu(&cli_restore)
         )?;
     }
     writeln!(
