@@ -89,6 +89,8 @@ pub enum AgentError {
     },
     #[error("agent task failed")]
     Join(#[source] tokio::task::JoinError),
+    #[error("cannot open the archive store ([archive] in the agent's config)")]
+    ArchiveStore(#[source] crate::archive::ArchiveError),
 }
 
 impl AgentError {
@@ -104,7 +106,8 @@ impl AgentError {
             | HostIdWrite { .. }
             | TlsFile { .. }
             | Endpoint { .. }
-            | Tls { .. } => ErrorKind::Invalid,
+            | Tls { .. }
+            | ArchiveStore(_) => ErrorKind::Invalid,
             Rpc {
                 code: tonic::Code::Unauthenticated | tonic::Code::PermissionDenied,
                 ..

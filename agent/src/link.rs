@@ -71,6 +71,11 @@ impl Link {
                 &config.state_dir,
                 Arc::new(task::kinds::AgentKinds {
                     warm_root: config.warm_root.clone(),
+                    archiver: crate::archive::Archiver::new(
+                        config.archive.clone(),
+                        &config.apps_root,
+                    )
+                    .map_err(AgentError::ArchiveStore)?,
                 }),
             ),
         })

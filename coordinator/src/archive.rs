@@ -8,6 +8,7 @@
 mod bucket;
 mod config;
 mod error;
+mod step;
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use object_store::ObjectStore;
 
 pub use config::{ArchiveConfig, MAX_LINK_EXPIRY_SECS};
 pub use error::{CatalogError, CatalogErrorKind};
+pub use step::RetentionStep;
 
 use bucket::Bucket;
 

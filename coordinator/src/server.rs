@@ -184,6 +184,10 @@ pub async fn run(
         }
         None => None,
     };
+    let catalog = Arc::new(
+        Catalog::open(config.archive.clone())
+            .map_err(|e| StartError::Config(format!("[archive]: {:#}", anyhow::Error::new(e))))?,
+    );
     let mut registry = Registry::builtin();
     crate::droplet::register(&mut registry);
     let engine = Engine::new(
@@ -193,6 +197,7 @@ pub async fn run(
             store: store.clone(),
             hub: hub.clone(),
             digitalocean: cloud.clone(),
+            archives: Some(catalog.clone()),
         },
         EngineConfig {
             owner_id: instance_id.clone(),
@@ -203,10 +208,9 @@ pub async fn run(
             max_reclaims: config.sagas.max_reclaims,
         },
     );
-    let catalog = Catalog::open(config.archive.clone())
-        .map_err(|e| StartError::Config(format!("[archive]: {:#}", anyhow::Error::new(e))))?;
     let archives = ArchivesService {
-        catalog: std::sync::Arc::new(catalog),
+        catalog,
+        engine: engine.clone(),
     };
     let warm = WarmsService {
         engine: engine.clone(),

@@ -108,4 +108,18 @@ impl S3Server {
             Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
         }
     }
+
+    /// Every object name in the bucket, sorted (for checks that nothing was left behind).
+    pub async fn keys(&self) -> Vec<String> {
+        use futures::TryStreamExt;
+        let mut keys: Vec<String> = self
+            .client("")
+            .list(None)
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .expect("list the bucket");
+        keys.sort();
+        keys
+    }
 }

@@ -1,11 +1,14 @@
 //! The kinds of task this agent runs, behind the narrow `Executor` seam the runner calls:
-//! `warm_snapshot` and `warm_restore`, with their JSON inputs and outputs.
+//! `warm_snapshot` and `warm_restore`, `archive_create` and `archive_restore`, with their JSON
+//! inputs and outputs.
 //!
 //! ```text
-//! warm_snapshot  in  {"app", "domain", "stack"?, "commit"?, "version"?, "wait_undeployed_secs"?}
-//!                out {"app", "volumes": [..], "bytes", "entries", "ts"}
-//! warm_restore   in  {"app", "domain", "stack"?, "wait_undeployed_secs"?}
-//!                out {"app", "volumes": [{"name", "method": "swap"|"clear"}], "bytes", "entries"}
+//! warm_snapshot    in  {"app", "domain", "stack"?, "commit"?, "version"?, "wait_undeployed_secs"?}
+//!                  out {"app", "volumes": [..], "bytes", "entries", "ts"}
+//! warm_restore     in  {"app", "domain", "stack"?, "wait_undeployed_secs"?}
+//!                  out {"app", "volumes": [{"name", "method": "swap"|"clear"}], "bytes", "entries"}
+//! archive_create   in  archive::CreateInput   out archive::CreateOutput
+//! archive_restore  in  archive::RestoreInput  out archive::RestoreOutput
 //! ```
 
 use std::future::Future;
@@ -17,6 +20,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::archive::{self, ArchiveError, ArchiveProgress, Archiver};
 use crate::error::chain;
 use crate::warm::{
     AppTarget, Progress, RestoreRequest, SnapshotRequest, Warm, WarmError, WarmErrorKind,
@@ -60,6 +64,7 @@ pub(crate) trait Executor: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub(crate) struct AgentKinds {
     pub warm_root: PathBuf,
+    pub archiver: Archiver,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,7 +98,10 @@ const MAX_WAIT: Duration = Duration::from_secs(3600);
 
 impl Executor for AgentKinds {
     fn supports(&self, kind: &str) -> bool {
-        matches!(kind, WARM_SNAPSHOT | WARM_RESTORE)
+        matches!(
+            kind,
+            WARM_SNAPSHOT | WARM_RESTORE | archive::CREATE_TASK | archive::RESTORE_TASK
+        )
     }
 
     fn run(
@@ -104,8 +112,12 @@ impl Executor for AgentKinds {
         cancel: CancellationToken,
     ) -> TaskFuture {
         let root = self.warm_root.clone();
+        let archiver = self.archiver.clone();
         Box::pin(async move {
             match kind.as_str() {
+                archive::CREATE_TASK | archive::RESTORE_TASK => {
+                    run_archive(&archiver, &kind, &inputs_json, &progress, &cancel).await
+                }
                 WARM_SNAPSHOT => {
                     let i: SnapshotInputs = parse(&kind, &inputs_json)?;
                     let req = SnapshotRequest {
@@ -142,6 +154,35 @@ impl Executor for AgentKinds {
     }
 }
 
+/// Runs an archive task, copying its progress into the runner's as it changes.
+async fn run_archive(
+    archiver: &Archiver,
+    kind: &str,
+    inputs_json: &str,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<String, Failure> {
+    let (tx, mut rx) = tokio::sync::watch::channel(ArchiveProgress::default());
+    let task = archiver.run_task(kind, inputs_json, &tx, cancel);
+    tokio::pin!(task);
+    loop {
+        tokio::select! {
+            out = &mut task => {
+                progress.replace(&(&*rx.borrow_and_update()).into());
+                return out.map_err(archive_failure);
+            }
+            Ok(()) = rx.changed() => progress.replace(&(&*rx.borrow_and_update()).into()),
+        }
+    }
+}
+
+fn archive_failure(e: ArchiveError) -> Failure {
+    Failure {
+        error: chain(&e),
+        retryable: e.retryable(),
+    }
+}
+
 fn parse<T: for<'de> Deserialize<'de>>(kind: &str, json: &str) -> Result<T, Failure> {
     serde_json::from_str(json)
         .map_err(|e| Failure::permanent(format!("invalid inputs for {kind}: {e}")))
@@ -169,6 +210,11 @@ mod tests {
     fn run(kind: &str, inputs: &str) -> Result<String, Failure> {
         let kinds = AgentKinds {
             warm_root: PathBuf::from("/nonexistent-warm-root"),
+            archiver: Archiver::with_store(
+                archive::ArchiveConfig::default(),
+                "/nonexistent-apps-root",
+                Arc::new(object_store::memory::InMemory::new()),
+            ),
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -199,6 +245,10 @@ mod tests {
                 "{e:?}"
             );
         }
+        let e = run(archive::CREATE_TASK, r#"{"app":"a:b"}"#).unwrap_err();
+        assert!(!e.retryable && e.error.contains("app name"), "{e:?}");
+        let e = run(archive::RESTORE_TASK, r#"{"uuid":"x","extra":1}"#).unwrap_err();
+        assert!(!e.retryable && e.error.contains("unknown field"), "{e:?}");
         let e = run("frobnicate", "{}").unwrap_err();
         assert!(e.error.contains("not supported"), "{e:?}");
     }

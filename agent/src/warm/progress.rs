@@ -69,6 +69,20 @@ impl Progress {
     pub(crate) fn add_written(&self, bytes: u64) {
         self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
     }
+
+    /// Takes every counter and the phase from `p` (for tasks that keep their own counters).
+    pub(crate) fn replace(&self, p: &pb::Progress) {
+        self.bytes_done.store(p.bytes_done, Ordering::Relaxed);
+        self.bytes_total.store(p.bytes_total, Ordering::Relaxed);
+        self.entries_done.store(p.entries_done, Ordering::Relaxed);
+        self.entries_total.store(p.entries_total, Ordering::Relaxed);
+        self.bytes_written.store(p.bytes_written, Ordering::Relaxed);
+        if let Ok(mut phase) = self.phase.lock()
+            && *phase != p.phase
+        {
+            phase.clone_from(&p.phase);
+        }
+    }
 }
 
 impl From<ProgressSnapshot> for pb::Progress {

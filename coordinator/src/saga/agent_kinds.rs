@@ -1,5 +1,7 @@
 //! Saga kinds whose work happens on a host: warm snapshot and restore, archive create and
-//! restore. Inputs are typed and checked at start; each saga is one agent step.
+//! restore. Inputs are typed and checked at start. Each saga is one agent step; an archive
+//! create is followed by the retention step, and its archive's uuid is the saga's id unless
+//! the inputs name one.
 
 use std::sync::Arc;
 
@@ -10,6 +12,7 @@ use serde_json::Value;
 use super::kinds::Registry;
 use super::remote::AgentStep;
 use super::step::Step;
+use crate::archive::RetentionStep;
 
 /// Inputs of `warm.snapshot` and `warm.restore`.
 #[derive(Debug, Deserialize)]
@@ -41,6 +44,8 @@ struct ArchiveCreateInputs {
     index_label: Option<String>,
     #[serde(default)]
     zstd_level: Option<i32>,
+    #[serde(default)]
+    uuid: Option<String>,
 }
 
 /// Inputs of `archive.restore`.
@@ -58,7 +63,17 @@ fn parse<T: for<'de> Deserialize<'de>>(v: &Value) -> Result<T, String> {
 }
 
 fn one(name: &'static str, task_kind: &'static str) -> Vec<Arc<dyn Step>> {
-    vec![Arc::new(AgentStep { name, task_kind })]
+    vec![Arc::new(AgentStep {
+        name,
+        task_kind,
+        uuid_from_saga: false,
+    })]
+}
+
+fn uuid(text: &str) -> Result<(), String> {
+    uuid::Uuid::parse_str(text)
+        .map(drop)
+        .map_err(|_| format!("archive uuid {text:?} is not a uuid"))
 }
 
 fn check_warm(v: &Value) -> Result<(), String> {
@@ -97,15 +112,24 @@ fn archive_create(v: &Value) -> Result<Vec<Arc<dyn Step>>, String> {
     {
         return Err(format!("zstd_level {level} is out of range; use 1 to 19"));
     }
+    if let Some(id) = &i.uuid {
+        uuid(id)?;
+    }
     let _ = (i.labels, i.index_label);
-    Ok(one("archive_create", "archive_create"))
+    Ok(vec![
+        Arc::new(AgentStep {
+            name: "archive_create",
+            task_kind: "archive_create",
+            uuid_from_saga: true,
+        }),
+        Arc::new(RetentionStep),
+    ])
 }
 
 fn archive_restore(v: &Value) -> Result<Vec<Arc<dyn Step>>, String> {
     let i: ArchiveRestoreInputs = parse(v)?;
     HostId::new(i.host_id).map_err(|e| e.to_string())?;
-    uuid::Uuid::parse_str(&i.uuid)
-        .map_err(|_| format!("archive uuid {:?} is not a uuid", i.uuid))?;
+    uuid(&i.uuid)?;
     if let Some(app) = i.target_app {
         AppName::new(app).map_err(|e| e.to_string())?;
     }

@@ -20,6 +20,9 @@ use crate::hub::TaskEnd;
 pub struct AgentStep {
     pub name: &'static str,
     pub task_kind: &'static str,
+    /// Adds `"uuid": <saga id>` to the task's inputs unless they name one, so every attempt
+    /// of the saga makes (or finds) the same archive.
+    pub uuid_from_saga: bool,
 }
 
 /// How long a cancelled task may take to stop before the step stops waiting for it.
@@ -37,7 +40,7 @@ fn progress_detail(p: &pb::Progress) -> Value {
 }
 
 impl AgentStep {
-    fn target(ctx: &StepCtx) -> Result<(String, String), StepError> {
+    fn target(&self, ctx: &StepCtx) -> Result<(String, String), StepError> {
         let host = ctx.inputs["host_id"]
             .as_str()
             .ok_or_else(|| StepError::permanent("the saga's inputs name no host_id"))?
@@ -45,6 +48,9 @@ impl AgentStep {
         let mut task_inputs = (*ctx.inputs).clone();
         if let Some(o) = task_inputs.as_object_mut() {
             o.remove("host_id");
+            if self.uuid_from_saga && o.get("uuid").is_none_or(Value::is_null) {
+                o.insert("uuid".into(), json!(ctx.saga_id));
+            }
         }
         Ok((host, task_inputs.to_string()))
     }
@@ -66,7 +72,7 @@ impl Step for AgentStep {
     }
 
     async fn execute(&self, ctx: &mut StepCtx) -> Result<Value, StepError> {
-        let (host, inputs_json) = Self::target(ctx)?;
+        let (host, inputs_json) = self.target(ctx)?;
         let hub = ctx.deps.hub.clone();
         let id = pb::TaskId {
             saga_id: ctx.saga_id.clone(),

@@ -73,6 +73,8 @@ pub struct Deps {
     pub hub: Hub,
     /// DigitalOcean, when `[digitalocean]` is configured (droplet steps fail clearly without).
     pub digitalocean: Option<Arc<crate::droplet::Cloud>>,
+    /// The archive store, for the retention that follows each archive.
+    pub archives: Option<Arc<crate::archive::Catalog>>,
 }
 
 /// A step's view of its saga while it runs.

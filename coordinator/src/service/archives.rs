@@ -1,6 +1,5 @@
-//! `ArchiveService`: the archive catalog over gRPC. Create and restore run as sagas on an
-//! agent and arrive with the saga engine's archive steps; everything else reads or changes
-//! the archive store directly.
+//! `ArchiveService`: create and restore run as sagas (`archive.create`, `archive.restore`)
+//! on the named host's agent; everything else reads or changes the archive store directly.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -9,10 +8,12 @@ use berth_proto::v1 as pb;
 use berth_shared::AppName;
 use berth_shared::archive::{ArchiveId, RetentionPolicy};
 use berth_shared::time::unix_ms;
+use serde_json::json;
 use tonic::{Request, Response, Status};
 
 use crate::archive::{ArchiveDetail, ArchiveEntry, Catalog, CatalogError, ListQuery};
-use crate::error::{ApiError, not_built};
+use crate::error::ApiError;
+use crate::saga::Engine;
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -20,6 +21,7 @@ const MAX_PAGE: usize = 1000;
 #[derive(Clone, Debug)]
 pub struct ArchivesService {
     pub catalog: Arc<Catalog>,
+    pub engine: Engine,
 }
 
 fn entry_to_pb(e: &ArchiveEntry) -> pb::Archive {
@@ -75,21 +77,42 @@ fn page_after(token: &str) -> Result<Option<(i64, String)>, Status> {
 impl pb::archive_service_server::ArchiveService for ArchivesService {
     async fn create_archive(
         &self,
-        _req: Request<pb::CreateArchiveRequest>,
+        req: Request<pb::CreateArchiveRequest>,
     ) -> Result<Response<pb::SagaRef>, Status> {
-        Err(not_built(
-            "creating archives (CreateArchive)",
-            "the saga engine's archive steps (issue #7)",
+        let r = req.into_inner();
+        if r.volumes || !r.stack.is_empty() {
+            return Err(Status::unimplemented(
+                "archiving a stack's volumes is not built yet; archive the app directory \
+                 (leave volumes and stack unset) or use a warm snapshot for volumes",
+            ));
+        }
+        let inputs = json!({
+            "host_id": r.host_id,
+            "app": r.app,
+            "labels": r.labels,
+            "index_label": (!r.index_label.is_empty()).then_some(r.index_label),
+            "zstd_level": (r.zstd_level != 0).then_some(r.zstd_level),
+        });
+        Ok(Response::new(
+            super::start_saga(&self.engine, "archive.create", &inputs, &r.idempotency_key).await?,
         ))
     }
 
     async fn restore_archive(
         &self,
-        _req: Request<pb::RestoreArchiveRequest>,
+        req: Request<pb::RestoreArchiveRequest>,
     ) -> Result<Response<pb::SagaRef>, Status> {
-        Err(not_built(
-            "restoring archives (RestoreArchive)",
-            "the saga engine's archive steps (issue #7)",
+        let r = req.into_inner();
+        let uuid = id(&r.uuid)?;
+        // Refuse at once what the agent would: an archive that is not in the store.
+        self.catalog.get(&uuid).await.map_err(ApiError::from)?;
+        let inputs = json!({
+            "host_id": r.host_id,
+            "uuid": uuid.to_string(),
+            "target_app": (!r.target_app.is_empty()).then_some(r.target_app),
+        });
+        Ok(Response::new(
+            super::start_saga(&self.engine, "archive.restore", &inputs, &r.idempotency_key).await?,
         ))
     }
 

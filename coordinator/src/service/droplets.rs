@@ -36,18 +36,9 @@ impl DropletsService {
             )
             .into());
         }
-        let inputs = serde_json::to_string(inputs).expect("inputs serialize");
-        let key = (!key.is_empty()).then_some(key);
-        let (saga_id, existing) = self
-            .engine
-            .start(kind, &inputs, key)
-            .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(pb::SagaRef {
-            saga_id,
-            kind: kind.to_owned(),
-            existing,
-        }))
+        Ok(Response::new(
+            super::start_saga(&self.engine, kind, inputs, key).await?,
+        ))
     }
 }
 

@@ -35,26 +35,6 @@ fn target_inputs(t: Option<pb::AppTarget>, wait_secs: u32) -> Result<Map<String,
     Ok(m)
 }
 
-impl WarmsService {
-    async fn start(
-        &self,
-        kind: &str,
-        inputs: Map<String, Value>,
-        key: &str,
-    ) -> Result<pb::SagaRef, ApiError> {
-        let key = (!key.is_empty()).then_some(key);
-        let (saga_id, existing) = self
-            .engine
-            .start(kind, &Value::Object(inputs).to_string(), key)
-            .await?;
-        Ok(pb::SagaRef {
-            saga_id,
-            kind: kind.to_owned(),
-            existing,
-        })
-    }
-}
-
 #[tonic::async_trait]
 impl pb::warm_service_server::WarmService for WarmsService {
     async fn warm_snapshot(
@@ -70,8 +50,7 @@ impl pb::warm_service_server::WarmService for WarmsService {
             inputs.insert("version".into(), json!(r.version));
         }
         Ok(Response::new(
-            self.start("warm.snapshot", inputs, &r.idempotency_key)
-                .await?,
+            super::start_saga(&self.engine, "warm.snapshot", &inputs, &r.idempotency_key).await?,
         ))
     }
 
@@ -82,8 +61,7 @@ impl pb::warm_service_server::WarmService for WarmsService {
         let r = req.into_inner();
         let inputs = target_inputs(r.target, r.wait_undeployed_secs)?;
         Ok(Response::new(
-            self.start("warm.restore", inputs, &r.idempotency_key)
-                .await?,
+            super::start_saga(&self.engine, "warm.restore", &inputs, &r.idempotency_key).await?,
         ))
     }
 

@@ -75,6 +75,7 @@ async fn run(db: &TestDb, engines: usize, concurrency: usize, sagas: usize) -> S
                 store: store.clone(),
                 hub: Hub::default(),
                 digitalocean: None,
+                archives: None,
             },
             config,
         ));

@@ -4,6 +4,7 @@
 //! name and the trees match. Archives written in the Go node API's layout work the same way.
 
 mod catalog;
+mod e2e;
 mod grpc;
 
 use std::path::Path;

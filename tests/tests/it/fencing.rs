@@ -198,6 +198,7 @@ async fn engines(db: &TestDb, n: usize, shutdown: &CancellationToken) -> Store {
                 store: store.clone(),
                 hub: Hub::default(),
                 digitalocean: None,
+                archives: None,
             },
             config,
         );

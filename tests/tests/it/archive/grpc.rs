@@ -154,10 +154,10 @@ async fn the_archive_service_answers_over_grpc() {
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Unimplemented);
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(
-        status.message().contains("saga engine"),
-        "{}",
+        status.message().contains("host id"),
+        "a create names its host: {}",
         status.message()
     );
     let status = admin

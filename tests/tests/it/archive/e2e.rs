@@ -1,0 +1,249 @@
+//! End to end: `berth archive create|restore --wait` from the CLI through the coordinator's
+//! saga engine to the agent on the host, into the real S3 server and back; the archive's
+//! uuid is the saga's id, progress reaches the saga's history, retention follows each create,
+//! and what cannot be done is refused before anything runs.
+
+use std::time::Duration;
+
+use berth_proto::v1 as pb;
+use berth_tests::cli::berth_at;
+use berth_tests::s3::S3Server;
+use berth_tests::{TestAgent, TestCoordinator, TestDb};
+use futures::StreamExt;
+
+use super::{assert_same_tree, build_app};
+
+/// The saga id a `--wait` run printed first.
+fn saga_of(stdout: &str) -> String {
+    stdout.lines().next().unwrap_or_default().trim().to_owned()
+}
+
+#[tokio::test]
+async fn the_cli_archives_an_app_into_s3_and_restores_it_under_a_new_name() {
+    let db = TestDb::sqlite();
+    let s3 = S3Server::start().await;
+    let c = {
+        let mut archive = s3.coordinator_config("e2e");
+        archive.keep_last = Some(2);
+        TestCoordinator::start_with(&db, None, move |c| c.archive = archive).await
+    };
+    let token = c.token(berth_shared::Role::Agent, Some("web-1")).await;
+    let agent_archive = s3.agent_config("e2e");
+    let agent = TestAgent::start(&c, "web-1", &token, move |a| a.archive = agent_archive).await;
+    agent.wait_connected(Duration::from_secs(10)).await;
+    let apps = agent.dir.path().join("apps");
+    build_app(&apps.join("web"));
+
+    let operator = c.token(berth_shared::Role::Operator, None).await;
+    let ci = c.token(berth_shared::Role::Ci, None).await;
+    let url = c.url();
+    let create = [
+        "archive",
+        "create",
+        "--host",
+        "web-1",
+        "--app",
+        "web",
+        "--label",
+        "owner:alice",
+        "--index-label",
+        "nightly",
+        "--wait",
+    ];
+    let run = berth_at(&url, &operator, &create).await;
+    assert_eq!(run.code(), 0, "{}\n{}", run.stdout, run.stderr());
+    let uuid = saga_of(&run.stdout);
+
+    // The archive is in the bucket under the saga's id, with its metadata beside it.
+    let keys = s3.keys().await;
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with(&format!("e2e/web:{uuid}:nightly:"))),
+        "{keys:?}"
+    );
+    assert!(keys.contains(&format!("e2e/_metadata/{uuid}")), "{keys:?}");
+
+    let shown = berth_at(&url, &ci, &["--output", "json", "archive", "show", &uuid]).await;
+    assert_eq!(shown.code(), 0, "{}", shown.stderr());
+    let shown = shown.json()[0].clone();
+    assert_eq!(shown["app"], "web");
+    assert_eq!(shown["index_label"], "nightly");
+    assert_eq!(shown["sha256"].as_str().map(str::len), Some(64));
+    let labels: Vec<&str> = shown["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.as_str())
+        .collect();
+    assert!(labels.contains(&"owner:alice"), "{labels:?}");
+    assert!(labels.iter().any(|l| l.starts_with("size:")), "{labels:?}");
+
+    // The create's progress reached the saga's history: totals from the pre-scan, bytes read,
+    // bytes uploaded and the compression ratio.
+    let progress = progress_of(&c, &uuid).await;
+    let last = progress.last().expect("progress events in the history");
+    assert!(
+        last.bytes_total > 1 << 20 && last.bytes_done == last.bytes_total,
+        "{last:?}"
+    );
+    assert!(last.entries_total >= 8, "{last:?}");
+    assert!(last.phase.contains("ratio"), "{last:?}");
+
+    // Restored under a new name on the same host: the trees match, .chowned is gone.
+    let restore = [
+        "archive", "restore", &uuid, "--host", "web-1", "--as", "web2", "--wait",
+    ];
+    let run = berth_at(&url, &operator, &restore).await;
+    assert_eq!(run.code(), 0, "{}\n{}", run.stdout, run.stderr());
+    assert_same_tree(&apps.join("web"), &apps.join("web2"));
+    let restore_saga = c.get_saga(&saga_of(&run.stdout)).await;
+    let output: serde_json::Value =
+        serde_json::from_str(&restore_saga.steps[0].output_json).unwrap();
+    assert_eq!(output["sha256_verified"], true, "{output}");
+    assert_eq!(output["app"], "web2");
+
+    // Asking again with the same key is the same saga, so the same archive.
+    let keyed = [
+        "archive",
+        "create",
+        "--host",
+        "web-1",
+        "--app",
+        "web",
+        "--key",
+        "nightly-1",
+        "--wait",
+    ];
+    let first = berth_at(&url, &operator, &keyed).await;
+    let again = berth_at(&url, &operator, &keyed).await;
+    assert_eq!(first.code(), 0, "{}", first.stderr());
+    assert_eq!(again.code(), 0, "{}", again.stderr());
+    assert_eq!(saga_of(&first.stdout), saga_of(&again.stdout));
+
+    // Retention (keep_last = 2) ran after each create: the third archive pruned the first.
+    let run = berth_at(&url, &operator, &create).await;
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    let third = saga_of(&run.stdout);
+    let listed = berth_at(
+        &url,
+        &ci,
+        &["--output", "json", "archive", "list", "--app", "web"],
+    )
+    .await;
+    assert_eq!(listed.code(), 0, "{}", listed.stderr());
+    let uuids: Vec<String> = listed
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["uuid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(uuids, vec![third.clone(), saga_of(&first.stdout)]);
+    let retention = c.get_saga(&third).await;
+    let pruned: serde_json::Value = serde_json::from_str(&retention.steps[1].output_json).unwrap();
+    assert_eq!(pruned["deleted"], serde_json::json!([uuid]), "{pruned}");
+    assert!(
+        !s3.keys().await.iter().any(|k| k.contains(&uuid)),
+        "the pruned archive's data and metadata are gone"
+    );
+}
+
+#[tokio::test]
+async fn what_cannot_be_archived_or_restored_is_refused_before_anything_runs() {
+    let db = TestDb::sqlite();
+    let s3 = S3Server::start().await;
+    let c = {
+        let archive = s3.coordinator_config("refuse");
+        TestCoordinator::start_with(&db, None, move |c| c.archive = archive).await
+    };
+    let token = c.token(berth_shared::Role::Agent, Some("web-1")).await;
+    let agent_archive = s3.agent_config("refuse");
+    let agent = TestAgent::start(&c, "web-1", &token, move |a| a.archive = agent_archive).await;
+    agent.wait_connected(Duration::from_secs(10)).await;
+    let operator = c.token(berth_shared::Role::Operator, None).await;
+    let url = c.url();
+
+    // An app directory that is not there: the saga fails, naming the path, and nothing is
+    // stored.
+    let run = berth_at(
+        &url,
+        &operator,
+        &[
+            "archive", "create", "--host", "web-1", "--app", "ghost", "--wait",
+        ],
+    )
+    .await;
+    assert_eq!(run.code(), 7, "{}\n{}", run.stdout, run.stderr());
+    let all = format!("{}{}", run.stdout, run.stderr());
+    assert!(all.contains("ghost"), "{all}");
+    assert!(s3.keys().await.is_empty(), "{:?}", s3.keys().await);
+
+    // An archive that is not in the store is refused at once.
+    let missing = uuid::Uuid::now_v7().to_string();
+    let run = berth_at(
+        &url,
+        &operator,
+        &["archive", "restore", &missing, "--host", "web-1"],
+    )
+    .await;
+    assert_eq!(run.code(), 5, "{}\n{}", run.stdout, run.stderr());
+
+    // App names that could escape the apps root or split a key never reach the agent.
+    let mut client = pb::archive_service_client::ArchiveServiceClient::with_interceptor(
+        c.channel().await,
+        berth_tests::cluster::Bearer::new(&operator),
+    );
+    for app in ["../etc", "a:b", "a/b", "a\u{0}b", ".."] {
+        let err = client
+            .create_archive(pb::CreateArchiveRequest {
+                host_id: "web-1".into(),
+                app: app.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{app:?}: {err:?}");
+        assert!(err.message().contains("app name"), "{app:?}: {err:?}");
+    }
+    let err = client
+        .create_archive(pb::CreateArchiveRequest {
+            host_id: "web-1".into(),
+            app: "web".into(),
+            zstd_level: 42,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+
+    // A CI token reads archives but does not make or restore them.
+    let ci = c.token(berth_shared::Role::Ci, None).await;
+    let run = berth_at(
+        &url,
+        &ci,
+        &["archive", "create", "--host", "web-1", "--app", "web"],
+    )
+    .await;
+    assert_eq!(run.code(), 4, "{}\n{}", run.stdout, run.stderr());
+}
+
+/// The progress events in saga `saga_id`'s history.
+async fn progress_of(c: &TestCoordinator, saga_id: &str) -> Vec<pb::Progress> {
+    let mut events = c
+        .sagas()
+        .await
+        .watch_saga(pb::WatchSagaRequest {
+            saga_id: saga_id.to_owned(),
+            after_seq: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut progress = Vec::new();
+    while let Some(e) = events.next().await {
+        if let Some(p) = e.unwrap().progress {
+            progress.push(p);
+        }
+    }
+    progress
+}
