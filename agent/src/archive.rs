@@ -1,4 +1,5 @@
-//! App archives: an app directory as tar + zstd streamed into object storage, and back.
+//! App archives: an app directory, or a stack's volumes, as tar + zstd streamed into object
+//! storage, and back.
 //!
 //! [`Archiver`] is what the task runner holds. Its two task kinds, [`CREATE_TASK`] and
 //! [`RESTORE_TASK`], take JSON inputs and give JSON outputs ([`Archiver::run_task`]), or are
@@ -19,6 +20,7 @@ mod pipe;
 mod restore;
 mod store;
 mod unpack;
+mod volumes;
 mod walk;
 
 use std::collections::HashSet;
@@ -26,10 +28,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use berth_shared::AppName;
 use berth_shared::archive::{
-    ArchiveId, ArchiveKey, index_value, index_value_from_labels, validate_labels,
+    ArchiveId, ArchiveKey, SOURCE_VOLUMES, index_value, index_value_from_labels, validate_labels,
 };
+use berth_shared::{AppName, StackName};
 use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -38,6 +40,9 @@ use tokio_util::sync::CancellationToken;
 pub use berth_shared::archive::{ArchiveProgress, Phase};
 pub use config::ArchiveConfig;
 pub use error::ArchiveError;
+
+use crate::warm::WarmError;
+use pack::Tree;
 
 /// Task kind: archive an app directory. Inputs [`CreateInput`], output [`CreateOutput`].
 pub const CREATE_TASK: &str = "archive_create";
@@ -51,6 +56,10 @@ pub const RESTORE_TASK: &str = "archive_restore";
 pub struct CreateInput {
     /// The app: its directory is `<apps_root>/<app>` and its keys start with `<app>:`.
     pub app: String,
+    /// Archive this swarm stack's or compose project's volumes (which must not be in use)
+    /// instead of the app directory.
+    #[serde(default)]
+    pub stack: Option<String>,
     /// Free-form labels stored in the metadata (`size:` is added by Berth).
     #[serde(default, deserialize_with = "null_as_default")]
     pub labels: Vec<String>,
@@ -102,6 +111,10 @@ pub struct RestoreInput {
     /// Restore under this app name; absent or empty: the archive's own app.
     #[serde(default)]
     pub target_app: Option<String>,
+    /// For a volume archive: the stack whose volumes receive it (they must exist and not be
+    /// in use); absent or empty: the stack it was made of.
+    #[serde(default)]
+    pub stack: Option<String>,
 }
 
 /// Output of [`RESTORE_TASK`].
@@ -123,6 +136,9 @@ pub struct RestoreOutput {
     pub sha256_verified: bool,
     /// False when the agent is not root and could not restore owners.
     pub owners_restored: bool,
+    /// For a volume archive: the volumes now holding its contents.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
 }
 
 /// Settings of one create, from the config and the inputs.
@@ -227,11 +243,24 @@ impl Archiver {
             Some(l) if (1..=19).contains(&l) => l,
             Some(l) => return Err(ArchiveError::Level(l)),
         };
-        let source = self.apps_root.join(app.as_str());
-        if !std::fs::symlink_metadata(&source).is_ok_and(|m| m.is_dir()) {
-            return Err(ArchiveError::SourceMissing { path: source });
-        }
+        let stack = match input.stack.as_deref() {
+            None | Some("") => None,
+            Some(s) => Some(StackName::new(s).map_err(|source| WarmError::Name {
+                what: "stack name",
+                source,
+            })?),
+        };
         let _lock = self.lock(&app)?;
+        let tree = match &stack {
+            None => {
+                let source = self.apps_root.join(app.as_str());
+                if !std::fs::symlink_metadata(&source).is_ok_and(|m| m.is_dir()) {
+                    return Err(ArchiveError::SourceMissing { path: source });
+                }
+                Tree::AppDir(source)
+            }
+            Some(stack) => Tree::Volumes(volumes::for_create(app.as_str(), stack).await?),
+        };
         self.bucket.prepare()?;
         let id = match &input.uuid {
             Some(id) => {
@@ -258,7 +287,8 @@ impl Archiver {
         };
         let job = create::Job {
             bucket: &self.bucket,
-            source: &source,
+            tree: &tree,
+            stack: stack.map(|s| s.to_string()),
             app,
             id: id.clone(),
             key: key.clone(),
@@ -307,6 +337,26 @@ impl Archiver {
                 })?;
         let target = target.unwrap_or(app);
         let _lock = self.lock(&target)?;
+        let volumes = match meta.source.as_deref() {
+            Some(SOURCE_VOLUMES) => {
+                let from = meta.stack.clone().unwrap_or_default();
+                let to = match input.stack.as_deref() {
+                    None | Some("") => from.as_str(),
+                    Some(s) => s,
+                };
+                let to = StackName::new(to).map_err(|source| WarmError::Name {
+                    what: "stack name",
+                    source,
+                })?;
+                let archived = meta.volumes.clone().unwrap_or_default();
+                Some(volumes::for_restore(target.as_str(), &from, &archived, &to).await?)
+            }
+            _ => None,
+        };
+        let restored_volumes = volumes
+            .as_ref()
+            .map(|v| v.targets.iter().map(|t| t.name.to_string()).collect())
+            .unwrap_or_default();
         let job = restore::Job {
             bucket: &self.bucket,
             apps_root: &self.apps_root,
@@ -316,6 +366,7 @@ impl Archiver {
             target: target.clone(),
             max_bytes: self.config.max_restore_bytes,
             max_entries: self.config.max_restore_entries,
+            volumes,
         };
         let r = restore::run(job, progress, cancel).await?;
         tracing::info!(key = %key, app = %target, entries = r.unpacked.entries, "archive restored");
@@ -329,6 +380,7 @@ impl Archiver {
             sha256: r.unpacked.sha256,
             sha256_verified: r.verified,
             owners_restored: r.owners,
+            volumes: restored_volumes,
         })
     }
 

@@ -90,7 +90,7 @@ pub enum AgentError {
     #[error("agent task failed")]
     Join(#[source] tokio::task::JoinError),
     #[error("cannot open the archive store ([archive] in the agent's config)")]
-    ArchiveStore(#[source] crate::archive::ArchiveError),
+    ArchiveStore(#[source] Box<crate::archive::ArchiveError>),
 }
 
 impl AgentError {

@@ -75,7 +75,7 @@ impl Link {
                         config.archive.clone(),
                         &config.apps_root,
                     )
-                    .map_err(AgentError::ArchiveStore)?,
+                    .map_err(|e| AgentError::ArchiveStore(Box::new(e)))?,
                 }),
             ),
         })

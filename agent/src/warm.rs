@@ -8,12 +8,12 @@
 
 mod copy;
 mod error;
-mod layout;
+pub(crate) mod layout;
 mod list;
 mod meta;
 mod pack;
 mod progress;
-mod restore;
+pub(crate) mod restore;
 mod snapshot;
 mod unpack;
 

@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use berth_proto::v1 as pb;
-use berth_shared::{AppName, HostId};
+use berth_shared::{AppName, HostId, StackName};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
@@ -17,7 +17,8 @@ use crate::sagas::{Presentation, follow};
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum ArchiveCommand {
-    /// Archive an app's directory on a host into object storage
+    /// Archive an app's directory (or, with --volumes, its stack's volumes) on a host into
+    /// object storage
     Create(CreateArgs),
     /// Restore an archive onto a host (under its own app name, or another with --as)
     Restore(RestoreArgs),
@@ -64,6 +65,13 @@ pub struct CreateArgs {
     pub host: HostId,
     #[arg(long, value_name = "APP")]
     pub app: AppName,
+    /// Archive the stack's volumes instead of the app directory (nothing of the stack may run)
+    #[arg(long)]
+    pub volumes: bool,
+    /// The swarm stack or compose project of the volumes (implies --volumes; default: the
+    /// app's name)
+    #[arg(long, value_name = "STACK")]
+    pub stack: Option<StackName>,
     /// A label to record (repeatable), e.g. owner:alice
     #[arg(long = "label", value_name = "KEY:VALUE")]
     pub labels: Vec<String>,
@@ -88,6 +96,10 @@ pub struct RestoreArgs {
     /// Restore under this app name instead of the archive's own
     #[arg(long = "as", value_name = "APP")]
     pub target_app: Option<AppName>,
+    /// For a volume archive: the stack whose volumes receive it (default: the one it was
+    /// made of)
+    #[arg(long, value_name = "STACK")]
+    pub stack: Option<StackName>,
     #[arg(long, value_name = "KEY")]
     pub key: Option<String>,
     #[arg(long)]
@@ -178,8 +190,8 @@ pub async fn run(
             let req = pb::CreateArchiveRequest {
                 host_id: a.host.to_string(),
                 app: a.app.to_string(),
-                volumes: false,
-                stack: String::new(),
+                volumes: a.volumes,
+                stack: a.stack.map(|s| s.to_string()).unwrap_or_default(),
                 labels: a.labels,
                 index_label: a.index_label.unwrap_or_default(),
                 zstd_level: a.zstd_level.unwrap_or(0),
@@ -193,6 +205,7 @@ pub async fn run(
                 host_id: a.host.to_string(),
                 uuid: uuid_arg.unwrap_or_default(),
                 target_app: a.target_app.map(|t| t.to_string()).unwrap_or_default(),
+                stack: a.stack.map(|s| s.to_string()).unwrap_or_default(),
                 idempotency_key: a.key.unwrap_or_default(),
             };
             let started = client.restore_archive(req).await.map_err(err)?.into_inner();

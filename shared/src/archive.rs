@@ -20,7 +20,10 @@ use std::fmt;
 
 use crate::name::AppName;
 
-pub use meta::{ArchiveMeta, FORMAT_TAR_ZSTD, LabelError, SIZE_LABEL, validate_labels};
+pub use meta::{
+    ArchiveMeta, FORMAT_TAR_ZSTD, LabelError, SIZE_LABEL, SOURCE_APP_DIR, SOURCE_VOLUMES,
+    validate_labels,
+};
 pub use progress::{ArchiveProgress, Phase};
 pub use retention::{
     KeepReason, RetentionEntry, RetentionError, RetentionPlan, RetentionPolicy, Verdict,

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod cloud;
 pub mod cluster;
 pub mod db;
+pub mod docker;
 pub mod dosim;
 pub mod ledger;
 pub mod pki;

@@ -3,14 +3,14 @@
 //! then write its metadata.
 //! Any failure or cancellation aborts the upload: no object and no metadata remain.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use berth_shared::AppName;
 use berth_shared::archive::{
-    ArchiveId, ArchiveKey, ArchiveMeta, ArchiveProgress, FORMAT_TAR_ZSTD, Phase,
+    ArchiveId, ArchiveKey, ArchiveMeta, ArchiveProgress, FORMAT_TAR_ZSTD, Phase, SOURCE_APP_DIR,
+    SOURCE_VOLUMES,
 };
 use bytes::Bytes;
 use object_store::ObjectStoreExt;
@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::pack::{self, PackCounters, Packed, Totals};
+use super::pack::{self, PackCounters, Packed, Totals, Tree};
 use super::parts::PartWriter;
 use super::pipe::{CAPACITY, ChunkSender};
 use super::store::Bucket;
@@ -32,12 +32,14 @@ const MIB: u64 = 1 << 20;
 /// A create that passed its checks, ready to run.
 pub(crate) struct Job<'a> {
     pub bucket: &'a Bucket,
-    pub source: &'a Path,
+    pub tree: &'a Tree,
     pub app: AppName,
     pub id: ArchiveId,
     pub key: ArchiveKey,
     pub labels: Vec<String>,
     pub plan: Plan,
+    /// The stack a volume archive was made of, recorded in its metadata.
+    pub stack: Option<String>,
 }
 
 /// What a create produced.
@@ -63,8 +65,8 @@ pub(crate) async fn run(
     // The pre-scan runs alongside the archive: its totals feed progress and, for a huge
     // source, the part size.
     let mut scan = {
-        let (source, stop) = (job.source.to_owned(), stop.clone());
-        tokio::task::spawn_blocking(move || pack::scan(&source, &stop))
+        let (tree, stop) = (job.tree.clone(), stop.clone());
+        tokio::task::spawn_blocking(move || pack::scan(&tree, &stop))
     };
     let path = ObjectPath::from(job.key.as_str());
     let upload = job
@@ -78,11 +80,11 @@ pub(crate) async fn run(
 
     let (tx, mut rx) = mpsc::channel::<Bytes>(CAPACITY);
     let producer = {
-        let (source, counters, stop) = (job.source.to_owned(), counters.clone(), stop.clone());
+        let (tree, counters, stop) = (job.tree.clone(), counters.clone(), stop.clone());
         let (level, workers) = (job.plan.level, job.plan.workers);
         tokio::task::spawn_blocking(move || {
             let out = ChunkSender::new(tx, counters.compressed.clone());
-            pack::pack(&source, out, level, workers, &counters, &stop)
+            pack::pack(&tree, out, level, workers, &counters, &stop)
         })
     };
     let report = |phase| {
@@ -156,7 +158,14 @@ pub(crate) async fn run(
     meta.index = Some(job.key.index().unwrap_or("-").to_owned());
     meta.tar_bytes = Some(packed.tar_bytes);
     meta.entries = Some(packed.entries);
-    meta.source = Some("app_dir".to_owned());
+    match job.tree {
+        Tree::AppDir(_) => meta.source = Some(SOURCE_APP_DIR.to_owned()),
+        Tree::Volumes(volumes) => {
+            meta.source = Some(SOURCE_VOLUMES.to_owned());
+            meta.stack = job.stack.clone();
+            meta.volumes = Some(volumes.iter().map(|(name, _)| name.clone()).collect());
+        }
+    }
     if let Err(e) = job.bucket.write_meta(&meta).await {
         job.bucket.delete_quietly(job.key.as_str()).await;
         return Err(e);

@@ -28,6 +28,9 @@ pub enum ArchiveError {
     },
     #[error("task kind {0:?} is not an archive task")]
     UnknownKind(String),
+    /// A stack's volumes: not found, unsupported, still in use, or not swappable.
+    #[error(transparent)]
+    Volumes(#[from] crate::warm::WarmError),
     #[error("invalid archive store url")]
     StoreUrl(#[from] StoreUrlError),
     #[error("invalid archive store configuration: {0}")]
@@ -142,6 +145,8 @@ impl ArchiveError {
             Store { source, .. } | Open(source) => store_kind(source),
             Read { source, .. } | Write { source, .. } => io_kind(source),
             Busy { .. } | Verify { .. } | Compress(_) | Join(_) | Cancelled => ErrorKind::Transient,
+            Volumes(e) if e.kind() == crate::warm::WarmErrorKind::Transient => ErrorKind::Transient,
+            Volumes(_) => ErrorKind::Invalid,
             App(_)
             | Key(_)
             | Labels(_)

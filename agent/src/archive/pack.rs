@@ -1,6 +1,6 @@
-//! Making an archive on a blocking thread: walk a directory in name order and write tar
-//! entries that keep numeric owners, modes, mtimes, symlinks, hard links, fifos and device
-//! nodes, compressed by multithreaded zstd into a [`ChunkSender`].
+//! Making an archive on a blocking thread: walk a directory (or a stack's volumes) in name
+//! order and write tar entries that keep numeric owners, modes, mtimes, symlinks, hard links,
+//! fifos and device nodes, compressed by multithreaded zstd into a [`ChunkSender`].
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -27,6 +27,29 @@ const WRITE_BUFFER: usize = 256 << 10;
 
 /// Size of one zstd multithreaded job.
 const JOB_SIZE: u32 = 2 << 20;
+
+/// What an archive holds.
+#[derive(Debug, Clone)]
+pub(crate) enum Tree {
+    /// An app directory: the archive's root is the directory itself.
+    AppDir(PathBuf),
+    /// A stack's volumes, `(name, mountpoint)`: the archive's root holds one directory per
+    /// volume, named as the volume, holding what its mountpoint holds.
+    Volumes(Vec<(String, PathBuf)>),
+}
+
+impl Tree {
+    /// The directories to walk, each with the name it has in the archive (none: the root).
+    fn roots(&self) -> Vec<(Option<&str>, &Path)> {
+        match self {
+            Tree::AppDir(dir) => vec![(None, dir.as_path())],
+            Tree::Volumes(volumes) => volumes
+                .iter()
+                .map(|(name, path)| (Some(name.as_str()), path.as_path()))
+                .collect(),
+        }
+    }
+}
 
 /// Live counters of a create, read by the async side for progress.
 #[derive(Debug, Default)]
@@ -57,27 +80,33 @@ pub(crate) struct Packed {
     pub entries: u64,
 }
 
-/// Counts entries and file bytes under `root`, the way [`pack`] will walk it.
-pub(crate) fn scan(root: &Path, cancel: &AtomicBool) -> Result<Totals, ArchiveError> {
+/// Counts entries and file bytes of `tree`, the way [`pack`] will walk it.
+pub(crate) fn scan(tree: &Tree, cancel: &AtomicBool) -> Result<Totals, ArchiveError> {
     let mut totals = Totals::default();
+    if matches!(tree, Tree::Volumes(_)) {
+        totals.entries += 1; // the archive's root
+    }
     let mut linked = HashSet::new();
-    walk(root, cancel, &mut |e| {
-        totals.entries += 1;
-        let st = e.stat;
-        // A hard link's bytes are archived once, with its first name.
-        if e.kind() == FileType::RegularFile && (st.st_nlink == 1 || linked.insert(file_id(st))) {
-            totals.bytes += st.st_size as u64;
-        }
-        Ok(())
-    })?;
+    for (_, root) in tree.roots() {
+        walk(root, cancel, &mut |e| {
+            totals.entries += 1;
+            let st = e.stat;
+            // A hard link's bytes are archived once, with its first name.
+            if e.kind() == FileType::RegularFile && (st.st_nlink == 1 || linked.insert(file_id(st)))
+            {
+                totals.bytes += st.st_size as u64;
+            }
+            Ok(())
+        })?;
+    }
     Ok(totals)
 }
 
-/// Tars and compresses `root` into `out`, as `tar | zstd` does: one thread walks and tars,
+/// Tars and compresses `tree` into `out`, as `tar | zstd` does: one thread walks and tars,
 /// the calling thread feeds zstd (whose workers compress) and hashes what comes out, joined
 /// by a pipe of a few [`WRITE_BUFFER`]s.
 pub(crate) fn pack(
-    root: &Path,
+    tree: &Tree,
     out: ChunkSender,
     level: i32,
     workers: u32,
@@ -86,7 +115,7 @@ pub(crate) fn pack(
 ) -> Result<Packed, ArchiveError> {
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(PIPE_DEPTH);
     let (tarred, compressed) = std::thread::scope(|scope| {
-        let tar = scope.spawn(move || tar_stage(root, tx, counters, cancel));
+        let tar = scope.spawn(move || tar_stage(tree, tx, counters, cancel));
         let compressed = compress_stage(rx, out, level, workers);
         let tarred = tar.join().unwrap_or_else(|_| {
             Err(ArchiveError::Compress(io::Error::other(
@@ -111,7 +140,7 @@ pub(crate) fn pack(
 }
 
 fn tar_stage(
-    root: &Path,
+    tree: &Tree,
     tx: mpsc::SyncSender<Vec<u8>>,
     counters: &PackCounters,
     cancel: &AtomicBool,
@@ -126,11 +155,37 @@ fn tar_stage(
     builder.follow_symlinks(false);
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut scratch = vec![0u8; READ_BUFFER];
-    walk(root, cancel, &mut |entry| {
-        append(&mut builder, entry, &mut links, counters, &mut scratch)?;
+    if matches!(tree, Tree::Volumes(_)) {
+        let mut header = Header::new_gnu();
+        header.set_entry_type(EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        );
+        header.set_size(0);
+        builder
+            .append_data(&mut header, "./", io::empty())
+            .map_err(ArchiveError::Compress)?;
         counters.entries.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    })?;
+    }
+    for (prefix, root) in tree.roots() {
+        walk(root, cancel, &mut |entry| {
+            append(
+                &mut builder,
+                entry,
+                prefix,
+                &mut links,
+                counters,
+                &mut scratch,
+            )?;
+            counters.entries.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })?;
+    }
     builder.finish().map_err(ArchiveError::Compress)?;
     builder
         .into_inner()
@@ -165,14 +220,20 @@ fn compress_stage(
         .map_err(compress)
 }
 
+/// Appends `entry`, named `<prefix>/<its path>` in the archive when `prefix` is given.
 fn append<W: Write>(
     builder: &mut tar::Builder<W>,
     entry: &Entry<'_>,
+    prefix: Option<&str>,
     links: &mut HashMap<(u64, u64), PathBuf>,
     counters: &PackCounters,
     scratch: &mut [u8],
 ) -> Result<(), ArchiveError> {
     let (st, rel) = (entry.stat, entry.rel);
+    let name = match prefix {
+        Some(p) => Path::new(p).join(rel),
+        None => rel.to_owned(),
+    };
     let mut header = Header::new_gnu();
     header.set_mode(st.st_mode & 0o7777);
     header.set_uid(st.st_uid as u64);
@@ -187,10 +248,10 @@ fn append<W: Write>(
     match entry.kind() {
         FileType::Directory => {
             header.set_entry_type(EntryType::Directory);
-            let name = if rel.as_os_str().is_empty() {
+            let name = if name.as_os_str().is_empty() {
                 PathBuf::from("./")
             } else {
-                let mut n = rel.as_os_str().to_owned();
+                let mut n = name.into_os_string();
                 n.push("/");
                 PathBuf::from(n)
             };
@@ -208,7 +269,7 @@ fn append<W: Write>(
             }
             header.set_entry_type(EntryType::Symlink);
             builder
-                .append_link(&mut header, rel, target)
+                .append_link(&mut header, &name, target)
                 .map_err(compress)
         }
         FileType::RegularFile => {
@@ -217,10 +278,10 @@ fn append<W: Write>(
                 if let Some(first) = links.get(&id) {
                     header.set_entry_type(EntryType::Link);
                     return builder
-                        .append_link(&mut header, rel, first)
+                        .append_link(&mut header, &name, first)
                         .map_err(compress);
                 }
-                links.insert(id, rel.to_owned());
+                links.insert(id, name.clone());
             }
             header.set_entry_type(EntryType::Regular);
             let size = st.st_size as u64;
@@ -235,7 +296,7 @@ fn append<W: Write>(
                 pos: 0,
                 filled: 0,
             };
-            let result = builder.append_data(&mut header, rel, &mut source);
+            let result = builder.append_data(&mut header, &name, &mut source);
             if let Some(source) = source.failed.take() {
                 return Err(read(source));
             }
@@ -256,7 +317,7 @@ fn append<W: Write>(
                 .and_then(|()| header.set_device_minor(rustix::fs::minor(dev)))
                 .map_err(compress)?;
             builder
-                .append_data(&mut header, rel, io::empty())
+                .append_data(&mut header, &name, io::empty())
                 .map_err(compress)
         }
         _ => {

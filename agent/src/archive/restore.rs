@@ -1,6 +1,7 @@
 //! Restoring an archive: stream the download through a bounded pipe into a blocking
 //! decode + verify + untar into a staging directory beside the target, then swap it into
 //! place. A failure, a checksum mismatch or a cancellation leaves the target as it was.
+//! A volume archive unpacks beside the stack's volumes and swaps each one in whole.
 
 use std::fs;
 use std::io;
@@ -22,6 +23,7 @@ use super::ArchiveError;
 use super::pipe::{CAPACITY, ChunkReceiver, Incoming};
 use super::store::Bucket;
 use super::unpack::{self, Expect, UnpackCounters, Unpacked};
+use super::volumes::Restore;
 
 /// A restore that passed its checks, ready to run.
 pub(crate) struct Job<'a> {
@@ -33,6 +35,9 @@ pub(crate) struct Job<'a> {
     pub target: AppName,
     pub max_bytes: u64,
     pub max_entries: u64,
+    /// For a volume archive: where its volumes go (the target app then only names the
+    /// restore).
+    pub volumes: Option<Restore>,
 }
 
 /// What a restore did.
@@ -59,23 +64,16 @@ pub(crate) async fn run(
             found: job.size,
         });
     }
+    if let Some(volumes) = &job.volumes {
+        return into_volumes(&job, volumes, progress, cancel).await;
+    }
     let root = job.apps_root;
     let write_err = |path: &Path| {
         let path = path.to_owned();
         move |source| ArchiveError::Write { path, source }
     };
     fs::create_dir_all(root).map_err(write_err(root))?;
-    if let Some(needed) = job.meta.tar_bytes {
-        let st = rustix::fs::statvfs(root).map_err(|e| write_err(root)(e.into()))?;
-        let free = st.f_bavail.saturating_mul(st.f_frsize);
-        if free < needed {
-            return Err(ArchiveError::NoSpace {
-                path: root.to_owned(),
-                needed,
-                free,
-            });
-        }
-    }
+    check_space(root, job.meta.tar_bytes)?;
     // `~` cannot appear in an app name, so one app's prefix is never another's.
     let staging_prefix = format!(".berth-restore~{}~", job.target);
     remove_stale(root, &staging_prefix).await;
@@ -107,6 +105,60 @@ pub(crate) async fn run(
     }
     progress.send_modify(|p| p.phase = Phase::Done);
     Ok(restored)
+}
+
+/// Restores a volume archive: unpack into the scratch dir beside the volumes, then swap.
+async fn into_volumes(
+    job: &Job<'_>,
+    volumes: &Restore,
+    progress: &watch::Sender<ArchiveProgress>,
+    cancel: &CancellationToken,
+) -> Result<Restored, ArchiveError> {
+    let scratch = volumes.scratch.clone();
+    let parent = scratch.parent().unwrap_or(Path::new("/"));
+    check_space(parent, job.meta.tar_bytes)?;
+    fs::create_dir(&scratch).map_err(|source| ArchiveError::Write {
+        path: scratch.clone(),
+        source,
+    })?;
+    let restored = match unpack_into(job, &scratch, progress, cancel).await {
+        Ok(r) => r,
+        Err(e) => {
+            remove_dir(scratch).await;
+            return Err(e);
+        }
+    };
+    progress.send_modify(|p| p.phase = Phase::Swapping);
+    let swap = {
+        let volumes = volumes.clone();
+        tokio::task::spawn_blocking(move || volumes.swap_in())
+            .await
+            .map_err(ArchiveError::Join)?
+    };
+    if let Err(e) = swap {
+        remove_dir(scratch).await;
+        return Err(e);
+    }
+    progress.send_modify(|p| p.phase = Phase::Done);
+    Ok(restored)
+}
+
+/// Refuses a restore that cannot fit in `dir`'s filesystem.
+fn check_space(dir: &Path, needed: Option<u64>) -> Result<(), ArchiveError> {
+    let Some(needed) = needed else { return Ok(()) };
+    let st = rustix::fs::statvfs(dir).map_err(|e| ArchiveError::Write {
+        path: dir.to_owned(),
+        source: e.into(),
+    })?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    if free < needed {
+        return Err(ArchiveError::NoSpace {
+            path: dir.to_owned(),
+            needed,
+            free,
+        });
+    }
+    Ok(())
 }
 
 async fn unpack_into(

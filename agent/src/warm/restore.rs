@@ -4,7 +4,7 @@
 //! when every one is ready are they swapped in, one rename each. Cancelled or failed before
 //! that point, every volume is left as it was; after it, each is wholly new.
 
-mod volume;
+pub(crate) mod volume;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -120,6 +120,7 @@ impl Env {
                 RestoreInput {
                     uuid: uuid.into(),
                     target_app: Some(target.into()),
+                    ..Default::default()
                 },
                 &progress,
                 &CancellationToken::new(),

@@ -46,6 +46,8 @@ struct ArchiveCreateInputs {
     zstd_level: Option<i32>,
     #[serde(default)]
     uuid: Option<String>,
+    #[serde(default)]
+    stack: Option<String>,
 }
 
 /// Inputs of `archive.restore`.
@@ -56,6 +58,8 @@ struct ArchiveRestoreInputs {
     uuid: String,
     #[serde(default)]
     target_app: Option<String>,
+    #[serde(default)]
+    stack: Option<String>,
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(v: &Value) -> Result<T, String> {
@@ -115,6 +119,9 @@ fn archive_create(v: &Value) -> Result<Vec<Arc<dyn Step>>, String> {
     if let Some(id) = &i.uuid {
         uuid(id)?;
     }
+    if let Some(stack) = i.stack {
+        StackName::new(stack).map_err(|e| e.to_string())?;
+    }
     let _ = (i.labels, i.index_label);
     Ok(vec![
         Arc::new(AgentStep {
@@ -132,6 +139,9 @@ fn archive_restore(v: &Value) -> Result<Vec<Arc<dyn Step>>, String> {
     uuid(&i.uuid)?;
     if let Some(app) = i.target_app {
         AppName::new(app).map_err(|e| e.to_string())?;
+    }
+    if let Some(stack) = i.stack {
+        StackName::new(stack).map_err(|e| e.to_string())?;
     }
     Ok(one("archive_restore", "archive_restore"))
 }

@@ -80,15 +80,15 @@ impl pb::archive_service_server::ArchiveService for ArchivesService {
         req: Request<pb::CreateArchiveRequest>,
     ) -> Result<Response<pb::SagaRef>, Status> {
         let r = req.into_inner();
-        if r.volumes || !r.stack.is_empty() {
-            return Err(Status::unimplemented(
-                "archiving a stack's volumes is not built yet; archive the app directory \
-                 (leave volumes and stack unset) or use a warm snapshot for volumes",
-            ));
-        }
+        let stack = match (r.volumes, r.stack.is_empty()) {
+            (_, false) => Some(r.stack),
+            (true, true) => Some(r.app.clone()),
+            (false, true) => None,
+        };
         let inputs = json!({
             "host_id": r.host_id,
             "app": r.app,
+            "stack": stack,
             "labels": r.labels,
             "index_label": (!r.index_label.is_empty()).then_some(r.index_label),
             "zstd_level": (r.zstd_level != 0).then_some(r.zstd_level),
@@ -110,6 +110,7 @@ impl pb::archive_service_server::ArchiveService for ArchivesService {
             "host_id": r.host_id,
             "uuid": uuid.to_string(),
             "target_app": (!r.target_app.is_empty()).then_some(r.target_app),
+            "stack": (!r.stack.is_empty()).then_some(r.stack),
         });
         Ok(Response::new(
             super::start_saga(&self.engine, "archive.restore", &inputs, &r.idempotency_key).await?,

@@ -83,9 +83,15 @@ pub struct ArchiveMeta {
     /// Number of tar entries (files, directories, links), for restore progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entries: Option<u64>,
-    /// What was archived: `app_dir` (or, later, `volumes`).
+    /// What was archived: [`SOURCE_APP_DIR`] or [`SOURCE_VOLUMES`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// For a volume archive: the stack whose volumes it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
+    /// For a volume archive: the volumes, each the top-level directory of its contents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<String>>,
     /// Keys written by other tools, kept as they were.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -94,6 +100,11 @@ pub struct ArchiveMeta {
 fn null_as_empty<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
 }
+
+/// [`ArchiveMeta::source`] of an app directory's archive (also what an absent one means).
+pub const SOURCE_APP_DIR: &str = "app_dir";
+/// [`ArchiveMeta::source`] of an archive of a stack's volumes.
+pub const SOURCE_VOLUMES: &str = "volumes";
 
 impl ArchiveMeta {
     /// The minimal document, as the Go code writes it.
@@ -110,6 +121,8 @@ impl ArchiveMeta {
             tar_bytes: None,
             entries: None,
             source: None,
+            stack: None,
+            volumes: None,
             extra: serde_json::Map::new(),
         }
     }

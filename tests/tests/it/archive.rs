@@ -122,6 +122,7 @@ impl Both {
         let input = RestoreInput {
             uuid: uuid.into(),
             target_app: Some(target.into()),
+            ..Default::default()
         };
         self.agent
             .restore(input, &progress, &CancellationToken::new())

@@ -1,62 +1,13 @@
 //! End to end: `berth warm snapshot|restore --wait` from the CLI through the coordinator's
 //! saga engine to the agent on the host and back, with the real Docker engine's volumes.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use berth_proto::v1 as pb;
 use berth_tests::cli::berth_at;
+use berth_tests::docker::{Container, Volume};
 use berth_tests::{TestCoordinator, TestDb};
 use futures::StreamExt;
-
-const DOCKER_HELP: &str =
-    "the Docker engine must be running for this test (`docker info` must work)";
-
-/// A compose project's volume, labelled as `docker compose` labels it, removed on drop.
-struct Volume {
-    name: String,
-    mountpoint: PathBuf,
-}
-
-impl Volume {
-    fn create(project: &str, short: &str) -> Volume {
-        let name = format!("{project}_{short}");
-        let out = Command::new("docker")
-            .args([
-                "volume",
-                "create",
-                "--label",
-                &format!("com.docker.compose.project={project}"),
-            ])
-            .args([
-                "--label",
-                &format!("com.docker.compose.volume={short}"),
-                &name,
-            ])
-            .output()
-            .expect(DOCKER_HELP);
-        assert!(
-            out.status.success(),
-            "{DOCKER_HELP}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = Command::new("docker")
-            .args(["volume", "inspect", "-f", "{{.Mountpoint}}", &name])
-            .output()
-            .expect(DOCKER_HELP);
-        let mountpoint = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        Volume { name, mountpoint }
-    }
-}
-
-impl Drop for Volume {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["volume", "rm", "-f", &self.name])
-            .output();
-    }
-}
 
 #[tokio::test]
 async fn a_ci_runner_restores_an_apps_last_known_good_volumes_from_the_cli() {
@@ -172,36 +123,11 @@ async fn a_ci_runner_restores_an_apps_last_known_good_volumes_from_the_cli() {
     );
 
     // A deployed app is refused, naming what runs, and the CLI exits 7 with the reason.
-    let image = Command::new("docker")
-        .args(["image", "inspect", "berth-test-busybox:latest"])
-        .output();
-    assert!(
-        image.is_ok_and(|o| o.status.success()),
-        "the test image is missing: build it with `bash .ci/test-image.sh`"
-    );
     {
         let name = format!("{project}_app");
-        let out = Command::new("docker")
-            .args([
-                "run",
-                "-d",
-                "--network",
-                "none",
-                "--name",
-                &name,
-                "-v",
-                &format!("{}:/data", db_vol.name),
-            ])
-            .args(["berth-test-busybox:latest", "sleep", "300"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let app = Container::mounting(&name, &db_vol.name);
         let run = berth_at(&url, &ci, &restore).await;
-        let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+        drop(app);
         assert_eq!(run.code(), 7, "{}\n{}", run.stdout, run.stderr());
         assert!(
             run.stdout.contains(&name) || run.stderr().contains(&name),

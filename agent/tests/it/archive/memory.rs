@@ -61,6 +61,7 @@ async fn child_archive_and_restore_512_mib() {
     let input = RestoreInput {
         uuid: out.uuid,
         target_app: Some("big-restored".into()),
+        ..Default::default()
     };
     archiver.restore(input, &progress, &cancel).await.unwrap();
     println!(

@@ -28,7 +28,7 @@ async fn round_trip_keeps_contents_modes_owners_mtimes_and_links() {
             labels: vec!["owner:alice".into(), "note:nightly run".into()],
             index_label: "alice".into(),
             zstd_level: Some(3),
-            uuid: None,
+            ..Default::default()
         };
         let out = env
             .archiver

@@ -118,6 +118,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 let input = RestoreInput {
                     uuid: uuid.clone(),
                     target_app: Some(target_app.clone()),
+                    ..Default::default()
                 };
                 let out = archiver
                     .restore(input, &progress, &CancellationToken::new())

@@ -118,12 +118,13 @@ async fn a_presigned_link_downloads_the_archive_then_expires() {
     build_app(&b.dir("web"));
     let out = b.create("web", &[], "").await;
     let id = ArchiveId::new(out.uuid.as_str()).unwrap();
-    let link = b.catalog.link(&id, Some(1), 0).await.unwrap();
+    // Signed in whole seconds: a 3 s link is good for at least 2 s, time enough to fetch.
+    let link = b.catalog.link(&id, Some(3), 0).await.unwrap();
     let fresh = reqwest::get(&link.url).await.unwrap();
     assert_eq!(fresh.status(), 200);
     assert_eq!(fresh.bytes().await.unwrap().len() as u64, out.size);
     // The server checks expiry against its clock, in whole seconds.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     let expired = reqwest::get(&link.url).await.unwrap();
     assert_eq!(expired.status(), 403);
     assert!(expired.text().await.unwrap().contains("expired"));

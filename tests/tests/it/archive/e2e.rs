@@ -1,12 +1,14 @@
 //! End to end: `berth archive create|restore --wait` from the CLI through the coordinator's
 //! saga engine to the agent on the host, into the real S3 server and back; the archive's
 //! uuid is the saga's id, progress reaches the saga's history, retention follows each create,
-//! and what cannot be done is refused before anything runs.
+//! and what cannot be done is refused before anything runs. Volume archives use the real
+//! Docker engine's volumes.
 
 use std::time::Duration;
 
 use berth_proto::v1 as pb;
 use berth_tests::cli::berth_at;
+use berth_tests::docker::{Container, Volume};
 use berth_tests::s3::S3Server;
 use berth_tests::{TestAgent, TestCoordinator, TestDb};
 use futures::StreamExt;
@@ -225,6 +227,165 @@ async fn what_cannot_be_archived_or_restored_is_refused_before_anything_runs() {
     )
     .await;
     assert_eq!(run.code(), 4, "{}\n{}", run.stdout, run.stderr());
+}
+
+#[tokio::test]
+async fn a_stacks_volumes_are_archived_and_restored_into_the_same_or_another_stack() {
+    let db = TestDb::sqlite();
+    let s3 = S3Server::start().await;
+    let c = {
+        let archive = s3.coordinator_config("vol");
+        TestCoordinator::start_with(&db, None, move |c| c.archive = archive).await
+    };
+    let token = c.token(berth_shared::Role::Agent, Some("db-1")).await;
+    let agent_archive = s3.agent_config("vol");
+    let agent = TestAgent::start(&c, "db-1", &token, move |a| a.archive = agent_archive).await;
+    agent.wait_connected(Duration::from_secs(10)).await;
+    let operator = c.token(berth_shared::Role::Operator, None).await;
+    let url = c.url();
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let project = format!("berthva{suffix}");
+    let db_vol = Volume::create(&project, "db");
+    let files_vol = Volume::create(&project, "files");
+    std::fs::write(db_vol.mountpoint.join("PG_VERSION"), "15\n").unwrap();
+    build_app(&files_vol.mountpoint.join("site"));
+    // Volumes are kept as they are: only an app directory's own `.chowned` goes on restore.
+    std::fs::remove_file(files_vol.mountpoint.join("site/.chowned")).unwrap();
+    super::run(
+        std::process::Command::new("touch")
+            .args(["-d", "@1600000000"])
+            .arg(files_vol.mountpoint.join("site")),
+    );
+
+    // While a container mounts one of the stack's volumes, the create is refused, naming it.
+    let create = [
+        "archive", "create", "--host", "db-1", "--app", "kc", "--stack", &project, "--wait",
+    ];
+    {
+        let running = Container::mounting(&format!("{project}_app"), &db_vol.name);
+        let run = berth_at(&url, &operator, &create).await;
+        assert_eq!(run.code(), 7, "{}\n{}", run.stdout, run.stderr());
+        let all = format!("{}{}", run.stdout, run.stderr());
+        assert!(all.contains(&running.name), "names what runs: {all}");
+    }
+    let run = berth_at(&url, &operator, &create).await;
+    assert_eq!(run.code(), 0, "{}\n{}", run.stdout, run.stderr());
+    let uuid = saga_of(&run.stdout);
+    let meta: serde_json::Value = {
+        let raw = s3.client("vol");
+        let path = object_store::path::Path::from(format!("_metadata/{uuid}"));
+        let bytes = object_store::ObjectStoreExt::get(&raw, &path)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    assert_eq!(meta["source"], "volumes");
+    assert_eq!(meta["stack"], project.as_str());
+    assert_eq!(
+        meta["volumes"],
+        serde_json::json!([db_vol.name, files_vol.name])
+    );
+
+    // The test run dirties the volumes; the archive brings them back whole.
+    let expected = tempfile::tempdir().unwrap();
+    run_cp(
+        &files_vol.mountpoint.join("site"),
+        &expected.path().join("site"),
+    );
+    std::fs::write(db_vol.mountpoint.join("PG_VERSION"), "dirty\n").unwrap();
+    std::fs::write(files_vol.mountpoint.join("junk"), "x").unwrap();
+    let restore = ["archive", "restore", &uuid, "--host", "db-1", "--wait"];
+    let run = berth_at(&url, &operator, &restore).await;
+    assert_eq!(run.code(), 0, "{}\n{}", run.stdout, run.stderr());
+    assert_eq!(
+        std::fs::read_to_string(db_vol.mountpoint.join("PG_VERSION")).unwrap(),
+        "15\n"
+    );
+    assert!(!files_vol.mountpoint.join("junk").exists());
+    assert_same_tree(
+        &expected.path().join("site"),
+        &files_vol.mountpoint.join("site"),
+    );
+    let saga = c.get_saga(&saga_of(&run.stdout)).await;
+    let output: serde_json::Value = serde_json::from_str(&saga.steps[0].output_json).unwrap();
+    assert_eq!(
+        output["volumes"],
+        serde_json::json!([db_vol.name, files_vol.name]),
+        "{output}"
+    );
+
+    // Into another stack (moving the app): volumes map by short name.
+    let other = format!("berthvb{suffix}");
+    let other_db = Volume::create(&other, "db");
+    let other_files = Volume::create(&other, "files");
+    let moved = [
+        "archive", "restore", &uuid, "--host", "db-1", "--as", "kc2", "--stack", &other, "--wait",
+    ];
+    let run = berth_at(&url, &operator, &moved).await;
+    assert_eq!(run.code(), 0, "{}\n{}", run.stdout, run.stderr());
+    assert_eq!(
+        std::fs::read_to_string(other_db.mountpoint.join("PG_VERSION")).unwrap(),
+        "15\n"
+    );
+    assert_same_tree(
+        &expected.path().join("site"),
+        &other_files.mountpoint.join("site"),
+    );
+
+    // A stack missing one of the volumes is refused before anything is written.
+    let partial = format!("berthvc{suffix}");
+    let partial_db = Volume::create(&partial, "db");
+    std::fs::write(partial_db.mountpoint.join("mine"), "keep").unwrap();
+    let run = berth_at(
+        &url,
+        &operator,
+        &[
+            "archive", "restore", &uuid, "--host", "db-1", "--stack", &partial, "--wait",
+        ],
+    )
+    .await;
+    assert_eq!(run.code(), 7, "{}\n{}", run.stdout, run.stderr());
+    let all = format!("{}{}", run.stdout, run.stderr());
+    assert!(all.contains(&format!("{partial}_files")), "{all}");
+    assert_eq!(
+        std::fs::read_to_string(partial_db.mountpoint.join("mine")).unwrap(),
+        "keep"
+    );
+    assert!(!partial_db.mountpoint.join("PG_VERSION").exists());
+
+    // A corrupted archive is refused by its checksum; the volumes keep what they hold and
+    // no staging is left beside them.
+    let object = std::fs::read_dir(s3.root.path().join(berth_tests::s3::BUCKET).join("vol"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains(&uuid))
+        .expect("the archive object on the server's disk");
+    let mut bytes = std::fs::read(&object).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&object, bytes).unwrap();
+    std::fs::write(db_vol.mountpoint.join("PG_VERSION"), "dirty\n").unwrap();
+    let run = berth_at(&url, &operator, &restore).await;
+    assert_eq!(run.code(), 7, "{}\n{}", run.stdout, run.stderr());
+    let all = format!("{}{}", run.stdout, run.stderr());
+    assert!(all.contains("checksum"), "{all}");
+    assert_eq!(
+        std::fs::read_to_string(db_vol.mountpoint.join("PG_VERSION")).unwrap(),
+        "dirty\n"
+    );
+    let beside: Vec<String> = std::fs::read_dir(db_vol.mountpoint.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(beside, vec!["_data".to_owned()], "no staging left behind");
+}
+
+/// `cp -a`, keeping owners, modes, times and links.
+fn run_cp(from: &std::path::Path, to: &std::path::Path) {
+    super::run(std::process::Command::new("cp").arg("-a").arg(from).arg(to));
 }
 
 /// The progress events in saga `saga_id`'s history.

@@ -1,0 +1,253 @@
+//! Archives of a stack's volumes. A create finds the stack's volumes by label and refuses
+//! while anything of the stack runs. A restore maps each archived volume onto the target
+//! stack's volume of the same short name, refuses while the stack runs, unpacks the whole
+//! archive into one scratch directory on the volumes' filesystem, and only once the checksum
+//! matched swaps each volume in whole, as a warm restore does.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use berth_shared::StackName;
+use berth_shared::name::VolumeName;
+
+use super::ArchiveError;
+use crate::docker::stack::{self, StackVolume};
+use crate::warm::WarmError;
+use crate::warm::restore::volume::{self, Plan, Swapped};
+
+/// The stack's volumes as `(name, mountpoint)`, once nothing of the stack runs.
+pub(crate) async fn for_create(
+    app: &str,
+    stack: &StackName,
+) -> Result<Vec<(String, PathBuf)>, ArchiveError> {
+    let volumes = undeployed_volumes(app, stack, "archive the volumes of").await?;
+    Ok(volumes
+        .into_iter()
+        .map(|v| (v.name.to_string(), v.mountpoint))
+        .collect())
+}
+
+/// One archived volume and where it goes.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// Its name in the archive (the top-level directory).
+    pub archived: String,
+    pub name: VolumeName,
+    pub mountpoint: PathBuf,
+    /// Beside the mountpoint, where its new contents wait for the swap.
+    pub staging: PathBuf,
+}
+
+/// Where a volume archive goes: the targets, and the scratch directory the archive unpacks
+/// into (beside the first volume's mountpoint, on the filesystem of all of them).
+#[derive(Debug, Clone)]
+pub(crate) struct Restore {
+    pub targets: Vec<Target>,
+    pub scratch: PathBuf,
+}
+
+/// Plans restoring `archived` (volumes of stack `from`) into stack `to`'s volumes.
+pub(crate) async fn for_restore(
+    app: &str,
+    from: &str,
+    archived: &[String],
+    to: &StackName,
+) -> Result<Restore, ArchiveError> {
+    if archived.is_empty() {
+        return Err(WarmError::Input("the archive's metadata lists no volumes".into()).into());
+    }
+    for name in archived {
+        VolumeName::new(name.as_str()).map_err(|source| WarmError::Name {
+            what: "archived volume name",
+            source,
+        })?;
+    }
+    let present = undeployed_volumes(app, to, "restore the volumes of").await?;
+    let mut targets = Vec::new();
+    for name in archived {
+        let wanted = rename(name, from, to.as_str())?;
+        let Some(found) = present.iter().find(|v| v.name.as_str() == wanted) else {
+            return Err(WarmError::VolumeMissing {
+                volume: wanted,
+                stack: to.to_string(),
+                present: present
+                    .iter()
+                    .map(|v| v.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
+            .into());
+        };
+        targets.push((name.clone(), found.clone()));
+    }
+    let planned = tokio::task::spawn_blocking(move || plan(targets))
+        .await
+        .map_err(ArchiveError::Join)??;
+    Ok(planned)
+}
+
+fn plan(found: Vec<(String, StackVolume)>) -> Result<Restore, ArchiveError> {
+    let mut targets = Vec::new();
+    let mut device = None;
+    for (archived, v) in found {
+        let staging = match volume::plan(&v.mountpoint)? {
+            Plan::Swap { staging } => staging,
+            Plan::Clear { reason } => {
+                return Err(WarmError::UnsupportedVolume(format!(
+                    "volume {}: {reason}, so it cannot be swapped whole; restore it from a \
+                     warm snapshot instead",
+                    v.name
+                ))
+                .into());
+            }
+        };
+        let dev = volume::staging_device(&v.mountpoint)?;
+        if device.is_some_and(|d| d != dev) {
+            return Err(WarmError::UnsupportedVolume(format!(
+                "volume {} is on another filesystem than the stack's other volumes; an archive \
+                 restore stages them all in one place",
+                v.name
+            ))
+            .into());
+        }
+        device = Some(dev);
+        targets.push(Target {
+            archived,
+            name: v.name,
+            mountpoint: v.mountpoint,
+            staging,
+        });
+    }
+    // Named like a staging dir of the first volume, so its next restore removes it if this
+    // one is cut short.
+    let first = &targets[0].staging;
+    let mut scratch = first.as_os_str().to_owned();
+    scratch.push("-archive");
+    Ok(Restore {
+        scratch: PathBuf::from(scratch),
+        targets,
+    })
+}
+
+impl Restore {
+    /// Checks that the unpacked scratch dir holds exactly the archived volumes, then swaps
+    /// each in; the old contents are removed afterwards. Blocking.
+    pub(crate) fn swap_in(&self) -> Result<(), ArchiveError> {
+        let write = |path: &Path| {
+            let path = path.to_owned();
+            move |source| ArchiveError::Write { path, source }
+        };
+        let mut found = Vec::new();
+        for entry in fs::read_dir(&self.scratch).map_err(write(&self.scratch))? {
+            let entry = entry.map_err(write(&self.scratch))?;
+            found.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        found.sort();
+        let mut expected: Vec<String> = self.targets.iter().map(|t| t.archived.clone()).collect();
+        expected.sort();
+        if found != expected {
+            return Err(ArchiveError::UnsafeEntry {
+                path: found.join(", "),
+                reason: format!(
+                    "a volume archive's root must hold exactly its volumes ({})",
+                    expected.join(", ")
+                ),
+            });
+        }
+        let mut old = Vec::new();
+        for t in &self.targets {
+            let staged = self.scratch.join(&t.archived);
+            if !fs::symlink_metadata(&staged).is_ok_and(|m| m.is_dir()) {
+                return Err(ArchiveError::UnsafeEntry {
+                    path: t.archived.clone(),
+                    reason: "a volume must be a directory".into(),
+                });
+            }
+            fs::rename(&staged, &t.staging).map_err(write(&t.staging))?;
+            match volume::swap(&t.mountpoint, &t.staging)? {
+                Swapped::Done { old: previous } => old.push(previous),
+                Swapped::Impossible(why) => {
+                    return Err(WarmError::UnsupportedVolume(format!(
+                        "volume {}: {why}; the volumes before it were restored",
+                        t.name
+                    ))
+                    .into());
+                }
+            }
+            tracing::info!(volume = %t.name, "volume restored from the archive");
+        }
+        for path in old.into_iter().chain([self.scratch.clone()]) {
+            if let Err(e) = crate::warm::layout::remove_tree(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a volume's old contents; remove it by hand");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `name`, a volume of stack `from`, as the same volume of stack `to`.
+fn rename(name: &str, from: &str, to: &str) -> Result<String, ArchiveError> {
+    if from == to {
+        return Ok(name.to_owned());
+    }
+    let short = name.strip_prefix(from).and_then(|r| r.strip_prefix('_'));
+    match short {
+        Some(short) if !short.is_empty() => Ok(format!("{to}_{short}")),
+        _ => Err(WarmError::Input(format!(
+            "volume {name} is not named <stack>_<volume> after its stack {from}, so it cannot \
+             be mapped onto stack {to}; restore it into stack {from}"
+        ))
+        .into()),
+    }
+}
+
+/// The stack's volumes, each one whose data is at its mountpoint, while nothing of the
+/// stack runs.
+async fn undeployed_volumes(
+    app: &str,
+    stack: &StackName,
+    action: &'static str,
+) -> Result<Vec<StackVolume>, ArchiveError> {
+    let docker = crate::docker::connect().await.map_err(WarmError::from)?;
+    let volumes = stack::stack_volumes(&docker, stack)
+        .await
+        .map_err(WarmError::from)?;
+    if volumes.is_empty() {
+        return Err(WarmError::NoVolumes {
+            stack: stack.to_string(),
+        }
+        .into());
+    }
+    if let Some(why) = volumes.iter().find_map(StackVolume::unsupported) {
+        return Err(WarmError::UnsupportedVolume(why).into());
+    }
+    let names: Vec<VolumeName> = volumes.iter().map(|v| v.name.clone()).collect();
+    let running = stack::deployment(&docker, stack, &names)
+        .await
+        .map_err(WarmError::from)?;
+    if !running.is_undeployed() {
+        return Err(WarmError::Deployed {
+            action,
+            app: app.to_owned(),
+            stack: stack.to_string(),
+            running,
+        }
+        .into());
+    }
+    Ok(volumes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volumes_map_onto_another_stack_by_short_name() {
+        assert_eq!(rename("kc_db", "kc", "kc").unwrap(), "kc_db");
+        assert_eq!(rename("kc_db", "kc", "kc2").unwrap(), "kc2_db");
+        assert_eq!(rename("kc_db_x", "kc", "new").unwrap(), "new_db_x");
+        let e = rename("other_db", "kc", "kc2").unwrap_err().to_string();
+        assert!(e.contains("cannot be mapped"), "{e}");
+        assert!(rename("kc_", "kc", "kc2").is_err());
+    }
+}
