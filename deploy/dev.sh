@@ -6,6 +6,8 @@
 #   BERTH_DEV_DIR=/tmp/b BERTH_DEV_PORT=7500 deploy/dev.sh
 #
 # Then, in another shell:  eval "$(cat .berth-dev/env)"; target/debug/berth hosts list
+# Archives go to .berth-dev/archives, made of app directories under .berth-dev/apps:
+#   target/debug/berth archive create --host "$(hostname -s)" --app myapp --wait
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=$(realpath -m "${BERTH_DEV_DIR:-.berth-dev}")
@@ -23,6 +25,11 @@ data_dir = "$DIR/coordinator"
 insecure_plaintext = true
 heartbeat_interval_secs = 2
 heartbeat_timeout_secs = 6
+
+[archive]
+# The agent below writes here too: a local folder stands in for Spaces or S3.
+store_url = "file://$DIR/archives"
+keep_last = 10
 TOML
 cat > "$DIR/agent.toml" <<TOML
 # Development agent written by deploy/dev.sh.
@@ -33,6 +40,9 @@ state_dir = "$DIR/agent"
 warm_root = "$DIR/warm"
 apps_root = "$DIR/apps"
 reconnect_max_backoff_ms = 1000
+
+[archive]
+store_url = "file://$DIR/archives"
 TOML
 
 coordinator=("$BIN/berth-coordinator" --config "$DIR/coordinator.toml")
