@@ -240,6 +240,25 @@ impl TestCoordinator {
     }
 
     /// Waits until the saga reaches a final status and returns it.
+    /// Every event of saga `saga_id`'s history, to the end (the saga must be finished).
+    pub async fn history(&self, saga_id: &str) -> Vec<pb::SagaEvent> {
+        let mut stream = self
+            .sagas()
+            .await
+            .watch_saga(pb::WatchSagaRequest {
+                saga_id: saga_id.to_owned(),
+                after_seq: 0,
+            })
+            .await
+            .expect("watch the saga")
+            .into_inner();
+        let mut events = Vec::new();
+        while let Some(e) = futures::StreamExt::next(&mut stream).await {
+            events.push(e.expect("a saga event"));
+        }
+        events
+    }
+
     pub async fn wait_saga(&self, saga_id: &str, timeout: Duration) -> pb::Saga {
         eventually(timeout, &format!("saga {saga_id} to finish"), || async {
             let saga = self.get_saga(saga_id).await;

@@ -7,6 +7,20 @@ use std::process::Command;
 pub const DOCKER_HELP: &str =
     "the Docker engine must be running for this test (`docker info` must work)";
 
+/// Runs `docker args`, failing the test with the engine's message if it fails; its stdout.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect(DOCKER_HELP);
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {DOCKER_HELP}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// A compose project's volume, labelled as `docker compose` labels it, removed on drop.
 pub struct Volume {
     pub name: String,
@@ -16,30 +30,24 @@ pub struct Volume {
 impl Volume {
     pub fn create(project: &str, short: &str) -> Volume {
         let name = format!("{project}_{short}");
-        let out = Command::new("docker")
-            .args([
-                "volume",
-                "create",
-                "--label",
-                &format!("com.docker.compose.project={project}"),
-            ])
-            .args([
-                "--label",
-                &format!("com.docker.compose.volume={short}"),
-                &name,
-            ])
-            .output()
-            .expect(DOCKER_HELP);
-        assert!(
-            out.status.success(),
-            "{DOCKER_HELP}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = Command::new("docker")
-            .args(["volume", "inspect", "-f", "{{.Mountpoint}}", &name])
-            .output()
-            .expect(DOCKER_HELP);
-        let mountpoint = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let project_label = format!("com.docker.compose.project={project}");
+        let volume_label = format!("com.docker.compose.volume={short}");
+        docker(&[
+            "volume",
+            "create",
+            "--label",
+            &project_label,
+            "--label",
+            &volume_label,
+            &name,
+        ]);
+        let mountpoint = PathBuf::from(docker(&[
+            "volume",
+            "inspect",
+            "-f",
+            "{{.Mountpoint}}",
+            &name,
+        ]));
         Volume { name, mountpoint }
     }
 }
@@ -67,17 +75,20 @@ impl Container {
             image.is_ok_and(|o| o.status.success()),
             "the test image is missing: build it with `bash .ci/test-image.sh`"
         );
-        let out = Command::new("docker")
-            .args(["run", "-d", "--network", "none", "--name", name, "-v"])
-            .arg(format!("{volume}:/data"))
-            .args(["berth-test-busybox:latest", "sleep", "300"])
-            .output()
-            .expect(DOCKER_HELP);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mount = format!("{volume}:/data");
+        docker(&[
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            name,
+            "-v",
+            &mount,
+            "berth-test-busybox:latest",
+            "sleep",
+            "300",
+        ]);
         Container {
             name: name.to_owned(),
         }

@@ -82,7 +82,7 @@ async fn a_failure_compensates_completed_steps_in_reverse() {
             ]
         );
         // Reverse order, from the history.
-        let events = history(&c, &id).await;
+        let events = c.history(&id).await;
         let order: Vec<i32> = events
             .iter()
             .filter(|e| e.kind == "step_compensated")
@@ -118,24 +118,6 @@ async fn a_failure_after_a_pivot_fails_forward_without_compensating_the_pivot() 
     }
 }
 
-async fn history(c: &TestCoordinator, id: &str) -> Vec<pb::SagaEvent> {
-    let mut stream = c
-        .sagas()
-        .await
-        .watch_saga(pb::WatchSagaRequest {
-            saga_id: id.to_owned(),
-            after_seq: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut events = Vec::new();
-    while let Some(e) = stream.next().await {
-        events.push(e.unwrap());
-    }
-    events
-}
-
 #[tokio::test]
 async fn retryable_failures_are_retried_and_exhaustion_compensates() {
     let db = TestDb::sqlite();
@@ -146,7 +128,7 @@ async fn retryable_failures_are_retried_and_exhaustion_compensates() {
     let saga = c.wait_saga(&id, WAIT).await;
     assert_eq!(saga.status, "completed");
     assert_eq!(saga.steps[1].attempts, 3);
-    let events = history(&c, &id).await;
+    let events = c.history(&id).await;
     let retries: Vec<_> = events
         .iter()
         .filter(|e| e.kind == "step_retrying")
@@ -178,7 +160,7 @@ async fn watch_streams_history_then_live_events_and_ends_with_the_final_status()
     let id = c
         .start_demo(json!([{"step": "sleep", "ms": 300}, {"step": "noop"}]))
         .await;
-    let events = history(&c, &id).await;
+    let events = c.history(&id).await;
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds.first(), Some(&"saga_started"));
     assert!(kinds.contains(&"step_succeeded"));
@@ -359,7 +341,7 @@ async fn an_operator_retries_or_skips_the_failed_step_of_a_saga_that_failed_forw
             ("record", "completed")
         ])
     );
-    let kinds: Vec<String> = history(&c, &id).await.into_iter().map(|e| e.kind).collect();
+    let kinds: Vec<String> = c.history(&id).await.into_iter().map(|e| e.kind).collect();
     assert!(kinds.contains(&"operator_retry".into()) && kinds.contains(&"operator_skip".into()));
 }
 
@@ -622,7 +604,7 @@ async fn a_graceful_stop_ends_open_watch_streams_instead_of_waiting_for_them() {
         .unwrap()
         .into_inner();
     assert_eq!(saga.saga_id, id);
-    let kinds: Vec<String> = history(&c, &id).await.into_iter().map(|e| e.kind).collect();
+    let kinds: Vec<String> = c.history(&id).await.into_iter().map(|e| e.kind).collect();
     assert!(
         kinds.contains(&"saga_released".to_owned()),
         "the stop handed the saga back: {kinds:?}"

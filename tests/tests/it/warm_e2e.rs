@@ -3,11 +3,9 @@
 
 use std::time::Duration;
 
-use berth_proto::v1 as pb;
 use berth_tests::cli::berth_at;
 use berth_tests::docker::{Container, Volume};
 use berth_tests::{TestCoordinator, TestDb};
-use futures::StreamExt;
 
 #[tokio::test]
 async fn a_ci_runner_restores_an_apps_last_known_good_volumes_from_the_cli() {
@@ -97,23 +95,12 @@ async fn a_ci_runner_restores_an_apps_last_known_good_volumes_from_the_cli() {
 
     // The saga's history carries the agent's progress reports.
     let saga_id = run.stdout.lines().next().unwrap().trim().to_owned();
-    let mut events = c
-        .sagas()
+    let progress: Vec<_> = c
+        .history(&saga_id)
         .await
-        .watch_saga(pb::WatchSagaRequest {
-            saga_id,
-            after_seq: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut progress = Vec::new();
-    while let Some(e) = events.next().await {
-        let e = e.unwrap();
-        if let Some(p) = e.progress {
-            progress.push(p);
-        }
-    }
+        .into_iter()
+        .filter_map(|e| e.progress)
+        .collect();
     let last = progress
         .last()
         .expect("progress events reached the saga's history");

@@ -11,9 +11,40 @@ use berth_tests::cli::berth_at;
 use berth_tests::docker::{Container, Volume};
 use berth_tests::s3::S3Server;
 use berth_tests::{TestAgent, TestCoordinator, TestDb};
-use futures::StreamExt;
 
 use super::{assert_same_tree, build_app};
+
+/// A coordinator and the agent of `host`, both on `prefix` of a real S3 server.
+struct Rig {
+    s3: S3Server,
+    c: TestCoordinator,
+    agent: TestAgent,
+    /// An operator's token, and the coordinator's URL, for the CLI.
+    operator: String,
+    url: String,
+    _db: TestDb,
+}
+
+async fn rig(prefix: &str, host: &str, keep_last: Option<u32>) -> Rig {
+    let db = TestDb::sqlite();
+    let s3 = S3Server::start().await;
+    let mut archive = s3.coordinator_config(prefix);
+    archive.keep_last = keep_last;
+    let c = TestCoordinator::start_with(&db, None, move |c| c.archive = archive).await;
+    let token = c.token(berth_shared::Role::Agent, Some(host)).await;
+    let agent_archive = s3.agent_config(prefix);
+    let agent = TestAgent::start(&c, host, &token, move |a| a.archive = agent_archive).await;
+    agent.wait_connected(Duration::from_secs(10)).await;
+    let operator = c.token(berth_shared::Role::Operator, None).await;
+    Rig {
+        s3,
+        url: c.url(),
+        c,
+        agent,
+        operator,
+        _db: db,
+    }
+}
 
 /// The saga id a `--wait` run printed first.
 fn saga_of(stdout: &str) -> String {
@@ -22,23 +53,17 @@ fn saga_of(stdout: &str) -> String {
 
 #[tokio::test]
 async fn the_cli_archives_an_app_into_s3_and_restores_it_under_a_new_name() {
-    let db = TestDb::sqlite();
-    let s3 = S3Server::start().await;
-    let c = {
-        let mut archive = s3.coordinator_config("e2e");
-        archive.keep_last = Some(2);
-        TestCoordinator::start_with(&db, None, move |c| c.archive = archive).await
-    };
-    let token = c.token(berth_shared::Role::Agent, Some("web-1")).await;
-    let agent_archive = s3.agent_config("e2e");
-    let agent = TestAgent::start(&c, "web-1", &token, move |a| a.archive = agent_archive).await;
-    agent.wait_connected(Duration::from_secs(10)).await;
+    let Rig {
+        s3,
+        c,
+        agent,
+        operator,
+        url,
+        _db,
+    } = rig("e2e", "web-1", Some(2)).await;
     let apps = agent.dir.path().join("apps");
     build_app(&apps.join("web"));
-
-    let operator = c.token(berth_shared::Role::Operator, None).await;
     let ci = c.token(berth_shared::Role::Ci, None).await;
-    let url = c.url();
     let create = [
         "archive",
         "create",
@@ -82,7 +107,12 @@ async fn the_cli_archives_an_app_into_s3_and_restores_it_under_a_new_name() {
 
     // The create's progress reached the saga's history: totals from the pre-scan, bytes read,
     // bytes uploaded and the compression ratio.
-    let progress = progress_of(&c, &uuid).await;
+    let progress: Vec<_> = c
+        .history(&uuid)
+        .await
+        .into_iter()
+        .filter_map(|e| e.progress)
+        .collect();
     let last = progress.last().expect("progress events in the history");
     assert!(
         last.bytes_total > 1 << 20 && last.bytes_done == last.bytes_total,
@@ -152,18 +182,14 @@ async fn the_cli_archives_an_app_into_s3_and_restores_it_under_a_new_name() {
 
 #[tokio::test]
 async fn what_cannot_be_archived_or_restored_is_refused_before_anything_runs() {
-    let db = TestDb::sqlite();
-    let s3 = S3Server::start().await;
-    let c = {
-        let archive = s3.coordinator_config("refuse");
-        TestCoordinator::start_with(&db, None, move |c| c.archive = archive).await
-    };
-    let token = c.token(berth_shared::Role::Agent, Some("web-1")).await;
-    let agent_archive = s3.agent_config("refuse");
-    let agent = TestAgent::start(&c, "web-1", &token, move |a| a.archive = agent_archive).await;
-    agent.wait_connected(Duration::from_secs(10)).await;
-    let operator = c.token(berth_shared::Role::Operator, None).await;
-    let url = c.url();
+    let Rig {
+        s3,
+        c,
+        operator,
+        url,
+        agent: _agent,
+        _db,
+    } = rig("refuse", "web-1", None).await;
 
     // An app directory that is not there: the saga fails, naming the path, and nothing is
     // stored.
@@ -231,18 +257,14 @@ async fn what_cannot_be_archived_or_restored_is_refused_before_anything_runs() {
 
 #[tokio::test]
 async fn a_stacks_volumes_are_archived_and_restored_into_the_same_or_another_stack() {
-    let db = TestDb::sqlite();
-    let s3 = S3Server::start().await;
-    let c = {
-        let archive = s3.coordinator_config("vol");
-        TestCoordinator::start_with(&db, None, move |c| c.archive = archive).await
-    };
-    let token = c.token(berth_shared::Role::Agent, Some("db-1")).await;
-    let agent_archive = s3.agent_config("vol");
-    let agent = TestAgent::start(&c, "db-1", &token, move |a| a.archive = agent_archive).await;
-    agent.wait_connected(Duration::from_secs(10)).await;
-    let operator = c.token(berth_shared::Role::Operator, None).await;
-    let url = c.url();
+    let Rig {
+        s3,
+        c,
+        operator,
+        url,
+        agent: _agent,
+        _db,
+    } = rig("vol", "db-1", None).await;
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let project = format!("berthva{suffix}");
     let db_vol = Volume::create(&project, "db");
@@ -386,25 +408,4 @@ async fn a_stacks_volumes_are_archived_and_restored_into_the_same_or_another_sta
 /// `cp -a`, keeping owners, modes, times and links.
 fn run_cp(from: &std::path::Path, to: &std::path::Path) {
     super::run(std::process::Command::new("cp").arg("-a").arg(from).arg(to));
-}
-
-/// The progress events in saga `saga_id`'s history.
-async fn progress_of(c: &TestCoordinator, saga_id: &str) -> Vec<pb::Progress> {
-    let mut events = c
-        .sagas()
-        .await
-        .watch_saga(pb::WatchSagaRequest {
-            saga_id: saga_id.to_owned(),
-            after_seq: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut progress = Vec::new();
-    while let Some(e) = events.next().await {
-        if let Some(p) = e.unwrap().progress {
-            progress.push(p);
-        }
-    }
-    progress
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use berth_coordinator::store::{LATEST_VERSION, Store};
 use berth_proto::v1 as pb;
 use berth_shared::Role;
+use berth_tests::docker::{Container, Volume};
 use berth_tests::{TestAgent, TestCoordinator, TestDb, bin, eventually};
 use sqlx::Executor;
 
@@ -67,32 +68,6 @@ async fn a_database_migrated_by_a_newer_build_stops_the_coordinator_binary_namin
     }
 }
 
-const DOCKER_HELP: &str =
-    "the Docker engine must be running for this test (`docker info` must work)";
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect(DOCKER_HELP);
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {DOCKER_HELP}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Removes the test's container and volume however the test ends.
-struct Cleanup(Vec<Vec<String>>);
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for args in &self.0 {
-            let _ = Command::new("docker").args(args).output();
-        }
-    }
-}
-
 /// The task record the agent keeps for the saga's step, if any.
 fn task_record(state_dir: &std::path::Path, saga_id: &str) -> Option<serde_json::Value> {
     let path: PathBuf = state_dir.join("tasks").join(format!("{saga_id}-0.json"));
@@ -115,43 +90,9 @@ async fn an_agent_restarted_mid_task_reports_it_failed_retryable_and_the_saga_re
         "berthrestart{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
-    let volume = format!("{project}_data");
-    let container = format!("{project}_app");
-    let _cleanup = Cleanup(vec![
-        vec!["rm".into(), "-f".into(), container.clone()],
-        vec!["volume".into(), "rm".into(), "-f".into(), volume.clone()],
-    ]);
-    docker(&[
-        "volume",
-        "create",
-        "--label",
-        &format!("com.docker.compose.project={project}"),
-        "--label",
-        "com.docker.compose.volume=data",
-        &volume,
-    ]);
-    let mountpoint = docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", &volume]);
-    std::fs::write(PathBuf::from(&mountpoint).join("state"), "v1\n").unwrap();
-    let image = Command::new("docker")
-        .args(["image", "inspect", "berth-test-busybox:latest"])
-        .output();
-    assert!(
-        image.is_ok_and(|o| o.status.success()),
-        "the test image is missing: build it with `bash .ci/test-image.sh`"
-    );
-    docker(&[
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
-        &container,
-        "-v",
-        &format!("{volume}:/data"),
-        "berth-test-busybox:latest",
-        "sleep",
-        "600",
-    ]);
+    let volume = Volume::create(&project, "data");
+    std::fs::write(volume.mountpoint.join("state"), "v1\n").unwrap();
+    let container = Container::mounting(&format!("{project}_app"), &volume.name);
 
     let inputs = serde_json::json!({
         "host_id": host,
@@ -186,7 +127,7 @@ async fn an_agent_restarted_mid_task_reports_it_failed_retryable_and_the_saga_re
         record["status"] == "running" || record["outcome"]["retryable"] == true,
         "{record}"
     );
-    docker(&["rm", "-f", &container]);
+    drop(container);
 
     let warm_root = first.dir.path().join("warm");
     let second = TestAgent::start(&c, host, &token, |config| {
@@ -208,21 +149,12 @@ async fn an_agent_restarted_mid_task_reports_it_failed_retryable_and_the_saga_re
         started.elapsed(),
         step.attempts
     );
-    let mut events = c
-        .sagas()
+    let said: Vec<String> = c
+        .history(&saga_id)
         .await
-        .watch_saga(pb::WatchSagaRequest {
-            saga_id: saga_id.clone(),
-            after_seq: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut said = Vec::new();
-    while let Some(e) = futures::StreamExt::next(&mut events).await {
-        let e = e.unwrap();
-        said.push(format!("{} {}", e.kind, e.message));
-    }
+        .into_iter()
+        .map(|e| format!("{} {}", e.kind, e.message))
+        .collect();
     assert!(
         said.iter()
             .any(|e| e.contains("the agent stopped while this task was running")),
