@@ -35,15 +35,8 @@ pub enum ArchiveError {
     StoreUrl(#[from] StoreUrlError),
     #[error("invalid archive store configuration: {0}")]
     Config(String),
-    #[error("cannot read {what} {path}")]
-    CredentialFile {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot open the archive store")]
-    Open(#[source] object_store::Error),
+    #[error(transparent)]
+    Open(#[from] berth_objstore::OpenError),
     #[error("app directory {path} does not exist or is not a directory")]
     SourceMissing { path: PathBuf },
     #[error("archive {id} not found: there is no _metadata/{id}")]
@@ -142,7 +135,9 @@ impl ArchiveError {
     pub fn kind(&self) -> ErrorKind {
         use ArchiveError::*;
         match self {
-            Store { source, .. } | Open(source) => store_kind(source),
+            Store { source, .. } | Open(berth_objstore::OpenError::Client(source)) => {
+                store_kind(source)
+            }
             Read { source, .. } | Write { source, .. } => io_kind(source),
             Busy { .. } | Verify { .. } | Compress(_) | Join(_) | Cancelled => ErrorKind::Transient,
             Volumes(e) if e.kind() == crate::warm::WarmErrorKind::Transient => ErrorKind::Transient,
@@ -155,7 +150,7 @@ impl ArchiveError {
             | UnknownKind(_)
             | StoreUrl(_)
             | Config(_)
-            | CredentialFile { .. }
+            | Open(_)
             | SourceMissing { .. }
             | EscapingLink { .. }
             | NotFound { .. }

@@ -1,21 +1,17 @@
-//! The archive store as the agent uses it: object_store backends opened from the store URL,
-//! one app's keys listed by string prefix, metadata objects read and written.
+//! The archive store as the agent uses it (opened by `berth_objstore`): one app's keys listed
+//! by string prefix, metadata objects read and written.
 
 use std::fs;
-use std::path::{Path as FsPath, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_objstore::{S3Settings, Store};
 use berth_shared::AppName;
 use berth_shared::archive::{ArchiveId, ArchiveKey, ArchiveMeta, METADATA_PREFIX, StoreUrl};
 use futures::TryStreamExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder};
-use object_store::list::{PaginatedListOptions, PaginatedListStore};
-use object_store::local::LocalFileSystem;
-use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::prefix::PrefixStore;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::{ArchiveConfig, ArchiveError};
 
@@ -24,8 +20,7 @@ use super::{ArchiveConfig, ArchiveError};
 pub(crate) struct Bucket {
     /// Keys are relative to the store URL's prefix.
     pub store: Arc<dyn ObjectStore>,
-    /// The raw S3 client and prefix, for listing by string prefix (`<app>:`).
-    s3: Option<(Arc<AmazonS3>, Option<String>)>,
+    opened: Store,
     /// For `file://`: the directory, created before the first write.
     local_root: Option<PathBuf>,
 }
@@ -33,42 +28,40 @@ pub(crate) struct Bucket {
 impl Bucket {
     /// Opens the store `config` names; reads the S3 credential files.
     pub fn open(config: &ArchiveConfig) -> Result<Self, ArchiveError> {
-        match config.url()? {
-            StoreUrl::Memory => Ok(Self::from_store(Arc::new(InMemory::new()))),
+        let url = config.url()?;
+        let local_root = match &url {
             StoreUrl::File { root } => {
-                fs::create_dir_all(&root).map_err(|source| ArchiveError::Write {
+                fs::create_dir_all(root).map_err(|source| ArchiveError::Write {
                     path: root.clone(),
                     source,
                 })?;
-                let local = LocalFileSystem::new_with_prefix(&root)
-                    .map_err(ArchiveError::Open)?
-                    .with_fsync(true);
-                Ok(Self {
-                    store: Arc::new(local),
-                    s3: None,
-                    local_root: Some(root),
-                })
+                Some(root.clone())
             }
-            StoreUrl::S3 { bucket, prefix } => {
-                let s3 = Arc::new(s3_client(config, &bucket)?);
-                let store: Arc<dyn ObjectStore> = match &prefix {
-                    Some(p) => Arc::new(PrefixStore::new(Arc::clone(&s3), p.as_str())),
-                    None => s3.clone(),
-                };
-                Ok(Self {
-                    store,
-                    s3: Some((s3, prefix)),
-                    local_root: None,
-                })
-            }
-        }
+            _ => None,
+        };
+        let settings = S3Settings {
+            endpoint: config.endpoint.as_deref(),
+            region: &config.region,
+            access_key_id_file: config.access_key_id_file.as_deref(),
+            secret_access_key_file: config.secret_access_key_file.as_deref(),
+            session_token_file: config.session_token_file.as_deref(),
+            virtual_hosted_style: config.virtual_hosted_style,
+            max_retries: config.max_retries,
+            request_timeout: Duration::from_secs(config.request_timeout_secs),
+        };
+        let opened = Store::open(url, &settings, true)?;
+        Ok(Self {
+            store: opened.objects.clone(),
+            opened,
+            local_root,
+        })
     }
 
     /// A bucket over any object store (tests share one `InMemory` this way).
     pub fn from_store(store: Arc<dyn ObjectStore>) -> Self {
         Self {
+            opened: Store::from_store(StoreUrl::Memory, store.clone()),
             store,
-            s3: None,
             local_root: None,
         }
     }
@@ -127,42 +120,13 @@ impl Bucket {
                 }
             }
         };
-        if let Some((s3, root)) = &self.s3 {
-            let full = match root {
-                Some(r) => format!("{r}/{prefix}"),
-                None => prefix.clone(),
-            };
-            let strip = root.as_ref().map(|r| r.len() + 1).unwrap_or(0);
-            let mut token = None;
-            loop {
-                let page = s3
-                    .list_paginated(
-                        Some(&full),
-                        PaginatedListOptions {
-                            delimiter: Some("/".into()),
-                            page_token: token.take(),
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .map_err(|e| ArchiveError::store("list", &full, e))?;
-                for o in &page.result.objects {
-                    push(&o.location.as_ref()[strip..], o.size);
-                }
-                match page.page_token {
-                    Some(t) => token = Some(t),
-                    None => break,
-                }
-            }
-        } else {
-            let listing = self
-                .store
-                .list_with_delimiter(None)
-                .await
-                .map_err(|e| ArchiveError::store("list", &prefix, e))?;
-            for o in &listing.objects {
-                push(o.location.as_ref(), o.size);
-            }
+        let listed = self
+            .opened
+            .list_top(&prefix)
+            .await
+            .map_err(|e| ArchiveError::store("list", &prefix, e))?;
+        for (name, size) in &listed {
+            push(name, *size);
         }
         Ok(found)
     }
@@ -200,53 +164,4 @@ impl Bucket {
         keys.sort();
         Ok(keys)
     }
-}
-
-fn s3_client(config: &ArchiveConfig, bucket: &str) -> Result<AmazonS3, ArchiveError> {
-    let (Some(id_file), Some(secret_file)) =
-        (&config.access_key_id_file, &config.secret_access_key_file)
-    else {
-        return Err(ArchiveError::Config(
-            "s3:// needs archive.access_key_id_file and archive.secret_access_key_file".into(),
-        ));
-    };
-    let mut builder = AmazonS3Builder::new()
-        .with_bucket_name(bucket)
-        .with_region(&config.region)
-        .with_access_key_id(read_secret("archive.access_key_id_file", id_file)?)
-        .with_secret_access_key(read_secret("archive.secret_access_key_file", secret_file)?)
-        .with_virtual_hosted_style_request(config.virtual_hosted_style)
-        .with_retry(RetryConfig {
-            max_retries: config.max_retries,
-            ..RetryConfig::default()
-        })
-        .with_client_options(
-            ClientOptions::new().with_timeout(Duration::from_secs(config.request_timeout_secs)),
-        );
-    if let Some(token_file) = &config.session_token_file {
-        builder = builder.with_token(read_secret("archive.session_token_file", token_file)?);
-    }
-    if let Some(endpoint) = &config.endpoint {
-        builder = builder
-            .with_endpoint(endpoint)
-            .with_allow_http(endpoint.starts_with("http://"));
-    }
-    builder.build().map_err(ArchiveError::Open)
-}
-
-/// Reads a secret from a file, trimmed. Its content is never logged or put in an error.
-fn read_secret(what: &'static str, path: &FsPath) -> Result<String, ArchiveError> {
-    let text = fs::read_to_string(path).map_err(|source| ArchiveError::CredentialFile {
-        what,
-        path: path.to_owned(),
-        source,
-    })?;
-    let value = text.trim();
-    if value.is_empty() {
-        return Err(ArchiveError::Config(format!(
-            "{what} {} is empty",
-            path.display()
-        )));
-    }
-    Ok(value.to_owned())
 }

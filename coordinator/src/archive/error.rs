@@ -1,9 +1,6 @@
 //! `CatalogError`: how reading and changing the archive store fails. `crate::error` maps it to
 //! gRPC codes by [`CatalogError::kind`].
 
-use std::io;
-use std::path::PathBuf;
-
 use berth_shared::NameError;
 use berth_shared::archive::{KeyError, RetentionError, StoreUrlError};
 
@@ -36,17 +33,8 @@ pub enum CatalogError {
     NoLinks { store: String },
     #[error("invalid archive store url")]
     StoreUrl(#[from] StoreUrlError),
-    #[error("invalid archive store configuration: {0}")]
-    Config(String),
-    #[error("cannot read {what} {path}")]
-    CredentialFile {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot open the archive store")]
-    Open(#[source] object_store::Error),
+    #[error(transparent)]
+    Open(#[from] berth_objstore::OpenError),
     #[error("archive store: {op} {key}")]
     Store {
         op: &'static str,
@@ -69,12 +57,9 @@ impl CatalogError {
         match self {
             NotFound { .. } => CatalogErrorKind::NotFound,
             Key(_) | App(_) | Retention(_) | Invalid(_) => CatalogErrorKind::Invalid,
-            NoLinks { .. }
-            | StoreUrl(_)
-            | Config(_)
-            | CredentialFile { .. }
-            | Open(_)
-            | Metadata { .. } => CatalogErrorKind::Precondition,
+            NoLinks { .. } | StoreUrl(_) | Open(_) | Metadata { .. } => {
+                CatalogErrorKind::Precondition
+            }
             Store { source, .. } => match source {
                 E::NotFound { .. } => CatalogErrorKind::NotFound,
                 E::Unauthenticated { .. } | E::PermissionDenied { .. } => {
