@@ -372,6 +372,10 @@ impl TestAgent {
         config.state_dir = dir.path().join("state");
         config.warm_root = dir.path().join("warm");
         config.apps_root = dir.path().join("apps");
+        config.archive = berth_agent::archive::ArchiveConfig::for_url(format!(
+            "file://{}",
+            dir.path().join("archives").display()
+        ));
         config.reconnect_max_backoff_ms = 300;
         if let Some(pki) = &coordinator.pki {
             config.tls = Some(berth_agent::TlsConfig {
