@@ -29,7 +29,8 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use berth_shared::archive::{
-    ArchiveId, ArchiveKey, SOURCE_VOLUMES, index_value, index_value_from_labels, validate_labels,
+    ArchiveId, ArchiveKey, SOURCE_APP_DIR, SOURCE_VOLUMES, index_value, index_value_from_labels,
+    validate_labels,
 };
 use berth_shared::{AppName, StackName};
 use object_store::ObjectStore;
@@ -156,7 +157,7 @@ pub struct Archiver {
     config: ArchiveConfig,
     apps_root: PathBuf,
     bucket: store::Bucket,
-    busy: Arc<Mutex<HashSet<AppName>>>,
+    busy: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Archiver {
@@ -250,7 +251,11 @@ impl Archiver {
                 source,
             })?),
         };
-        let _lock = self.lock(&app)?;
+        let _lock = self.lock(format!("app {app}"))?;
+        let _stack_lock = match &stack {
+            Some(s) => Some(self.lock(format!("stack {s}"))?),
+            None => None,
+        };
         let tree = match &stack {
             None => {
                 let source = self.apps_root.join(app.as_str());
@@ -336,11 +341,19 @@ impl Archiver {
                     app: app.to_string(),
                 })?;
         let target = target.unwrap_or(app);
-        let _lock = self.lock(&target)?;
+        let _lock = self.lock(format!("app {target}"))?;
+        let mut _stack_lock = None;
         let volumes = match meta.source.as_deref() {
             Some(SOURCE_VOLUMES) => {
                 let from = meta.stack.clone().unwrap_or_default();
                 let to = match input.stack.as_deref() {
+                    None | Some("") if from.is_empty() => {
+                        return Err(WarmError::Input(format!(
+                            "archive {id} holds volumes but its metadata records no stack; \
+                             name the stack to restore them into"
+                        ))
+                        .into());
+                    }
                     None | Some("") => from.as_str(),
                     Some(s) => s,
                 };
@@ -349,9 +362,16 @@ impl Archiver {
                     source,
                 })?;
                 let archived = meta.volumes.clone().unwrap_or_default();
+                _stack_lock = Some(self.lock(format!("stack {to}"))?);
                 Some(volumes::for_restore(target.as_str(), &from, &archived, &to).await?)
             }
-            _ => None,
+            None | Some(SOURCE_APP_DIR) => None,
+            Some(other) => {
+                return Err(ArchiveError::UnknownSource {
+                    id: id.to_string(),
+                    source_kind: other.to_owned(),
+                });
+            }
         };
         let restored_volumes = volumes
             .as_ref()
@@ -448,30 +468,29 @@ impl Archiver {
         }))
     }
 
-    fn lock(&self, app: &AppName) -> Result<AppLock, ArchiveError> {
+    /// Marks `what` (`app <name>` or `stack <name>`) busy until the lock drops.
+    fn lock(&self, what: String) -> Result<BusyLock, ArchiveError> {
         let mut busy = self.busy.lock().expect("busy set poisoned");
-        if !busy.insert(app.clone()) {
-            return Err(ArchiveError::Busy {
-                app: app.to_string(),
-            });
+        if !busy.insert(what.clone()) {
+            return Err(ArchiveError::Busy { what });
         }
-        Ok(AppLock {
+        Ok(BusyLock {
             busy: self.busy.clone(),
-            app: app.clone(),
+            what,
         })
     }
 }
 
-/// Marks an app busy while a create or restore runs on it.
-struct AppLock {
-    busy: Arc<Mutex<HashSet<AppName>>>,
-    app: AppName,
+/// An app directory or a stack in use by one create or restore.
+struct BusyLock {
+    busy: Arc<Mutex<HashSet<String>>>,
+    what: String,
 }
 
-impl Drop for AppLock {
+impl Drop for BusyLock {
     fn drop(&mut self) {
         if let Ok(mut busy) = self.busy.lock() {
-            busy.remove(&self.app);
+            busy.remove(&self.what);
         }
     }
 }

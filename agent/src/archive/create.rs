@@ -99,7 +99,7 @@ pub(crate) async fn run(
         });
     };
     let pumped = tokio::select! {
-        r = pump(&mut rx, &mut writer, &mut scan, &totals, job.plan, &report) => r,
+        r = pump(&mut rx, &mut writer, &mut scan, &totals, job.plan, job.key.as_str(), &report) => r,
         () = cancel.cancelled() => Err(ArchiveError::Cancelled),
     };
     // Stop the producer (if it is still running) and learn how it ended.
@@ -148,6 +148,23 @@ pub(crate) async fn run(
     if cancel.is_cancelled() {
         job.bucket.delete_quietly(job.key.as_str()).await;
         return Err(ArchiveError::Cancelled);
+    }
+    // Volumes read while something of the stack ran may not be consistent: such an
+    // archive is not kept.
+    if let (Tree::Volumes(_), Some(stack)) = (job.tree, &job.stack) {
+        let stack = berth_shared::StackName::new(stack.as_str()).map_err(|source| {
+            crate::warm::WarmError::Name {
+                what: "stack name",
+                source,
+            }
+        })?;
+        let checked =
+            super::volumes::still_undeployed(job.app.as_str(), &stack, "archive the volumes of")
+                .await;
+        if let Err(e) = checked {
+            job.bucket.delete_quietly(job.key.as_str()).await;
+            return Err(e);
+        }
     }
     let mut meta = ArchiveMeta::new(job.id.as_str(), job.app.as_str(), job.key.ts());
     meta.labels = job.labels;
@@ -201,6 +218,7 @@ async fn pump(
     scan: &mut JoinHandle<Result<Totals, ArchiveError>>,
     totals: &ScanTotals,
     plan: Plan,
+    key: &str,
     report: &impl Fn(Phase),
 ) -> Result<(), ArchiveError> {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -212,7 +230,7 @@ async fn pump(
                 writer
                     .wait_for_capacity(plan.concurrency)
                     .await
-                    .map_err(|e| ArchiveError::store("upload part of", "archive", e))?;
+                    .map_err(|e| ArchiveError::store("upload part of", key, e))?;
                 writer.put(chunk);
                 report(Phase::Archiving);
             }

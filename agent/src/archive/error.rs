@@ -28,6 +28,11 @@ pub enum ArchiveError {
     },
     #[error("task kind {0:?} is not an archive task")]
     UnknownKind(String),
+    #[error(
+        "archive {id} holds {source_kind:?}, which this agent does not know how to restore; \
+         upgrade the agent"
+    )]
+    UnknownSource { id: String, source_kind: String },
     /// A stack's volumes: not found, unsupported, still in use, or not swappable.
     #[error(transparent)]
     Volumes(#[from] crate::warm::WarmError),
@@ -45,8 +50,8 @@ pub enum ArchiveError {
     DataMissing { id: String, app: String },
     #[error("archive id {id} already belongs to app {app}; use a fresh uuid")]
     IdInUse { id: String, app: String },
-    #[error("another archive task is running for app {app}; retry when it has finished")]
-    Busy { app: String },
+    #[error("another archive task is using {what}; retry when it has finished")]
+    Busy { what: String },
     #[error("object store: {op} {key}")]
     Store {
         op: &'static str,
@@ -135,9 +140,7 @@ impl ArchiveError {
     pub fn kind(&self) -> ErrorKind {
         use ArchiveError::*;
         match self {
-            Store { source, .. } | Open(berth_objstore::OpenError::Client(source)) => {
-                store_kind(source)
-            }
+            Store { source, .. } => store_kind(source),
             Read { source, .. } | Write { source, .. } => io_kind(source),
             Busy { .. } | Verify { .. } | Compress(_) | Join(_) | Cancelled => ErrorKind::Transient,
             Volumes(e) if e.kind() == crate::warm::WarmErrorKind::Transient => ErrorKind::Transient,
@@ -148,6 +151,7 @@ impl ArchiveError {
             | Level(_)
             | Inputs { .. }
             | UnknownKind(_)
+            | UnknownSource { .. }
             | StoreUrl(_)
             | Config(_)
             | Open(_)

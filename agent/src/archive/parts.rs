@@ -63,7 +63,10 @@ impl PartWriter {
         }
         while !self.tasks.is_empty() {
             if let Err(e) = self.join_one().await {
-                self.abort().await?;
+                // The part's error is the cause; an abort that fails too is only logged.
+                if let Err(abort) = self.abort().await {
+                    tracing::warn!(error = %abort, "cannot abort the multipart upload; a bucket lifecycle rule should remove incomplete uploads");
+                }
                 return Err(e);
             }
         }

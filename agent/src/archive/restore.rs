@@ -129,6 +129,13 @@ async fn into_volumes(
         }
     };
     progress.send_modify(|p| p.phase = Phase::Swapping);
+    if let Err(e) =
+        super::volumes::still_undeployed(&volumes.app, &volumes.stack, "restore the volumes of")
+            .await
+    {
+        remove_dir(scratch).await;
+        return Err(e);
+    }
     let swap = {
         let volumes = volumes.clone();
         tokio::task::spawn_blocking(move || volumes.swap_in())

@@ -44,6 +44,9 @@ pub(crate) struct Target {
 pub(crate) struct Restore {
     pub targets: Vec<Target>,
     pub scratch: PathBuf,
+    /// The app and stack, to check again right before the swap that nothing started.
+    pub app: String,
+    pub stack: StackName,
 }
 
 /// Plans restoring `archived` (volumes of stack `from`) into stack `to`'s volumes.
@@ -80,13 +83,28 @@ pub(crate) async fn for_restore(
         };
         targets.push((name.clone(), found.clone()));
     }
-    let planned = tokio::task::spawn_blocking(move || plan(targets))
+    let (app, stack) = (app.to_owned(), to.clone());
+    let planned = tokio::task::spawn_blocking(move || plan(targets, app, stack))
         .await
         .map_err(ArchiveError::Join)??;
     Ok(planned)
 }
 
-fn plan(found: Vec<(String, StackVolume)>) -> Result<Restore, ArchiveError> {
+/// Fails if anything of `stack` runs now: checked again at the last moment, because an
+/// archive takes minutes and a deploy may have started meanwhile.
+pub(crate) async fn still_undeployed(
+    app: &str,
+    stack: &StackName,
+    action: &'static str,
+) -> Result<(), ArchiveError> {
+    undeployed_volumes(app, stack, action).await.map(drop)
+}
+
+fn plan(
+    found: Vec<(String, StackVolume)>,
+    app: String,
+    stack: StackName,
+) -> Result<Restore, ArchiveError> {
     let mut targets = Vec::new();
     let mut device = None;
     for (archived, v) in found {
@@ -126,12 +144,16 @@ fn plan(found: Vec<(String, StackVolume)>) -> Result<Restore, ArchiveError> {
     Ok(Restore {
         scratch: PathBuf::from(scratch),
         targets,
+        app,
+        stack,
     })
 }
 
 impl Restore {
-    /// Checks that the unpacked scratch dir holds exactly the archived volumes, then swaps
-    /// each in; the old contents are removed afterwards. Blocking.
+    /// Checks that the unpacked scratch dir holds exactly the archived volumes, syncs it,
+    /// then swaps each volume in whole. If one cannot be swapped, those already swapped get
+    /// their previous contents back, so the stack is never left half restored. The old
+    /// contents are removed once all are in. Blocking.
     pub(crate) fn swap_in(&self) -> Result<(), ArchiveError> {
         let write = |path: &Path| {
             let path = path.to_owned();
@@ -154,34 +176,79 @@ impl Restore {
                 ),
             });
         }
-        let mut old = Vec::new();
         for t in &self.targets {
-            let staged = self.scratch.join(&t.archived);
-            if !fs::symlink_metadata(&staged).is_ok_and(|m| m.is_dir()) {
+            if !fs::symlink_metadata(self.scratch.join(&t.archived)).is_ok_and(|m| m.is_dir()) {
                 return Err(ArchiveError::UnsafeEntry {
                     path: t.archived.clone(),
                     reason: "a volume must be a directory".into(),
                 });
             }
-            fs::rename(&staged, &t.staging).map_err(write(&t.staging))?;
-            match volume::swap(&t.mountpoint, &t.staging)? {
-                Swapped::Done { old: previous } => old.push(previous),
-                Swapped::Impossible(why) => {
-                    return Err(WarmError::UnsupportedVolume(format!(
-                        "volume {}: {why}; the volumes before it were restored",
-                        t.name
-                    ))
-                    .into());
-                }
-            }
-            tracing::info!(volume = %t.name, "volume restored from the archive");
         }
-        for path in old.into_iter().chain([self.scratch.clone()]) {
+        // Everything unpacked reaches the disk before any volume changes (one syncfs for
+        // the volumes' filesystem, not an fsync per file).
+        fs::File::open(&self.scratch)
+            .and_then(|dir| rustix::fs::syncfs(dir).map_err(Into::into))
+            .map_err(write(&self.scratch))?;
+        for t in &self.targets {
+            if let Err(e) = fs::rename(self.scratch.join(&t.archived), &t.staging) {
+                self.remove_staging();
+                return Err(write(&t.staging)(e));
+            }
+        }
+        let mut swapped: Vec<(&Target, PathBuf)> = Vec::new();
+        for t in &self.targets {
+            let failed = match volume::swap(&t.mountpoint, &t.staging) {
+                Ok(Swapped::Done { old }) => {
+                    swapped.push((t, old));
+                    tracing::info!(volume = %t.name, "volume restored from the archive");
+                    continue;
+                }
+                Ok(Swapped::Impossible(why)) => ArchiveError::from(WarmError::UnsupportedVolume(
+                    format!("volume {}: {why}", t.name),
+                )),
+                Err(e) => e.into(),
+            };
+            put_back(&swapped);
+            self.remove_staging();
+            return Err(failed);
+        }
+        for path in swapped
+            .into_iter()
+            .map(|(_, old)| old)
+            .chain([self.scratch.clone()])
+        {
             if let Err(e) = crate::warm::layout::remove_tree(&path) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove a volume's old contents; remove it by hand");
             }
         }
         Ok(())
+    }
+
+    /// Removes the staging dirs of volumes not swapped in.
+    fn remove_staging(&self) {
+        for t in &self.targets {
+            if fs::symlink_metadata(&t.staging).is_ok() {
+                let _ = crate::warm::layout::remove_tree(&t.staging);
+            }
+        }
+    }
+}
+
+/// Swaps each volume's previous contents (at `old`) back in, last first.
+fn put_back(swapped: &[(&Target, PathBuf)]) {
+    for (t, old) in swapped.iter().rev() {
+        match volume::swap(&t.mountpoint, old) {
+            Ok(Swapped::Done { old: restored }) => {
+                tracing::warn!(volume = %t.name, "a later volume failed: this one is back as it was");
+                let _ = crate::warm::layout::remove_tree(&restored);
+            }
+            Ok(Swapped::Impossible(why)) => {
+                tracing::error!(volume = %t.name, previous = %old.display(), why, "cannot put the volume's previous contents back; move them away from where `previous` says before the next restore of this volume removes them")
+            }
+            Err(e) => {
+                tracing::error!(volume = %t.name, previous = %old.display(), error = %e, "cannot put the volume's previous contents back; move them away from where `previous` says before the next restore of this volume removes them")
+            }
+        }
     }
 }
 
