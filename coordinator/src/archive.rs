@@ -3,21 +3,22 @@
 //!
 //! Listing reads key names only (`<app>:<uuid>:<index>:<ts>`), never every metadata object;
 //! one archive's metadata is read when that archive is asked for. Deleting removes the data
-//! first, then the metadata. Retention never deletes an app's newest good archive.
+//! first, then the metadata. Retention treats an app's directory archives and its volume
+//! archives as two histories, and never deletes the newest good archive of either.
 
 mod bucket;
 mod config;
 mod error;
 mod step;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use berth_shared::AppName;
 use berth_shared::archive::{
-    ArchiveId, ArchiveKey, ArchiveMeta, KeepReason, RetentionEntry, RetentionPolicy, StoreUrl,
-    Verdict, plan_retention,
+    ArchiveId, ArchiveKey, ArchiveMeta, KeepReason, RetentionEntry, RetentionPolicy,
+    SOURCE_APP_DIR, StoreUrl, Verdict, plan_retention,
 };
 use object_store::ObjectStore;
 
@@ -207,37 +208,29 @@ impl Catalog {
         let apps: BTreeSet<AppName> = all.iter().map(|e| e.key.app().clone()).collect();
         let mut outcome = PruneOutcome::default();
         for app in apps {
-            let entries: Vec<ArchiveEntry> = all
-                .iter()
-                .filter(|e| e.key.app() == &app)
-                .cloned()
-                .collect();
-            let mut candidates: Vec<RetentionEntry> = entries
-                .iter()
-                .map(|e| RetentionEntry {
-                    id: e.key.id().to_string(),
-                    ts: e.key.ts(),
-                    good: false,
-                })
-                .collect();
-            // Newest first (as listed): check until the first good archive.
-            for (i, entry) in entries.iter().enumerate() {
-                if self.is_good(entry).await? {
-                    candidates[i].good = true;
-                    break;
-                }
+            // An app's directory archives and its volume archives are two histories: each
+            // keeps its own last N and its own newest good archive. That needs every
+            // archive's metadata (one small read each); an archive without metadata counts
+            // with the directory archives, as Go's did.
+            let mut histories: BTreeMap<String, Vec<(ArchiveEntry, bool)>> = BTreeMap::new();
+            for entry in all.iter().filter(|e| e.key.app() == &app) {
+                let meta = self.bucket.read_meta(entry.key.id()).await?;
+                let source = meta
+                    .as_ref()
+                    .and_then(|m| m.source.clone())
+                    .unwrap_or_else(|| SOURCE_APP_DIR.to_owned());
+                let good = meta.is_some_and(|m| {
+                    m.app_name == entry.key.app().as_str()
+                        && m.size().is_none_or(|s| s == entry.size)
+                });
+                histories
+                    .entry(source)
+                    .or_default()
+                    .push((entry.clone(), good));
             }
-            let plan = plan_retention(&candidates, &policy, now_secs)?;
-            for (entry, verdict) in entries.into_iter().zip(plan.verdicts) {
-                match verdict {
-                    Verdict::Keep(reason) => outcome.kept.push((entry, reason)),
-                    Verdict::Delete => {
-                        if !dry_run {
-                            self.delete_entry(&entry).await?;
-                        }
-                        outcome.deleted.push(entry);
-                    }
-                }
+            for history in histories.into_values() {
+                self.prune_history(history, &policy, dry_run, now_secs, &mut outcome)
+                    .await?;
             }
         }
         tracing::info!(
@@ -250,15 +243,38 @@ impl Catalog {
         Ok(outcome)
     }
 
-    /// Complete: metadata present, for this app, recording the object's size.
-    async fn is_good(&self, entry: &ArchiveEntry) -> Result<bool, CatalogError> {
-        Ok(self
-            .bucket
-            .read_meta(entry.key.id())
-            .await?
-            .is_some_and(|m| {
-                m.app_name == entry.key.app().as_str() && m.size().is_none_or(|s| s == entry.size)
-            }))
+    /// Applies `policy` to one history of one app (newest first, each with whether it is
+    /// complete).
+    async fn prune_history(
+        &self,
+        history: Vec<(ArchiveEntry, bool)>,
+        policy: &RetentionPolicy,
+        dry_run: bool,
+        now_secs: i64,
+        outcome: &mut PruneOutcome,
+    ) -> Result<(), CatalogError> {
+        let candidates: Vec<RetentionEntry> = history
+            .iter()
+            .map(|(e, good)| RetentionEntry {
+                id: e.key.id().to_string(),
+                ts: e.key.ts(),
+                good: *good,
+            })
+            .collect();
+        let plan = plan_retention(&candidates, policy, now_secs)?;
+        let entries = history.into_iter().map(|(e, _)| e);
+        for (entry, verdict) in entries.zip(plan.verdicts) {
+            match verdict {
+                Verdict::Keep(reason) => outcome.kept.push((entry, reason)),
+                Verdict::Delete => {
+                    if !dry_run {
+                        self.delete_entry(&entry).await?;
+                    }
+                    outcome.deleted.push(entry);
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn delete_entry(&self, entry: &ArchiveEntry) -> Result<(), CatalogError> {

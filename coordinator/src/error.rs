@@ -108,7 +108,7 @@ impl From<ApiError> for Status {
 }
 
 /// `error` and its sources joined by ": ", so a status says what failed underneath.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut out = error.to_string();
     let mut source = error.source();
     while let Some(s) = source {

@@ -72,6 +72,14 @@ impl Store {
     pub fn open(url: StoreUrl, s3: &S3Settings<'_>, fsync: bool) -> Result<Self, OpenError> {
         match &url {
             StoreUrl::Memory => Ok(Self::from_store(url, Arc::new(InMemory::new()))),
+            // An existing root is the store's root as is; one not made yet is reached through
+            // a prefix, so a coordinator can open the store before any agent wrote to it.
+            StoreUrl::File { root } if root.is_dir() => {
+                let local = LocalFileSystem::new_with_prefix(root)
+                    .map_err(OpenError::Client)?
+                    .with_fsync(fsync);
+                Ok(Self::from_store(url, Arc::new(local)))
+            }
             StoreUrl::File { root } => {
                 let root = Path::from(root.to_string_lossy().as_ref());
                 let local = LocalFileSystem::new().with_fsync(fsync);

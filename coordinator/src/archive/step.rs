@@ -49,7 +49,7 @@ impl Step for RetentionStep {
                 "kept": outcome.kept.len(),
             })),
             Err(e) => {
-                let error = format!("{:#}", anyhow::Error::new(e));
+                let error = crate::error::chain(&e);
                 tracing::warn!(app = %app, error, "retention after the archive failed; \
                     the next archive or `berth archive prune` will try again");
                 Ok(json!({ "error": error }))

@@ -274,6 +274,41 @@ async fn prune_follows_the_policy_and_keeps_the_newest_good_one() {
 }
 
 #[tokio::test]
+async fn an_apps_volume_archives_and_directory_archives_are_pruned_as_two_histories() {
+    let (catalog, store) = memory();
+    for n in 1..=3 {
+        put(&*store, "kc", n, "-", i64::from(n) * 100, b"a", true).await;
+    }
+    for n in 4..=5 {
+        put(&*store, "kc", n, "-", i64::from(n) * 100, b"a", true).await;
+        let mut meta = ArchiveMeta::new(uuid(n), "kc", i64::from(n) * 100);
+        meta.push_size(1);
+        meta.source = Some(berth_shared::archive::SOURCE_VOLUMES.to_owned());
+        store
+            .put(
+                &Path::from(format!("_metadata/{}", uuid(n)).as_str()),
+                PutPayload::from(meta.to_json()),
+            )
+            .await
+            .unwrap();
+    }
+    let last1 = RetentionPolicy {
+        keep_last: Some(1),
+        keep_within_secs: None,
+    };
+    let out = catalog
+        .prune(Some(&app("kc")), last1, false, 1000)
+        .await
+        .unwrap();
+    let mut deleted = uuids(&out.deleted);
+    deleted.sort();
+    // The newest of each kind stays: volume archives do not push out directory archives.
+    assert_eq!(deleted, vec![uuid(1), uuid(2), uuid(4)]);
+    assert!(catalog.get(&id(3)).await.is_ok());
+    assert!(catalog.get(&id(5)).await.is_ok());
+}
+
+#[tokio::test]
 async fn a_size_mismatch_is_not_good() {
     let (catalog, store) = memory();
     put(&*store, "web", 2, "-", 200, b"a", true).await;

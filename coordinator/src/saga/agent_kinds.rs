@@ -74,10 +74,13 @@ fn one(name: &'static str, task_kind: &'static str) -> Vec<Arc<dyn Step>> {
     })]
 }
 
+/// An archive id as the agents and the bucket spell it: a lowercase, hyphenated uuid.
 fn uuid(text: &str) -> Result<(), String> {
-    uuid::Uuid::parse_str(text)
+    berth_shared::archive::ArchiveId::new(text)
         .map(drop)
-        .map_err(|_| format!("archive uuid {text:?} is not a uuid"))
+        .map_err(|_| {
+            format!("archive uuid {text:?} is not a uuid in its lowercase, hyphenated form")
+        })
 }
 
 fn check_warm(v: &Value) -> Result<(), String> {

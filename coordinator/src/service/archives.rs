@@ -82,7 +82,16 @@ impl pb::archive_service_server::ArchiveService for ArchivesService {
         let r = req.into_inner();
         let stack = match (r.volumes, r.stack.is_empty()) {
             (_, false) => Some(r.stack),
-            (true, true) => Some(r.app.clone()),
+            (true, true) => {
+                berth_shared::StackName::new(r.app.as_str()).map_err(|e| {
+                    Status::invalid_argument(format!(
+                        "volumes without a stack use the app's name as the stack, but {}; \
+                         name the stack",
+                        e
+                    ))
+                })?;
+                Some(r.app.clone())
+            }
             (false, true) => None,
         };
         let inputs = json!({
