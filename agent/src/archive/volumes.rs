@@ -308,6 +308,80 @@ async fn undeployed_volumes(
 mod tests {
     use super::*;
 
+    /// Two volumes `a` and `b` under `root` (as `<root>/<v>/_data`), each holding `old`, and
+    /// an unpacked scratch dir holding `new` for each.
+    fn staged(root: &Path) -> Restore {
+        let mut targets = Vec::new();
+        for v in ["stk_a", "stk_b"] {
+            let mountpoint = root.join(v).join("_data");
+            fs::create_dir_all(&mountpoint).unwrap();
+            fs::write(mountpoint.join("f"), "old").unwrap();
+            targets.push(Target {
+                archived: v.to_owned(),
+                name: VolumeName::new(v).unwrap(),
+                staging: root.join(v).join("_data.berth-restore-test"),
+                mountpoint,
+            });
+        }
+        let scratch = root
+            .join("stk_a")
+            .join("_data.berth-restore-scratch-archive");
+        for v in ["stk_a", "stk_b"] {
+            fs::create_dir_all(scratch.join(v)).unwrap();
+            fs::write(scratch.join(v).join("f"), "new").unwrap();
+        }
+        Restore {
+            targets,
+            scratch,
+            app: "app".into(),
+            stack: StackName::new("stk").unwrap(),
+        }
+    }
+
+    fn content(t: &Target) -> String {
+        fs::read_to_string(t.mountpoint.join("f")).unwrap()
+    }
+
+    #[test]
+    fn every_volume_is_swapped_in_and_the_old_contents_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = staged(dir.path());
+        r.swap_in().unwrap();
+        assert_eq!(content(&r.targets[0]), "new");
+        assert_eq!(content(&r.targets[1]), "new");
+        for v in ["stk_a", "stk_b"] {
+            let left: Vec<_> = fs::read_dir(dir.path().join(v)).unwrap().collect();
+            assert_eq!(left.len(), 1, "only _data is left in {v}");
+        }
+    }
+
+    #[test]
+    fn a_volume_that_cannot_be_swapped_puts_the_earlier_ones_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = staged(dir.path());
+        // The second volume's mountpoint vanished: its swap fails after the first's succeeded.
+        fs::remove_dir_all(&r.targets[1].mountpoint).unwrap();
+        let e = r.swap_in().unwrap_err();
+        assert!(e.to_string().contains("stk_b"), "{e}");
+        assert_eq!(
+            content(&r.targets[0]),
+            "old",
+            "the first volume is back as it was"
+        );
+        assert!(!r.targets[1].staging.exists() && !r.targets[0].staging.exists());
+    }
+
+    #[test]
+    fn an_archive_root_with_other_entries_is_refused_before_any_swap() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = staged(dir.path());
+        fs::create_dir(r.scratch.join("stk_evil")).unwrap();
+        let e = r.swap_in().unwrap_err();
+        assert!(e.to_string().contains("exactly its volumes"), "{e}");
+        assert_eq!(content(&r.targets[0]), "old");
+        assert_eq!(content(&r.targets[1]), "old");
+    }
+
     #[test]
     fn volumes_map_onto_another_stack_by_short_name() {
         assert_eq!(rename("kc_db", "kc", "kc").unwrap(), "kc_db");
