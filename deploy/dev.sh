@@ -15,7 +15,7 @@ PORT=${BERTH_DEV_PORT:-7400}
 BIN=${BERTH_BIN_DIR:-target/debug}
 [ -n "${BERTH_DEV_NO_BUILD:-}" ] || cargo build --quiet -p berth-coordinator -p berth-agent -p berth-cli --bins
 mkdir -p "$DIR"
-HOST_ID=${BERTH_DEV_HOST_ID:-$(hostname -s | tr -c 'A-Za-z0-9._-\n' '-' | sed 's/^[.-]*//')}
+HOST_ID=${BERTH_DEV_HOST_ID:-$(hostname -s | tr -c 'A-Za-z0-9._\n-' '-' | sed 's/^[.-]*//')}
 HOST_ID=${HOST_ID:-dev-host}
 
 cat > "$DIR/coordinator.toml" <<TOML

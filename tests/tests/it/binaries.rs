@@ -141,6 +141,23 @@ fn hosts_json(dev: &Path, port: u16) -> Option<serde_json::Value> {
         .then(|| serde_json::from_slice(&out.stdout).expect("json output"))
 }
 
+/// `berth args` against the dev coordinator as its admin; panics unless it succeeds.
+fn berth_dev(dev: &Path, port: u16, args: &[&str]) -> String {
+    let out = run(Command::new(bin::path("berth"))
+        .args(args)
+        .env("BERTH_COORDINATOR", format!("http://127.0.0.1:{port}"))
+        .env("BERTH_TOKEN_FILE", dev.join("admin.token"))
+        .env_remove("BERTH_TOKEN")
+        .env_remove("BERTH_CONFIG"));
+    assert!(
+        out.status.success(),
+        "berth {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn host_online(dev: &Path, port: u16, host: &str) -> Option<bool> {
     let hosts = hosts_json(dev, port)?;
     hosts
@@ -206,7 +223,7 @@ fn the_readme_run_command_brings_up_a_coordinator_and_an_agent() {
             .arg(&script)
             .env("BERTH_DEV_DIR", dev.path())
             .env("BERTH_DEV_PORT", port.to_string())
-            .env("BERTH_DEV_HOST_ID", "readme-host")
+            .env_remove("BERTH_DEV_HOST_ID") // as the README runs it: named after this host
             .env("BERTH_DEV_NO_BUILD", "1")
             .env("BERTH_BIN_DIR", bin::path("").as_os_str())
             .stdin(Stdio::null())
@@ -216,15 +233,62 @@ fn the_readme_run_command_brings_up_a_coordinator_and_an_agent() {
     wait_until(Duration::from_secs(20), "the coordinator to answer", || {
         hosts_json(dev.path(), port).is_some()
     });
+    let agent_toml = std::fs::read_to_string(dev.path().join("agent.toml")).unwrap();
+    let host = agent_toml
+        .lines()
+        .find_map(|l| l.strip_prefix("host_id = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("dev.sh names the host")
+        .to_owned();
+    let host = host.as_str();
     let took = wait_until(Duration::from_secs(5), "the host online", || {
-        host_online(dev.path(), port, "readme-host") == Some(true)
+        host_online(dev.path(), port, host) == Some(true)
     });
     eprintln!("host online {took:?} after the coordinator answered");
+
+    // Berth's main job on the embedded defaults: an app archived into the local store and
+    // restored under another name.
+    let app = dev.path().join("apps/myapp/data");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("a.txt"), "hello\n").unwrap();
+    let (d, p) = (dev.path(), port);
+    berth_dev(
+        d,
+        p,
+        &[
+            "archive", "create", "--host", host, "--app", "myapp", "--wait",
+        ],
+    );
+    let listed = berth_dev(
+        d,
+        p,
+        &["--output", "json", "archive", "list", "--app", "myapp"],
+    );
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let uuid = listed[0]["uuid"].as_str().expect("one archive").to_owned();
+    let restore = [
+        "archive", "restore", &uuid, "--host", host, "--as", "copy", "--wait",
+    ];
+    berth_dev(d, p, &restore);
+    assert_eq!(
+        std::fs::read_to_string(dev.path().join("apps/copy/data/a.txt")).unwrap(),
+        "hello\n"
+    );
+    assert!(
+        std::fs::read_dir(dev.path().join("archives"))
+            .unwrap()
+            .any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("myapp:")),
+        "the archive is in the dev store"
+    );
 
     // Kill the agent: the host shows offline (the dev heartbeat timeout is 6 s).
     kill(pid(dev.path(), "agent"), "-KILL");
     wait_until(Duration::from_secs(10), "the host offline", || {
-        host_online(dev.path(), port, "readme-host") == Some(false)
+        host_online(dev.path(), port, host) == Some(false)
     });
 
     // Restart the agent by hand, then restart the coordinator: the agent comes back by itself.
@@ -236,7 +300,7 @@ fn the_readme_run_command_brings_up_a_coordinator_and_an_agent() {
             .unwrap(),
     );
     wait_until(Duration::from_secs(5), "the restarted agent online", || {
-        host_online(dev.path(), port, "readme-host") == Some(true)
+        host_online(dev.path(), port, host) == Some(true)
     });
     kill(pid(dev.path(), "coordinator"), "-KILL");
     wait_until(Duration::from_secs(5), "the coordinator down", || {
@@ -252,7 +316,7 @@ fn the_readme_run_command_brings_up_a_coordinator_and_an_agent() {
     wait_until(
         Duration::from_secs(10),
         "the agent back online after the coordinator restart",
-        || host_online(dev.path(), port, "readme-host") == Some(true),
+        || host_online(dev.path(), port, host) == Some(true),
     );
     drop(agent);
 }
