@@ -293,7 +293,7 @@ impl Archiver {
         let job = create::Job {
             bucket: &self.bucket,
             tree: &tree,
-            stack: stack.map(|s| s.to_string()),
+            stack,
             app,
             id: id.clone(),
             key: key.clone(),

@@ -15,8 +15,7 @@ use crate::config::Settings;
 use crate::connect::Connection;
 use crate::error::CliError;
 use crate::output::{OutputFormat, Table, relative_time, write_json};
-use crate::sagas::{Presentation, SagaRefView};
-use crate::watch::{self, WatchMode};
+use crate::sagas::{Presentation, follow};
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum DropletCommand {
@@ -224,42 +223,6 @@ pub async fn run(
     };
     let started = answer.map_err(|s| conn.rpc_error(s))?.into_inner();
     follow(&conn, started, wait, how, out).await
-}
-
-/// Shows the started saga as `berth sagas start` does, then follows it with `--wait`.
-async fn follow(
-    conn: &Connection,
-    started: pb::SagaRef,
-    wait: bool,
-    how: Presentation,
-    out: &mut dyn Write,
-) -> Result<(), CliError> {
-    if started.saga_id.is_empty() {
-        return Err(CliError::Protocol("the started saga's id"));
-    }
-    let mode = WatchMode::pick(how.format, how.terminal);
-    match (how.format, wait) {
-        (OutputFormat::Json, false) => write_json(
-            out,
-            &SagaRefView {
-                saga_id: started.saga_id.clone(),
-                kind: started.kind,
-                existing: started.existing,
-            },
-        )?,
-        (OutputFormat::Json, true) => {}
-        (OutputFormat::Table, true) if mode == WatchMode::Live => {}
-        (OutputFormat::Table, _) => {
-            writeln!(out, "{}", started.saga_id)?;
-            out.flush()?;
-        }
-    }
-    if !wait {
-        return Ok(());
-    }
-    watch::watch_saga(conn, &started.saga_id, mode, out)
-        .await?
-        .into_result()
 }
 
 /// `berth droplet list --output json`.

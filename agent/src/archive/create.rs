@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use berth_shared::AppName;
 use berth_shared::archive::{
     ArchiveId, ArchiveKey, ArchiveMeta, ArchiveProgress, FORMAT_TAR_ZSTD, Phase, SOURCE_APP_DIR,
     SOURCE_VOLUMES,
 };
+use berth_shared::{AppName, StackName};
 use bytes::Bytes;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
@@ -39,7 +39,7 @@ pub(crate) struct Job<'a> {
     pub labels: Vec<String>,
     pub plan: Plan,
     /// The stack a volume archive was made of, recorded in its metadata.
-    pub stack: Option<String>,
+    pub stack: Option<StackName>,
 }
 
 /// What a create produced.
@@ -152,14 +152,8 @@ pub(crate) async fn run(
     // Volumes read while something of the stack ran may not be consistent: such an
     // archive is not kept.
     if let (Tree::Volumes(_), Some(stack)) = (job.tree, &job.stack) {
-        let stack = berth_shared::StackName::new(stack.as_str()).map_err(|source| {
-            crate::warm::WarmError::Name {
-                what: "stack name",
-                source,
-            }
-        })?;
         let checked =
-            super::volumes::still_undeployed(job.app.as_str(), &stack, "archive the volumes of")
+            super::volumes::still_undeployed(job.app.as_str(), stack, "archive the volumes of")
                 .await;
         if let Err(e) = checked {
             job.bucket.delete_quietly(job.key.as_str()).await;
@@ -179,7 +173,7 @@ pub(crate) async fn run(
         Tree::AppDir(_) => meta.source = Some(SOURCE_APP_DIR.to_owned()),
         Tree::Volumes(volumes) => {
             meta.source = Some(SOURCE_VOLUMES.to_owned());
-            meta.stack = job.stack.clone();
+            meta.stack = job.stack.as_ref().map(StackName::to_string);
             meta.volumes = Some(volumes.iter().map(|(name, _)| name.clone()).collect());
         }
     }
