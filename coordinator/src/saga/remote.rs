@@ -114,6 +114,11 @@ impl Step for AgentStep {
                     }
                 }
             };
+            // Reports that arrived just before the result are still queued: the history
+            // gets them, so its last report is the task's final one.
+            while let Ok(p) = progress_rx.try_recv() {
+                ctx.progress(&p.phase, &progress_detail(&p)).await?;
+            }
             match end {
                 Ok(TaskEnd::Finished(r)) if r.ok => {
                     return Ok(serde_json::from_str(&r.output_json)
