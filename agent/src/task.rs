@@ -1,12 +1,19 @@
-//! Durable tasks the coordinator assigns for saga steps, keyed by `(saga id, step index)`.
+//! Durable tasks the coordinator assigns for saga steps, keyed by `(saga id, step index)`;
+//! each assignment names the step attempt it is for, `(epoch, attempt)`, ordered.
 //!
-//! - A new step runs once. Assigned again while running (same or higher epoch), the running
-//!   task is attached to, not started twice, and its progress is reported at once.
-//! - Finished, its stored result answers repeats; results are kept in `state_dir/tasks/` so a
-//!   restarted agent still answers (a task cut by the restart answers a retryable failure).
-//!   A retryable failure is reported once; the next assignment runs the step again.
-//! - An epoch lower than the highest seen for the step is refused as stale.
-//! - `CancelTask` cancels a running task. Progress goes up at most every 250 ms.
+//! - A new step runs once. Assigned again while running (any attempt), the running task is
+//!   attached to, not started twice, and its progress is reported at once; its result goes
+//!   out under the newest attempt seen.
+//! - A stored success answers every later assignment: the work is done.
+//! - A stored failure answers its own attempt; a newer attempt (the engine's retry, an
+//!   operator's `retry`, a new owner) runs the step again. An older attempt is refused as
+//!   stale. Results are kept in `state_dir/tasks/`, so a restarted agent still answers (a task
+//!   cut by the restart answers a retryable failure to its attempt).
+//! - `CancelTask` (only an operator's cancel sends it) cancels a running task; a cancel for a
+//!   step this agent never started records it as cancelled, so a late assignment of that
+//!   attempt does not start it. Progress goes up at most every 250 ms.
+//! - Each record counts the runs it started and the ones that succeeded (`runs`,
+//!   `succeeded`), so a test can prove a step never ran twice.
 //!
 //! Tasks outlive sessions: results go to whichever session is attached when they finish.
 
@@ -36,6 +43,13 @@ const MAX_RUNNING: usize = 4;
 
 type StepKey = (String, u32);
 
+/// A step attempt, ordered: a later claim (epoch) or a later try under one claim (attempt).
+type Attempt = (u64, u64);
+
+fn attempt_of(id: &pb::TaskId) -> Attempt {
+    (id.epoch, id.attempt)
+}
+
 enum State {
     Running {
         cancel: CancellationToken,
@@ -43,14 +57,17 @@ enum State {
     },
     Done {
         outcome: Outcome,
-        delivered: bool,
     },
 }
 
 struct Step {
-    epoch: u64,
+    /// The newest attempt seen for this step.
+    at: Attempt,
     kind: String,
     state: State,
+    /// Runs started, and runs that succeeded, over the agent's life (kept in the record).
+    runs: u32,
+    succeeded: u32,
 }
 
 struct Inner {
@@ -111,12 +128,11 @@ impl Runner {
                 Some((
                     (r.saga_id, r.step_index),
                     Step {
-                        epoch: r.epoch,
+                        at: (r.epoch, r.attempt),
                         kind: r.kind,
-                        state: State::Done {
-                            outcome,
-                            delivered: r.delivered,
-                        },
+                        state: State::Done { outcome },
+                        runs: r.runs,
+                        succeeded: r.succeeded,
                     },
                 ))
             })
@@ -156,24 +172,14 @@ impl Runner {
             return;
         };
         let key = (id.saga_id.clone(), id.step_index);
+        let at = attempt_of(&id);
         let decision = {
             let mut steps = self.inner.steps.lock().expect("steps lock");
-            match steps.get_mut(&key) {
-                Some(step) if id.epoch < step.epoch => Decision::Reply(result(
-                    &id,
-                    &Outcome {
-                        ok: false,
-                        output_json: String::new(),
-                        error: format!(
-                            "stale epoch {}: this agent has seen epoch {} for saga {} step {}",
-                            id.epoch, step.epoch, id.saga_id, id.step_index
-                        ),
-                        retryable: false,
-                    },
-                )),
+            let existing = steps.get_mut(&key);
+            match existing {
                 Some(step) if matches!(step.state, State::Running { .. }) => {
-                    if id.epoch > step.epoch {
-                        step.epoch = id.epoch;
+                    if at > step.at {
+                        step.at = at;
                         self.persist(key.clone());
                     }
                     if let State::Running { report, .. } = &step.state {
@@ -181,57 +187,64 @@ impl Runner {
                     }
                     Decision::Attached
                 }
-                Some(step)
-                    if matches!(&step.state, State::Done { outcome, delivered }
-                        if outcome.ok || !outcome.retryable || !*delivered) =>
-                {
-                    step.epoch = id.epoch;
-                    let State::Done { outcome, delivered } = &mut step.state else {
-                        unreachable!("matched above")
+                Some(step) => {
+                    let State::Done { outcome } = &step.state else {
+                        unreachable!("running matched above")
                     };
-                    *delivered = true;
-                    let outcome = outcome.clone();
-                    self.persist(key.clone());
-                    Decision::Reply(result(&id, &outcome))
+                    if outcome.ok || at == step.at {
+                        let outcome = outcome.clone();
+                        if at > step.at {
+                            step.at = at;
+                            self.persist(key.clone());
+                        }
+                        Decision::Reply(result(&id, &outcome))
+                    } else if at < step.at {
+                        Decision::Reply(result(
+                            &id,
+                            &Outcome::failed(format!(
+                                "stale attempt (epoch {}, attempt {}): this agent has seen \
+                                 (epoch {}, attempt {}) for saga {} step {}",
+                                at.0, at.1, step.at.0, step.at.1, id.saga_id, id.step_index
+                            )),
+                        ))
+                    } else {
+                        // A newer attempt of a failed step: run it again.
+                        self.begin(step, at, &a.kind)
+                    }
                 }
-                _ if !self.inner.executor.supports(&a.kind) => Decision::Reply(result(
+                None if !self.inner.executor.supports(&a.kind) => Decision::Reply(result(
                     &id,
-                    &Outcome {
-                        ok: false,
-                        output_json: String::new(),
-                        error: format!("task kind {:?} is not supported by this agent", a.kind),
-                        retryable: false,
-                    },
+                    &Outcome::failed(format!(
+                        "task kind {:?} is not supported by this agent",
+                        a.kind
+                    )),
                 )),
-                _ => {
-                    let progress = Arc::new(Progress::new());
-                    let cancel = CancellationToken::new();
-                    let report = Arc::new(Notify::new());
-                    steps.insert(
-                        key.clone(),
-                        Step {
-                            epoch: id.epoch,
-                            kind: a.kind.clone(),
-                            state: State::Running {
-                                cancel: cancel.clone(),
-                                report: report.clone(),
-                            },
+                None => {
+                    let mut step = Step {
+                        at,
+                        kind: a.kind.clone(),
+                        state: State::Done {
+                            outcome: Outcome::failed(String::new()),
                         },
-                    );
-                    Decision::Start(progress, cancel, report)
+                        runs: 0,
+                        succeeded: 0,
+                    };
+                    let decision = self.begin(&mut step, at, &a.kind);
+                    steps.insert(key.clone(), step);
+                    decision
                 }
             }
         };
         match decision {
             Decision::Reply(r) => {
-                debug!(saga_id = %id.saga_id, step = id.step_index, epoch = id.epoch, ok = r.ok, "answering a task from its record");
+                debug!(saga_id = %id.saga_id, step = id.step_index, epoch = id.epoch, attempt = id.attempt, ok = r.ok, "answering a task from its record");
                 self.send_result(r);
             }
             Decision::Attached => {
-                info!(saga_id = %id.saga_id, step = id.step_index, epoch = id.epoch, "task assigned again while running; attached to it");
+                info!(saga_id = %id.saga_id, step = id.step_index, epoch = id.epoch, attempt = id.attempt, "task assigned again while running; attached to it");
             }
             Decision::Start(progress, cancel, report) => {
-                info!(saga_id = %id.saga_id, step = id.step_index, epoch = id.epoch, kind = %a.kind, "starting task");
+                info!(saga_id = %id.saga_id, step = id.step_index, epoch = id.epoch, attempt = id.attempt, kind = %a.kind, "starting task");
                 let runner = self.clone();
                 tokio::spawn(async move {
                     runner.run(key, a, progress, cancel, report).await;
@@ -240,19 +253,71 @@ impl Runner {
         }
     }
 
-    /// Cancels the running task of `id`'s step (not for a stale epoch).
+    /// Marks `step` running for attempt `at` and counts the run.
+    fn begin(&self, step: &mut Step, at: Attempt, kind: &str) -> Decision {
+        let progress = Arc::new(Progress::new());
+        let cancel = CancellationToken::new();
+        let report = Arc::new(Notify::new());
+        step.at = at;
+        kind.clone_into(&mut step.kind);
+        step.runs += 1;
+        step.state = State::Running {
+            cancel: cancel.clone(),
+            report: report.clone(),
+        };
+        Decision::Start(progress, cancel, report)
+    }
+
+    /// An operator's cancel: stops the running task of `id`'s step. A step this agent has not
+    /// started is recorded as cancelled, so a late assignment of the same attempt does not
+    /// start it; a finished one answers with its result.
     pub fn cancel(&self, id: pb::TaskId) {
-        let steps = self.inner.steps.lock().expect("steps lock");
-        match steps.get(&(id.saga_id.clone(), id.step_index)) {
-            Some(Step {
-                epoch,
-                state: State::Running { cancel, .. },
-                ..
-            }) if id.epoch >= *epoch => {
-                info!(saga_id = %id.saga_id, step = id.step_index, "cancelling task");
-                cancel.cancel();
+        let key = (id.saga_id.clone(), id.step_index);
+        let at = attempt_of(&id);
+        let reply = {
+            let mut steps = self.inner.steps.lock().expect("steps lock");
+            match steps.get_mut(&key) {
+                Some(Step {
+                    state: State::Running { cancel, .. },
+                    ..
+                }) => {
+                    info!(saga_id = %id.saga_id, step = id.step_index, "cancelling task");
+                    cancel.cancel();
+                    None
+                }
+                Some(Step {
+                    state: State::Done { outcome },
+                    at: seen,
+                    ..
+                }) => Some(result(
+                    &pb::TaskId {
+                        epoch: seen.0,
+                        attempt: seen.1,
+                        ..id.clone()
+                    },
+                    outcome,
+                )),
+                None => {
+                    let outcome = Outcome::failed("cancelled by an operator before it started");
+                    steps.insert(
+                        key.clone(),
+                        Step {
+                            at,
+                            kind: String::new(),
+                            state: State::Done {
+                                outcome: outcome.clone(),
+                            },
+                            runs: 0,
+                            succeeded: 0,
+                        },
+                    );
+                    self.persist(key);
+                    Some(result(&id, &outcome))
+                }
             }
-            _ => debug!(saga_id = %id.saga_id, step = id.step_index, "nothing running to cancel"),
+        };
+        if let Some(r) = reply {
+            self.send_result(r);
         }
     }
 
@@ -324,7 +389,7 @@ impl Runner {
                 outcome.error = store::INTERRUPTED.to_owned();
                 outcome.retryable = true;
             } else {
-                outcome.error = format!("cancelled by the coordinator ({})", outcome.error);
+                outcome.error = format!("cancelled by an operator ({})", outcome.error);
                 outcome.retryable = false;
             }
         }
@@ -335,12 +400,15 @@ impl Runner {
             };
             step.state = State::Done {
                 outcome: outcome.clone(),
-                delivered: false,
             };
+            if outcome.ok {
+                step.succeeded += 1;
+            }
             pb::TaskId {
                 saga_id: key.0.clone(),
                 step_index: key.1,
-                epoch: step.epoch,
+                epoch: step.at.0,
+                attempt: step.at.1,
             }
         };
         if outcome.ok {
@@ -351,18 +419,9 @@ impl Runner {
         if !self.save(key.clone()).await {
             warn!(saga_id = %key.0, step = key.1, "cannot record a task result; a restart will not know it");
         }
-        if self.deliver(result(&id, &outcome)).await {
-            let mut steps = self.inner.steps.lock().expect("steps lock");
-            if let Some(Step {
-                state: State::Done { delivered, .. },
-                ..
-            }) = steps.get_mut(&key)
-            {
-                *delivered = true;
-            }
-            drop(steps);
-            self.persist(key);
-        }
+        // With no session now, the coordinator sends the task again on the next one, and
+        // the record answers it.
+        self.deliver(result(&id, &outcome)).await;
     }
 
     /// Sends progress every `PROGRESS_EVERY` when it changed, and at once when asked.
@@ -384,15 +443,16 @@ impl Runner {
     }
 
     fn send_progress(&self, key: &StepKey, progress: &Progress) {
-        let epoch = {
+        let (epoch, attempt) = {
             let steps = self.inner.steps.lock().expect("steps lock");
-            steps.get(key).map_or(0, |s| s.epoch)
+            steps.get(key).map_or((0, 0), |s| s.at)
         };
         let msg = Out::Progress(pb::TaskProgress {
             id: Some(pb::TaskId {
                 saga_id: key.0.clone(),
                 step_index: key.1,
                 epoch,
+                attempt,
             }),
             progress: Some(progress.snapshot().into()),
         });
@@ -414,16 +474,14 @@ impl Runner {
         }
     }
 
-    /// Sends a result, waiting for room; false when no session took it.
-    async fn deliver(&self, r: pb::TaskResult) -> bool {
-        match self.outbound() {
-            Some(tx) => tx
+    /// Sends a result, waiting for room, if a session is attached.
+    async fn deliver(&self, r: pb::TaskResult) {
+        if let Some(tx) = self.outbound() {
+            let _ = tx
                 .send(pb::AgentMessage {
                     msg: Some(Out::Result(r)),
                 })
-                .await
-                .is_ok(),
-            None => false,
+                .await;
         }
     }
 
@@ -471,18 +529,20 @@ fn result(id: &pb::TaskId, o: &Outcome) -> pb::TaskResult {
 }
 
 fn record_of(key: &StepKey, step: &Step) -> Record {
-    let (status, outcome, delivered) = match &step.state {
-        State::Running { .. } => (Status::Running, None, false),
-        State::Done { outcome, delivered } => (Status::Done, Some(outcome.clone()), *delivered),
+    let (status, outcome) = match &step.state {
+        State::Running { .. } => (Status::Running, None),
+        State::Done { outcome } => (Status::Done, Some(outcome.clone())),
     };
     Record {
         saga_id: key.0.clone(),
         step_index: key.1,
-        epoch: step.epoch,
+        epoch: step.at.0,
+        attempt: step.at.1,
         kind: step.kind.clone(),
         status,
         outcome,
-        delivered,
+        runs: step.runs,
+        succeeded: step.succeeded,
         updated_ms: unix_ms(SystemTime::now()),
     }
 }

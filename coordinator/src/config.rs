@@ -77,6 +77,9 @@ pub struct SagaConfig {
     pub max_concurrent: usize,
     /// A saga claimed this many times without progress is paused for an operator.
     pub max_reclaims: i64,
+    /// How long a step that runs on an agent waits for its host to come back online (a
+    /// reboot, a network outage) before it fails, in seconds.
+    pub agent_offline_wait_secs: u64,
 }
 
 impl Default for SagaConfig {
@@ -87,6 +90,7 @@ impl Default for SagaConfig {
             poll_interval_ms: 500,
             max_concurrent: 32,
             max_reclaims: 5,
+            agent_offline_wait_secs: 15 * 60,
         }
     }
 }

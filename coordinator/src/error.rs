@@ -16,6 +16,8 @@ pub enum ApiError {
     PermissionDenied(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("{0}")]
+    NotFound(String),
     /// A dependency is down or busy: asking again later may work.
     #[error("{0}")]
     Unavailable(String),
@@ -91,6 +93,7 @@ impl From<ApiError> for Status {
             ApiError::InvalidArgument(m) => Status::invalid_argument(m),
             ApiError::PermissionDenied(m) => Status::permission_denied(m),
             ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
+            ApiError::NotFound(m) => Status::not_found(m),
             ApiError::Unavailable(m) => Status::unavailable(m),
             ApiError::Store(s) => status_of_store(&s),
             ApiError::Auth(a) => status_of_auth(a),

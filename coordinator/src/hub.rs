@@ -2,6 +2,10 @@
 //!
 //! Each agent holds one bidirectional stream. The hub keeps the sending half of the newest
 //! session per host; a newer session of the same host replaces (and so ends) an older one.
+//! Saga steps do not talk to the hub: they open tasks in the store, and [`tasks`] delivers
+//! them down whichever replica's stream holds the host.
+
+pub mod tasks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,25 +34,6 @@ struct Session {
     session_id: String,
     tx: Outbound,
     pending: HashMap<String, oneshot::Sender<pb::query_reply::Reply>>,
-    /// Saga steps running on this host, by (saga id, step index). Dropped with the session,
-    /// which tells each waiting step to send its task again on the next session.
-    tasks: HashMap<(String, u32), TaskWaiter>,
-}
-
-/// A saga step waiting for its task's result.
-struct TaskWaiter {
-    epoch: u64,
-    result: oneshot::Sender<pb::TaskResult>,
-    progress: mpsc::Sender<pb::Progress>,
-}
-
-/// What became of a task sent to an agent.
-#[derive(Debug)]
-pub enum TaskEnd {
-    /// The agent answered.
-    Finished(pb::TaskResult),
-    /// The agent's session ended before it answered: send the task again when it is back.
-    SessionLost,
 }
 
 /// Connected agents of this coordinator.
@@ -88,7 +73,6 @@ impl Hub {
                 session_id: session_id.to_owned(),
                 tx,
                 pending: HashMap::new(),
-                tasks: HashMap::new(),
             },
         );
         metrics::gauge!("berth_agent_sessions").set(sessions.len() as f64);
@@ -200,105 +184,6 @@ impl Hub {
         match self.query(host_id, kind).await? {
             pb::query_reply::Reply::WarmSnapshots(r) => Ok(r.snapshots),
             other => Err(unexpected(host_id, other)),
-        }
-    }
-
-    /// Routes a task's progress to the step waiting for it (stale epochs are dropped).
-    pub fn deliver_progress(&self, host_id: &str, p: pb::TaskProgress) {
-        let Some(id) = p.id else { return };
-        let sessions = self.sessions.lock().expect("hub lock");
-        let waiter = sessions
-            .get(host_id)
-            .and_then(|s| s.tasks.get(&(id.saga_id, id.step_index)));
-        if let (Some(w), Some(progress)) = (waiter, p.progress)
-            && w.epoch == id.epoch
-        {
-            // A full queue drops a progress report; the next one supersedes it.
-            let _ = w.progress.try_send(progress);
-        }
-    }
-
-    /// Routes a task's result to the step waiting for it (stale epochs are dropped).
-    pub fn deliver_result(&self, host_id: &str, r: pb::TaskResult) {
-        let Some(id) = r.id.clone() else { return };
-        let mut sessions = self.sessions.lock().expect("hub lock");
-        let Some(session) = sessions.get_mut(host_id) else {
-            return;
-        };
-        let key = (id.saga_id.clone(), id.step_index);
-        match session.tasks.get(&key) {
-            Some(w) if w.epoch == id.epoch => {
-                let w = session.tasks.remove(&key).expect("present");
-                let _ = w.result.send(r);
-            }
-            _ => {
-                tracing::debug!(host_id, task = ?id, "result for no waiting step (stale or finished)")
-            }
-        }
-    }
-
-    /// Sends a task to a host's agent and waits until it answers or its session ends.
-    /// Progress reports go to `progress`. The agent answers a repeated task (after a
-    /// reconnect) with the running or stored result instead of running it twice.
-    pub async fn run_task(
-        &self,
-        host_id: &str,
-        task: pb::TaskAssignment,
-        progress: mpsc::Sender<pb::Progress>,
-    ) -> Result<TaskEnd, HubError> {
-        let id = task.id.clone().expect("task has an id");
-        let (result_tx, result_rx) = oneshot::channel();
-        let tx = {
-            let mut sessions = self.sessions.lock().expect("hub lock");
-            let session = sessions
-                .get_mut(host_id)
-                .ok_or_else(|| HubError::NotConnected {
-                    host_id: host_id.to_owned(),
-                })?;
-            session.tasks.insert(
-                (id.saga_id.clone(), id.step_index),
-                TaskWaiter {
-                    epoch: id.epoch,
-                    result: result_tx,
-                    progress,
-                },
-            );
-            session.tx.clone()
-        };
-        let msg = pb::CoordinatorMessage {
-            msg: Some(pb::coordinator_message::Msg::Task(task)),
-        };
-        if tx.send(Ok(msg)).await.is_err() {
-            return Ok(TaskEnd::SessionLost);
-        }
-        Ok(match result_rx.await {
-            Ok(r) => TaskEnd::Finished(r),
-            Err(_) => TaskEnd::SessionLost,
-        })
-    }
-
-    /// Asks a host's agent to cancel a task (best effort; the result still arrives).
-    pub async fn cancel_task(&self, host_id: &str, id: pb::TaskId) {
-        let tx = self
-            .sessions
-            .lock()
-            .expect("hub lock")
-            .get(host_id)
-            .map(|s| s.tx.clone());
-        if let Some(tx) = tx {
-            let msg = pb::CoordinatorMessage {
-                msg: Some(pb::coordinator_message::Msg::Cancel(pb::CancelTask {
-                    id: Some(id),
-                })),
-            };
-            let _ = tx.send(Ok(msg)).await;
-        }
-    }
-
-    /// Forgets a step's waiter (the step gave up or was cancelled).
-    pub fn forget_task(&self, host_id: &str, saga_id: &str, step_index: u32) {
-        if let Some(s) = self.sessions.lock().expect("hub lock").get_mut(host_id) {
-            s.tasks.remove(&(saga_id.to_owned(), step_index));
         }
     }
 }

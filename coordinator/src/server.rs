@@ -17,7 +17,7 @@ use crate::digitalocean::HttpDoApi;
 use crate::drift::Inventory;
 use crate::droplet::Cloud;
 use crate::hub::Hub;
-use crate::saga::{Deps, Engine, EngineConfig, Registry};
+use crate::saga::{AgentTaskSettings, Deps, Engine, EngineConfig, Registry};
 use crate::service::agent_link::AgentLinkService;
 use crate::service::archives::ArchivesService;
 use crate::service::drift::DriftService;
@@ -133,6 +133,7 @@ pub async fn run(
     ready: impl FnOnce() + Send,
 ) -> Result<(), StartError> {
     let store = open_store(&config).await?;
+    store.listen(shutdown.clone());
     let tls = tls_config(&config)?;
     let instance_id = instance_id(&config);
     let hub = Hub::default();
@@ -198,6 +199,11 @@ pub async fn run(
             hub: hub.clone(),
             digitalocean: cloud.clone(),
             archives: Some(catalog.clone()),
+            agent_tasks: AgentTaskSettings {
+                offline_wait: Duration::from_secs(config.sagas.agent_offline_wait_secs),
+                heartbeat_timeout: Duration::from_secs(u64::from(config.heartbeat_timeout_secs)),
+                ..AgentTaskSettings::default()
+            },
         },
         EngineConfig {
             owner_id: instance_id.clone(),

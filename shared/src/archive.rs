@@ -68,8 +68,22 @@ pub enum KeyError {
 
 /// An archive's uuid in its canonical text form (lowercase, hyphenated), as both the Go code
 /// (`uuid.NewV4().String()`) and Berth write it. It names `_metadata/<uuid>`, so it is checked.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct ArchiveId(String);
+
+impl TryFrom<String> for ArchiveId {
+    type Error = KeyError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::new(s)
+    }
+}
+
+impl From<ArchiveId> for String {
+    fn from(id: ArchiveId) -> String {
+        id.0
+    }
+}
 
 impl ArchiveId {
     pub fn new(id: impl Into<String>) -> Result<Self, KeyError> {

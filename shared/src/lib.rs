@@ -9,4 +9,4 @@ pub mod time;
 
 pub use name::{AppName, HostId, NameError, StackName};
 pub use role::Role;
-pub use task::TaskId;
+pub use task::Task;

@@ -1,39 +1,220 @@
-//! Identity of a durable task that an agent runs for a saga step.
+//! The task contract between a coordinator and its agents: every kind of work an agent does
+//! for a saga step, with typed inputs, parsed once on each side (the coordinator when a saga
+//! starts, the agent when a task arrives). On the wire a task is the JSON of [`Task`], tagged
+//! by `kind`; the host it runs on is the saga's `host_id`, not part of the task.
 
-use berth_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
 
-/// `(saga id, step index, epoch)`: the same saga step under a newer claim has a higher epoch,
-/// and an agent refuses an epoch lower than one it has already seen for that step.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TaskId {
-    pub saga_id: String,
-    pub step_index: u32,
-    pub epoch: u64,
+use crate::archive::ArchiveId;
+use crate::{AppName, StackName};
+
+/// Longest wait for a stack to be undeployed that a task may ask for, in seconds.
+pub const MAX_WAIT_UNDEPLOYED_SECS: u64 = 3600;
+
+/// A unit of agent work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Task {
+    /// Snapshot a stack's volumes into the app's warm snapshot.
+    WarmSnapshot(WarmSnapshot),
+    /// Put the app's warm snapshot back into its stack's volumes.
+    WarmRestore(WarmRestore),
+    /// Archive an app directory (or a stack's volumes) into object storage.
+    ArchiveCreate(ArchiveCreate),
+    /// Restore an archive into an app directory (or a stack's volumes).
+    ArchiveRestore(ArchiveRestore),
 }
 
-impl TaskId {
-    /// The step this task belongs to, whatever the epoch.
-    pub fn step_key(&self) -> (String, u32) {
-        (self.saga_id.clone(), self.step_index)
+/// Inputs of [`Task::WarmSnapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmSnapshot {
+    pub app: AppName,
+    /// The app's domain; its stack is the domain with `.` as `_` unless `stack` names it.
+    #[serde(default)]
+    pub domain: String,
+    #[serde(default)]
+    pub stack: Option<StackName>,
+    #[serde(default)]
+    pub commit: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
+    /// How long to wait for the stack to be undeployed before refusing (0: refuse at once).
+    #[serde(default)]
+    pub wait_undeployed_secs: Option<u64>,
+}
+
+/// Inputs of [`Task::WarmRestore`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmRestore {
+    pub app: AppName,
+    #[serde(default)]
+    pub domain: String,
+    #[serde(default)]
+    pub stack: Option<StackName>,
+    #[serde(default)]
+    pub wait_undeployed_secs: Option<u64>,
+}
+
+/// Inputs of [`Task::ArchiveCreate`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveCreate {
+    pub app: AppName,
+    /// Archive this stack's volumes instead of the app directory.
+    #[serde(default)]
+    pub stack: Option<StackName>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub labels: Vec<String>,
+    /// The index label value, the key's third field; empty for none.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub index_label: String,
+    /// zstd level 1..=19; absent for the agent's default.
+    #[serde(default)]
+    pub zstd_level: Option<i32>,
+    /// The archive's uuid; a saga's create uses the saga id, so every attempt makes (or
+    /// finds) the same archive.
+    #[serde(default)]
+    pub uuid: Option<ArchiveId>,
+}
+
+/// Inputs of [`Task::ArchiveRestore`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveRestore {
+    pub uuid: ArchiveId,
+    /// Restore under this app name; absent: the archive's own app.
+    #[serde(default)]
+    pub target_app: Option<AppName>,
+    /// For a volume archive: the stack whose volumes receive it; absent: its own stack.
+    #[serde(default)]
+    pub stack: Option<StackName>,
+}
+
+/// Saga inputs may carry `null` for an absent value.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// Why a task's inputs were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid inputs for {kind}: {message}")]
+pub struct TaskError {
+    pub kind: String,
+    pub message: String,
+}
+
+impl Task {
+    /// The task's kind as it appears on the wire and in the ledger.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Task::WarmSnapshot(_) => "warm_snapshot",
+            Task::WarmRestore(_) => "warm_restore",
+            Task::ArchiveCreate(_) => "archive_create",
+            Task::ArchiveRestore(_) => "archive_restore",
+        }
     }
-}
 
-impl From<pb::TaskId> for TaskId {
-    fn from(t: pb::TaskId) -> Self {
-        Self {
-            saga_id: t.saga_id,
-            step_index: t.step_index,
-            epoch: t.epoch,
+    /// Parses a task of `kind` from its inputs (a JSON object without the `kind` tag), then
+    /// checks what serde cannot: a domain or stack for warm tasks, the zstd level's range.
+    pub fn parse(kind: &str, inputs: &serde_json::Value) -> Result<Task, TaskError> {
+        let err = |message: String| TaskError {
+            kind: kind.to_owned(),
+            message,
+        };
+        let mut tagged = inputs.clone();
+        let Some(object) = tagged.as_object_mut() else {
+            return Err(err("the inputs must be a JSON object".into()));
+        };
+        object.insert("kind".into(), serde_json::Value::String(kind.to_owned()));
+        let task: Task = serde_json::from_value(tagged).map_err(|e| err(e.to_string()))?;
+        task.check().map_err(err)?;
+        Ok(task)
+    }
+
+    /// Parses a task from its wire JSON (the `kind` tag included).
+    pub fn from_json(kind: &str, json: &str) -> Result<Task, TaskError> {
+        let value: serde_json::Value = serde_json::from_str(json).map_err(|e| TaskError {
+            kind: kind.to_owned(),
+            message: e.to_string(),
+        })?;
+        let mut value = value;
+        if let Some(o) = value.as_object_mut() {
+            o.remove("kind");
+        }
+        Self::parse(kind, &value)
+    }
+
+    /// The wire JSON, `kind` included.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a task serializes")
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let warm_target = |domain: &str, stack: &Option<StackName>| match (stack, domain) {
+            (Some(_), _) => Ok(()),
+            (None, "") => Err("give the app's `domain` or its `stack`".to_owned()),
+            (None, d) => StackName::from_domain(d).map(drop).map_err(|e| e.to_string()),
+        };
+        let wait = |w: Option<u64>| match w {
+            Some(s) if s > MAX_WAIT_UNDEPLOYED_SECS => Err(format!(
+                "wait_undeployed_secs {s} is over the limit of {MAX_WAIT_UNDEPLOYED_SECS}"
+            )),
+            _ => Ok(()),
+        };
+        match self {
+            Task::WarmSnapshot(t) => {
+                warm_target(&t.domain, &t.stack)?;
+                wait(t.wait_undeployed_secs)
+            }
+            Task::WarmRestore(t) => {
+                warm_target(&t.domain, &t.stack)?;
+                wait(t.wait_undeployed_secs)
+            }
+            Task::ArchiveCreate(t) => match t.zstd_level {
+                Some(level) if !(1..=19).contains(&level) => {
+                    Err(format!("zstd_level {level} is out of range; use 1 to 19"))
+                }
+                _ => Ok(()),
+            },
+            Task::ArchiveRestore(_) => Ok(()),
         }
     }
 }
 
-impl From<TaskId> for pb::TaskId {
-    fn from(t: TaskId) -> Self {
-        Self {
-            saga_id: t.saga_id,
-            step_index: t.step_index,
-            epoch: t.epoch,
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tasks_round_trip_through_the_wire() {
+        let t = Task::parse(
+            "archive_create",
+            &json!({"app": "kc", "labels": null, "uuid": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"}),
+        )
+        .unwrap();
+        assert_eq!(t.kind(), "archive_create");
+        assert_eq!(Task::from_json("archive_create", &t.to_json()).unwrap(), t);
+        let w = Task::parse("warm_restore", &json!({"app": "kc", "domain": "kc.example.org"}))
+            .unwrap();
+        assert_eq!(Task::from_json("warm_restore", &w.to_json()).unwrap(), w);
+    }
+
+    #[test]
+    fn bad_inputs_are_refused_naming_the_problem() {
+        let err = |kind: &str, v: serde_json::Value| Task::parse(kind, &v).unwrap_err().to_string();
+        assert!(err("warm_restore", json!({"app": "../x", "domain": "a"})).contains("app name"));
+        assert!(err("warm_restore", json!({"app": "kc"})).contains("domain"));
+        assert!(err("warm_restore", json!({"app": "kc", "domain": "a", "x": 1})).contains("unknown field"));
+        assert!(err("archive_create", json!({"app": "a", "zstd_level": 40})).contains("out of range"));
+        assert!(err("archive_restore", json!({"uuid": "nope"})).contains("uuid"));
+        assert!(err("frobnicate", json!({})).contains("unknown variant"));
+        assert!(err("warm_snapshot", json!({"app": "kc", "stack": "s", "wait_undeployed_secs": 99999})).contains("limit"));
     }
 }

@@ -1,6 +1,7 @@
 //! The kinds of task this agent runs, behind the narrow `Executor` seam the runner calls:
-//! `warm_snapshot` and `warm_restore`, `archive_create` and `archive_restore`, with their JSON
-//! inputs and outputs.
+//! `warm_snapshot` and `warm_restore`, `archive_create` and `archive_restore`. Inputs arrive
+//! as the wire JSON of the shared task contract (`berth_shared::task::Task`), parsed once
+//! here; outputs go back as JSON.
 //!
 //! ```text
 //! warm_snapshot    in  {"app", "domain", "stack"?, "commit"?, "version"?, "wait_undeployed_secs"?}
@@ -17,7 +18,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use berth_shared::task::{MAX_WAIT_UNDEPLOYED_SECS, Task};
+use berth_shared::{AppName, StackName};
 use tokio_util::sync::CancellationToken;
 
 use crate::archive::{self, ArchiveError, ArchiveProgress, Archiver};
@@ -67,35 +69,6 @@ pub(crate) struct AgentKinds {
     pub archiver: Archiver,
 }
 
-#[derive(Debug, Deserialize)]
-struct SnapshotInputs {
-    app: String,
-    #[serde(default)]
-    domain: String,
-    #[serde(default)]
-    stack: Option<String>,
-    #[serde(default)]
-    commit: Option<String>,
-    #[serde(default)]
-    version: Option<String>,
-    #[serde(default)]
-    wait_undeployed_secs: u64,
-}
-
-#[derive(Debug, Deserialize)]
-struct RestoreInputs {
-    app: String,
-    #[serde(default)]
-    domain: String,
-    #[serde(default)]
-    stack: Option<String>,
-    #[serde(default)]
-    wait_undeployed_secs: u64,
-}
-
-/// Longest wait for a stack to go away that a task may ask for.
-const MAX_WAIT: Duration = Duration::from_secs(3600);
-
 impl Executor for AgentKinds {
     fn supports(&self, kind: &str) -> bool {
         matches!(
@@ -114,56 +87,81 @@ impl Executor for AgentKinds {
         let root = self.warm_root.clone();
         let archiver = self.archiver.clone();
         Box::pin(async move {
-            match kind.as_str() {
-                archive::CREATE_TASK | archive::RESTORE_TASK => {
-                    run_archive(&archiver, &kind, &inputs_json, &progress, &cancel).await
+            let task = Task::from_json(&kind, &inputs_json)
+                .map_err(|e| Failure::permanent(e.to_string()))?;
+            match task {
+                Task::ArchiveCreate(t) => {
+                    let input = archive::CreateInput {
+                        app: t.app.to_string(),
+                        stack: t.stack.map(String::from),
+                        labels: t.labels,
+                        index_label: t.index_label,
+                        zstd_level: t.zstd_level,
+                        uuid: t.uuid.map(String::from),
+                    };
+                    run_archive(&progress, |tx| {
+                        let archiver = archiver.clone();
+                        let cancel = cancel.clone();
+                        async move { archiver.create(input, &tx, &cancel).await.map(json) }
+                    })
+                    .await
                 }
-                WARM_SNAPSHOT => {
-                    let i: SnapshotInputs = parse(&kind, &inputs_json)?;
+                Task::ArchiveRestore(t) => {
+                    let input = archive::RestoreInput {
+                        uuid: t.uuid.to_string(),
+                        target_app: t.target_app.map(String::from),
+                        stack: t.stack.map(String::from),
+                    };
+                    run_archive(&progress, |tx| {
+                        let archiver = archiver.clone();
+                        let cancel = cancel.clone();
+                        async move { archiver.restore(input, &tx, &cancel).await.map(json) }
+                    })
+                    .await
+                }
+                Task::WarmSnapshot(t) => {
                     let req = SnapshotRequest {
-                        target: target(&i.app, &i.domain, i.stack.as_deref())?,
-                        commit: i.commit.filter(|c| !c.is_empty()),
-                        version: i.version.filter(|v| !v.is_empty()),
-                        wait_undeployed: wait(i.wait_undeployed_secs),
+                        target: target(&t.app, &t.domain, t.stack.as_ref())?,
+                        commit: t.commit.filter(|c| !c.is_empty()),
+                        version: t.version.filter(|v| !v.is_empty()),
+                        wait_undeployed: wait(t.wait_undeployed_secs),
                     };
                     let warm = Warm::connect(root).await.map_err(failure)?;
                     let out = warm
                         .snapshot(&req, progress, cancel)
                         .await
                         .map_err(failure)?;
-                    Ok(serde_json::to_string(&out).expect("outcome serializes"))
+                    Ok(json(out))
                 }
-                WARM_RESTORE => {
-                    let i: RestoreInputs = parse(&kind, &inputs_json)?;
+                Task::WarmRestore(t) => {
                     let req = RestoreRequest {
-                        target: target(&i.app, &i.domain, i.stack.as_deref())?,
-                        wait_undeployed: wait(i.wait_undeployed_secs),
+                        target: target(&t.app, &t.domain, t.stack.as_ref())?,
+                        wait_undeployed: wait(t.wait_undeployed_secs),
                     };
                     let warm = Warm::connect(root).await.map_err(failure)?;
                     let out = warm
                         .restore(&req, progress, cancel)
                         .await
                         .map_err(failure)?;
-                    Ok(serde_json::to_string(&out).expect("outcome serializes"))
+                    Ok(json(out))
                 }
-                other => Err(Failure::permanent(format!(
-                    "task kind {other:?} is not supported by this agent"
-                ))),
             }
         })
     }
 }
 
+fn json(out: impl serde::Serialize) -> String {
+    serde_json::to_string(&out).expect("outcomes serialize")
+}
+
 /// Runs an archive task, copying its progress into the runner's as it changes.
-async fn run_archive(
-    archiver: &Archiver,
-    kind: &str,
-    inputs_json: &str,
-    progress: &Progress,
-    cancel: &CancellationToken,
-) -> Result<String, Failure> {
+async fn run_archive<F, Fut>(progress: &Progress, task: F) -> Result<String, Failure>
+where
+    F: FnOnce(tokio::sync::watch::Sender<ArchiveProgress>) -> Fut,
+    Fut: Future<Output = Result<String, ArchiveError>>,
+{
     let (tx, mut rx) = tokio::sync::watch::channel(ArchiveProgress::default());
-    let task = archiver.run_task(kind, inputs_json, &tx, cancel);
+    let task = task(tx);
     tokio::pin!(task);
     loop {
         tokio::select! {
@@ -183,17 +181,12 @@ fn archive_failure(e: ArchiveError) -> Failure {
     }
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(kind: &str, json: &str) -> Result<T, Failure> {
-    serde_json::from_str(json)
-        .map_err(|e| Failure::permanent(format!("invalid inputs for {kind}: {e}")))
+fn target(app: &AppName, domain: &str, stack: Option<&StackName>) -> Result<AppTarget, Failure> {
+    AppTarget::new(app.as_str(), domain, stack.map(StackName::as_str)).map_err(failure)
 }
 
-fn target(app: &str, domain: &str, stack: Option<&str>) -> Result<AppTarget, Failure> {
-    AppTarget::new(app, domain, stack).map_err(failure)
-}
-
-fn wait(secs: u64) -> Duration {
-    Duration::from_secs(secs).min(MAX_WAIT)
+fn wait(secs: Option<u64>) -> Duration {
+    Duration::from_secs(secs.unwrap_or(0).min(MAX_WAIT_UNDEPLOYED_SECS))
 }
 
 fn failure(e: WarmError) -> Failure {
@@ -241,7 +234,7 @@ mod tests {
             let inputs = serde_json::json!({"app": app, "domain": "x.org"}).to_string();
             let e = run(WARM_RESTORE, &inputs).unwrap_err();
             assert!(
-                !e.retryable && e.error.contains("invalid app name"),
+                !e.retryable && e.error.contains("app name"),
                 "{e:?}"
             );
         }
@@ -250,6 +243,6 @@ mod tests {
         let e = run(archive::RESTORE_TASK, r#"{"uuid":"x","extra":1}"#).unwrap_err();
         assert!(!e.retryable && e.error.contains("unknown field"), "{e:?}");
         let e = run("frobnicate", "{}").unwrap_err();
-        assert!(e.error.contains("not supported"), "{e:?}");
+        assert!(e.error.contains("unknown variant `frobnicate`"), "{e:?}");
     }
 }

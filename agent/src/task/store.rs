@@ -1,6 +1,6 @@
 //! Task records kept in `state_dir/tasks/`, one small JSON file per saga step, so an agent
 //! that restarts still answers a repeated task with its result (or, for a task it was
-//! running when it stopped, with a retryable failure) and still refuses stale epochs.
+//! running when it stopped, with a retryable failure) and still refuses stale attempts.
 
 use std::fs;
 use std::io::{self, Write};
@@ -26,6 +26,18 @@ pub(crate) struct Outcome {
     pub retryable: bool,
 }
 
+impl Outcome {
+    /// A failure that sending the same attempt again will not change.
+    pub fn failed(error: impl Into<String>) -> Self {
+        Outcome {
+            ok: false,
+            output_json: String::new(),
+            error: error.into(),
+            retryable: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Status {
@@ -38,16 +50,19 @@ pub(crate) enum Status {
 pub(crate) struct Record {
     pub saga_id: String,
     pub step_index: u32,
-    /// The highest epoch seen for this step.
+    /// The newest attempt seen for this step: its epoch and its attempt under that epoch.
     pub epoch: u64,
+    #[serde(default)]
+    pub attempt: u64,
     pub kind: String,
     pub status: Status,
     #[serde(default)]
     pub outcome: Option<Outcome>,
-    /// Whether the outcome was handed to a session (a retryable failure is reported once;
-    /// the next assignment of the step runs it again).
+    /// Runs of the step this agent started, and runs that succeeded.
     #[serde(default)]
-    pub delivered: bool,
+    pub runs: u32,
+    #[serde(default)]
+    pub succeeded: u32,
     pub updated_ms: i64,
 }
 
@@ -102,7 +117,6 @@ impl Store {
                         error: INTERRUPTED.to_owned(),
                         retryable: true,
                     }),
-                    delivered: false,
                     updated_ms: unix_ms(SystemTime::now()),
                     ..record
                 };
@@ -161,10 +175,12 @@ mod tests {
             saga_id: "0190-abc".into(),
             step_index: 2,
             epoch: 3,
+            attempt: 1,
             kind: "warm_snapshot".into(),
             status,
             outcome: None,
-            delivered: false,
+            runs: 1,
+            succeeded: 0,
             updated_ms: unix_ms(SystemTime::now()),
         }
     }

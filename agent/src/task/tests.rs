@@ -55,19 +55,32 @@ impl Executor for Scripted {
 }
 
 fn id(epoch: u64) -> pb::TaskId {
+    at(epoch, 1)
+}
+
+fn at(epoch: u64, attempt: u64) -> pb::TaskId {
     pb::TaskId {
         saga_id: "saga-1".into(),
         step_index: 3,
         epoch,
+        attempt,
     }
 }
 
 fn assign(runner: &Runner, epoch: u64, kind: &str) {
+    assign_at(runner, at(epoch, 1), kind);
+}
+
+fn assign_at(runner: &Runner, id: pb::TaskId, kind: &str) {
     runner.assign(pb::TaskAssignment {
-        id: Some(id(epoch)),
+        id: Some(id),
         kind: kind.into(),
         inputs_json: "in".into(),
     });
+}
+
+fn record(dir: &std::path::Path) -> store::Record {
+    serde_json::from_slice(&std::fs::read(dir.join("tasks/saga-1-3.json")).unwrap()).unwrap()
 }
 
 async fn next_result(rx: &mut mpsc::Receiver<pb::AgentMessage>) -> pb::TaskResult {
@@ -142,7 +155,7 @@ async fn a_repeated_task_attaches_then_is_answered_from_its_record() {
 }
 
 #[tokio::test]
-async fn a_lower_epoch_is_refused_as_stale() {
+async fn a_success_answers_every_attempt_and_runs_once() {
     let dir = tempfile::tempdir().unwrap();
     let exec = Scripted::new(Ok("done".into()));
     let runner = Runner::open(dir.path(), exec.clone());
@@ -150,28 +163,87 @@ async fn a_lower_epoch_is_refused_as_stale() {
     let _attached = runner.attach(tx);
     assign(&runner, 5, "script");
     assign(&runner, 4, "script");
-    let r = next_result(&mut rx).await;
-    assert!(!r.ok && !r.retryable);
-    assert!(r.error.starts_with("stale epoch 4"), "{}", r.error);
-    assert_eq!(r.id.unwrap().epoch, 4);
-    // A cancel with the stale epoch does not stop the task either.
-    runner.cancel(id(4));
+    // Attached to the running task, not refused: the result goes out under epoch 5.
     exec.release.add_permits(1);
-    assert!(next_result(&mut rx).await.ok);
+    let r = next_result(&mut rx).await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.id.unwrap().epoch, 5);
+    // A success answers any later or earlier attempt: the work is done.
     assign(&runner, 3, "script");
-    assert!(next_result(&mut rx).await.error.contains("stale epoch 3"));
+    assert!(next_result(&mut rx).await.ok);
     // The highest epoch survives a restart.
     let restarted = Runner::open(dir.path(), exec.clone());
     let (tx2, mut rx2) = mpsc::channel(64);
     let _attached2 = restarted.attach(tx2);
     assign(&restarted, 1, "script");
+    assert!(next_result(&mut rx2).await.ok);
+    assert_eq!(exec.runs(), 1);
+    let r = record(dir.path());
+    assert_eq!((r.runs, r.succeeded, r.epoch), (1, 1, 5));
+}
+
+#[tokio::test]
+async fn a_failure_answers_its_attempt_a_newer_attempt_runs_again_an_older_is_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = Scripted::new(Err(Failure::permanent("stack is deployed")));
+    let runner = Runner::open(dir.path(), exec.clone());
+    let (tx, mut rx) = mpsc::channel(64);
+    let _attached = runner.attach(tx);
+    assign_at(&runner, at(2, 1), "script");
+    exec.release.add_permits(1);
+    let r = next_result(&mut rx).await;
+    assert!(!r.ok && r.error == "stack is deployed", "{r:?}");
+    // The same attempt again (a new session): the stored failure, not a second run.
+    assign_at(&runner, at(2, 1), "script");
+    assert_eq!(next_result(&mut rx).await.error, "stack is deployed");
+    assert_eq!(exec.runs(), 1);
+    // An operator's retry (a higher epoch): the step runs afresh.
+    *exec.answer.lock().unwrap() = Ok("restored".into());
+    assign_at(&runner, at(3, 1), "script");
+    exec.release.add_permits(1);
+    let r = next_result(&mut rx).await;
+    assert_eq!((r.ok, r.output_json.as_str()), (true, "restored:in"));
+    assert_eq!(exec.runs(), 2);
+    // An older attempt of a failed step is refused as stale; here the step succeeded, so it
+    // is answered with the success.
+    assign_at(&runner, at(2, 1), "script");
+    assert!(next_result(&mut rx).await.ok);
+    let rec = record(dir.path());
+    assert_eq!((rec.runs, rec.succeeded), (2, 1));
+}
+
+#[tokio::test]
+async fn an_older_attempt_of_a_failed_step_is_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = Scripted::new(Err(Failure::permanent("nope")));
+    let runner = Runner::open(dir.path(), exec.clone());
+    let (tx, mut rx) = mpsc::channel(64);
+    let _attached = runner.attach(tx);
+    assign_at(&runner, at(4, 2), "script");
+    exec.release.add_permits(1);
+    assert_eq!(next_result(&mut rx).await.error, "nope");
+    assign_at(&runner, at(4, 1), "script");
+    let r = next_result(&mut rx).await;
     assert!(
-        next_result(&mut rx2)
-            .await
-            .error
-            .contains("has seen epoch 5")
+        !r.ok && r.error.starts_with("stale attempt (epoch 4, attempt 1)"),
+        "{r:?}"
     );
     assert_eq!(exec.runs(), 1);
+}
+
+#[tokio::test]
+async fn a_cancel_before_the_assignment_keeps_the_attempt_from_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = Scripted::new(Ok("never".into()));
+    let runner = Runner::open(dir.path(), exec.clone());
+    let (tx, mut rx) = mpsc::channel(64);
+    let _attached = runner.attach(tx);
+    runner.cancel(id(1));
+    let r = next_result(&mut rx).await;
+    assert!(!r.ok && r.error.contains("before it started"), "{r:?}");
+    assign(&runner, 1, "script");
+    assert!(next_result(&mut rx).await.error.contains("before it started"));
+    assert_eq!(exec.runs(), 0);
 }
 
 #[tokio::test]
@@ -190,7 +262,7 @@ async fn cancel_stops_a_running_task() {
 }
 
 #[tokio::test]
-async fn a_task_cut_by_a_restart_fails_retryably_once_then_runs_again() {
+async fn a_task_cut_by_a_restart_fails_retryably_then_its_next_attempt_runs() {
     let dir = tempfile::tempdir().unwrap();
     let exec = Scripted::new(Ok("done".into()));
     {
@@ -215,8 +287,8 @@ async fn a_task_cut_by_a_restart_fails_retryably_once_then_runs_again() {
     assert!(!r.ok && r.retryable, "{r:?}");
     assert!(r.error.contains("agent stopped"), "{}", r.error);
     assert_eq!(exec2.runs(), 0);
-    // The coordinator retries: now it runs.
-    assign(&runner, 1, "script");
+    // The coordinator's next attempt runs it.
+    assign_at(&runner, at(1, 2), "script");
     exec2.release.add_permits(1);
     let r = next_result(&mut rx).await;
     assert_eq!((r.ok, r.output_json.as_str()), (true, "second:in"));
@@ -244,7 +316,7 @@ async fn unknown_kinds_are_refused_and_results_wait_for_a_session() {
         "{r:?}"
     );
 
-    // Finished with no session: the retryable failure is kept for the next assignment.
+    // Finished with no session: the failure is kept to answer the same attempt.
     drop(attached);
     runner.assign(pb::TaskAssignment {
         id: Some(pb::TaskId {

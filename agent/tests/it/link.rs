@@ -138,6 +138,7 @@ async fn agent_says_hello_heartbeats_describes_and_reconnects() {
         saga_id: "saga-1".into(),
         step_index: 0,
         epoch: 1,
+        attempt: 1,
     };
     session
         .send(ToAgent::Task(pb::TaskAssignment {

@@ -48,6 +48,7 @@ fn task_id(step: u32, epoch: u64) -> pb::TaskId {
         saga_id: "saga-warm".into(),
         step_index: step,
         epoch,
+        attempt: 1,
     }
 }
 
@@ -125,11 +126,11 @@ async fn warm_tasks_report_progress_and_answer_repeats_from_their_record() {
         (after.ino(), after.mtime_nsec()),
         (before.ino(), before.mtime_nsec())
     );
-    // An older epoch of the same step is stale.
+    // An older attempt of the same step is stale.
     assign(&session, task_id(0, 0), "warm_snapshot", inputs.clone()).await;
     let (_, stale) = until_result(&mut session).await;
     assert!(
-        !stale.ok && !stale.retryable && stale.error.starts_with("stale epoch 0"),
+        !stale.ok && !stale.retryable && stale.error.starts_with("stale attempt (epoch 0, attempt 1)"),
         "{stale:?}"
     );
 
@@ -226,9 +227,13 @@ async fn warm_tasks_cancel_and_a_restarted_agent_fails_a_cut_task_retryably() {
         !cut.ok && cut.retryable && cut.error.contains("agent stopped"),
         "{cut:?}"
     );
-    // …and runs when sent again, here once the app is undeployed.
+    // …and runs when its next attempt comes, here once the app is undeployed.
     stack.remove_container(&running);
-    assign(&session, task_id(1, 1), "warm_snapshot", inputs).await;
+    let next = pb::TaskId {
+        attempt: 2,
+        ..task_id(1, 1)
+    };
+    assign(&session, next, "warm_snapshot", inputs).await;
     let (_, done) = until_result(&mut session).await;
     assert!(done.ok, "{}", done.error);
     shutdown.cancel();

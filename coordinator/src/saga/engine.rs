@@ -57,6 +57,11 @@ pub enum StartError {
     Kind(#[from] KindError),
     #[error("idempotency key {key:?} was already used to start a different saga ({saga_id})")]
     KeyReused { key: String, saga_id: String },
+    #[error(
+        "host {host_id} has never connected to this coordinator's fleet: enroll its agent \
+         (`berth-agent enroll`) and start it, or check the host id with `berth hosts list`"
+    )]
+    UnknownHost { host_id: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -123,6 +128,19 @@ impl Engine {
         key: Option<&str>,
     ) -> Result<(String, bool), StartError> {
         let (value, steps) = self.registry.build(kind, inputs)?;
+        if steps.iter().any(|s| s.runs_on_agent())
+            && let Some(host_id) = value["host_id"].as_str()
+        {
+            match self.store.get_host(host_id).await {
+                Ok(_) => {}
+                Err(StoreError::NotFound { .. }) => {
+                    return Err(StartError::UnknownHost {
+                        host_id: host_id.to_owned(),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let names: Vec<(&str, bool)> = steps.iter().map(|s| (s.name(), s.pivot())).collect();
         let id = uuid::Uuid::now_v7().to_string();
         let inputs = value.to_string();
@@ -410,7 +428,7 @@ impl Engine {
                     } else {
                         cancel.clone()
                     };
-                    let ctx = self.ctx(fence, &ledger[i], inputs.clone(), outputs, token);
+                    let ctx = self.ctx(fence, &ledger[i], inputs.clone(), outputs, token, lease_lost);
                     self.execute(step, ctx, &mut ledger[i], cancel_requested, shutdown)
                         .await?
                 }
@@ -422,6 +440,7 @@ impl Engine {
                         inputs.clone(),
                         outputs,
                         lease_lost.clone(),
+                        lease_lost,
                     );
                     self.compensate(
                         steps[i].clone(),
@@ -480,6 +499,7 @@ impl Engine {
         inputs: Arc<Value>,
         outputs: Arc<Vec<Value>>,
         cancel: CancellationToken,
+        lease_lost: &CancellationToken,
     ) -> StepCtx {
         StepCtx {
             saga_id: fence.saga_id.clone(),
@@ -493,6 +513,7 @@ impl Engine {
                 .and_then(|c| serde_json::from_str(c).ok()),
             attempt: row.attempts as u32,
             cancel,
+            lease_lost: lease_lost.clone(),
             deps: self.deps.clone(),
             fence: fence.clone(),
         }

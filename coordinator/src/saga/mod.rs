@@ -14,4 +14,5 @@ pub use self::core::{RetryPolicy, SagaStatus, StepStatus};
 pub use engine::{Engine, EngineConfig, StartError};
 pub use kinds::{KindError, Registry};
 pub use operator::{Action, ActionError};
+pub use remote::AgentTaskSettings;
 pub use step::{Deps, Step, StepCtx, StepError, StepErrorKind};

@@ -1,18 +1,46 @@
-//! Steps that an agent carries out on its host (warm snapshots, archives): the step sends a
-//! task fenced by `(saga, step, epoch)` down the host's stream, relays progress into the
-//! saga's history, and waits for the result. A session that drops is not a failure: the task
-//! is sent again when the agent is back, and the agent answers with the running or stored
-//! result instead of doing the work twice.
+//! Steps that an agent carries out on its host (warm snapshots, archives). The step opens its
+//! task in the store under the saga's claim and waits for the result; whichever replica holds
+//! the host's stream delivers the task, and writes back progress and the result
+//! (`hub::tasks`). The owner relays progress into the saga's history.
+//!
+//! - Losing the lease is not cancelling: a stale owner stops waiting and writes nothing; the
+//!   next owner opens the same task again and the agent attaches it to the running work or
+//!   answers from its stored result.
+//! - Only an operator's cancel asks the agent to cancel.
+//! - A host that is offline makes the step wait (saying so in the history) for
+//!   `agent_offline_wait`, long enough for a reboot, then fail.
 
 use std::time::Duration;
 
-use berth_proto::v1 as pb;
+use berth_shared::task::Task;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
 
 use super::core::RetryPolicy;
-use super::step::{Step, StepCtx, StepError};
-use crate::hub::TaskEnd;
+use super::step::{Step, StepCtx, StepError, now_ms};
+use crate::store::{AgentTaskRow, NewAgentTask, Opened, Signal};
+
+/// How agent steps wait; part of the engine's `Deps`.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentTaskSettings {
+    /// How long a step waits for an offline host to come back before it fails.
+    pub offline_wait: Duration,
+    /// A host whose last heartbeat is older than this is offline.
+    pub heartbeat_timeout: Duration,
+    /// How often a waiting step reads its task when no signal wakes it (the safety net).
+    pub poll: Duration,
+}
+
+impl Default for AgentTaskSettings {
+    fn default() -> Self {
+        AgentTaskSettings {
+            offline_wait: Duration::from_secs(15 * 60),
+            heartbeat_timeout: Duration::from_secs(45),
+            poll: Duration::from_secs(2),
+        }
+    }
+}
 
 /// A step run by the agent of the saga's `host_id`, as the agent task `task_kind`. The task's
 /// inputs are the saga's inputs without `host_id`.
@@ -20,39 +48,150 @@ use crate::hub::TaskEnd;
 pub struct AgentStep {
     pub name: &'static str,
     pub task_kind: &'static str,
-    /// Adds `"uuid": <saga id>` to the task's inputs unless they name one, so every attempt
-    /// of the saga makes (or finds) the same archive.
-    pub uuid_from_saga: bool,
 }
 
 /// How long a cancelled task may take to stop before the step stops waiting for it.
 const CANCEL_GRACE: Duration = Duration::from_secs(30);
+/// Least time between two progress events a step writes into the history.
+const RELAY_EVERY: Duration = Duration::from_millis(250);
+/// How often a waiting step checks that its host is online.
+const HOST_CHECK_EVERY: Duration = Duration::from_secs(3);
 
-fn progress_detail(p: &pb::Progress) -> Value {
-    json!({
-        "bytes_done": p.bytes_done,
-        "bytes_total": p.bytes_total,
-        "entries_done": p.entries_done,
-        "entries_total": p.entries_total,
-        "bytes_written": p.bytes_written,
-        "phase": p.phase,
-    })
+/// The host and the typed task of a saga's inputs. An archive create takes the saga id as its
+/// archive's uuid unless the inputs name one, so every attempt makes (or finds) one archive.
+pub fn task_of(kind: &str, saga_id: &str, inputs: &Value) -> Result<(String, Task), String> {
+    let host = inputs["host_id"]
+        .as_str()
+        .ok_or("the saga's inputs name no host_id")?;
+    berth_shared::HostId::new(host).map_err(|e| e.to_string())?;
+    let mut task_inputs = inputs.clone();
+    if let Some(o) = task_inputs.as_object_mut() {
+        o.remove("host_id");
+        if kind == "archive_create" && o.get("uuid").is_none_or(Value::is_null) {
+            o.insert("uuid".into(), json!(saga_id));
+        }
+    }
+    let task = Task::parse(kind, &task_inputs).map_err(|e| e.to_string())?;
+    Ok((host.to_owned(), task))
+}
+
+/// What the waiting step keeps between wake-ups.
+struct Wait {
+    relayed_seq: i64,
+    relayed_at: Option<Instant>,
+    cancelled_at: Option<Instant>,
+    offline_since: Option<Instant>,
+    host_checked: Option<Instant>,
 }
 
 impl AgentStep {
-    fn target(&self, ctx: &StepCtx) -> Result<(String, String), StepError> {
-        let host = ctx.inputs["host_id"]
-            .as_str()
-            .ok_or_else(|| StepError::permanent("the saga's inputs name no host_id"))?
-            .to_owned();
-        let mut task_inputs = (*ctx.inputs).clone();
-        if let Some(o) = task_inputs.as_object_mut() {
-            o.remove("host_id");
-            if self.uuid_from_saga && o.get("uuid").is_none_or(Value::is_null) {
-                o.insert("uuid".into(), json!(ctx.saga_id));
+    /// Relays the task's latest progress into the history, at most every `RELAY_EVERY`
+    /// unless `force` (the last one before the result).
+    async fn relay(
+        &self,
+        ctx: &StepCtx,
+        row: &AgentTaskRow,
+        w: &mut Wait,
+        force: bool,
+    ) -> Result<(), StepError> {
+        if row.progress_seq <= w.relayed_seq {
+            return Ok(());
+        }
+        if !force && w.relayed_at.is_some_and(|t| t.elapsed() < RELAY_EVERY) {
+            return Ok(());
+        }
+        let Some(p) = row.progress.as_deref() else {
+            return Ok(());
+        };
+        let detail: Value = serde_json::from_str(p).unwrap_or(Value::Null);
+        let phase = detail["phase"].as_str().unwrap_or_default().to_owned();
+        ctx.progress(&phase, &detail).await?;
+        w.relayed_seq = row.progress_seq;
+        w.relayed_at = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Checks the host's liveness now and then; fails once it has been offline too long.
+    async fn check_host(&self, ctx: &StepCtx, host: &str, w: &mut Wait) -> Result<(), StepError> {
+        if w.host_checked.is_some_and(|t| t.elapsed() < HOST_CHECK_EVERY) {
+            return Ok(());
+        }
+        w.host_checked = Some(Instant::now());
+        let settings = ctx.deps.agent_tasks;
+        let record = ctx.deps.store.get_host(host).await?;
+        let online = record.is_online(now_ms(), settings.heartbeat_timeout.as_millis() as i64);
+        match (online, w.offline_since) {
+            (true, Some(_)) => {
+                w.offline_since = None;
+                ctx.progress(&format!("host {host} is back"), &json!({})).await?;
+            }
+            (false, None) => {
+                w.offline_since = Some(Instant::now());
+                let phase = format!(
+                    "waiting for host {host} to come back online (up to {} s)",
+                    settings.offline_wait.as_secs()
+                );
+                ctx.progress(&phase, &json!({})).await?;
+            }
+            (false, Some(since)) if since.elapsed() >= settings.offline_wait => {
+                ctx.deps
+                    .store
+                    .close_agent_task(ctx.fence(), ctx.step_index as i64, now_ms())
+                    .await?;
+                return Err(StepError::permanent(format!(
+                    "host {host} stayed offline for {} s; gave up waiting (raise \
+                     [sagas] agent_offline_wait_secs to wait longer, then `berth sagas retry`)",
+                    since.elapsed().as_secs()
+                )));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Waits until a signal for this saga, the poll interval, a cancel or a lost lease.
+    async fn sleep(
+        &self,
+        ctx: &StepCtx,
+        signals: &mut tokio::sync::broadcast::Receiver<Signal>,
+        w: &mut Wait,
+    ) -> Result<(), StepError> {
+        let poll = tokio::time::sleep(ctx.deps.agent_tasks.poll);
+        tokio::pin!(poll);
+        loop {
+            tokio::select! {
+                biased;
+                () = ctx.lease_lost.cancelled() => return Err(StepError::lease_lost()),
+                () = ctx.cancel.cancelled(), if w.cancelled_at.is_none() => {
+                    // An operator's cancel (a lost lease fired `lease_lost` first).
+                    ctx.deps
+                        .store
+                        .cancel_agent_task(ctx.fence(), ctx.step_index as i64, now_ms())
+                        .await?;
+                    w.cancelled_at = Some(Instant::now());
+                    return Ok(());
+                }
+                s = signals.recv() => match s {
+                    Ok(Signal::Saga(id)) if id == ctx.saga_id => return Ok(()),
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(_) | RecvError::Closed) => return Ok(()),
+                },
+                () = &mut poll => return Ok(()),
             }
         }
-        Ok((host, task_inputs.to_string()))
+    }
+}
+
+fn outcome(row: &AgentTaskRow, cancelled: bool) -> Result<Value, StepError> {
+    let error = row.error.clone().unwrap_or_default();
+    match row.ok {
+        Some(true) => {
+            let output = row.output.clone().unwrap_or_default();
+            Ok(serde_json::from_str(&output).unwrap_or(Value::String(output)))
+        }
+        _ if cancelled => Err(StepError::cancelled()),
+        _ if row.retryable => Err(StepError::retryable(error)),
+        _ => Err(StepError::permanent(error)),
     }
 }
 
@@ -60,6 +199,10 @@ impl AgentStep {
 impl Step for AgentStep {
     fn name(&self) -> &'static str {
         self.name
+    }
+
+    fn runs_on_agent(&self) -> bool {
+        true
     }
 
     fn retry(&self) -> RetryPolicy {
@@ -72,74 +215,53 @@ impl Step for AgentStep {
     }
 
     async fn execute(&self, ctx: &mut StepCtx) -> Result<Value, StepError> {
-        let (host, inputs_json) = self.target(ctx)?;
-        let hub = ctx.deps.hub.clone();
-        let id = pb::TaskId {
-            saga_id: ctx.saga_id.clone(),
-            step_index: ctx.step_index as u32,
-            epoch: ctx.epoch as u64,
+        let (host, task) =
+            task_of(self.task_kind, &ctx.saga_id, &ctx.inputs).map_err(StepError::permanent)?;
+        let store = ctx.deps.store.clone();
+        let mut signals = store.subscribe();
+        let inputs = task.to_json();
+        let new = NewAgentTask {
+            step_idx: ctx.step_index as i64,
+            host_id: &host,
+            kind: task.kind(),
+            inputs: &inputs,
+            attempt: i64::from(ctx.attempt),
+            now_ms: now_ms(),
+        };
+        if let Opened::Finished(row) = store.open_agent_task(ctx.fence(), &new).await? {
+            tracing::info!(saga_id = ctx.saga_id, step = ctx.step_index, "agent task already finished; taking its result");
+            return outcome(&row, false);
+        }
+        let mut w = Wait {
+            relayed_seq: 0,
+            relayed_at: None,
+            cancelled_at: None,
+            offline_since: None,
+            host_checked: None,
         };
         loop {
-            ctx.check_cancelled()?;
-            if !hub.is_connected(&host) {
-                return Err(StepError::retryable(format!(
-                    "host {host} is not connected to this coordinator; waiting for its agent"
-                )));
+            if ctx.lease_lost.is_cancelled() {
+                return Err(StepError::lease_lost());
             }
-            let (progress_tx, mut progress_rx) = mpsc::channel(16);
-            let task = pb::TaskAssignment {
-                id: Some(id.clone()),
-                kind: self.task_kind.to_owned(),
-                inputs_json: inputs_json.clone(),
-            };
-            let run = hub.run_task(&host, task, progress_tx);
-            tokio::pin!(run);
-            let mut cancelled_at = None;
-            let end = loop {
-                tokio::select! {
-                    end = &mut run => break end,
-                    Some(p) = progress_rx.recv() => ctx.progress(&p.phase, &progress_detail(&p)).await?,
-                    _ = ctx.cancel.cancelled(), if cancelled_at.is_none() => {
-                        hub.cancel_task(&host, id.clone()).await;
-                        cancelled_at = Some(tokio::time::Instant::now());
-                    }
-                    _ = async {
-                        match cancelled_at {
-                            Some(at) => tokio::time::sleep_until(at + CANCEL_GRACE).await,
-                            None => std::future::pending().await,
-                        }
-                    } => {
-                        hub.forget_task(&host, &id.saga_id, id.step_index);
-                        return Err(StepError::cancelled());
-                    }
-                }
-            };
-            // Reports that arrived just before the result are still queued: the history
-            // gets them, so its last report is the task's final one.
-            while let Ok(p) = progress_rx.try_recv() {
-                ctx.progress(&p.phase, &progress_detail(&p)).await?;
+            let row = store
+                .agent_task(&ctx.saga_id, ctx.step_index as i64)
+                .await?
+                .ok_or_else(|| StepError::retryable("the step's agent task is gone"))?;
+            if row.is_done() {
+                self.relay(ctx, &row, &mut w, true).await?;
+                return outcome(&row, w.cancelled_at.is_some());
             }
-            match end {
-                Ok(TaskEnd::Finished(r)) if r.ok => {
-                    return Ok(serde_json::from_str(&r.output_json)
-                        .unwrap_or(Value::String(r.output_json)));
-                }
-                Ok(TaskEnd::Finished(_)) if cancelled_at.is_some() => {
-                    return Err(StepError::cancelled());
-                }
-                Ok(TaskEnd::Finished(r)) if r.retryable => {
-                    return Err(StepError::retryable(r.error));
-                }
-                Ok(TaskEnd::Finished(r)) => return Err(StepError::permanent(r.error)),
-                Ok(TaskEnd::SessionLost) | Err(_) => {
-                    tracing::info!(
-                        host,
-                        saga_id = id.saga_id,
-                        "agent session lost mid-task; sending the task again when it is back"
-                    );
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
+            self.relay(ctx, &row, &mut w, false).await?;
+            if let Some(at) = w.cancelled_at
+                && at.elapsed() >= CANCEL_GRACE
+            {
+                store
+                    .close_agent_task(ctx.fence(), ctx.step_index as i64, now_ms())
+                    .await?;
+                return Err(StepError::cancelled());
             }
+            self.check_host(ctx, &host, &mut w).await?;
+            self.sleep(ctx, &mut signals, &mut w).await?;
         }
     }
 

@@ -52,6 +52,12 @@ impl StepError {
             message: "cancelled by an operator".into(),
         }
     }
+    pub fn lease_lost() -> Self {
+        StepError {
+            kind: StepErrorKind::LeaseLost,
+            message: "the claim on the saga was lost".into(),
+        }
+    }
 }
 
 impl From<StoreError> for StepError {
@@ -75,6 +81,8 @@ pub struct Deps {
     pub digitalocean: Option<Arc<crate::droplet::Cloud>>,
     /// The archive store, for the retention that follows each archive.
     pub archives: Option<Arc<crate::archive::Catalog>>,
+    /// How agent steps wait for their tasks.
+    pub agent_tasks: super::remote::AgentTaskSettings,
 }
 
 /// A step's view of its saga while it runs.
@@ -92,6 +100,9 @@ pub struct StepCtx {
     pub attempt: u32,
     /// Fires when an operator cancels the saga or the claim is lost.
     pub cancel: CancellationToken,
+    /// Fires when the claim is lost (before `cancel` fires too): stop and write nothing, but
+    /// do not call off work that the next owner will pick up.
+    pub lease_lost: CancellationToken,
     pub deps: Deps,
     pub(crate) fence: Fence,
 }
@@ -173,6 +184,11 @@ pub trait Step: Send + Sync {
 
     fn retry(&self) -> RetryPolicy {
         RetryPolicy::default()
+    }
+
+    /// Runs on the agent of the saga's `host_id`, which must be known when the saga starts.
+    fn runs_on_agent(&self) -> bool {
+        false
     }
 
     async fn execute(&self, ctx: &mut StepCtx) -> Result<Value, StepError>;

@@ -1,5 +1,6 @@
 //! `AgentLink.Session`: the one stream each agent holds. Checks who the agent is, records the
-//! host, forwards heartbeats to the store and replies to the hub.
+//! host, forwards heartbeats to the store, replies to the hub, delivers the host's agent tasks
+//! and writes back their progress and results.
 
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::principal;
-use crate::hub::Hub;
+use crate::hub::{Hub, tasks};
 use crate::store::{HostSession, Store};
 
 /// How long an agent has to say hello after opening its stream.
@@ -95,13 +96,22 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
         tx.send(Ok(welcome))
             .await
             .map_err(|_| Status::cancelled("agent went away"))?;
-        self.hub.register(host_id.as_str(), &session_id, tx);
+        self.hub.register(host_id.as_str(), &session_id, tx.clone());
         tracing::info!(host_id = %host_id, hostname = hello.hostname, version = hello.agent_version, "agent connected");
 
+        // This replica now delivers the host's tasks, whoever owns their sagas.
+        let session_over = self.shutdown.child_token();
+        tokio::spawn(crate::hub::tasks::deliver(
+            self.store.clone(),
+            host_id.as_str().to_owned(),
+            tx,
+            session_over.clone(),
+        ));
         let this = self.clone();
         tokio::spawn(async move {
             this.read_inbound(host_id.as_str(), &session_id, inbound)
                 .await;
+            session_over.cancel();
             this.hub.unregister(host_id.as_str(), &session_id);
             if let Err(e) = this
                 .store
@@ -159,10 +169,13 @@ impl AgentLinkService {
                 }
                 Msg::QueryReply(r) => self.hub.deliver(host_id, r),
                 Msg::Hello(_) => tracing::warn!(host_id, "ignoring a second hello"),
-                Msg::Progress(p) => self.hub.deliver_progress(host_id, p),
+                Msg::Progress(p) => tasks::record_progress(&self.store, host_id, p).await,
                 Msg::Result(r) => {
-                    tracing::info!(host_id, task = ?r.id, ok = r.ok, "task result");
-                    self.hub.deliver_result(host_id, r);
+                    // Recorded in the background (it retries a busy store) so the session
+                    // keeps reading heartbeats meanwhile.
+                    let store = self.store.clone();
+                    let host_id = host_id.to_owned();
+                    tokio::spawn(async move { tasks::record_result(&store, &host_id, r).await });
                 }
             }
         }

@@ -28,6 +28,7 @@ impl From<StartError> for ApiError {
         match e {
             StartError::Kind(k) => ApiError::InvalidArgument(k.to_string()),
             StartError::KeyReused { .. } => ApiError::FailedPrecondition(e.to_string()),
+            StartError::UnknownHost { .. } => ApiError::NotFound(e.to_string()),
             StartError::Store(s) => ApiError::Store(s),
         }
     }

@@ -103,6 +103,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: super::drift::MIGRATION,
         postgres: None,
     },
+    Migration {
+        version: 6,
+        name: "agent tasks",
+        sqlite: super::agent_tasks::MIGRATION,
+        postgres: None,
+    },
 ];
 
 const SAGA_RUNS: &str = "CREATE TABLE saga_runs (

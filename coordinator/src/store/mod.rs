@@ -6,7 +6,9 @@ mod hosts;
 mod inventory;
 mod jobs;
 mod migrate;
+mod agent_tasks;
 mod sagas;
+mod signal;
 mod sql;
 mod tokens;
 
@@ -27,6 +29,8 @@ pub use migrate::{LATEST_VERSION, SchemaError};
 pub use sagas::{
     EventRow, Fence, NewEvent, NewSaga, SagaFilter, SagaRow, SagaWrite, StepRow, StepWrite,
 };
+pub use agent_tasks::{AgentTaskRow, NewAgentTask, Opened, TaskResultWrite};
+pub use signal::Signal;
 pub use tokens::{NewToken, TokenRecord};
 
 /// Which database the store is talking to.
@@ -90,10 +94,22 @@ impl From<sqlx::Error> for StoreError {
 }
 
 /// A handle on the database; cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The URL, for the PostgreSQL listener only; never printed (it may hold a password).
+    url: std::sync::Arc<str>,
+    signals: signal::Signals,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .field("url", &redact_url(&self.url))
+            .finish()
+    }
 }
 
 /// The URL with any password replaced, fit for logs and errors.
@@ -164,9 +180,28 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(connect_err)?;
-        let store = Store { pool, backend };
+        let store = Store {
+            pool,
+            backend,
+            url: url.into(),
+            signals: signal::Signals::default(),
+        };
         migrate::run(&store).await?;
         Ok(store)
+    }
+
+    /// Signals about agent tasks, from this process and (once [`Store::listen`] runs) from
+    /// every other coordinator on the same PostgreSQL database.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Signal> {
+        self.signals.subscribe()
+    }
+
+    /// On PostgreSQL, relays other coordinators' signals into [`Store::subscribe`] until
+    /// `stop` fires. On SQLite every writer is in this process already.
+    pub fn listen(&self, stop: tokio_util::sync::CancellationToken) {
+        if self.backend == Backend::Postgres {
+            signal::listen_postgres(self.url.to_string(), self.signals.clone(), stop);
+        }
     }
 
     pub fn backend(&self) -> Backend {

@@ -76,6 +76,7 @@ async fn run(db: &TestDb, engines: usize, concurrency: usize, sagas: usize) -> S
                 hub: Hub::default(),
                 digitalocean: None,
                 archives: None,
+                agent_tasks: Default::default(),
             },
             config,
         ));

@@ -199,6 +199,7 @@ async fn engines(db: &TestDb, n: usize, shutdown: &CancellationToken) -> Store {
                 hub: Hub::default(),
                 digitalocean: None,
                 archives: None,
+                agent_tasks: Default::default(),
             },
             config,
         );

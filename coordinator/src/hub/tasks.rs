@@ -1,0 +1,198 @@
+//! Agent tasks on the stream side: the replica that holds a host's stream delivers that
+//! host's open tasks to its agent, calls off closed ones, and writes back what the agent
+//! reports (progress and results) for the saga's owner, wherever that owner runs.
+//!
+//! Delivery is driven by the store: on every signal for the host, and on a slow poll, the
+//! session reads the host's open and closed tasks and sends what this session has not sent
+//! yet at the task's current `(epoch, attempt)`. A new session sends everything again; the
+//! agent answers repeats from what it has, so nothing runs twice.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+use berth_proto::v1 as pb;
+use berth_shared::time::unix_ms;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use super::Outbound;
+use crate::store::{AgentTaskRow, Signal, Store, TaskResultWrite};
+
+/// How often a session looks for tasks when no signal arrives (the safety net).
+pub const DELIVERY_POLL: Duration = Duration::from_secs(2);
+
+/// Longest saga id an agent may name (uuids are 36 characters).
+const MAX_SAGA_ID: usize = 64;
+/// Longest output or error an agent may report, in bytes.
+const MAX_RESULT_BYTES: usize = 1 << 20;
+
+/// What this session last told the agent about a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Told {
+    epoch: i64,
+    attempt: i64,
+    cancel: bool,
+}
+
+fn task_id(row: &AgentTaskRow) -> pb::TaskId {
+    pb::TaskId {
+        saga_id: row.saga_id.clone(),
+        step_index: row.step_idx as u32,
+        epoch: row.epoch as u64,
+        attempt: row.attempt as u64,
+    }
+}
+
+fn message(row: &AgentTaskRow) -> pb::CoordinatorMessage {
+    let msg = if row.cancel_requested {
+        pb::coordinator_message::Msg::Cancel(pb::CancelTask {
+            id: Some(task_id(row)),
+        })
+    } else {
+        pb::coordinator_message::Msg::Task(pb::TaskAssignment {
+            id: Some(task_id(row)),
+            kind: row.kind.clone(),
+            inputs_json: row.inputs.clone(),
+        })
+    };
+    pb::CoordinatorMessage { msg: Some(msg) }
+}
+
+/// Delivers `host_id`'s tasks down `tx` until `stop` fires or the stream closes.
+pub async fn deliver(store: Store, host_id: String, tx: Outbound, stop: CancellationToken) {
+    let mut signals = store.subscribe();
+    let mut told: HashMap<(String, i64), Told> = HashMap::new();
+    loop {
+        match store.agent_tasks_for_host(&host_id).await {
+            Ok(rows) => {
+                let live: HashSet<(String, i64)> = rows
+                    .iter()
+                    .map(|r| (r.saga_id.clone(), r.step_idx))
+                    .collect();
+                told.retain(|k, _| live.contains(k));
+                for row in rows {
+                    let key = (row.saga_id.clone(), row.step_idx);
+                    let now = Told {
+                        epoch: row.epoch,
+                        attempt: row.attempt,
+                        cancel: row.cancel_requested,
+                    };
+                    if told.get(&key) == Some(&now) {
+                        continue;
+                    }
+                    tracing::info!(host_id, saga_id = row.saga_id, step = row.step_idx, epoch = row.epoch, attempt = row.attempt, cancel = row.cancel_requested, "sending task to agent");
+                    if tx.send(Ok(message(&row))).await.is_err() {
+                        return;
+                    }
+                    told.insert(key, now);
+                }
+            }
+            Err(e) => tracing::warn!(host_id, error = %e, "cannot read the host's agent tasks"),
+        }
+        // Wait for a signal about this host, the poll, or the end of the session.
+        let poll = tokio::time::sleep(DELIVERY_POLL);
+        tokio::pin!(poll);
+        loop {
+            tokio::select! {
+                s = signals.recv() => match s {
+                    Ok(Signal::Host(h)) if h == host_id => break,
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => return,
+                },
+                () = &mut poll => break,
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+fn checked_id(host_id: &str, id: Option<&pb::TaskId>) -> Option<(String, i64, i64, i64)> {
+    let Some(id) = id else {
+        tracing::warn!(host_id, "agent report without a task id; ignored");
+        return None;
+    };
+    if id.saga_id.is_empty() || id.saga_id.len() > MAX_SAGA_ID {
+        tracing::warn!(host_id, "agent report with an invalid saga id; ignored");
+        return None;
+    }
+    let as_i64 = |v: u64| i64::try_from(v).ok();
+    Some((
+        id.saga_id.clone(),
+        i64::from(id.step_index),
+        as_i64(id.epoch)?,
+        as_i64(id.attempt)?,
+    ))
+}
+
+/// Writes an agent's progress report for the saga's owner to relay.
+pub async fn record_progress(store: &Store, host_id: &str, p: pb::TaskProgress) {
+    let Some((saga_id, step_idx, _, _)) = checked_id(host_id, p.id.as_ref()) else {
+        return;
+    };
+    let Some(p) = p.progress else { return };
+    let mut phase = p.phase;
+    phase.truncate(phase.floor_char_boundary(256));
+    let detail = json!({
+        "bytes_done": p.bytes_done,
+        "bytes_total": p.bytes_total,
+        "entries_done": p.entries_done,
+        "entries_total": p.entries_total,
+        "bytes_written": p.bytes_written,
+        "phase": phase,
+    })
+    .to_string();
+    let now = unix_ms(SystemTime::now());
+    if let Err(e) = store
+        .agent_task_progress(host_id, &saga_id, step_idx, &detail, now)
+        .await
+    {
+        tracing::debug!(host_id, saga_id, error = %e, "cannot record task progress");
+    }
+}
+
+/// Writes an agent's result for the saga's owner.
+pub async fn record_result(store: &Store, host_id: &str, r: pb::TaskResult) {
+    let Some((saga_id, step_idx, epoch, attempt)) = checked_id(host_id, r.id.as_ref()) else {
+        return;
+    };
+    let too_big = r.output_json.len() > MAX_RESULT_BYTES || r.error.len() > MAX_RESULT_BYTES;
+    let (ok, output, error) = if too_big {
+        (
+            false,
+            String::new(),
+            format!("the agent's result is larger than {MAX_RESULT_BYTES} bytes; refused"),
+        )
+    } else {
+        (r.ok, r.output_json, r.error)
+    };
+    let write = TaskResultWrite {
+        host_id,
+        saga_id: &saga_id,
+        step_idx,
+        epoch,
+        attempt,
+        ok,
+        output: &output,
+        error: &error,
+        retryable: r.retryable && !too_big,
+        now_ms: unix_ms(SystemTime::now()),
+    };
+    // A store that is briefly unavailable must not lose a result: the agent only reports it
+    // again when the task is sent again, so retry here for a while.
+    for wait_ms in [0, 200, 500, 1000, 2000, 4000] {
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        match store.agent_task_result(&write).await {
+            Ok(true) => {
+                tracing::info!(host_id, saga_id, step = step_idx, epoch, attempt, ok, "task result recorded");
+                return;
+            }
+            Ok(false) => {
+                tracing::info!(host_id, saga_id, step = step_idx, epoch, attempt, ok, "task result for no open attempt (stale or already recorded)");
+                return;
+            }
+            Err(e) => tracing::warn!(host_id, saga_id, error = %e, "cannot record a task result; retrying"),
+        }
+    }
+}
