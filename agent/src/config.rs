@@ -22,6 +22,11 @@ pub struct Config {
     /// for TLS (then `[tls]` is required). Required, in the file or as an override.
     #[serde(default)]
     pub coordinator_url: String,
+    /// Other replicas of the same coordinator (same scheme, same `[tls]`): when the one in
+    /// use cannot be reached or its session ends, the agent dials the next, in turn, so a
+    /// replica that dies does not strand its agents. Empty: only `coordinator_url`.
+    #[serde(default)]
+    pub coordinator_replicas: Vec<String>,
     /// File holding this host's bearer token (surrounding whitespace is trimmed); works with
     /// systemd `LoadCredential=`. Required, in the file or as an override.
     #[serde(default)]
@@ -107,6 +112,7 @@ impl Config {
     pub fn new(coordinator_url: impl Into<String>, token_file: impl Into<PathBuf>) -> Self {
         Self {
             coordinator_url: coordinator_url.into(),
+            coordinator_replicas: Vec::new(),
             token_file: token_file.into(),
             host_id: None,
             state_dir: default_state_dir(),
@@ -169,19 +175,25 @@ impl Config {
         if url.is_empty() {
             bail!("coordinator_url is required (or --coordinator-url, BERTH_COORDINATOR_URL)");
         }
-        let https = if url.starts_with("https://") {
-            true
-        } else if url.starts_with("http://") {
-            false
-        } else {
-            bail!("coordinator_url {url:?} must start with http:// or https://");
-        };
-        match (&self.tls, https) {
-            (None, true) => bail!("coordinator_url {url:?} is https but there is no [tls] table"),
-            (Some(_), false) => {
-                bail!("[tls] is set but coordinator_url {url:?} is plaintext http")
+        for (what, url) in std::iter::once(("coordinator_url", url)).chain(
+            self.coordinator_replicas
+                .iter()
+                .map(|u| ("coordinator_replicas", u.trim())),
+        ) {
+            let https = if url.starts_with("https://") {
+                true
+            } else if url.starts_with("http://") {
+                false
+            } else {
+                bail!("{what} {url:?} must start with http:// or https://");
+            };
+            match (&self.tls, https) {
+                (None, true) => bail!("{what} {url:?} is https but there is no [tls] table"),
+                (Some(_), false) => {
+                    bail!("[tls] is set but {what} {url:?} is plaintext http")
+                }
+                _ => {}
             }
-            _ => {}
         }
         if let Some(tls) = &self.tls
             && tls.client_cert_file.is_some() != tls.client_key_file.is_some()

@@ -117,7 +117,7 @@ pub async fn enroll(config: &Config, opts: &EnrollOptions) -> Result<Enrolled, E
             domain_name: config.tls.as_ref().and_then(|t| t.domain_name.clone()),
         });
     }
-    let channel = crate::link::endpoint(&dial)?
+    let channel = crate::link::endpoint(&dial, &dial.coordinator_url)?
         .connect()
         .await
         .map_err(AgentError::Connect)?;

@@ -41,7 +41,8 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Everything a session needs, prepared once at start.
 #[derive(Debug)]
 pub(crate) struct Link {
-    endpoint: Endpoint,
+    /// `coordinator_url`, then each of `coordinator_replicas`; dialled in turn.
+    endpoints: Vec<Endpoint>,
     authorization: MetadataValue<Ascii>,
     host_id: HostId,
     hostname: String,
@@ -61,7 +62,10 @@ impl Link {
             })?;
         authorization.set_sensitive(true);
         Ok(Self {
-            endpoint: endpoint(config)?,
+            endpoints: std::iter::once(config.coordinator_url.as_str())
+                .chain(config.coordinator_replicas.iter().map(String::as_str))
+                .map(|url| endpoint(config, url))
+                .collect::<Result<_, _>>()?,
             authorization,
             host_id,
             hostname: hostname(),
@@ -82,8 +86,9 @@ impl Link {
     }
 }
 
-pub(crate) fn endpoint(config: &Config) -> Result<Endpoint, AgentError> {
-    let url = config.coordinator_url.trim().to_owned();
+/// The endpoint of the coordinator at `url`, with `config`'s TLS.
+pub(crate) fn endpoint(config: &Config, url: &str) -> Result<Endpoint, AgentError> {
+    let url = url.trim().to_owned();
     let mut endpoint = Endpoint::from_shared(url.clone())
         .map_err(|source| AgentError::Endpoint {
             url: url.clone(),
@@ -141,13 +146,17 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
     let mut backoff = Backoff::new(link.max_backoff);
+    let mut turn = 0;
     loop {
         state.send_replace(LinkState::Connecting);
         let mut connected_at = None;
+        let endpoint = &link.endpoints[turn % link.endpoints.len()];
         let reason = tokio::select! {
             () = shutdown.cancelled() => break,
-            reason = session::run(&link, &state, &mut connected_at) => reason,
+            reason = session::run(&link, endpoint, &state, &mut connected_at) => reason,
         };
+        // The next attempt tries the next replica (the same one when there is only one).
+        turn += 1;
         let delay = match (reason.kind(), connected_at) {
             (ErrorKind::Unauthorized, _) => {
                 error!(

@@ -15,6 +15,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
 use super::{Link, LinkState};
@@ -32,10 +33,11 @@ const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
 /// Runs one session and returns why it ended; `connected_at` is set once welcomed.
 pub(super) async fn run(
     link: &Link,
+    endpoint: &Endpoint,
     state: &watch::Sender<LinkState>,
     connected_at: &mut Option<Instant>,
 ) -> AgentError {
-    match session(link, state, connected_at).await {
+    match session(link, endpoint, state, connected_at).await {
         Ok(never) => match never {},
         Err(reason) => reason,
     }
@@ -43,6 +45,7 @@ pub(super) async fn run(
 
 async fn session(
     link: &Link,
+    endpoint: &Endpoint,
     state: &watch::Sender<LinkState>,
     connected_at: &mut Option<Instant>,
 ) -> Result<Infallible, AgentError> {
@@ -53,7 +56,7 @@ async fn session(
         docker_version: docker::version_for_hello().await,
         capabilities: CAPABILITIES.iter().map(|c| (*c).to_owned()).collect(),
     };
-    let channel = link.endpoint.connect().await.map_err(AgentError::Connect)?;
+    let channel = endpoint.connect().await.map_err(AgentError::Connect)?;
     let authorization = link.authorization.clone();
     let mut client =
         AgentLinkClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
