@@ -137,7 +137,7 @@ fn saga_not_completed_message(id: &str, status: &str) -> String {
     let show = format!("`berth sagas show {id}`");
     match status {
         "failed" => format!(
-            "saga {id} failed and was not compensated (a pivot step had completed): {show} says which step and why; then `berth sagas retry {id}` or `berth sagas skip {id} STEP`"
+            "saga {id} failed and was left for an operator (nothing to undo, or a pivot step had completed): {show} says which step and why; fix the cause, then `berth sagas retry {id}` or `berth sagas skip {id} STEP`"
         ),
         "compensated" => format!(
             "saga {id} did not complete: a step failed and the completed steps were undone; {show} says which step and why"

@@ -87,11 +87,24 @@ impl SagaStatus {
     }
 }
 
+/// What a step's failure does to its saga.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    /// Undo the completed steps (the default).
+    #[default]
+    Compensate,
+    /// Stop at `failed` for an operator: the step is atomic on its own (it either did its
+    /// work or left everything as it was), and the usual cause is one an operator fixes
+    /// (a stack still deployed, a host away) before `berth sagas retry`.
+    WaitForOperator,
+}
+
 /// What the decision function needs to know of one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepView {
     pub status: StepStatus,
     pub pivot: bool,
+    pub on_failure: OnFailure,
 }
 
 /// What the decision function needs to know of a saga.
@@ -149,6 +162,10 @@ fn forward(saga: &SagaView) -> Next {
         StepStatus::Pending | StepStatus::Running => Next::Execute(i),
         // A failure after a pivot fails forward: the saga waits for an operator.
         StepStatus::Failed if saga.past_pivot() => Next::Finish(SagaStatus::Failed),
+        // So does one of a step that waits for an operator (a cancel compensated above).
+        StepStatus::Failed if step.on_failure == OnFailure::WaitForOperator => {
+            Next::Finish(SagaStatus::Failed)
+        }
         _ => Next::BeginCompensation,
     }
 }

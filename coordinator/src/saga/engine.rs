@@ -387,9 +387,11 @@ impl Engine {
                     || cancel_requested.load(Ordering::Relaxed),
                 steps: ledger
                     .iter()
-                    .map(|s| StepView {
+                    .zip(&steps)
+                    .map(|(s, def)| StepView {
                         status: s.status.parse().unwrap_or(StepStatus::Failed),
                         pivot: s.pivot,
+                        on_failure: def.on_failure(),
                     })
                     .collect(),
             };

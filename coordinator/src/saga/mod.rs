@@ -10,7 +10,7 @@ pub mod operator;
 pub mod remote;
 pub mod step;
 
-pub use self::core::{RetryPolicy, SagaStatus, StepStatus};
+pub use self::core::{OnFailure, RetryPolicy, SagaStatus, StepStatus};
 pub use engine::{Engine, EngineConfig, StartError};
 pub use kinds::{KindError, Registry};
 pub use operator::{Action, ActionError};

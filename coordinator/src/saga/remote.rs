@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use super::core::RetryPolicy;
+use super::core::{OnFailure, RetryPolicy};
 use super::step::{Step, StepCtx, StepError, now_ms};
 use crate::store::{AgentTaskRow, NewAgentTask, Opened, Signal};
 
@@ -203,6 +203,13 @@ impl Step for AgentStep {
 
     fn runs_on_agent(&self) -> bool {
         true
+    }
+
+    /// The agent's work is atomic (swapped in whole or not at all), so there is nothing to
+    /// undo; a failure's usual causes (a deployed stack, a host away, a full disk) are fixed
+    /// by an operator, who then retries.
+    fn on_failure(&self) -> OnFailure {
+        OnFailure::WaitForOperator
     }
 
     fn retry(&self) -> RetryPolicy {

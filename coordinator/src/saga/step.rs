@@ -186,6 +186,11 @@ pub trait Step: Send + Sync {
         RetryPolicy::default()
     }
 
+    /// What this step's failure does to the saga.
+    fn on_failure(&self) -> super::core::OnFailure {
+        super::core::OnFailure::Compensate
+    }
+
     /// Runs on the agent of the saga's `host_id`, which must be known when the saga starts.
     fn runs_on_agent(&self) -> bool {
         false

@@ -6,7 +6,11 @@ fn view(status: SagaStatus, steps: &[(StepStatus, bool)]) -> SagaView {
         cancel_requested: false,
         steps: steps
             .iter()
-            .map(|&(status, pivot)| StepView { status, pivot })
+            .map(|&(status, pivot)| StepView {
+                status,
+                pivot,
+                on_failure: OnFailure::Compensate,
+            })
             .collect(),
     }
 }
@@ -172,4 +176,13 @@ fn a_step_left_running_by_a_crash_is_compensated_when_the_saga_unwinds() {
         &[(Completed, false), (Running, false), (Pending, false)],
     );
     assert_eq!(next(&s), Next::Compensate(1));
+}
+
+#[test]
+fn a_step_that_waits_for_an_operator_fails_the_saga_unless_it_was_cancelled() {
+    let mut s = view(SagaStatus::Running, &[(Failed, false), (Pending, false)]);
+    s.steps[0].on_failure = OnFailure::WaitForOperator;
+    assert_eq!(next(&s), Next::Finish(SagaStatus::Failed));
+    s.cancel_requested = true;
+    assert_eq!(next(&s), Next::BeginCompensation);
 }
