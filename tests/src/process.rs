@@ -1,4 +1,5 @@
-//! A coordinator running as a real process, for tests that kill it (`kill -9`, SIGSTOP).
+//! Coordinators and agents running as real processes, for tests that kill them (`kill -9`,
+//! SIGSTOP).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -19,6 +20,8 @@ pub struct SagaTiming {
     pub lease_ms: u64,
     pub renew_ms: u64,
     pub max_reclaims: i64,
+    /// How long an agent step waits for an offline host.
+    pub agent_offline_wait_secs: u64,
 }
 
 impl Default for SagaTiming {
@@ -27,6 +30,7 @@ impl Default for SagaTiming {
             lease_ms: 1_500,
             renew_ms: 300,
             max_reclaims: 5,
+            agent_offline_wait_secs: 900,
         }
     }
 }
@@ -66,11 +70,13 @@ impl CoordinatorProcess {
             format!(
                 "listen = \"127.0.0.1:{port}\"\ninsecure_plaintext = true\ninstance_id = \"{name}\"\n\
                  data_dir = \"{data}\"\ndatabase_url = \"{database_url}\"\n{extra}\n\n[sagas]\n\
-                 lease_ms = {lease}\nrenew_ms = {renew}\npoll_interval_ms = 50\nmax_reclaims = {reclaims}\n",
+                 lease_ms = {lease}\nrenew_ms = {renew}\npoll_interval_ms = 50\nmax_reclaims = {reclaims}\n\
+                 agent_offline_wait_secs = {offline}\n",
                 data = dir.path().join("data").display(),
                 lease = timing.lease_ms,
                 renew = timing.renew_ms,
                 reclaims = timing.max_reclaims,
+                offline = timing.agent_offline_wait_secs,
             ),
         )
         .unwrap();
@@ -127,18 +133,11 @@ impl CoordinatorProcess {
 
     /// Sends a signal (`-KILL`, `-STOP`, `-CONT`, `-TERM`).
     pub fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .args([signal, &self.pid().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {signal} {}", self.pid());
+        send_signal(self.pid(), signal);
     }
 
     fn wait_exit(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.wait();
-        }
+        wait_exit(&mut self.child);
     }
 
     /// Kills with SIGKILL and reaps the process.
@@ -173,13 +172,168 @@ impl CoordinatorProcess {
 
 impl Drop for CoordinatorProcess {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-CONT", &c.id().to_string()])
-                .status();
-            let _ = c.kill();
-            let _ = c.wait();
+        end(&mut self.child);
+    }
+}
+
+fn send_signal(pid: i32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {signal} {pid}");
+}
+
+fn wait_exit(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.wait();
+    }
+}
+
+/// Ends a child for good (a stopped one is continued first, so it can die).
+fn end(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = Command::new("kill")
+            .args(["-CONT", &c.id().to_string()])
+            .status();
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// A `berth-agent` process with its own host id, state dir, warm root and apps root, dialling
+/// `urls` in turn (the first is `coordinator_url`, the rest `coordinator_replicas`).
+pub struct AgentProcess {
+    pub host_id: String,
+    pub config: PathBuf,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl AgentProcess {
+    /// Starts an agent for `host_id` with `token`, its archives in `archive_url`.
+    pub fn start(host_id: &str, urls: &[String], token: &str, archive_url: &str) -> AgentProcess {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let token_file = dir.path().join("agent.token");
+        std::fs::write(&token_file, token).unwrap();
+        let replicas: Vec<String> = urls[1..].iter().map(|u| format!("{u:?}")).collect();
+        let config = dir.path().join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "coordinator_url = {first:?}\ncoordinator_replicas = [{replicas}]\n\
+                 token_file = {token:?}\nhost_id = {host_id:?}\nstate_dir = {state:?}\n\
+                 warm_root = {warm:?}\napps_root = {apps:?}\nreconnect_max_backoff_ms = 300\n\n\
+                 [archive]\nurl = {archive_url:?}\n",
+                first = urls[0],
+                replicas = replicas.join(", "),
+                token = token_file.display().to_string(),
+                state = dir.path().join("state").display().to_string(),
+                warm = dir.path().join("warm").display().to_string(),
+                apps = dir.path().join("apps").display().to_string(),
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join("apps")).unwrap();
+        let mut p = AgentProcess {
+            host_id: host_id.to_owned(),
+            config,
+            dir,
+            child: None,
+        };
+        p.spawn();
+        p
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.log"))
+            .unwrap();
+        let mut cmd = Command::new(bin::path("berth-agent"));
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("BERTH_") && key != "BERTH_BIN_DIR" {
+                cmd.env_remove(&key);
+            }
         }
+        let child = cmd
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn berth-agent");
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// Sends a signal (`-KILL`, `-STOP`, `-CONT`, `-TERM`).
+    pub fn signal(&self, signal: &str) {
+        send_signal(self.pid(), signal);
+    }
+
+    /// Kills with SIGKILL and reaps the process.
+    pub fn kill9(&mut self) {
+        self.signal("-KILL");
+        wait_exit(&mut self.child);
+    }
+
+    /// Starts the process again after a kill, with the same config and state.
+    pub fn restart(&mut self) {
+        wait_exit(&mut self.child);
+        self.spawn();
+    }
+
+    pub fn apps_root(&self) -> PathBuf {
+        self.dir.path().join("apps")
+    }
+
+    pub fn warm_root(&self) -> PathBuf {
+        self.dir.path().join("warm")
+    }
+
+    /// The agent's task records (`state_dir/tasks/*.json`), as JSON.
+    pub fn task_records(&self) -> Vec<serde_json::Value> {
+        let Ok(entries) = std::fs::read_dir(self.dir.path().join("state/tasks")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+            .collect()
+    }
+
+    /// How many runs of saga `saga_id`'s step `step` this agent started, and how many
+    /// succeeded.
+    pub fn runs(&self, saga_id: &str, step: u64) -> (u64, u64) {
+        self.task_records()
+            .iter()
+            .find(|r| r["saga_id"] == saga_id && r["step_index"] == step)
+            .map_or((0, 0), |r| {
+                (
+                    r["runs"].as_u64().unwrap_or(0),
+                    r["succeeded"].as_u64().unwrap_or(0),
+                )
+            })
+    }
+
+    /// The process's log so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        end(&mut self.child);
     }
 }
 

@@ -10,6 +10,7 @@ mod cli_sagas;
 mod deploy;
 mod digitalocean;
 mod drift;
+mod failover;
 mod droplets;
 mod fencing;
 mod hosts;

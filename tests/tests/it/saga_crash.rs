@@ -198,6 +198,7 @@ async fn a_coordinator_stopped_with_sigterm_hands_its_sagas_back_at_once() {
         lease_ms: 60_000,
         renew_ms: 10_000,
         max_reclaims: 5,
+        ..SagaTiming::default()
     };
     let a = CoordinatorProcess::start("coord-a", &db.url, timing).await;
     let b = CoordinatorProcess::start("coord-b", &db.url, timing).await;
@@ -348,6 +349,7 @@ async fn chaos_two_hundred_sagas_while_coordinators_are_killed_at_random() {
         lease_ms: 1_200,
         renew_ms: 250,
         max_reclaims: 100,
+        ..SagaTiming::default()
     };
     let mut coords = [
         CoordinatorProcess::start("chaos-a", &db.url, timing).await,

@@ -1,0 +1,211 @@
+//! A fleet of real processes on one PostgreSQL database: coordinator replicas and agents,
+//! each agent dialling its own replica first and the others in turn, every party sharing one
+//! `file://` archive store. For failover and chaos tests that kill and freeze them.
+
+use std::time::Duration;
+
+use berth_coordinator::auth::Tokens;
+use berth_coordinator::store::Store;
+use berth_proto::v1 as pb;
+use berth_shared::{HostId, Role};
+use serde_json::Value;
+use sqlx::Row;
+
+use crate::TestDb;
+use crate::cluster::eventually;
+use crate::process::{AgentProcess, CoordinatorProcess, SagaTiming};
+
+/// Statuses no executor will touch again.
+pub const ACTIVE: [&str; 3] = ["pending", "running", "compensating"];
+
+pub struct Fleet {
+    pub db: TestDb,
+    /// A pool on the fleet's database, for reading tables directly.
+    pub pool: sqlx::AnyPool,
+    pub store: Store,
+    pub coordinators: Vec<CoordinatorProcess>,
+    pub agents: Vec<AgentProcess>,
+    pub admin_token: String,
+    pub archives: tempfile::TempDir,
+}
+
+impl Fleet {
+    /// Starts `coordinators` replicas and `agents` agents (hosts `host-0`, `host-1`, …);
+    /// agent `i` dials replica `i % coordinators` first. Waits until every host is online.
+    pub async fn start(coordinators: usize, agents: usize, timing: SagaTiming) -> Fleet {
+        let db = TestDb::postgres().await;
+        let store = Store::open(&db.url).await.expect("open store");
+        let tokens = Tokens::new(store.clone());
+        let (_, admin_token) = tokens
+            .issue(Role::Admin, None, "fleet", None)
+            .await
+            .expect("admin token");
+        let archives = tempfile::tempdir().expect("temp dir");
+        let archive_url = format!("file://{}", archives.path().display());
+        let extra = format!(
+            "heartbeat_interval_secs = 1\nheartbeat_timeout_secs = 3\n\n[archive]\nurl = {archive_url:?}\n"
+        );
+        let mut coords = Vec::new();
+        for i in 0..coordinators {
+            coords.push(
+                CoordinatorProcess::start_with(&format!("coord-{i}"), &db.url, timing, &extra)
+                    .await,
+            );
+        }
+        let urls: Vec<String> = coords.iter().map(CoordinatorProcess::url).collect();
+        let mut procs = Vec::new();
+        for i in 0..agents {
+            let host = format!("host-{i}");
+            let (_, token) = tokens
+                .issue(Role::Agent, Some(&HostId::new(host.as_str()).unwrap()), "fleet", None)
+                .await
+                .expect("agent token");
+            let mut mine = urls.clone();
+            mine.rotate_left(i % coordinators);
+            procs.push(AgentProcess::start(&host, &mine, &token, &archive_url));
+        }
+        let pool = db.raw_pool().await;
+        let fleet = Fleet {
+            db,
+            pool,
+            store,
+            coordinators: coords,
+            agents: procs,
+            admin_token,
+            archives,
+        };
+        for a in &fleet.agents {
+            fleet.wait_online(&a.host_id, Duration::from_secs(30)).await;
+        }
+        fleet
+    }
+
+    /// Waits until `host_id` holds a session with some replica; returns which.
+    pub async fn wait_online(&self, host_id: &str, timeout: Duration) -> String {
+        eventually(timeout, &format!("{host_id} to connect"), || async {
+            let row = sqlx::query(
+                "SELECT connected_to, last_heartbeat_ms FROM hosts WHERE host_id = $1",
+            )
+            .bind(host_id)
+            .fetch_optional(&self.pool)
+            .await
+            .unwrap()?;
+            let to: Option<String> = row.get("connected_to");
+            let beat: i64 = row.get("last_heartbeat_ms");
+            let now = berth_shared::time::unix_ms(std::time::SystemTime::now());
+            to.filter(|_| now - beat < 3_000)
+        })
+        .await
+    }
+
+    /// The replica holding `host_id`'s stream now, if any.
+    pub async fn connected_to(&self, host_id: &str) -> Option<String> {
+        sqlx::query("SELECT connected_to FROM hosts WHERE host_id = $1")
+            .bind(host_id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+            .get("connected_to")
+    }
+
+    /// Starts a saga of `kind` through replica `via`, retrying while that replica is down.
+    pub async fn start_saga(&self, via: usize, kind: &str, inputs: &Value) -> String {
+        let n = self.coordinators.len();
+        for i in 0..(n * 20) {
+            let c = &self.coordinators[(via + i) % n];
+            let attempt = tokio::time::timeout(Duration::from_secs(5), async {
+                c.sagas(&self.admin_token)
+                    .await
+                    .start_saga(pb::StartSagaRequest {
+                        kind: kind.to_owned(),
+                        inputs_json: inputs.to_string(),
+                        idempotency_key: String::new(),
+                    })
+                    .await
+            })
+            .await;
+            match attempt {
+                Ok(Ok(r)) => return r.into_inner().saga_id,
+                Ok(Err(s)) if s.code() != tonic::Code::Unavailable => {
+                    panic!("starting {kind} was refused: {s}")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        panic!("no replica accepted a {kind} saga")
+    }
+
+    /// A saga's status and error, read from the database.
+    pub async fn saga(&self, id: &str) -> (String, Option<String>) {
+        let row = sqlx::query("SELECT status, error FROM saga_runs WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+        (row.get("status"), row.get("error"))
+    }
+
+    /// Waits until the saga is final; its status and error.
+    pub async fn wait_final(&self, id: &str, timeout: Duration) -> (String, Option<String>) {
+        eventually(timeout, &format!("saga {id} to finish"), || async {
+            let (status, error) = self.saga(id).await;
+            (!ACTIVE.contains(&status.as_str())).then_some((status, error))
+        })
+        .await
+    }
+
+    /// Waits until the saga is final and asserts it completed, naming its error otherwise.
+    pub async fn assert_completes(&self, id: &str, timeout: Duration) {
+        let (status, error) = self.wait_final(id, timeout).await;
+        assert_eq!(
+            status,
+            "completed",
+            "saga {id} ended {status}: {error:?}\n{}",
+            self.logs_tail()
+        );
+    }
+
+    /// The owner of a saga now, if it is held.
+    pub async fn owner(&self, id: &str) -> Option<String> {
+        sqlx::query("SELECT owner_id FROM saga_runs WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+            .get("owner_id")
+    }
+
+    /// The index of the replica named `name` (`coord-<i>`).
+    pub fn replica(&self, name: &str) -> usize {
+        self.coordinators
+            .iter()
+            .position(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no replica {name}"))
+    }
+
+    /// The agent task row of a saga's step: its state and the last progress seq.
+    pub async fn task_state(&self, id: &str, step: i64) -> Option<(String, i64)> {
+        sqlx::query("SELECT state, progress_seq FROM agent_tasks WHERE saga_id = $1 AND step_idx = $2")
+            .bind(id)
+            .bind(step)
+            .fetch_optional(&self.pool)
+            .await
+            .unwrap()
+            .map(|r| (r.get("state"), r.get("progress_seq")))
+    }
+
+    /// The last lines of every process's log, for failure messages.
+    pub fn logs_tail(&self) -> String {
+        let tail = |name: &str, log: String| {
+            let lines: Vec<&str> = log.lines().collect();
+            let from = lines.len().saturating_sub(30);
+            format!("--- {name}\n{}", lines[from..].join("\n"))
+        };
+        self.coordinators
+            .iter()
+            .map(|c| tail(&c.name, c.log()))
+            .chain(self.agents.iter().map(|a| tail(&a.host_id, a.log())))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
