@@ -43,7 +43,7 @@ impl Fleet {
         let archives = tempfile::tempdir().expect("temp dir");
         let archive_url = format!("file://{}", archives.path().display());
         let extra = format!(
-            "heartbeat_interval_secs = 1\nheartbeat_timeout_secs = 3\n\n[archive]\nurl = {archive_url:?}\n"
+            "heartbeat_interval_secs = 1\nheartbeat_timeout_secs = 3\n\n[archive]\nstore_url = {archive_url:?}\n"
         );
         let mut coords = Vec::new();
         for i in 0..coordinators {

@@ -12,7 +12,7 @@ use berth_shared::Role;
 use tonic::transport::Channel;
 
 use crate::bin;
-use crate::cluster::{Bearer, eventually};
+use crate::cluster::Bearer;
 
 /// Saga settings for process tests: short leases so takeovers happen within seconds.
 #[derive(Debug, Clone, Copy)]
@@ -107,18 +107,22 @@ impl CoordinatorProcess {
             .spawn()
             .expect("spawn berth-coordinator");
         self.child = Some(child);
-        let port = self.port;
-        eventually(
-            Duration::from_secs(20),
-            &format!("coordinator {} to listen", self.name),
-            || async move {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .ok()
-                    .map(|_| ())
-            },
-        )
-        .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("coordinator {} exited ({status}):\n{}", self.name, self.log());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "coordinator {} did not listen within 20 s:\n{}",
+                self.name,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Starts the process again after a kill, with the same config.
@@ -225,7 +229,7 @@ impl AgentProcess {
                 "coordinator_url = {first:?}\ncoordinator_replicas = [{replicas}]\n\
                  token_file = {token:?}\nhost_id = {host_id:?}\nstate_dir = {state:?}\n\
                  warm_root = {warm:?}\napps_root = {apps:?}\nreconnect_max_backoff_ms = 300\n\n\
-                 [archive]\nurl = {archive_url:?}\n",
+                 [archive]\nstore_url = {archive_url:?}\n",
                 first = urls[0],
                 replicas = replicas.join(", "),
                 token = token_file.display().to_string(),
