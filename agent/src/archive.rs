@@ -7,25 +7,29 @@
 //! [`ArchiveProgress`] on a `watch` channel and stop on a [`CancellationToken`].
 //!
 //! Invariants: the metadata object is written only after the data object is complete and its
-//! size checked; a failed or cancelled create leaves neither behind; a restore unpacks beside
-//! the target and swaps only after the archive's SHA-256 matched.
+//! size checked; a failed or cancelled create leaves neither behind; every multipart upload is
+//! journaled under `state_dir/uploads/` before its first part and aborted by a restart, a
+//! retry or a cancel (`journal.rs`, `upload.rs`); a restore unpacks beside the target and
+//! swaps only after the archive's SHA-256 matched.
 
+mod busy;
 mod config;
 mod create;
 mod decode;
 mod error;
+mod journal;
 mod pack;
 mod parts;
 mod pipe;
 mod restore;
 mod store;
 mod unpack;
+mod upload;
 mod volumes;
 mod walk;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use berth_shared::archive::{
@@ -41,8 +45,10 @@ use tokio_util::sync::CancellationToken;
 pub use berth_shared::archive::{ArchiveProgress, Phase};
 pub use config::ArchiveConfig;
 pub use error::ArchiveError;
+pub use journal::JournaledUpload;
 
 use crate::warm::WarmError;
+use journal::Journal;
 use pack::Tree;
 
 /// Task kind: archive an app directory. Inputs [`CreateInput`], output [`CreateOutput`].
@@ -151,24 +157,50 @@ pub(crate) struct Plan {
     pub concurrency: usize,
 }
 
-/// The archive capability of an agent: its store, its apps root, and which apps are busy.
+/// The archive capability of an agent: its store, its apps root, its upload journal, and
+/// which apps are busy.
 #[derive(Debug, Clone)]
 pub struct Archiver {
     config: ArchiveConfig,
     apps_root: PathBuf,
     bucket: store::Bucket,
-    busy: Arc<Mutex<HashSet<String>>>,
+    busy: busy::Busy,
+    /// `None` for a store made by the caller (`memory://` in tests).
+    journal: Option<Journal>,
+    /// Uploads an earlier run journaled that are not aborted yet.
+    recovering: watch::Receiver<usize>,
 }
 
 impl Archiver {
-    /// Opens the store `config` names (reading the S3 credential files).
-    pub fn new(config: ArchiveConfig, apps_root: impl Into<PathBuf>) -> Result<Self, ArchiveError> {
+    /// Opens the store `config` names (reading the S3 credential files) and the upload
+    /// journal in `state_dir/uploads/`. Uploads an earlier run journaled and never finished
+    /// are aborted in the background, retried until the store confirms each (see
+    /// [`Archiver::recovered`]). Call it within a tokio runtime.
+    pub fn new(
+        config: ArchiveConfig,
+        apps_root: impl Into<PathBuf>,
+        state_dir: &Path,
+    ) -> Result<Self, ArchiveError> {
         config
             .validate()
             .map_err(|e| ArchiveError::Config(format!("{e:#}")))?;
         let bucket = store::Bucket::open(&config)?;
         tracing::info!(store = %config.store_url, "archive store opened");
-        Ok(Self::with_bucket(config, apps_root.into(), bucket))
+        let journal = Journal::open(state_dir);
+        let left = journal.all();
+        let (remaining, recovering) = watch::channel(left.len());
+        if !left.is_empty() {
+            tracing::info!(
+                uploads = left.len(),
+                "aborting uploads an earlier run left unfinished"
+            );
+            let task = upload::recover(bucket.clone(), journal.clone(), left, remaining);
+            tokio::spawn(task);
+        }
+        let mut archiver = Self::with_bucket(config, apps_root.into(), bucket);
+        archiver.journal = Some(journal);
+        archiver.recovering = recovering;
+        Ok(archiver)
     }
 
     /// An archiver over an object store the caller made (tests share one `InMemory`).
@@ -185,8 +217,21 @@ impl Archiver {
             config,
             apps_root,
             bucket,
-            busy: Arc::default(),
+            busy: busy::Busy::default(),
+            journal: None,
+            recovering: watch::channel(0).1,
         }
+    }
+
+    /// Waits until every upload an earlier run left journaled has been aborted.
+    pub async fn recovered(&self) {
+        let mut recovering = self.recovering.clone();
+        let _ = recovering.wait_for(|n| *n == 0).await;
+    }
+
+    /// The uploads journaled now: started, and neither completed nor aborted yet.
+    pub fn journaled_uploads(&self) -> Vec<JournaledUpload> {
+        self.journal.as_ref().map(Journal::all).unwrap_or_default()
     }
 
     pub fn apps_root(&self) -> &Path {
@@ -251,9 +296,9 @@ impl Archiver {
                 source,
             })?),
         };
-        let _lock = self.lock(format!("app {app}"))?;
+        let _lock = self.busy.lock(format!("app {app}"))?;
         let _stack_lock = match &stack {
-            Some(s) => Some(self.lock(format!("stack {s}"))?),
+            Some(s) => Some(self.busy.lock(format!("stack {s}"))?),
             None => None,
         };
         let tree = match &stack {
@@ -292,6 +337,7 @@ impl Archiver {
         };
         let job = create::Job {
             bucket: &self.bucket,
+            journal: self.journal.as_ref(),
             tree: &tree,
             stack,
             app,
@@ -341,7 +387,7 @@ impl Archiver {
                     app: app.to_string(),
                 })?;
         let target = target.unwrap_or(app);
-        let _lock = self.lock(format!("app {target}"))?;
+        let _lock = self.busy.lock(format!("app {target}"))?;
         let mut _stack_lock = None;
         let volumes = match meta.source.as_deref() {
             Some(SOURCE_VOLUMES) => {
@@ -362,7 +408,7 @@ impl Archiver {
                     source,
                 })?;
                 let archived = meta.volumes.clone().unwrap_or_default();
-                _stack_lock = Some(self.lock(format!("stack {to}"))?);
+                _stack_lock = Some(self.busy.lock(format!("stack {to}"))?);
                 Some(volumes::for_restore(target.as_str(), &from, &archived, &to).await?)
             }
             None | Some(SOURCE_APP_DIR) => None,
@@ -466,31 +512,5 @@ impl Archiver {
             entries: meta.entries.unwrap_or(0),
             existing: true,
         }))
-    }
-
-    /// Marks `what` (`app <name>` or `stack <name>`) busy until the lock drops.
-    fn lock(&self, what: String) -> Result<BusyLock, ArchiveError> {
-        let mut busy = self.busy.lock().expect("busy set poisoned");
-        if !busy.insert(what.clone()) {
-            return Err(ArchiveError::Busy { what });
-        }
-        Ok(BusyLock {
-            busy: self.busy.clone(),
-            what,
-        })
-    }
-}
-
-/// An app directory or a stack in use by one create or restore.
-struct BusyLock {
-    busy: Arc<Mutex<HashSet<String>>>,
-    what: String,
-}
-
-impl Drop for BusyLock {
-    fn drop(&mut self) {
-        if let Ok(mut busy) = self.busy.lock() {
-            busy.remove(&self.what);
-        }
     }
 }

@@ -78,6 +78,7 @@ impl Link {
                     archiver: crate::archive::Archiver::new(
                         config.archive.clone(),
                         &config.apps_root,
+                        &config.state_dir,
                     )
                     .map_err(|e| AgentError::ArchiveStore(Box::new(e)))?,
                 }),

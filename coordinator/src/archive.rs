@@ -4,12 +4,14 @@
 //! Listing reads key names only (`<app>:<uuid>:<index>:<ts>`), never every metadata object;
 //! one archive's metadata is read when that archive is asked for. Deleting removes the data
 //! first, then the metadata. Retention treats an app's directory archives and its volume
-//! archives as two histories, and never deletes the newest good archive of either.
+//! archives as two histories, and never deletes the newest good archive of either. The
+//! upload sweep (`sweep.rs`) aborts multipart uploads that no live `archive.create` saga owns.
 
 mod bucket;
 mod config;
 mod error;
 mod step;
+mod sweep;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use object_store::ObjectStore;
 pub use config::{ArchiveConfig, MAX_LINK_EXPIRY_SECS};
 pub use error::{CatalogError, CatalogErrorKind};
 pub use step::RetentionStep;
+pub use sweep::{SWEEP_JOB, SweepOutcome, UploadSweeper};
 
 use bucket::Bucket;
 

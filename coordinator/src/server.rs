@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
-use crate::archive::Catalog;
+use crate::archive::{Catalog, UploadSweeper};
 use crate::auth::{AuthLayer, Tokens};
 use crate::config::Config;
 use crate::digitalocean::HttpDoApi;
@@ -214,9 +214,11 @@ pub async fn run(
             max_reclaims: config.sagas.max_reclaims,
         },
     );
+    let sweeper = UploadSweeper::new(catalog.clone(), store.clone(), instance_id.clone());
     let archives = ArchivesService {
         catalog,
         engine: engine.clone(),
+        store: store.clone(),
     };
     let warm = WarmsService {
         engine: engine.clone(),
@@ -277,6 +279,7 @@ pub async fn run(
     );
     let engine_task = tokio::spawn(engine.run(shutdown.clone()));
     let inventory_task = tokio::spawn(inventory.run(shutdown.clone()));
+    let sweep_task = tokio::spawn(sweeper.run(shutdown.clone()));
     ready();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let served = router
@@ -287,6 +290,7 @@ pub async fn run(
     shutdown.cancel();
     let _ = engine_task.await;
     let _ = inventory_task.await;
+    let _ = sweep_task.await;
     served?;
     store.close().await;
     tracing::info!("coordinator stopped");

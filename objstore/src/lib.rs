@@ -3,8 +3,12 @@
 //! files, and the one listing both need — the top-level objects whose names start with a
 //! string (`<app>:`), which S3 answers server-side without descending into `_metadata/`.
 //!
+//! It also lists and aborts uploads that were started and never finished (`uploads.rs`).
+//!
 //! **Invariant:** a credential's content is never logged or put in an error; errors name the
 //! file it came from.
+
+mod uploads;
 
 use std::fs;
 use std::path::{Path as FsPath, PathBuf};
@@ -13,9 +17,11 @@ use std::time::Duration;
 
 use berth_shared::archive::StoreUrl;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::client::{HttpClient, HttpConnector, ReqwestConnector};
 use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
+use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
@@ -53,6 +59,8 @@ pub enum OpenError {
     Client(#[source] object_store::Error),
 }
 
+pub use uploads::PendingUpload;
+
 /// An object at the store's top level: its name (relative to the URL's prefix) and size.
 pub type Listed = (String, u64);
 
@@ -61,8 +69,22 @@ pub type Listed = (String, u64);
 pub struct Store {
     pub url: StoreUrl,
     pub objects: Arc<dyn ObjectStore>,
-    /// The raw S3 client and the URL's prefix: listing by string prefix and signing.
-    s3: Option<(Arc<AmazonS3>, Option<String>)>,
+    /// The raw S3 client and what it was built from: listing by string prefix, signing,
+    /// multipart uploads by id.
+    s3: Option<S3Handle>,
+}
+
+/// The raw S3 client of an `s3://` store.
+#[derive(Debug, Clone)]
+struct S3Handle {
+    client: Arc<AmazonS3>,
+    /// The URL's prefix, without slashes at either end.
+    prefix: Option<String>,
+    /// `https://endpoint/bucket` or, virtual-hosted, the endpoint as configured.
+    bucket_endpoint: String,
+    region: String,
+    /// For the requests object_store has no call for (`ListMultipartUploads`).
+    http: HttpClient,
 }
 
 impl Store {
@@ -94,11 +116,29 @@ impl Store {
                     Some(p) => Arc::new(PrefixStore::new(Arc::clone(&client), p.as_str())),
                     None => client.clone(),
                 };
-                let prefix = prefix.clone();
+                let options = ClientOptions::new()
+                    .with_timeout(s3.request_timeout)
+                    .with_allow_http(s3.endpoint.is_some_and(|e| e.starts_with("http://")));
+                let http = ReqwestConnector::default()
+                    .connect(&options)
+                    .map_err(OpenError::Client)?;
+                let bucket_endpoint = match (s3.endpoint, s3.virtual_hosted_style) {
+                    (Some(e), true) => e.trim_end_matches('/').to_owned(),
+                    (Some(e), false) => format!("{}/{bucket}", e.trim_end_matches('/')),
+                    (None, true) => format!("https://{bucket}.s3.{}.amazonaws.com", s3.region),
+                    (None, false) => format!("https://s3.{}.amazonaws.com/{bucket}", s3.region),
+                };
+                let handle = S3Handle {
+                    client,
+                    prefix: prefix.clone(),
+                    bucket_endpoint,
+                    region: s3.region.to_owned(),
+                    http,
+                };
                 Ok(Self {
                     url,
                     objects,
-                    s3: Some((client, prefix)),
+                    s3: Some(handle),
                 })
             }
         }
@@ -115,18 +155,29 @@ impl Store {
 
     /// The S3 client and the full key of `key`, when the store is S3.
     pub fn s3_key(&self, key: &str) -> Option<(&AmazonS3, Path)> {
-        let (client, prefix) = self.s3.as_ref()?;
-        let full = match prefix {
-            Some(p) => format!("{p}/{key}"),
-            None => key.to_owned(),
-        };
-        Some((client, Path::from(full.as_str())))
+        let s3 = self.s3.as_ref()?;
+        Some((&s3.client, s3.full_path(key)))
+    }
+
+    /// Multipart uploads by id, keys relative to the URL's prefix, when the store is S3:
+    /// what an upload that must be journaled (and aborted later by id) goes through.
+    pub fn multipart(&self) -> Option<Arc<dyn MultipartStore>> {
+        let s3 = self.s3.as_ref()?;
+        Some(match &s3.prefix {
+            Some(p) => Arc::new(PrefixStore::new(AmazonS3::clone(&s3.client), p.as_str())),
+            None => Arc::new(AmazonS3::clone(&s3.client)),
+        })
     }
 
     /// Top-level objects whose names start with `prefix` (`""`: all), from key names only.
     pub async fn list_top(&self, prefix: &str) -> object_store::Result<Vec<Listed>> {
         let mut found = Vec::new();
-        let Some((client, root)) = &self.s3 else {
+        let Some(S3Handle {
+            client,
+            prefix: root,
+            ..
+        }) = &self.s3
+        else {
             let listing = self.objects.list_with_delimiter(None).await?;
             found.extend(
                 listing

@@ -1,12 +1,19 @@
 //! A real S3 server on loopback: s3s-fs in process on 127.0.0.1:0, checking SigV4 signatures
-//! and presigned-URL expiry, with configs for an agent and a coordinator pointing at it.
+//! and presigned-URL expiry, with configs for an agent and a coordinator pointing at it. It
+//! also answers `ListMultipartUploads` (`s3/listing.rs`), which s3s-fs itself does not.
+
+mod listing;
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use object_store::ObjectStore;
-use object_store::aws::AmazonS3Builder;
+use object_store::PutPayload;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::MultipartStore;
+use object_store::path::Path as ObjectPath;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -28,7 +35,7 @@ impl S3Server {
     pub async fn start() -> S3Server {
         let root = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir(root.path().join(BUCKET)).expect("bucket dir");
-        let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs");
+        let fs = listing::WithUploadListing::new(root.path());
         let mut builder = s3s::service::S3ServiceBuilder::new(fs);
         builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = builder.build();
@@ -89,6 +96,62 @@ impl S3Server {
         c.secret_access_key_file = Some(self.secrets.path().join("secret"));
         c.max_retries = 2;
         c
+    }
+
+    /// Starts a multipart upload of `<prefix>/<key>` and sends it one part, as an agent
+    /// killed mid-archive leaves it; returns its upload id.
+    pub async fn start_upload(&self, prefix: &str, key: &str) -> String {
+        let path = ObjectPath::from(format!("{prefix}/{key}").as_str());
+        let s3 = self.raw();
+        let id = s3.create_multipart(&path).await.expect("create upload");
+        s3.put_part(&path, &id, 0, PutPayload::from_static(b"part"))
+            .await
+            .expect("upload a part");
+        id
+    }
+
+    /// Makes upload `upload_id` look started `ago` (s3s-fs dates it by its info file).
+    pub fn backdate_upload(&self, upload_id: &str, ago: Duration) {
+        let info = self.root.path().join(format!(".upload-{upload_id}.json"));
+        let file = std::fs::File::options()
+            .write(true)
+            .open(&info)
+            .expect("upload info file");
+        file.set_modified(SystemTime::now() - ago)
+            .expect("set its mtime");
+    }
+
+    /// Uploads pending under `prefix`, as `ListMultipartUploads` answers (through the lister
+    /// the coordinator's sweep uses).
+    pub async fn uploads(&self, prefix: &str) -> Vec<berth_objstore::PendingUpload> {
+        let config = self.coordinator_config(prefix);
+        let settings = berth_objstore::S3Settings {
+            endpoint: config.endpoint.as_deref(),
+            region: &config.region,
+            access_key_id_file: config.access_key_id_file.as_deref(),
+            secret_access_key_file: config.secret_access_key_file.as_deref(),
+            session_token_file: None,
+            virtual_hosted_style: false,
+            max_retries: 1,
+            request_timeout: Duration::from_secs(30),
+        };
+        let url = config.url().expect("store url");
+        let store = berth_objstore::Store::open(url, &settings, false).expect("open the store");
+        let mut uploads = store.list_uploads("").await.expect("list uploads");
+        uploads.sort_by(|a, b| a.key.cmp(&b.key));
+        uploads
+    }
+
+    fn raw(&self) -> AmazonS3 {
+        AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_bucket_name(BUCKET)
+            .with_region("us-east-1")
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .build()
+            .expect("s3 client")
     }
 
     /// A client of our own, under `prefix` (empty: the whole bucket).

@@ -1,7 +1,9 @@
 //! Creating an archive: tar + zstd on blocking threads streaming through a bounded pipe into
 //! a multipart upload (a pre-scan alongside gives progress totals), then check the object,
 //! then write its metadata.
-//! Any failure or cancellation aborts the upload: no object and no metadata remain.
+//! Any failure or cancellation aborts the upload: no object and no metadata remain. The
+//! upload is journaled before its first part (`upload.rs`), so one this process cannot abort
+//! (it is killed, or the store refuses) is aborted later.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,11 +21,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::journal::{Journal, JournaledUpload};
 use super::pack::{self, PackCounters, Packed, Totals, Tree};
 use super::parts::PartWriter;
 use super::pipe::{CAPACITY, ChunkSender};
 use super::store::Bucket;
-use super::{ArchiveError, Plan};
+use super::{ArchiveError, Plan, upload};
 
 /// S3 allows at most 10,000 parts; Berth plans for fewer to leave room for estimates.
 const MAX_PARTS: u64 = 9_000;
@@ -32,6 +35,8 @@ const MIB: u64 = 1 << 20;
 /// A create that passed its checks, ready to run.
 pub(crate) struct Job<'a> {
     pub bucket: &'a Bucket,
+    /// Where the upload is journaled (`None`: a `memory://` store).
+    pub journal: Option<&'a Journal>,
     pub tree: &'a Tree,
     pub app: AppName,
     pub id: ArchiveId,
@@ -69,13 +74,9 @@ pub(crate) async fn run(
         tokio::task::spawn_blocking(move || pack::scan(&tree, &stop))
     };
     let path = ObjectPath::from(job.key.as_str());
-    let upload = job
-        .bucket
-        .store
-        .put_multipart(&path)
-        .await
-        .map_err(|e| ArchiveError::store("start upload of", job.key.as_str(), e))?;
-    let mut writer = PartWriter::new(upload, job.plan.part_size, uploaded.clone());
+    let started = upload::start(job.bucket, job.journal, &job.id, &job.key).await?;
+    let entry = started.entry;
+    let mut writer = PartWriter::new(started.upload, job.plan.part_size, uploaded.clone());
     tracing::info!(key = %job.key, level = job.plan.level, "archiving");
 
     let (tx, mut rx) = mpsc::channel::<Bytes>(CAPACITY);
@@ -109,14 +110,7 @@ pub(crate) async fn run(
     let packed: Packed = match (pumped, produced) {
         (Ok(()), Ok(Ok(packed))) => packed,
         (Err(e), _) | (Ok(()), Err(e)) | (Ok(()), Ok(Err(e))) => {
-            if let Err(abort) = writer.abort().await {
-                tracing::warn!(
-                    key = %job.key,
-                    error = %abort,
-                    "cannot abort the multipart upload; a bucket lifecycle rule should remove \
-                     incomplete uploads"
-                );
-            }
+            give_up(&mut writer, &job, entry.as_ref()).await;
             return Err(e);
         }
     };
@@ -124,10 +118,15 @@ pub(crate) async fn run(
     // Not cancellable: dropping a completing upload could leave an object nobody tracks.
     // It takes at most one part upload and the completion call; cancellation is honoured
     // right after, by deleting the object.
-    writer
-        .finish()
-        .await
-        .map_err(|e| ArchiveError::store("complete upload of", job.key.as_str(), e))?;
+    if let Err(e) = writer.finish().await {
+        give_up(&mut writer, &job, entry.as_ref()).await;
+        return Err(ArchiveError::store(
+            "complete upload of",
+            job.key.as_str(),
+            e,
+        ));
+    }
+    upload::completed(job.journal, entry.as_ref());
     report(Phase::Verifying);
     let head = job.bucket.store.head(&path).await;
     match head {
@@ -188,6 +187,22 @@ pub(crate) async fn run(
         tar_bytes: packed.tar_bytes,
         entries: packed.entries,
     })
+}
+
+/// Aborts the upload after a failure or a cancel. Its journal entry goes only once the store
+/// confirmed the abort; otherwise a restart, a retry of this archive or the coordinator's
+/// sweep aborts it.
+async fn give_up(writer: &mut PartWriter, job: &Job<'_>, entry: Option<&JournaledUpload>) {
+    match writer.abort().await {
+        Ok(()) => upload::completed(job.journal, entry),
+        Err(e) => tracing::warn!(
+            key = %job.key,
+            upload_id = entry.and_then(|e| e.upload_id.as_deref()).unwrap_or("-"),
+            error = %e,
+            "cannot abort the multipart upload; it stays journaled and is aborted when the \
+             agent starts again, by a retry of this archive, or by the coordinator's sweep"
+        ),
+    }
 }
 
 /// The pre-scan's totals, once known (zero before).

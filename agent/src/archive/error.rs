@@ -76,6 +76,12 @@ pub enum ArchiveError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot write the upload journal {path}")]
+    Journal {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("compressing the archive failed")]
     Compress(#[source] io::Error),
     #[error(
@@ -141,7 +147,7 @@ impl ArchiveError {
         use ArchiveError::*;
         match self {
             Store { source, .. } => store_kind(source),
-            Read { source, .. } | Write { source, .. } => io_kind(source),
+            Read { source, .. } | Write { source, .. } | Journal { source, .. } => io_kind(source),
             Busy { .. } | Verify { .. } | Compress(_) | Join(_) | Cancelled => ErrorKind::Transient,
             Volumes(e) if e.kind() == crate::warm::WarmErrorKind::Transient => ErrorKind::Transient,
             Volumes(_) => ErrorKind::Invalid,

@@ -55,32 +55,20 @@ impl PartWriter {
         }
     }
 
-    /// Uploads what is left, waits for every part, and completes the upload (aborting it if
-    /// any of that fails).
-    pub async fn finish(mut self) -> object_store::Result<PutResult> {
+    /// Uploads what is left, waits for every part, and completes the upload. On failure the
+    /// upload is still there: the caller aborts it (and knows whether that worked).
+    pub async fn finish(&mut self) -> object_store::Result<PutResult> {
         if self.buf.content_length() > 0 || self.sent == 0 {
             self.send_part();
         }
         while !self.tasks.is_empty() {
-            if let Err(e) = self.join_one().await {
-                // The part's error is the cause; an abort that fails too is only logged.
-                if let Err(abort) = self.abort().await {
-                    tracing::warn!(error = %abort, "cannot abort the multipart upload; a bucket lifecycle rule should remove incomplete uploads");
-                }
-                return Err(e);
-            }
+            self.join_one().await?;
         }
-        match self.upload.complete().await {
-            Ok(r) => Ok(r),
-            Err(e) => {
-                let _ = self.upload.abort().await;
-                Err(e)
-            }
-        }
+        self.upload.complete().await
     }
 
     /// Stops the parts in flight and aborts the upload, so the store keeps nothing.
-    pub async fn abort(mut self) -> object_store::Result<()> {
+    pub async fn abort(&mut self) -> object_store::Result<()> {
         self.tasks.shutdown().await;
         self.upload.abort().await
     }

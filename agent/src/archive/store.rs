@@ -1,5 +1,5 @@
 //! The archive store as the agent uses it (opened by `berth_objstore`): one app's keys listed
-//! by string prefix, metadata objects read and written.
+//! by string prefix, metadata objects read and written, unfinished uploads aborted.
 
 use std::fs;
 use std::path::PathBuf;
@@ -10,6 +10,7 @@ use berth_objstore::{S3Settings, Store};
 use berth_shared::AppName;
 use berth_shared::archive::{ArchiveId, ArchiveKey, ArchiveMeta, METADATA_PREFIX, StoreUrl};
 use futures::TryStreamExt;
+use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
@@ -149,6 +150,40 @@ impl Bucket {
         match self.store.delete(&Path::from(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => tracing::warn!(key, error = %e, "cannot delete object"),
+        }
+    }
+
+    /// Multipart uploads by id (S3 only): what a journaled upload goes through.
+    pub fn multipart(&self) -> Option<Arc<dyn MultipartStore>> {
+        self.opened.multipart()
+    }
+
+    /// Aborts the upload `upload_id` of `key`; without an id (a `file://` store), removes
+    /// every staging file of `key`. An upload already gone counts as aborted.
+    pub async fn abort_upload(
+        &self,
+        key: &str,
+        upload_id: Option<&str>,
+    ) -> Result<(), ArchiveError> {
+        let abort = |id: String| async move {
+            self.opened
+                .abort_upload(key, &id)
+                .await
+                .map_err(|e| ArchiveError::store("abort upload of", key, e))
+        };
+        match upload_id {
+            Some(id) => abort(id.to_owned()).await,
+            None => {
+                let staged = self
+                    .opened
+                    .list_uploads(key)
+                    .await
+                    .map_err(|e| ArchiveError::store("list uploads of", key, e))?;
+                for upload in staged.into_iter().filter(|u| u.key == key) {
+                    abort(upload.upload_id).await?;
+                }
+                Ok(())
+            }
         }
     }
 

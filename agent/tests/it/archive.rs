@@ -42,6 +42,8 @@ pub struct Env {
     /// The same store as the archiver's, to look at and tamper with.
     pub store: Arc<dyn ObjectStore>,
     pub apps: TempDir,
+    /// The agent's `state_dir`: its upload journal is `uploads/` in here.
+    pub state: TempDir,
     pub s3: Option<S3Server>,
     _store_dir: Option<TempDir>,
 }
@@ -53,6 +55,7 @@ impl Env {
 
     pub async fn with(backend: Backend, tweak: impl FnOnce(&mut ArchiveConfig)) -> Env {
         let apps = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
         let (archiver, store, s3, store_dir) = match backend {
             Backend::File => {
                 let dir = tempfile::tempdir().unwrap();
@@ -60,7 +63,7 @@ impl Env {
                 let mut config = ArchiveConfig::for_url(format!("file://{}", root.display()));
                 config.part_size_mib = 5;
                 tweak(&mut config);
-                let archiver = Archiver::new(config, apps.path()).unwrap();
+                let archiver = Archiver::new(config, apps.path(), state.path()).unwrap();
                 let store: Arc<dyn ObjectStore> =
                     Arc::new(LocalFileSystem::new_with_prefix(&root).unwrap());
                 (archiver, store, None, Some(dir))
@@ -78,7 +81,7 @@ impl Env {
                 let mut config = server.config("berth/test");
                 config.part_size_mib = 5;
                 tweak(&mut config);
-                let archiver = Archiver::new(config, apps.path()).unwrap();
+                let archiver = Archiver::new(config, apps.path(), state.path()).unwrap();
                 let store = server.client("berth/test");
                 (archiver, store, Some(server), None)
             }
@@ -88,6 +91,7 @@ impl Env {
             archiver,
             store,
             apps,
+            state,
             s3,
             _store_dir: store_dir,
         }

@@ -1,11 +1,11 @@
 //! The archive store as the coordinator reads it (opened by `berth_objstore`): top-level keys
 //! listed by string prefix (never descending into `_metadata/`), metadata objects read one at
-//! a time, presigned links.
+//! a time, presigned links, unfinished uploads listed and aborted.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_objstore::{S3Settings, Store};
+use berth_objstore::{PendingUpload, S3Settings, Store};
 use berth_shared::archive::{ArchiveId, ArchiveMeta, StoreUrl};
 use object_store::path::Path;
 use object_store::signer::{Method, Signer};
@@ -109,5 +109,21 @@ impl Bucket {
             StoreUrl::File { root } => Ok(Some(format!("file://{}", root.join(key).display()))),
             _ => Ok(None),
         }
+    }
+
+    /// Unfinished uploads at the top of the store's prefix.
+    pub async fn uploads(&self) -> Result<Vec<PendingUpload>, CatalogError> {
+        self.opened
+            .list_uploads("")
+            .await
+            .map_err(|e| CatalogError::store("list uploads under", "", e))
+    }
+
+    /// Aborts `upload` (one already gone counts as aborted).
+    pub async fn abort_upload(&self, upload: &PendingUpload) -> Result<(), CatalogError> {
+        self.opened
+            .abort_upload(&upload.key, &upload.upload_id)
+            .await
+            .map_err(|e| CatalogError::store("abort upload of", upload.key.as_str(), e))
     }
 }

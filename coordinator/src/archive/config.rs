@@ -57,6 +57,15 @@ pub struct ArchiveConfig {
     /// Retention default: keep archives younger than this many seconds.
     #[serde(default)]
     pub keep_within_secs: Option<u64>,
+    /// How often one coordinator sweeps the bucket for multipart uploads that no live
+    /// `archive.create` saga owns, and aborts them (seconds; 0: never, `berth archive prune`
+    /// still sweeps).
+    #[serde(default = "default_upload_sweep_interval_secs")]
+    pub upload_sweep_interval_secs: u64,
+    /// The sweep leaves uploads younger than this alone (seconds): clock skew, and uploads
+    /// whose saga the sweep cannot see yet.
+    #[serde(default = "default_upload_grace_secs")]
+    pub upload_grace_secs: u64,
 }
 
 fn default_store_url() -> String {
@@ -77,6 +86,12 @@ fn default_link_expiry_secs() -> u32 {
 fn default_max_link_expiry_secs() -> u32 {
     MAX_LINK_EXPIRY_SECS
 }
+fn default_upload_sweep_interval_secs() -> u64 {
+    3600
+}
+fn default_upload_grace_secs() -> u64 {
+    3600
+}
 
 impl Default for ArchiveConfig {
     fn default() -> Self {
@@ -94,6 +109,8 @@ impl Default for ArchiveConfig {
             max_link_expiry_secs: default_max_link_expiry_secs(),
             keep_last: None,
             keep_within_secs: None,
+            upload_sweep_interval_secs: default_upload_sweep_interval_secs(),
+            upload_grace_secs: default_upload_grace_secs(),
         }
     }
 }
@@ -117,6 +134,17 @@ impl ArchiveConfig {
             keep_last: self.keep_last,
             keep_within_secs: self.keep_within_secs,
         }
+    }
+
+    /// The upload sweep's period; `None` when it is off.
+    pub fn upload_sweep_interval(&self) -> Option<std::time::Duration> {
+        (self.upload_sweep_interval_secs > 0)
+            .then(|| std::time::Duration::from_secs(self.upload_sweep_interval_secs))
+    }
+
+    /// The age below which the sweep leaves an upload alone.
+    pub fn upload_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.upload_grace_secs)
     }
 
     /// Consistency checks that TOML types cannot express.

@@ -42,6 +42,8 @@ pub enum CatalogError {
         #[source]
         source: object_store::Error,
     },
+    #[error("cannot read the sagas that own uploads")]
+    Sagas(#[source] crate::store::StoreError),
     #[error("metadata {key} is not valid JSON")]
     Metadata {
         key: String,
@@ -67,6 +69,7 @@ impl CatalogError {
                 }
                 _ => CatalogErrorKind::Unavailable,
             },
+            Sagas(_) => CatalogErrorKind::Unavailable,
         }
     }
 

@@ -1,5 +1,6 @@
 //! `ArchiveService`: create and restore run as sagas (`archive.create`, `archive.restore`)
 //! on the named host's agent; everything else reads or changes the archive store directly.
+//! A prune also aborts the multipart uploads no live saga owns (the upload sweep).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -14,6 +15,7 @@ use tonic::{Request, Response, Status};
 use crate::archive::{ArchiveDetail, ArchiveEntry, Catalog, CatalogError, ListQuery};
 use crate::error::ApiError;
 use crate::saga::Engine;
+use crate::store::Store;
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -22,6 +24,8 @@ const MAX_PAGE: usize = 1000;
 pub struct ArchivesService {
     pub catalog: Arc<Catalog>,
     pub engine: Engine,
+    /// Read by the upload sweep: which sagas are live.
+    pub store: Store,
 }
 
 fn entry_to_pb(e: &ArchiveEntry) -> pb::Archive {
@@ -251,9 +255,22 @@ impl pb::archive_service_server::ArchiveService for ArchivesService {
             .prune(app.as_ref(), policy, req.dry_run, now)
             .await
             .map_err(ApiError::from)?;
+        // Orphaned uploads are the bucket's, not an app's: swept whatever `app` says.
+        let aborted = if req.dry_run {
+            0
+        } else {
+            let grace = self.catalog.config().upload_grace();
+            self.catalog
+                .sweep_uploads(&self.store, SystemTime::now(), grace)
+                .await
+                .map_err(ApiError::from)?
+                .aborted
+                .len()
+        };
         tracing::info!(
             app = ?app.as_ref().map(AppName::as_str),
             deleted = outcome.deleted.len(),
+            aborted_uploads = aborted,
             dry_run = req.dry_run,
             token_id = who.token_id,
             "prune on request"

@@ -2,10 +2,12 @@
 //! server; the coordinator's catalog lists (by app and by label), gets, links (a presigned URL
 //! downloads the same bytes, and expires), prunes and deletes; an agent restores under a new
 //! name and the trees match. Archives written in the Go node API's layout work the same way.
+//! The upload sweep aborts orphaned multipart uploads (`sweep.rs`).
 
 mod catalog;
 mod e2e;
 mod grpc;
+mod sweep;
 
 use std::path::Path;
 use std::process::Command;
@@ -42,15 +44,19 @@ pub struct Both {
     pub apps: TempDir,
     pub s3: Option<S3Server>,
     _dir: Option<TempDir>,
+    /// The agent's `state_dir` (its upload journal).
+    _state: TempDir,
 }
 
 pub async fn both(backend: Backend) -> Both {
     let apps = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
     match backend {
         Backend::File => {
             let dir = tempfile::tempdir().unwrap();
             let url = format!("file://{}/archives", dir.path().display());
-            let agent = Archiver::new(AgentArchiveConfig::for_url(&url), apps.path()).unwrap();
+            let agent = Archiver::new(AgentArchiveConfig::for_url(&url), apps.path(), state.path())
+                .unwrap();
             let catalog = Catalog::open(CoordArchiveConfig::for_url(&url)).unwrap();
             let raw =
                 Arc::new(LocalFileSystem::new_with_prefix(dir.path().join("archives")).unwrap());
@@ -61,6 +67,7 @@ pub async fn both(backend: Backend) -> Both {
                 apps,
                 s3: None,
                 _dir: Some(dir),
+                _state: state,
             }
         }
         Backend::Memory => {
@@ -79,11 +86,12 @@ pub async fn both(backend: Backend) -> Both {
                 apps,
                 s3: None,
                 _dir: None,
+                _state: state,
             }
         }
         Backend::S3 => {
             let s3 = S3Server::start().await;
-            let agent = Archiver::new(s3.agent_config("prod"), apps.path()).unwrap();
+            let agent = Archiver::new(s3.agent_config("prod"), apps.path(), state.path()).unwrap();
             let catalog = Catalog::open(s3.coordinator_config("prod")).unwrap();
             let raw = s3.client("prod");
             Both {
@@ -93,6 +101,7 @@ pub async fn both(backend: Backend) -> Both {
                 apps,
                 s3: Some(s3),
                 _dir: None,
+                _state: state,
             }
         }
     }

@@ -1,5 +1,7 @@
-//! Failures: an S3 server failing mid-upload, a cancelled create, an agent killed mid-upload,
-//! a corrupted or truncated archive. None leaves an object, metadata or a changed target.
+//! Failures: an S3 server failing mid-upload, a cancelled create, an agent killed mid-upload
+//! (its journaled upload aborted when it starts again), a create dropped midway and retried
+//! (the retry aborts the earlier upload), a corrupted or truncated archive. None leaves an
+//! object, metadata, a pending upload or a changed target.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -94,7 +96,13 @@ async fn a_cancelled_create_leaves_nothing_and_the_next_create_succeeds() {
                 s3.pending_parts().is_empty(),
                 "the multipart upload was aborted"
             );
+            assert_eq!(s3.uploads("berth/test").await, vec![]);
         }
+        assert_eq!(
+            env.archiver.journaled_uploads(),
+            vec![],
+            "{backend:?}: the abort is journaled complete"
+        );
         env.create_app("web").await;
         assert_eq!(env.keys().await.len(), 2, "{backend:?}");
     }
@@ -108,7 +116,7 @@ async fn child_create_that_gets_killed() {
     let Ok(spec) = std::env::var(CHILD_ENV) else {
         return; // not a child: nothing to do
     };
-    let [endpoint, secrets, apps] = spec.split('|').collect::<Vec<_>>()[..] else {
+    let [endpoint, secrets, apps, state] = spec.split('|').collect::<Vec<_>>()[..] else {
         panic!("bad {CHILD_ENV}: {spec}");
     };
     let mut config = ArchiveConfig::for_url(format!("s3://{}/berth/test", super::s3::BUCKET));
@@ -116,7 +124,7 @@ async fn child_create_that_gets_killed() {
     config.access_key_id_file = Some(format!("{secrets}/key-id").into());
     config.secret_access_key_file = Some(format!("{secrets}/secret").into());
     config.part_size_mib = 5;
-    let archiver = Archiver::new(config, apps).unwrap();
+    let archiver = Archiver::new(config, apps, std::path::Path::new(state)).unwrap();
     let (progress, _) = watch::channel(ArchiveProgress::default());
     let input = CreateInput {
         app: "web".into(),
@@ -129,16 +137,17 @@ async fn child_create_that_gets_killed() {
 }
 
 #[tokio::test]
-async fn an_agent_killed_mid_upload_leaves_no_object_or_metadata() {
+async fn an_agent_killed_mid_upload_leaves_nothing_once_it_starts_again() {
     let env = Env::new(Backend::S3).await;
     let s3 = env.s3.as_ref().unwrap();
     big_app(&env, "web");
     s3.faults.stall_from_part.store(2, Ordering::SeqCst);
     let spec = format!(
-        "{}|{}|{}",
+        "{}|{}|{}|{}",
         s3.endpoint,
         s3.secrets_dir().display(),
-        env.apps.path().display()
+        env.apps.path().display(),
+        env.state.path().display()
     );
     let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
         .args([
@@ -160,9 +169,79 @@ async fn an_agent_killed_mid_upload_leaves_no_object_or_metadata() {
     }
     child.kill().await.unwrap();
     assert!(env.keys().await.is_empty(), "{:?}", env.keys().await);
+    // The kill left the upload pending, and journaled.
+    let pending = s3.uploads("berth/test").await;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    let journaled = env.archiver.journaled_uploads();
+    assert_eq!(journaled.len(), 1, "{journaled:?}");
+    assert_eq!(journaled[0].key, pending[0].key);
+    assert_eq!(journaled[0].upload_id.as_ref(), Some(&pending[0].upload_id));
+
+    // The agent starts again on the same state dir: it aborts what the journal names.
+    s3.faults.stall_from_part.store(0, Ordering::SeqCst);
+    let mut config = s3.config("berth/test");
+    config.part_size_mib = 5;
+    let restarted = Archiver::new(config, env.apps.path(), env.state.path()).unwrap();
+    restarted.recovered().await;
+    assert_eq!(s3.uploads("berth/test").await, vec![]);
+    assert_eq!(restarted.journaled_uploads(), vec![]);
+    assert!(s3.pending_parts().is_empty(), "{:?}", s3.pending_parts());
+
+    let (progress, _) = watch::channel(ArchiveProgress::default());
+    let input = CreateInput {
+        app: "web".into(),
+        ..Default::default()
+    };
+    let out = restarted
+        .create(input, &progress, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(env.keys().await.len(), 2);
+    assert_eq!(s3.uploads("berth/test").await, vec![]);
+    env.restore(&out.uuid, "web2").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_retried_create_aborts_the_upload_of_the_attempt_before() {
+    let env = Env::new(Backend::S3).await;
+    let s3 = env.s3.as_ref().unwrap();
+    big_app(&env, "web");
+    let uuid = "0190a5c4-0000-7000-8000-0000000000aa";
+    let input = CreateInput {
+        app: "web".into(),
+        uuid: Some(uuid.into()),
+        ..Default::default()
+    };
+    // The first attempt is dropped midway (its task lost, as when a step's deadline passes):
+    // nothing of it runs to abort its upload.
+    s3.faults.stall_from_part.store(2, Ordering::SeqCst);
+    let first = {
+        let (archiver, input) = (env.archiver.clone(), input.clone());
+        tokio::spawn(async move {
+            let (progress, _) = watch::channel(ArchiveProgress::default());
+            archiver
+                .create(input, &progress, &CancellationToken::new())
+                .await
+        })
+    };
+    while s3.faults.parts_seen.load(Ordering::SeqCst) < 2 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    let earlier = s3.uploads("berth/test").await;
+    assert_eq!(earlier.len(), 1, "{earlier:?}");
+    assert_eq!(env.archiver.journaled_uploads().len(), 1);
 
     s3.faults.stall_from_part.store(0, Ordering::SeqCst);
-    let out = env.create_app("web").await;
+    let out = env.create(input).await.unwrap();
+    assert_eq!(out.uuid, uuid);
+    assert_eq!(
+        s3.uploads("berth/test").await,
+        vec![],
+        "the earlier upload was aborted"
+    );
+    assert_eq!(env.archiver.journaled_uploads(), vec![]);
     assert_eq!(env.keys().await.len(), 2);
     env.restore(&out.uuid, "web2").await.unwrap();
 }

@@ -43,7 +43,8 @@ async fn child_archive_and_restore_512_mib() {
     config.endpoint = Some(endpoint.into());
     config.access_key_id_file = Some(format!("{secrets}/key-id").into());
     config.secret_access_key_file = Some(format!("{secrets}/secret").into());
-    let archiver = Archiver::new(config, apps).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let archiver = Archiver::new(config, apps, state.path()).unwrap();
     let (progress, _) = watch::channel(ArchiveProgress::default());
     let cancel = CancellationToken::new();
     let before = status_kib("VmRSS:");

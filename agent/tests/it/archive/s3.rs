@@ -1,5 +1,6 @@
 //! The real S3 server, s3s-fs, in process on 127.0.0.1:0 (it checks SigV4 signatures), with
-//! scripted faults: fail or stall part uploads from a given part number on.
+//! scripted faults: fail or stall part uploads from a given part number on. It also answers
+//! `ListMultipartUploads` (`listing.rs`, shared with `berth-tests`).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,9 @@ use s3s::service::S3Service;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio_util::sync::{CancellationToken, DropGuard};
+
+#[path = "../../../../tests/src/s3/listing.rs"]
+mod listing;
 
 pub const BUCKET: &str = "berth-archives";
 const ACCESS_KEY: &str = "berth-test";
@@ -48,7 +52,7 @@ impl S3Server {
     pub async fn start() -> S3Server {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join(BUCKET)).unwrap();
-        let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
+        let fs = listing::WithUploadListing::new(root.path());
         let mut builder = s3s::service::S3ServiceBuilder::new(fs);
         builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = builder.build();
@@ -101,6 +105,24 @@ impl S3Server {
     /// The key files, for a child process that opens its own client.
     pub fn secrets_dir(&self) -> &Path {
         self.secrets.path()
+    }
+
+    /// Uploads pending in the bucket under `prefix`, as `ListMultipartUploads` answers
+    /// (through the lister the coordinator's sweep uses).
+    pub async fn uploads(&self, prefix: &str) -> Vec<berth_objstore::PendingUpload> {
+        let config = self.config(prefix);
+        let settings = berth_objstore::S3Settings {
+            endpoint: config.endpoint.as_deref(),
+            region: &config.region,
+            access_key_id_file: config.access_key_id_file.as_deref(),
+            secret_access_key_file: config.secret_access_key_file.as_deref(),
+            session_token_file: None,
+            virtual_hosted_style: false,
+            max_retries: 1,
+            request_timeout: Duration::from_secs(30),
+        };
+        let store = berth_objstore::Store::open(config.url().unwrap(), &settings, false).unwrap();
+        store.list_uploads("").await.unwrap()
     }
 
     /// Multipart part files the server still holds (uploads neither completed nor aborted).

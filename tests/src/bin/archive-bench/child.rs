@@ -98,7 +98,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 } else {
                     ArchiveConfig::for_url("memory://")
                 };
-                let archiver = Archiver::new(config, apps)?;
+                let state = tempfile::tempdir()?;
+                let archiver = Archiver::new(config, apps, state.path())?;
                 let (progress, _) = watch::channel(ArchiveProgress::default());
                 let input = CreateInput {
                     app: app.clone(),
@@ -113,7 +114,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 )
             }
             ("restore", [apps, uuid, target_app]) => {
-                let archiver = Archiver::new(target.agent_config(), apps)?;
+                let state = tempfile::tempdir()?;
+                let archiver = Archiver::new(target.agent_config(), apps, state.path())?;
                 let (progress, _) = watch::channel(ArchiveProgress::default());
                 let input = RestoreInput {
                     uuid: uuid.clone(),

@@ -25,7 +25,9 @@ async fn the_archive_service_answers_over_grpc() {
         .await
     };
     let apps = tempfile::tempdir().unwrap();
-    let agent = Archiver::new(AgentArchiveConfig::for_url(&url), apps.path()).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let agent =
+        Archiver::new(AgentArchiveConfig::for_url(&url), apps.path(), state.path()).unwrap();
     build_app(&apps.path().join("web"));
     let (progress, _) = watch::channel(ArchiveProgress::default());
     let mut made = Vec::new();
