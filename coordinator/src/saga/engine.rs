@@ -17,8 +17,9 @@ use super::core::{self, Next, SagaStatus, SagaView, StepStatus, StepView};
 use super::kinds::{KindError, Registry};
 use super::step::{Deps, Step, StepCtx, StepError, StepErrorKind, now_ms};
 use crate::store::{
-    Fence, NewEvent, NewSaga, SagaRow, SagaWrite, StepRow, StepWrite, Store, StoreError,
+    Fence, NewEvent, NewSaga, SagaRow, SagaWrite, Signal, StepRow, StepWrite, Store, StoreError,
 };
+use tokio::sync::broadcast::error::RecvError;
 
 /// How an engine claims and runs sagas.
 #[derive(Debug, Clone)]
@@ -272,9 +273,24 @@ impl Engine {
                 cancel_requested.clone(),
             );
             let every = self.config.renew_every;
+            let mut signals = store.subscribe();
             tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(every).await;
+                    // Renew on schedule, and at once when an operator cancels this saga.
+                    let renew_at = tokio::time::Instant::now() + every;
+                    loop {
+                        tokio::select! {
+                            () = tokio::time::sleep_until(renew_at) => break,
+                            s = signals.recv() => match s {
+                                Ok(Signal::Cancel(id)) if id == fence.saga_id => break,
+                                Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                                Err(RecvError::Closed) => {
+                                    tokio::time::sleep_until(renew_at).await;
+                                    break;
+                                }
+                            },
+                        }
+                    }
                     match store.renew_lease(&fence, now_ms()).await {
                         Ok(Some(cancel_requested)) => {
                             if cancel_requested {

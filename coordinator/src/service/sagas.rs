@@ -20,6 +20,8 @@ pub struct SagasService {
 
 /// How often `watch` looks for new events.
 const WATCH_POLL: Duration = Duration::from_millis(200);
+/// How long `CancelSaga` waits for the cancel to take effect before it answers.
+const CANCEL_SETTLE: Duration = Duration::from_secs(10);
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
 
@@ -117,11 +119,28 @@ impl SagasService {
         reason: &str,
     ) -> Result<Response<pb::Saga>, Status> {
         let id = saga_id(id)?;
+        let cancel = matches!(action, Action::Cancel);
         self.engine
             .act(&id, action, reason)
             .await
             .map_err(ApiError::from)?;
-        Ok(Response::new(self.saga(&id).await?))
+        let mut saga = self.saga(&id).await?;
+        // A cancel is recorded; answer with what it led to once the owner acted on it (it
+        // is told at once), so the caller does not see a saga still `running`.
+        let deadline = tokio::time::Instant::now() + CANCEL_SETTLE;
+        while cancel
+            && saga
+                .status
+                .parse::<SagaStatus>()
+                .is_ok_and(SagaStatus::is_active)
+        {
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            saga = self.saga(&id).await?;
+        }
+        Ok(Response::new(saga))
     }
 
     async fn saga(&self, id: &str) -> Result<pb::Saga, ApiError> {

@@ -132,7 +132,11 @@ fn task_row(r: &AnyRow) -> Result<AgentTaskRow, StoreError> {
 impl Store {
     /// Sends `signal` to every replica when `tx` commits (PostgreSQL); the caller also sends
     /// it in process after the commit.
-    async fn notify_in(&self, tx: &mut Transaction<'_, Any>, s: &Signal) -> Result<(), StoreError> {
+    pub(super) async fn notify_in(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        s: &Signal,
+    ) -> Result<(), StoreError> {
         if self.backend() == Backend::Postgres {
             sqlx::query("SELECT pg_notify($1, $2)::text AS sent")
                 .bind(CHANNEL)

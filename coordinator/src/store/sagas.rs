@@ -7,6 +7,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 
+use super::signal::Signal;
 use super::sql::Sql;
 use super::{Backend, Store, StoreError};
 
@@ -643,7 +644,10 @@ impl Store {
             detail: None,
         };
         insert_event(&mut tx, saga_id, epoch, event, now_ms).await?;
+        let signal = Signal::Cancel(saga_id.to_owned());
+        self.notify_in(&mut tx, &signal).await?;
         tx.commit().await?;
+        self.signals.send(signal);
         Ok(true)
     }
 

@@ -18,6 +18,9 @@ pub enum Signal {
     Host(String),
     /// A task of this saga got progress or a result: its owner should look.
     Saga(String),
+    /// An operator asked to cancel this saga: its owner should stop now, not at its next
+    /// lease renewal.
+    Cancel(String),
 }
 
 impl Signal {
@@ -25,6 +28,7 @@ impl Signal {
         match self {
             Signal::Host(h) => format!("h:{h}"),
             Signal::Saga(s) => format!("s:{s}"),
+            Signal::Cancel(s) => format!("c:{s}"),
         }
     }
 
@@ -32,6 +36,7 @@ impl Signal {
         match payload.split_once(':')? {
             ("h", h) => Some(Signal::Host(h.to_owned())),
             ("s", s) => Some(Signal::Saga(s.to_owned())),
+            ("c", s) => Some(Signal::Cancel(s.to_owned())),
             _ => None,
         }
     }
@@ -110,7 +115,11 @@ mod tests {
 
     #[test]
     fn payloads_round_trip() {
-        for s in [Signal::Host("ci-1".into()), Signal::Saga("0190-ab".into())] {
+        for s in [
+            Signal::Host("ci-1".into()),
+            Signal::Saga("0190-ab".into()),
+            Signal::Cancel("0190-cd".into()),
+        ] {
             assert_eq!(Signal::parse(&s.payload()), Some(s));
         }
         assert_eq!(Signal::parse("x:1"), None);

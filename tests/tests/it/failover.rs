@@ -410,3 +410,72 @@ async fn a_saga_for_a_host_never_seen_is_refused_at_start() {
         .into_inner();
     assert!(listed.sagas.is_empty(), "nothing was written");
 }
+
+#[tokio::test]
+async fn an_operators_cancel_reaches_the_agent_at_once_and_the_answer_is_the_outcome() {
+    let db = TestDb::sqlite();
+    let c = TestCoordinator::start_with(&db, None, |config| {
+        // Renewals rarely: the cancel must not wait for one.
+        config.sagas.lease_ms = 60_000;
+        config.sagas.renew_ms = 30_000;
+    })
+    .await;
+    let agent = c.agent("ci-1").await;
+    agent.wait_connected(Duration::from_secs(10)).await;
+    let stack = project();
+    let vol = Volume::create(&stack, "db");
+    fill(&vol.mountpoint, 1);
+    let _app = Container::mounting(&format!("{stack}_app"), &vol.name);
+    let mut inputs = warm("ci-1", "kc", &stack);
+    inputs["wait_undeployed_secs"] = json!(600);
+    let id = c
+        .sagas()
+        .await
+        .start_saga(pb::StartSagaRequest {
+            kind: "warm.snapshot".into(),
+            inputs_json: inputs.to_string(),
+            idempotency_key: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .saga_id;
+    c.wait_step(&id, 0, "running", LONG).await;
+    let record = agent.state_dir().join(format!("tasks/{id}-0.json"));
+    eventually(LONG, "the agent to run the task", || async {
+        std::fs::read_to_string(&record)
+            .is_ok_and(|r| r.contains("\"running\""))
+            .then_some(())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let saga = c
+        .sagas()
+        .await
+        .cancel_saga(pb::SagaIdRequest {
+            saga_id: id.clone(),
+            reason: "wrong app".into(),
+        })
+        .await
+        .expect("cancel")
+        .into_inner();
+    assert_eq!(saga.status, "cancelled", "the answer shows the outcome");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the cancel did not wait for a lease renewal: {:?}",
+        started.elapsed()
+    );
+    let rec: Value = serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    assert_eq!(rec["status"], "done");
+    assert!(
+        rec["outcome"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cancelled by an operator"),
+        "{rec}"
+    );
+    assert!(
+        !agent.dir.path().join("warm/kc/snapshot").exists(),
+        "no snapshot was written"
+    );
+}
