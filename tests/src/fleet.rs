@@ -110,6 +110,18 @@ impl Fleet {
 
     /// Starts a saga of `kind` through replica `via`, retrying while that replica is down.
     pub async fn start_saga(&self, via: usize, kind: &str, inputs: &Value) -> String {
+        self.start_saga_keyed(via, kind, inputs, "").await
+    }
+
+    /// Like `start_saga`, with an idempotency key, so a start retried on another replica
+    /// (the first may have recorded it before it died) finds the same saga.
+    pub async fn start_saga_keyed(
+        &self,
+        via: usize,
+        kind: &str,
+        inputs: &Value,
+        key: &str,
+    ) -> String {
         let n = self.coordinators.len();
         for i in 0..(n * 20) {
             let c = &self.coordinators[(via + i) % n];
@@ -119,7 +131,7 @@ impl Fleet {
                     .start_saga(pb::StartSagaRequest {
                         kind: kind.to_owned(),
                         inputs_json: inputs.to_string(),
-                        idempotency_key: String::new(),
+                        idempotency_key: key.to_owned(),
                     })
                     .await
             })

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use berth_coordinator::auth::Tokens;
@@ -41,7 +42,7 @@ pub struct CoordinatorProcess {
     pub port: u16,
     pub config: PathBuf,
     pub dir: tempfile::TempDir,
-    child: Option<Child>,
+    child: Mutex<Option<Child>>,
 }
 
 impl CoordinatorProcess {
@@ -80,18 +81,18 @@ impl CoordinatorProcess {
             ),
         )
         .unwrap();
-        let mut p = CoordinatorProcess {
+        let p = CoordinatorProcess {
             name: name.to_owned(),
             port,
             config,
             dir,
-            child: None,
+            child: Mutex::new(None),
         };
         p.spawn().await;
         p
     }
 
-    async fn spawn(&mut self) {
+    async fn spawn(&self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -106,13 +107,19 @@ impl CoordinatorProcess {
             .stderr(log)
             .spawn()
             .expect("spawn berth-coordinator");
-        self.child = Some(child);
+        *self.child.lock().unwrap() = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
             .await
             .is_err()
         {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            let exited = self
+                .child
+                .lock()
+                .unwrap()
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
                 panic!("coordinator {} exited ({status}):\n{}", self.name, self.log());
             }
             assert!(
@@ -126,13 +133,13 @@ impl CoordinatorProcess {
     }
 
     /// Starts the process again after a kill, with the same config.
-    pub async fn restart(&mut self) {
+    pub async fn restart(&self) {
         self.wait_exit();
         self.spawn().await;
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
+        self.child.lock().unwrap().as_ref().expect("running").id() as i32
     }
 
     /// Sends a signal (`-KILL`, `-STOP`, `-CONT`, `-TERM`).
@@ -140,12 +147,12 @@ impl CoordinatorProcess {
         send_signal(self.pid(), signal);
     }
 
-    fn wait_exit(&mut self) {
-        wait_exit(&mut self.child);
+    fn wait_exit(&self) {
+        wait_exit(&self.child);
     }
 
     /// Kills with SIGKILL and reaps the process.
-    pub fn kill9(&mut self) {
+    pub fn kill9(&self) {
         self.signal("-KILL");
         self.wait_exit();
     }
@@ -176,7 +183,7 @@ impl CoordinatorProcess {
 
 impl Drop for CoordinatorProcess {
     fn drop(&mut self) {
-        end(&mut self.child);
+        end(&self.child);
     }
 }
 
@@ -189,15 +196,17 @@ fn send_signal(pid: i32, signal: &str) {
     assert!(ok, "kill {signal} {pid}");
 }
 
-fn wait_exit(child: &mut Option<Child>) {
-    if let Some(mut c) = child.take() {
+fn wait_exit(child: &Mutex<Option<Child>>) {
+    let taken = child.lock().unwrap().take();
+    if let Some(mut c) = taken {
         let _ = c.wait();
     }
 }
 
 /// Ends a child for good (a stopped one is continued first, so it can die).
-fn end(child: &mut Option<Child>) {
-    if let Some(mut c) = child.take() {
+fn end(child: &Mutex<Option<Child>>) {
+    let taken = child.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(mut c) = taken {
         let _ = Command::new("kill")
             .args(["-CONT", &c.id().to_string()])
             .status();
@@ -212,7 +221,7 @@ pub struct AgentProcess {
     pub host_id: String,
     pub config: PathBuf,
     pub dir: tempfile::TempDir,
-    child: Option<Child>,
+    child: Mutex<Option<Child>>,
 }
 
 impl AgentProcess {
@@ -240,17 +249,17 @@ impl AgentProcess {
         )
         .unwrap();
         std::fs::create_dir_all(dir.path().join("apps")).unwrap();
-        let mut p = AgentProcess {
+        let p = AgentProcess {
             host_id: host_id.to_owned(),
             config,
             dir,
-            child: None,
+            child: Mutex::new(None),
         };
         p.spawn();
         p
     }
 
-    fn spawn(&mut self) {
+    fn spawn(&self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -271,11 +280,11 @@ impl AgentProcess {
             .stderr(log)
             .spawn()
             .expect("spawn berth-agent");
-        self.child = Some(child);
+        *self.child.lock().unwrap() = Some(child);
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
+        self.child.lock().unwrap().as_ref().expect("running").id() as i32
     }
 
     /// Sends a signal (`-KILL`, `-STOP`, `-CONT`, `-TERM`).
@@ -284,14 +293,14 @@ impl AgentProcess {
     }
 
     /// Kills with SIGKILL and reaps the process.
-    pub fn kill9(&mut self) {
+    pub fn kill9(&self) {
         self.signal("-KILL");
-        wait_exit(&mut self.child);
+        wait_exit(&self.child);
     }
 
     /// Starts the process again after a kill, with the same config and state.
-    pub fn restart(&mut self) {
-        wait_exit(&mut self.child);
+    pub fn restart(&self) {
+        wait_exit(&self.child);
         self.spawn();
     }
 
@@ -337,7 +346,7 @@ impl AgentProcess {
 
 impl Drop for AgentProcess {
     fn drop(&mut self) {
-        end(&mut self.child);
+        end(&self.child);
     }
 }
 

@@ -583,7 +583,7 @@ async fn a_malformed_saga_id_is_refused_without_contacting_the_coordinator() {
 async fn watch_resumes_when_the_coordinator_is_killed_and_restarted() {
     let db = TestDb::sqlite();
     let token = admin_token(&db.url).await;
-    let mut p = CoordinatorProcess::start("cli-watch", &db.url, SagaTiming::default()).await;
+    let p = CoordinatorProcess::start("cli-watch", &db.url, SagaTiming::default()).await;
     let inputs =
         demo(json!([{"step": "noop"}, {"step": "sleep", "ms": 2_000}, {"step": "record"}]));
     let url = p.url();

@@ -2,6 +2,8 @@
 //! PostgreSQL database and agents that move between them. Whichever replica owns a saga and
 //! whichever holds the agent's stream, an agent step completes, and runs once.
 
+mod chaos;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -110,21 +112,49 @@ async fn warm_chain(fleet: &Fleet, host: &str, app: &str, rounds: u64, seed: u64
         }
         let want: Vec<_> = vols.iter().map(|v| tree(&v.mountpoint)).collect();
         let via = rng.below(n) as usize;
-        let id = fleet.start_saga(via, "warm.snapshot", &warm(host, app, &stack)).await;
+        let key = format!("{host}:{app}:{round}:snapshot");
+        let id = fleet
+            .start_saga_keyed(via, "warm.snapshot", &warm(host, app, &stack), &key)
+            .await;
         fleet.assert_completes(&id, LONG).await;
         ids.push(id);
         for v in &vols {
             fill(&v.mountpoint, r#gen + 1_000_000);
         }
         let via = rng.below(n) as usize;
-        let id = fleet.start_saga(via, "warm.restore", &warm(host, app, &stack)).await;
+        let key = format!("{host}:{app}:{round}:restore");
+        let id = fleet
+            .start_saga_keyed(via, "warm.restore", &warm(host, app, &stack), &key)
+            .await;
         fleet.assert_completes(&id, LONG).await;
         ids.push(id);
         for (v, want) in vols.iter().zip(&want) {
             assert_eq!(&tree(&v.mountpoint), want, "{} holds generation {}", v.name, r#gen);
         }
     }
+    for v in &vols {
+        assert_only_data(&v.mountpoint).await;
+    }
     ids
+}
+
+/// Nothing but `_data` is left beside a volume's data (no staging, no old contents), once
+/// background removals are done.
+async fn assert_only_data(mountpoint: &Path) {
+    let dir = mountpoint.parent().unwrap();
+    let names = || -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "_data")
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !names().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(names(), Vec::<String>::new(), "left beside {}", dir.display());
 }
 
 /// One app's archive chain: `rounds` times fill, create, restore under a new name, compare.
@@ -145,17 +175,25 @@ async fn archive_chain(
     for round in 0..rounds {
         fill(&dir, seed * 100 + round);
         let via = rng.below(n) as usize;
+        let key = format!("{host}:{app}:{round}:create");
         let create = fleet
-            .start_saga(via, "archive.create", &json!({"host_id": host, "app": app}))
+            .start_saga_keyed(
+                via,
+                "archive.create",
+                &json!({"host_id": host, "app": app}),
+                &key,
+            )
             .await;
         fleet.assert_completes(&create, LONG).await;
         let target = format!("{app}-r{round}");
         let via = rng.below(n) as usize;
+        let key = format!("{host}:{app}:{round}:restore");
         let restore = fleet
-            .start_saga(
+            .start_saga_keyed(
                 via,
                 "archive.restore",
                 &json!({"host_id": host, "uuid": create, "target_app": target}),
+                &key,
             )
             .await;
         fleet.assert_completes(&restore, LONG).await;
@@ -227,7 +265,7 @@ async fn until_running(fleet: &Fleet, agent: usize, id: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agents_replica_killed_mid_task_the_agent_moves_on_and_the_task_runs_once() {
-    let mut fleet = Fleet::start(3, 1, SagaTiming::default()).await;
+    let fleet = Fleet::start(3, 1, SagaTiming::default()).await;
     let stack = project();
     let vol = Volume::create(&stack, "db");
     fill(&vol.mountpoint, 1);
@@ -478,4 +516,50 @@ async fn an_operators_cancel_reaches_the_agent_at_once_and_the_answer_is_the_out
         !agent.dir.path().join("warm/kc/snapshot").exists(),
         "no snapshot was written"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_away_for_two_minutes_mid_archive_comes_back_and_the_saga_completes() {
+    // Before, a step gave up on a host that was away for about 45 s.
+    let timing = SagaTiming {
+        agent_offline_wait_secs: 300,
+        ..SagaTiming::default()
+    };
+    let fleet = Fleet::start(2, 1, timing).await;
+    let dir = fleet.agents[0].apps_root().join("big");
+    std::fs::create_dir_all(&dir).unwrap();
+    big_file(&dir, 128 << 20);
+    let create = fleet
+        .start_saga(0, "archive.create", &json!({"host_id": "host-0", "app": "big"}))
+        .await;
+    until_running(&fleet, 0, &create).await;
+    fleet.agents[0].kill9();
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let (status, _) = fleet.saga(&create).await;
+    assert_eq!(status, "running", "still waiting for the host");
+    fleet.agents[0].restart();
+    fleet.assert_completes(&create, LONG).await;
+    // The cut run and the one that finished; one success.
+    assert_eq!(fleet.agents[0].runs(&create, 0), (2, 1));
+    let phases: Vec<String> = sqlx::query_scalar(
+        "SELECT message FROM saga_events WHERE saga_id = $1 AND kind = 'step_progress'",
+    )
+    .bind(create.as_str())
+    .fetch_all(&fleet.pool)
+    .await
+    .unwrap();
+    assert!(
+        phases.iter().any(|p| p.starts_with("waiting for host host-0")),
+        "the history says what the step waits for: {phases:?}"
+    );
+    // One archive object and its metadata, nothing else.
+    let names: Vec<String> = std::fs::read_dir(fleet.archives.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "_metadata")
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].starts_with(&format!("big:{create}:")), "{names:?}");
+    assert!(fleet.archives.path().join("_metadata").join(&create).is_file());
 }

@@ -81,7 +81,7 @@ async fn wait_all_final(pool: &sqlx::AnyPool, n: i64, timeout: Duration, what: &
 async fn a_coordinator_killed_mid_saga_is_taken_over_and_every_saga_completes() {
     for db in TestDb::each().await {
         let token = admin_token(&db.url).await;
-        let mut a = CoordinatorProcess::start("coord-a", &db.url, SagaTiming::default()).await;
+        let a = CoordinatorProcess::start("coord-a", &db.url, SagaTiming::default()).await;
         let steps = json!([{"step": "record"}, {"step": "sleep", "ms": 400}, {"step": "record"}, {"step": "sleep", "ms": 400}, {"step": "record"}]);
         for _ in 0..20 {
             start(&a, &token, steps.clone()).await;
@@ -351,7 +351,7 @@ async fn chaos_two_hundred_sagas_while_coordinators_are_killed_at_random() {
         max_reclaims: 100,
         ..SagaTiming::default()
     };
-    let mut coords = [
+    let coords = [
         CoordinatorProcess::start("chaos-a", &db.url, timing).await,
         CoordinatorProcess::start("chaos-b", &db.url, timing).await,
     ];
@@ -426,7 +426,7 @@ async fn chaos_two_hundred_sagas_while_coordinators_are_killed_at_random() {
 async fn a_coordinator_killed_during_compensation_is_taken_over_and_the_unwinding_finishes() {
     let db = TestDb::postgres().await;
     let token = admin_token(&db.url).await;
-    let mut a = CoordinatorProcess::start("coord-a", &db.url, SagaTiming::default()).await;
+    let a = CoordinatorProcess::start("coord-a", &db.url, SagaTiming::default()).await;
     let steps = json!([
         {"step": "record"},
         {"step": "sleep", "ms": 10, "compensate_ms": 3000},

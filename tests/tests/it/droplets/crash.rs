@@ -76,7 +76,7 @@ async fn a_coordinator_killed_between_create_and_its_record_adopts_the_droplet()
         let sim = sim().await;
         let tokens = tempfile::tempdir().unwrap();
         let admin = admin_token(&db.url).await;
-        let mut p = coordinator(&db, &sim, &tokens).await;
+        let p = coordinator(&db, &sim, &tokens).await;
         sim.inject(Fault::delay("droplets_create", HELD).after_processing());
         let id = start(&p, &admin, "droplet.provision", provision("crash-create")).await;
         eventually(WAIT, "the droplet to be created", || async {
@@ -113,7 +113,7 @@ async fn a_coordinator_killed_after_posting_a_snapshot_adopts_it() {
     let sim = sim().await;
     let tokens = tempfile::tempdir().unwrap();
     let admin = admin_token(&db.url).await;
-    let mut p = coordinator(&db, &sim, &tokens).await;
+    let p = coordinator(&db, &sim, &tokens).await;
     let provision = start(&p, &admin, "droplet.provision", provision("crash-snap")).await;
     let saga = wait_final(&p, &admin, &provision).await;
     assert_status(&saga, "completed");
