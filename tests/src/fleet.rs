@@ -12,7 +12,7 @@ use serde_json::Value;
 use sqlx::Row;
 
 use crate::TestDb;
-use crate::cluster::eventually;
+use crate::cluster::{Bearer, eventually};
 use crate::process::{AgentProcess, CoordinatorProcess, SagaTiming};
 
 /// Statuses no executor will touch again.
@@ -126,9 +126,16 @@ impl Fleet {
         for i in 0..(n * 20) {
             let c = &self.coordinators[(via + i) % n];
             let attempt = tokio::time::timeout(Duration::from_secs(5), async {
-                c.sagas(&self.admin_token)
+                let channel = tonic::transport::Endpoint::from_shared(c.url())
+                    .expect("url")
+                    .connect()
                     .await
-                    .start_saga(pb::StartSagaRequest {
+                    .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+                pb::saga_service_client::SagaServiceClient::with_interceptor(
+                    channel,
+                    Bearer::new(&self.admin_token),
+                )
+                .start_saga(pb::StartSagaRequest {
                         kind: kind.to_owned(),
                         inputs_json: inputs.to_string(),
                         idempotency_key: key.to_owned(),

@@ -98,14 +98,39 @@ fn warm(host: &str, app: &str, stack: &str) -> Value {
     json!({"host_id": host, "app": app, "stack": stack})
 }
 
+/// How a chain spaces its rounds: not at all, or by a random pause (so chaos can strike
+/// between and during them).
+#[derive(Debug, Clone, Copy)]
+pub enum Pace {
+    Eager,
+    Spread { min_ms: u64, max_ms: u64 },
+}
+
+impl Pace {
+    async fn wait(self, rng: &mut Rng) {
+        if let Pace::Spread { min_ms, max_ms } = self {
+            let ms = min_ms + rng.below(max_ms - min_ms + 1);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+}
+
 /// One stack's warm chain: `rounds` times fill, snapshot, dirty, restore, check.
-async fn warm_chain(fleet: &Fleet, host: &str, app: &str, rounds: u64, seed: u64) -> Vec<String> {
+async fn warm_chain(
+    fleet: &Fleet,
+    host: &str,
+    app: &str,
+    rounds: u64,
+    seed: u64,
+    pace: Pace,
+) -> Vec<String> {
     let stack = project();
     let vols = [Volume::create(&stack, "db"), Volume::create(&stack, "files")];
     let mut rng = Rng::new(seed);
     let mut ids = Vec::new();
     let n = fleet.coordinators.len() as u64;
     for round in 0..rounds {
+        pace.wait(&mut rng).await;
         let r#gen = seed * 100 + round;
         for v in &vols {
             fill(&v.mountpoint, r#gen);
@@ -164,6 +189,7 @@ async fn archive_chain(
     app: &str,
     rounds: u64,
     seed: u64,
+    pace: Pace,
 ) -> Vec<String> {
     let host = fleet.agents[agent].host_id.clone();
     let apps = fleet.agents[agent].apps_root();
@@ -173,6 +199,7 @@ async fn archive_chain(
     let n = fleet.coordinators.len() as u64;
     let mut ids = Vec::new();
     for round in 0..rounds {
+        pace.wait(&mut rng).await;
         fill(&dir, seed * 100 + round);
         let via = rng.below(n) as usize;
         let key = format!("{host}:{app}:{round}:create");
@@ -231,14 +258,14 @@ async fn agent_sagas_started_through_any_replica_all_complete_and_each_task_runs
             let app = format!("w{h}{s}");
             let seed = 10 + h as u64 * 10 + s;
             chains.push(Box::pin(async move {
-                warm_chain(fleet, host, &app, 5, seed).await
+                warm_chain(fleet, host, &app, 5, seed, Pace::Eager).await
             }));
         }
         for s in 0..2u64 {
             let app = format!("a{h}{s}");
             let seed = 50 + h as u64 * 10 + s;
             chains.push(Box::pin(async move {
-                archive_chain(fleet, h, &app, 5, seed).await
+                archive_chain(fleet, h, &app, 5, seed, Pace::Eager).await
             }));
         }
     }

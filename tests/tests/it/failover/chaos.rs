@@ -11,7 +11,13 @@ use berth_tests::fleet::Fleet;
 use berth_tests::process::SagaTiming;
 use tokio_util::sync::CancellationToken;
 
-use super::{Rng, archive_chain, warm_chain};
+use super::{Pace, Rng, archive_chain, warm_chain};
+
+/// Rounds are spread out so that faults land between and during them.
+const PACE: Pace = Pace::Spread {
+    min_ms: 1_000,
+    max_ms: 2_500,
+};
 
 /// What the chaos did, for the report and the check that it did something.
 #[derive(Debug, Default)]
@@ -29,7 +35,7 @@ async fn chaos(fleet: &Fleet, seed: u64, lease_ms: u64, stop: CancellationToken)
     let pause = |ms: u64| tokio::time::sleep(Duration::from_millis(ms));
     while !stop.is_cancelled() {
         tokio::select! {
-            () = pause(800 + rng.below(1500)) => {}
+            () = pause(200 + rng.below(800)) => {}
             () = stop.cancelled() => break,
         }
         match rng.below(3) {
@@ -91,14 +97,14 @@ async fn chaos_agent_sagas_complete_once_while_replicas_and_agents_die_at_random
             let app = format!("cw{h}{s}");
             let chain_seed = seed.wrapping_add(h as u64 * 10 + s);
             chains.push(Box::pin(async move {
-                warm_chain(fleet, host, &app, rounds, chain_seed % 1_000).await
+                warm_chain(fleet, host, &app, rounds, chain_seed % 1_000, PACE).await
             }));
         }
         for s in 0..2u64 {
             let app = format!("ca{h}{s}");
             let chain_seed = seed.wrapping_add(50 + h as u64 * 10 + s);
             chains.push(Box::pin(async move {
-                archive_chain(fleet, h, &app, rounds, chain_seed % 1_000).await
+                archive_chain(fleet, h, &app, rounds, chain_seed % 1_000, PACE).await
             }));
         }
     }
