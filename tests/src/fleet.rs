@@ -145,7 +145,9 @@ impl Fleet {
             .await;
             match attempt {
                 Ok(Ok(r)) => return r.into_inner().saga_id,
-                Ok(Err(s)) if s.code() != tonic::Code::Unavailable => {
+                // A replica dying mid-call shows as Unavailable or an Unknown transport error;
+                // anything else is the coordinator's answer.
+                Ok(Err(s)) if !matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) => {
                     panic!("starting {kind} was refused: {s}")
                 }
                 _ => tokio::time::sleep(Duration::from_millis(200)).await,

@@ -109,7 +109,23 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: super::agent_tasks::MIGRATION,
         postgres: None,
     },
+    Migration {
+        version: 7,
+        name: "demo effect calls",
+        sqlite: &[SAGA_EFFECT_CALLS],
+        postgres: None,
+    },
 ];
+
+/// Every call of the `record` demo step that reached the database, with the epoch that made
+/// it, so a test can tell a takeover's repeat from a duplicate.
+const SAGA_EFFECT_CALLS: &str = "CREATE TABLE saga_test_effect_calls (
+    saga_id TEXT NOT NULL,
+    step_idx BIGINT NOT NULL,
+    phase TEXT NOT NULL,
+    epoch BIGINT NOT NULL,
+    at_ms BIGINT NOT NULL
+)";
 
 const SAGA_RUNS: &str = "CREATE TABLE saga_runs (
     id TEXT PRIMARY KEY,

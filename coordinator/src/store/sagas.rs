@@ -495,6 +495,17 @@ impl Store {
         .bind(f.epoch)
         .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "INSERT INTO saga_test_effect_calls (saga_id, step_idx, phase, epoch, at_ms) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&f.saga_id)
+        .bind(idx)
+        .bind(phase)
+        .bind(f.epoch)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
