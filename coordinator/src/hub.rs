@@ -12,8 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_proto::v1 as pb;
+use prost::Message;
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
+
+use crate::store::{Signal, Store};
 
 /// Messages sent down an agent's stream.
 pub type Outbound = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;
@@ -36,10 +40,12 @@ struct Session {
     pending: HashMap<String, oneshot::Sender<pb::query_reply::Reply>>,
 }
 
-/// Connected agents of this coordinator.
+/// Connected agents of this coordinator, and (with a store) the way to ask a host whose
+/// stream another replica holds.
 #[derive(Clone, Default)]
 pub struct Hub {
     sessions: Arc<Mutex<HashMap<String, Session>>>,
+    store: Option<Store>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -64,6 +70,14 @@ fn unexpected(host_id: &str, reply: pb::query_reply::Reply) -> HubError {
 }
 
 impl Hub {
+    /// A hub that asks other replicas' hosts through `store`.
+    pub fn new(store: Store) -> Hub {
+        Hub {
+            sessions: Arc::default(),
+            store: Some(store),
+        }
+    }
+
     /// Makes `session_id` the live session of `host_id`.
     pub fn register(&self, host_id: &str, session_id: &str, tx: Outbound) {
         let mut sessions = self.sessions.lock().expect("hub lock");
@@ -100,33 +114,52 @@ impl Hub {
             .contains_key(host_id)
     }
 
-    /// Routes an agent's reply to the query waiting for it.
-    pub fn deliver(&self, host_id: &str, reply: pb::QueryReply) {
+    /// Routes an agent's reply to the query waiting for it here, or to the replica that asked
+    /// it through the store.
+    pub async fn deliver(&self, host_id: &str, reply: pb::QueryReply) {
         let waiter = self
             .sessions
             .lock()
             .expect("hub lock")
             .get_mut(host_id)
             .and_then(|s| s.pending.remove(&reply.query_id));
-        match (waiter, reply.reply) {
+        match (waiter, reply.reply.clone()) {
             (Some(w), Some(r)) => {
                 let _ = w.send(r);
+                return;
             }
-            _ => tracing::debug!(
+            (Some(_), None) => return,
+            (None, _) => {}
+        }
+        let Some(store) = &self.store else { return };
+        let encoded = hex::encode(reply.encode_to_vec());
+        match store
+            .answer_agent_query(&reply.query_id, host_id, &encoded)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!(
                 host_id,
                 query_id = reply.query_id,
                 "reply to no pending query"
             ),
+            Err(e) => tracing::warn!(host_id, error = %e, "cannot record a query reply"),
         }
     }
 
-    /// Asks the agent of `host_id` a query and waits for its reply.
+    /// Asks the agent of `host_id` a query and waits for its reply: through this replica's
+    /// session, or through the replica holding the host's stream.
     async fn query(
         &self,
         host_id: &str,
         kind: pb::query::Kind,
     ) -> Result<pb::query_reply::Reply, HubError> {
         let query_id = uuid::Uuid::new_v4().to_string();
+        if !self.is_connected(host_id)
+            && let Some(store) = &self.store
+        {
+            return remote_query(store, host_id, query_id, kind).await;
+        }
         let (reply_tx, reply_rx) = oneshot::channel();
         let tx = {
             let mut sessions = self.sessions.lock().expect("hub lock");
@@ -186,4 +219,66 @@ impl Hub {
             other => Err(unexpected(host_id, other)),
         }
     }
+}
+
+/// Asks a query through the store: the replica holding the host's stream sends it and writes
+/// the reply back.
+async fn remote_query(
+    store: &Store,
+    host_id: &str,
+    query_id: String,
+    kind: pb::query::Kind,
+) -> Result<pb::query_reply::Reply, HubError> {
+    let gone = |_| HubError::Gone {
+        host_id: host_id.to_owned(),
+    };
+    let query = pb::Query {
+        query_id: query_id.clone(),
+        kind: Some(kind),
+    };
+    let mut signals = store.subscribe();
+    let now = berth_shared::time::unix_ms(std::time::SystemTime::now());
+    store
+        .put_agent_query(&query_id, host_id, &hex::encode(query.encode_to_vec()), now)
+        .await
+        .map_err(|e| gone(e.to_string()))?;
+    let deadline = tokio::time::Instant::now() + QUERY_TIMEOUT;
+    let answer = loop {
+        match store.agent_query_reply(&query_id).await {
+            Ok(Some(reply)) => break Some(reply),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(host_id, error = %e, "cannot read a query reply yet"),
+        }
+        let poll = tokio::time::sleep(Duration::from_millis(250));
+        tokio::pin!(poll);
+        let woke = loop {
+            tokio::select! {
+                s = signals.recv() => match s {
+                    Ok(Signal::Query(q)) if q == query_id => break true,
+                    Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => break true,
+                },
+                () = &mut poll => break true,
+                () = tokio::time::sleep_until(deadline) => break false,
+            }
+        };
+        if !woke {
+            break None;
+        }
+    };
+    let _ = store.forget_agent_query(&query_id).await;
+    let Some(reply) = answer else {
+        return Err(HubError::Timeout {
+            host_id: host_id.to_owned(),
+            secs: QUERY_TIMEOUT.as_secs(),
+        });
+    };
+    let bytes = hex::decode(reply).map_err(|e| gone(e.to_string()))?;
+    pb::QueryReply::decode(bytes.as_slice())
+        .ok()
+        .and_then(|r| r.reply)
+        .ok_or_else(|| HubError::Agent {
+            host_id: host_id.to_owned(),
+            message: "the agent's reply could not be read".into(),
+        })
 }

@@ -136,7 +136,7 @@ pub async fn run(
     store.listen(shutdown.clone());
     let tls = tls_config(&config)?;
     let instance_id = instance_id(&config);
-    let hub = Hub::default();
+    let hub = Hub::new(store.clone());
     let tokens = Tokens::new(store.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -224,6 +224,7 @@ pub async fn run(
         engine: engine.clone(),
         hub: hub.clone(),
         store: store.clone(),
+        heartbeat_timeout_ms: i64::from(config.heartbeat_timeout_secs) * 1000,
     };
     let droplets = DropletsService {
         engine: engine.clone(),

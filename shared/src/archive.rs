@@ -68,7 +68,9 @@ pub enum KeyError {
 
 /// An archive's uuid in its canonical text form (lowercase, hyphenated), as both the Go code
 /// (`uuid.NewV4().String()`) and Berth write it. It names `_metadata/<uuid>`, so it is checked.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct ArchiveId(String);
 

@@ -159,7 +159,9 @@ impl Task {
         let warm_target = |domain: &str, stack: &Option<StackName>| match (stack, domain) {
             (Some(_), _) => Ok(()),
             (None, "") => Err("give the app's `domain` or its `stack`".to_owned()),
-            (None, d) => StackName::from_domain(d).map(drop).map_err(|e| e.to_string()),
+            (None, d) => StackName::from_domain(d)
+                .map(drop)
+                .map_err(|e| e.to_string()),
         };
         let wait = |w: Option<u64>| match w {
             Some(s) if s > MAX_WAIT_UNDEPLOYED_SECS => Err(format!(
@@ -201,8 +203,11 @@ mod tests {
         .unwrap();
         assert_eq!(t.kind(), "archive_create");
         assert_eq!(Task::from_json("archive_create", &t.to_json()).unwrap(), t);
-        let w = Task::parse("warm_restore", &json!({"app": "kc", "domain": "kc.example.org"}))
-            .unwrap();
+        let w = Task::parse(
+            "warm_restore",
+            &json!({"app": "kc", "domain": "kc.example.org"}),
+        )
+        .unwrap();
         assert_eq!(Task::from_json("warm_restore", &w.to_json()).unwrap(), w);
     }
 
@@ -211,10 +216,21 @@ mod tests {
         let err = |kind: &str, v: serde_json::Value| Task::parse(kind, &v).unwrap_err().to_string();
         assert!(err("warm_restore", json!({"app": "../x", "domain": "a"})).contains("app name"));
         assert!(err("warm_restore", json!({"app": "kc"})).contains("domain"));
-        assert!(err("warm_restore", json!({"app": "kc", "domain": "a", "x": 1})).contains("unknown field"));
-        assert!(err("archive_create", json!({"app": "a", "zstd_level": 40})).contains("out of range"));
+        assert!(
+            err("warm_restore", json!({"app": "kc", "domain": "a", "x": 1}))
+                .contains("unknown field")
+        );
+        assert!(
+            err("archive_create", json!({"app": "a", "zstd_level": 40})).contains("out of range")
+        );
         assert!(err("archive_restore", json!({"uuid": "nope"})).contains("uuid"));
         assert!(err("frobnicate", json!({})).contains("unknown variant"));
-        assert!(err("warm_snapshot", json!({"app": "kc", "stack": "s", "wait_undeployed_secs": 99999})).contains("limit"));
+        assert!(
+            err(
+                "warm_snapshot",
+                json!({"app": "kc", "stack": "s", "wait_undeployed_secs": 99999})
+            )
+            .contains("limit")
+        );
     }
 }

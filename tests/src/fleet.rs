@@ -57,7 +57,12 @@ impl Fleet {
         for i in 0..agents {
             let host = format!("host-{i}");
             let (_, token) = tokens
-                .issue(Role::Agent, Some(&HostId::new(host.as_str()).unwrap()), "fleet", None)
+                .issue(
+                    Role::Agent,
+                    Some(&HostId::new(host.as_str()).unwrap()),
+                    "fleet",
+                    None,
+                )
                 .await
                 .expect("agent token");
             let mut mine = urls.clone();
@@ -83,13 +88,12 @@ impl Fleet {
     /// Waits until `host_id` holds a session with some replica; returns which.
     pub async fn wait_online(&self, host_id: &str, timeout: Duration) -> String {
         eventually(timeout, &format!("{host_id} to connect"), || async {
-            let row = sqlx::query(
-                "SELECT connected_to, last_heartbeat_ms FROM hosts WHERE host_id = $1",
-            )
-            .bind(host_id)
-            .fetch_optional(&self.pool)
-            .await
-            .unwrap()?;
+            let row =
+                sqlx::query("SELECT connected_to, last_heartbeat_ms FROM hosts WHERE host_id = $1")
+                    .bind(host_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .unwrap()?;
             let to: Option<String> = row.get("connected_to");
             let beat: i64 = row.get("last_heartbeat_ms");
             let now = berth_shared::time::unix_ms(std::time::SystemTime::now());
@@ -136,18 +140,20 @@ impl Fleet {
                     Bearer::new(&self.admin_token),
                 )
                 .start_saga(pb::StartSagaRequest {
-                        kind: kind.to_owned(),
-                        inputs_json: inputs.to_string(),
-                        idempotency_key: key.to_owned(),
-                    })
-                    .await
+                    kind: kind.to_owned(),
+                    inputs_json: inputs.to_string(),
+                    idempotency_key: key.to_owned(),
+                })
+                .await
             })
             .await;
             match attempt {
                 Ok(Ok(r)) => return r.into_inner().saga_id,
                 // A replica dying mid-call shows as Unavailable or an Unknown transport error;
                 // anything else is the coordinator's answer.
-                Ok(Err(s)) if !matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) => {
+                Ok(Err(s))
+                    if !matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) =>
+                {
                     panic!("starting {kind} was refused: {s}")
                 }
                 _ => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -206,13 +212,15 @@ impl Fleet {
 
     /// The agent task row of a saga's step: its state and the last progress seq.
     pub async fn task_state(&self, id: &str, step: i64) -> Option<(String, i64)> {
-        sqlx::query("SELECT state, progress_seq FROM agent_tasks WHERE saga_id = $1 AND step_idx = $2")
-            .bind(id)
-            .bind(step)
-            .fetch_optional(&self.pool)
-            .await
-            .unwrap()
-            .map(|r| (r.get("state"), r.get("progress_seq")))
+        sqlx::query(
+            "SELECT state, progress_seq FROM agent_tasks WHERE saga_id = $1 AND step_idx = $2",
+        )
+        .bind(id)
+        .bind(step)
+        .fetch_optional(&self.pool)
+        .await
+        .unwrap()
+        .map(|r| (r.get("state"), r.get("progress_seq")))
     }
 
     /// The last lines of every process's log, for failure messages.

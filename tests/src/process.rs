@@ -120,7 +120,11 @@ impl CoordinatorProcess {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten());
             if let Some(status) = exited {
-                panic!("coordinator {} exited ({status}):\n{}", self.name, self.log());
+                panic!(
+                    "coordinator {} exited ({status}):\n{}",
+                    self.name,
+                    self.log()
+                );
             }
             assert!(
                 std::time::Instant::now() < deadline,

@@ -233,10 +233,7 @@ mod tests {
         for app in ["a/b", "..", "a\u{0}b"] {
             let inputs = serde_json::json!({"app": app, "domain": "x.org"}).to_string();
             let e = run(WARM_RESTORE, &inputs).unwrap_err();
-            assert!(
-                !e.retryable && e.error.contains("app name"),
-                "{e:?}"
-            );
+            assert!(!e.retryable && e.error.contains("app name"), "{e:?}");
         }
         let e = run(archive::CREATE_TASK, r#"{"app":"a:b"}"#).unwrap_err();
         assert!(!e.retryable && e.error.contains("app name"), "{e:?}");

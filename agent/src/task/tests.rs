@@ -242,7 +242,12 @@ async fn a_cancel_before_the_assignment_keeps_the_attempt_from_starting() {
     let r = next_result(&mut rx).await;
     assert!(!r.ok && r.error.contains("before it started"), "{r:?}");
     assign(&runner, 1, "script");
-    assert!(next_result(&mut rx).await.error.contains("before it started"));
+    assert!(
+        next_result(&mut rx)
+            .await
+            .error
+            .contains("before it started")
+    );
     assert_eq!(exec.runs(), 0);
 }
 

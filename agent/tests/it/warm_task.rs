@@ -130,7 +130,11 @@ async fn warm_tasks_report_progress_and_answer_repeats_from_their_record() {
     assign(&session, task_id(0, 0), "warm_snapshot", inputs.clone()).await;
     let (_, stale) = until_result(&mut session).await;
     assert!(
-        !stale.ok && !stale.retryable && stale.error.starts_with("stale attempt (epoch 0, attempt 1)"),
+        !stale.ok
+            && !stale.retryable
+            && stale
+                .error
+                .starts_with("stale attempt (epoch 0, attempt 1)"),
         "{stale:?}"
     );
 

@@ -1,6 +1,7 @@
 //! Agent tasks on the stream side: the replica that holds a host's stream delivers that
-//! host's open tasks to its agent, calls off closed ones, and writes back what the agent
-//! reports (progress and results) for the saga's owner, wherever that owner runs.
+//! host's open tasks to its agent, calls off closed ones, relays queries other replicas ask
+//! of the host, and writes back what the agent reports (progress and results) for the saga's
+//! owner, wherever that owner runs.
 //!
 //! Delivery is driven by the store: on every signal for the host, and on a slow poll, the
 //! session reads the host's open and closed tasks and sends what this session has not sent
@@ -12,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use berth_proto::v1 as pb;
 use berth_shared::time::unix_ms;
+use prost::Message;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +65,7 @@ fn message(row: &AgentTaskRow) -> pb::CoordinatorMessage {
 pub async fn deliver(store: Store, host_id: String, tx: Outbound, stop: CancellationToken) {
     let mut signals = store.subscribe();
     let mut told: HashMap<(String, i64), Told> = HashMap::new();
+    let mut asked: HashSet<String> = HashSet::new();
     loop {
         match store.agent_tasks_for_host(&host_id).await {
             Ok(rows) => {
@@ -81,7 +84,15 @@ pub async fn deliver(store: Store, host_id: String, tx: Outbound, stop: Cancella
                     if told.get(&key) == Some(&now) {
                         continue;
                     }
-                    tracing::info!(host_id, saga_id = row.saga_id, step = row.step_idx, epoch = row.epoch, attempt = row.attempt, cancel = row.cancel_requested, "sending task to agent");
+                    tracing::info!(
+                        host_id,
+                        saga_id = row.saga_id,
+                        step = row.step_idx,
+                        epoch = row.epoch,
+                        attempt = row.attempt,
+                        cancel = row.cancel_requested,
+                        "sending task to agent"
+                    );
                     if tx.send(Ok(message(&row))).await.is_err() {
                         return;
                     }
@@ -89,6 +100,9 @@ pub async fn deliver(store: Store, host_id: String, tx: Outbound, stop: Cancella
                 }
             }
             Err(e) => tracing::warn!(host_id, error = %e, "cannot read the host's agent tasks"),
+        }
+        if !relay_queries(&store, &host_id, &tx, &mut asked).await {
+            return;
         }
         // Wait for a signal about this host, the poll, or the end of the session.
         let poll = tokio::time::sleep(DELIVERY_POLL);
@@ -106,6 +120,50 @@ pub async fn deliver(store: Store, host_id: String, tx: Outbound, stop: Cancella
             }
         }
     }
+}
+
+/// Sends the agent the queries other replicas asked of this host; false when the stream is
+/// gone.
+async fn relay_queries(
+    store: &Store,
+    host_id: &str,
+    tx: &Outbound,
+    asked: &mut HashSet<String>,
+) -> bool {
+    let now = unix_ms(SystemTime::now());
+    let pending = match store.pending_agent_queries(host_id, now).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(host_id, error = %e, "cannot read the host's queries");
+            return true;
+        }
+    };
+    asked.retain(|id| pending.iter().any(|(p, _)| p == id));
+    for (id, request) in pending {
+        if asked.contains(&id) {
+            continue;
+        }
+        let query = hex::decode(&request)
+            .ok()
+            .and_then(|b| pb::Query::decode(b.as_slice()).ok());
+        let Some(query) = query else {
+            tracing::warn!(
+                host_id,
+                query_id = id,
+                "an unreadable query in the store; skipped"
+            );
+            asked.insert(id);
+            continue;
+        };
+        let msg = pb::CoordinatorMessage {
+            msg: Some(pb::coordinator_message::Msg::Query(query)),
+        };
+        if tx.send(Ok(msg)).await.is_err() {
+            return false;
+        }
+        asked.insert(id);
+    }
+    true
 }
 
 fn checked_id(host_id: &str, id: Option<&pb::TaskId>) -> Option<(String, i64, i64, i64)> {
@@ -185,14 +243,32 @@ pub async fn record_result(store: &Store, host_id: &str, r: pb::TaskResult) {
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
         match store.agent_task_result(&write).await {
             Ok(true) => {
-                tracing::info!(host_id, saga_id, step = step_idx, epoch, attempt, ok, "task result recorded");
+                tracing::info!(
+                    host_id,
+                    saga_id,
+                    step = step_idx,
+                    epoch,
+                    attempt,
+                    ok,
+                    "task result recorded"
+                );
                 return;
             }
             Ok(false) => {
-                tracing::info!(host_id, saga_id, step = step_idx, epoch, attempt, ok, "task result for no open attempt (stale or already recorded)");
+                tracing::info!(
+                    host_id,
+                    saga_id,
+                    step = step_idx,
+                    epoch,
+                    attempt,
+                    ok,
+                    "task result for no open attempt (stale or already recorded)"
+                );
                 return;
             }
-            Err(e) => tracing::warn!(host_id, saga_id, error = %e, "cannot record a task result; retrying"),
+            Err(e) => {
+                tracing::warn!(host_id, saga_id, error = %e, "cannot record a task result; retrying")
+            }
         }
     }
 }

@@ -446,7 +446,14 @@ impl Engine {
                     } else {
                         cancel.clone()
                     };
-                    let ctx = self.ctx(fence, &ledger[i], inputs.clone(), outputs, token, lease_lost);
+                    let ctx = self.ctx(
+                        fence,
+                        &ledger[i],
+                        inputs.clone(),
+                        outputs,
+                        token,
+                        lease_lost,
+                    );
                     self.execute(step, ctx, &mut ledger[i], cancel_requested, shutdown)
                         .await?
                 }

@@ -113,7 +113,9 @@ impl AgentStep {
 
     /// Checks the host's liveness now and then; fails once it has been offline too long.
     async fn check_host(&self, ctx: &StepCtx, host: &str, w: &mut Wait) -> Result<(), StepError> {
-        if w.host_checked.is_some_and(|t| t.elapsed() < HOST_CHECK_EVERY) {
+        if w.host_checked
+            .is_some_and(|t| t.elapsed() < HOST_CHECK_EVERY)
+        {
             return Ok(());
         }
         w.host_checked = Some(Instant::now());
@@ -123,7 +125,8 @@ impl AgentStep {
         match (online, w.offline_since) {
             (true, Some(_)) => {
                 w.offline_since = None;
-                ctx.progress(&format!("host {host} is back"), &json!({})).await?;
+                ctx.progress(&format!("host {host} is back"), &json!({}))
+                    .await?;
             }
             (false, None) => {
                 w.offline_since = Some(Instant::now());
@@ -236,7 +239,11 @@ impl Step for AgentStep {
             now_ms: now_ms(),
         };
         if let Opened::Finished(row) = store.open_agent_task(ctx.fence(), &new).await? {
-            tracing::info!(saga_id = ctx.saga_id, step = ctx.step_index, "agent task already finished; taking its result");
+            tracing::info!(
+                saga_id = ctx.saga_id,
+                step = ctx.step_index,
+                "agent task already finished; taking its result"
+            );
             return outcome(&row, false);
         }
         let mut w = Wait {

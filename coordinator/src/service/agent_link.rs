@@ -167,7 +167,7 @@ impl AgentLinkService {
                         Err(e) => tracing::warn!(host_id, error = %e, "cannot record heartbeat"),
                     }
                 }
-                Msg::QueryReply(r) => self.hub.deliver(host_id, r),
+                Msg::QueryReply(r) => self.hub.deliver(host_id, r).await,
                 Msg::Hello(_) => tracing::warn!(host_id, "ignoring a second hello"),
                 Msg::Progress(p) => tasks::record_progress(&self.store, host_id, p).await,
                 Msg::Result(r) => {

@@ -15,6 +15,8 @@ pub struct WarmsService {
     pub engine: Engine,
     pub hub: Hub,
     pub store: Store,
+    /// A host whose last heartbeat is older than this is offline and not asked.
+    pub heartbeat_timeout_ms: i64,
 }
 
 /// The saga inputs naming the host and the app; the saga kind checks them.
@@ -74,10 +76,12 @@ impl pb::warm_service_server::WarmService for WarmsService {
             berth_shared::AppName::new(r.app.as_str()).map_err(ApiError::from)?;
         }
         let hosts: Vec<String> = if r.host_id.is_empty() {
+            // Every online host, whichever replica holds its stream.
             let all = self.store.list_hosts().await.map_err(ApiError::from)?;
+            let now = berth_shared::time::unix_ms(std::time::SystemTime::now());
             all.into_iter()
+                .filter(|h| h.is_online(now, self.heartbeat_timeout_ms))
                 .map(|h| h.host_id)
-                .filter(|h| self.hub.is_connected(h))
                 .collect()
         } else {
             let host = berth_shared::HostId::new(r.host_id.as_str()).map_err(ApiError::from)?;

@@ -16,7 +16,8 @@ use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 use super::signal::{CHANNEL, Signal};
 use super::{Backend, Fence, Store, StoreError};
 
-pub(super) const MIGRATION: &[&str] = &["CREATE TABLE agent_tasks (
+pub(super) const MIGRATION: &[&str] = &[
+    "CREATE TABLE agent_tasks (
     saga_id TEXT NOT NULL,
     step_idx BIGINT NOT NULL,
     host_id TEXT NOT NULL,
@@ -245,8 +246,13 @@ impl Store {
         step_idx: i64,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        self.set_task_state(f, step_idx, "state = 'closed', cancel_requested = 1", now_ms)
-            .await
+        self.set_task_state(
+            f,
+            step_idx,
+            "state = 'closed', cancel_requested = 1",
+            now_ms,
+        )
+        .await
     }
 
     async fn set_task_state(

@@ -115,6 +115,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: &[SAGA_EFFECT_CALLS],
         postgres: None,
     },
+    Migration {
+        version: 8,
+        name: "agent queries through any replica",
+        sqlite: super::agent_queries::MIGRATION,
+        postgres: None,
+    },
 ];
 
 /// Every call of the `record` demo step that reached the database, with the epoch that made

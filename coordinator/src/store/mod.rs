@@ -1,12 +1,13 @@
 //! The coordinator's durable state behind sqlx's `Any` driver: SQLite (embedded default) or
 //! PostgreSQL, chosen by URL. Architecture invariant: only this module contains SQL.
 
+mod agent_queries;
+mod agent_tasks;
 mod drift;
 mod hosts;
 mod inventory;
 mod jobs;
 mod migrate;
-mod agent_tasks;
 mod sagas;
 mod signal;
 mod sql;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
+pub use agent_tasks::{AgentTaskRow, NewAgentTask, Opened, TaskResultWrite};
 pub use drift::{Accepted, DriftFilter, DriftRow};
 pub use hosts::{HostRecord, HostSession};
 pub use inventory::{
@@ -29,7 +31,6 @@ pub use migrate::{LATEST_VERSION, SchemaError};
 pub use sagas::{
     EventRow, Fence, NewEvent, NewSaga, SagaFilter, SagaRow, SagaWrite, StepRow, StepWrite,
 };
-pub use agent_tasks::{AgentTaskRow, NewAgentTask, Opened, TaskResultWrite};
 pub use signal::Signal;
 pub use tokens::{NewToken, TokenRecord};
 

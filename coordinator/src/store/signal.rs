@@ -1,4 +1,5 @@
-//! Wake-ups between coordinators: "host H has agent work" and "saga S's agent task changed".
+//! Wake-ups between coordinators: "host H has agent work", "saga S's agent task changed",
+//! "saga S was cancelled", "query Q was answered".
 //!
 //! Every write that changes an agent task also sends a signal. In process it goes through a
 //! broadcast channel; on PostgreSQL it is also a `NOTIFY` sent in the writing transaction, so
@@ -21,6 +22,8 @@ pub enum Signal {
     /// An operator asked to cancel this saga: its owner should stop now, not at its next
     /// lease renewal.
     Cancel(String),
+    /// A host query asked through another replica was answered.
+    Query(String),
 }
 
 impl Signal {
@@ -29,6 +32,7 @@ impl Signal {
             Signal::Host(h) => format!("h:{h}"),
             Signal::Saga(s) => format!("s:{s}"),
             Signal::Cancel(s) => format!("c:{s}"),
+            Signal::Query(q) => format!("q:{q}"),
         }
     }
 
@@ -37,6 +41,7 @@ impl Signal {
             ("h", h) => Some(Signal::Host(h.to_owned())),
             ("s", s) => Some(Signal::Saga(s.to_owned())),
             ("c", s) => Some(Signal::Cancel(s.to_owned())),
+            ("q", q) => Some(Signal::Query(q.to_owned())),
             _ => None,
         }
     }
@@ -79,34 +84,36 @@ pub(super) fn listen_postgres(url: String, signals: Signals, stop: CancellationT
 }
 
 async fn relay(url: &str, signals: &Signals) {
-        let mut delay = std::time::Duration::from_millis(200);
-        loop {
-            match sqlx::postgres::PgListener::connect(url).await {
-                Ok(mut listener) => {
-                    if let Err(e) = listener.listen(CHANNEL).await {
-                        tracing::warn!(error = %e, "cannot listen for agent task signals; retrying");
-                    } else {
-                        delay = std::time::Duration::from_millis(200);
-                        loop {
-                            match listener.recv().await {
-                                Ok(n) => {
-                                    if let Some(s) = Signal::parse(n.payload()) {
-                                        signals.send(s);
-                                    }
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        match sqlx::postgres::PgListener::connect(url).await {
+            Ok(mut listener) => {
+                if let Err(e) = listener.listen(CHANNEL).await {
+                    tracing::warn!(error = %e, "cannot listen for agent task signals; retrying");
+                } else {
+                    delay = std::time::Duration::from_millis(200);
+                    loop {
+                        match listener.recv().await {
+                            Ok(n) => {
+                                if let Some(s) = Signal::parse(n.payload()) {
+                                    signals.send(s);
                                 }
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "agent task signals interrupted; reconnecting");
-                                    break;
-                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "agent task signals interrupted; reconnecting");
+                                break;
                             }
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot connect to listen for agent task signals; retrying"),
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot connect to listen for agent task signals; retrying")
+            }
         }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_secs(5));
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +126,7 @@ mod tests {
             Signal::Host("ci-1".into()),
             Signal::Saga("0190-ab".into()),
             Signal::Cancel("0190-cd".into()),
+            Signal::Query("q-1".into()),
         ] {
             assert_eq!(Signal::parse(&s.payload()), Some(s));
         }

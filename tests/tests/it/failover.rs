@@ -125,7 +125,10 @@ async fn warm_chain(
     pace: Pace,
 ) -> Vec<String> {
     let stack = project();
-    let vols = [Volume::create(&stack, "db"), Volume::create(&stack, "files")];
+    let vols = [
+        Volume::create(&stack, "db"),
+        Volume::create(&stack, "files"),
+    ];
     let mut rng = Rng::new(seed);
     let mut ids = Vec::new();
     let n = fleet.coordinators.len() as u64;
@@ -154,7 +157,13 @@ async fn warm_chain(
         fleet.assert_completes(&id, LONG).await;
         ids.push(id);
         for (v, want) in vols.iter().zip(&want) {
-            assert_eq!(&tree(&v.mountpoint), want, "{} holds generation {}", v.name, r#gen);
+            assert_eq!(
+                &tree(&v.mountpoint),
+                want,
+                "{} holds generation {}",
+                v.name,
+                r#gen
+            );
         }
     }
     for v in &vols {
@@ -179,7 +188,12 @@ async fn assert_only_data(mountpoint: &Path) {
     while !names().is_empty() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(names(), Vec::<String>::new(), "left beside {}", dir.display());
+    assert_eq!(
+        names(),
+        Vec::<String>::new(),
+        "left beside {}",
+        dir.display()
+    );
 }
 
 /// One app's archive chain: `rounds` times fill, create, restore under a new name, compare.
@@ -224,7 +238,11 @@ async fn archive_chain(
             )
             .await;
         fleet.assert_completes(&restore, LONG).await;
-        assert_eq!(tree(&apps.join(&target)), tree(&dir), "{target} equals {app}");
+        assert_eq!(
+            tree(&apps.join(&target)),
+            tree(&dir),
+            "{target} equals {app}"
+        );
         ids.push(create);
         ids.push(restore);
     }
@@ -276,6 +294,44 @@ async fn agent_sagas_started_through_any_replica_all_complete_and_each_task_runs
         .collect();
     assert_eq!(ids.len(), 30 + 30 + 40);
     assert_ran_once(fleet, &ids);
+
+    // Host queries work through every replica, whichever holds the host's stream.
+    for c in &fleet.coordinators {
+        let channel = tonic::transport::Endpoint::from_shared(c.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let bearer = berth_tests::cluster::Bearer::new(&fleet.admin_token);
+        let mut hosts = pb::host_service_client::HostServiceClient::with_interceptor(
+            channel.clone(),
+            bearer.clone(),
+        );
+        for host in ["host-0", "host-1"] {
+            let detail = hosts
+                .get_host(pb::GetHostRequest {
+                    host_id: host.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(
+                detail.description.is_some(),
+                "{host} described through {}: {}",
+                c.name,
+                detail.description_error
+            );
+        }
+        let mut warm =
+            pb::warm_service_client::WarmServiceClient::with_interceptor(channel, bearer);
+        let listed = warm
+            .list_warm_snapshots(pb::ListWarmSnapshotsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .snapshots;
+        assert_eq!(listed.len(), 6, "every app's snapshot, through {}", c.name);
+    }
 }
 
 /// Waits until the agent has started the saga's step (its record says running).
@@ -308,7 +364,11 @@ async fn the_agents_replica_killed_mid_task_the_agent_moves_on_and_the_task_runs
     std::fs::create_dir_all(&dir).unwrap();
     big_file(&dir, 96 << 20);
     let create = fleet
-        .start_saga(2, "archive.create", &json!({"host_id": "host-0", "app": "big"}))
+        .start_saga(
+            2,
+            "archive.create",
+            &json!({"host_id": "host-0", "app": "big"}),
+        )
         .await;
     until_running(&fleet, 0, &create).await;
 
@@ -316,10 +376,7 @@ async fn the_agents_replica_killed_mid_task_the_agent_moves_on_and_the_task_runs
     let i = fleet.replica(&holder);
     fleet.coordinators[i].kill9();
     let moved = eventually(LONG, "host-0 to reconnect to another replica", || async {
-        fleet
-            .connected_to("host-0")
-            .await
-            .filter(|c| *c != holder)
+        fleet.connected_to("host-0").await.filter(|c| *c != holder)
     })
     .await;
     assert_ne!(moved, holder);
@@ -359,7 +416,11 @@ async fn a_saga_owner_frozen_past_its_lease_does_not_cancel_the_agents_work() {
     std::fs::create_dir_all(&dir).unwrap();
     big_file(&dir, 192 << 20);
     let create = fleet
-        .start_saga(2, "archive.create", &json!({"host_id": "host-0", "app": "big"}))
+        .start_saga(
+            2,
+            "archive.create",
+            &json!({"host_id": "host-0", "app": "big"}),
+        )
         .await;
     until_running(&fleet, 0, &create).await;
 
@@ -376,7 +437,10 @@ async fn a_saga_owner_frozen_past_its_lease_does_not_cancel_the_agents_work() {
         fleet.coordinators[i].signal("-STOP");
     }
     let (state, _) = fleet.task_state(&create, 0).await.expect("task");
-    assert_eq!(state, "open", "the archive was still running when its owner froze");
+    assert_eq!(
+        state, "open",
+        "the archive was still running when its owner froze"
+    );
     tokio::time::sleep(Duration::from_millis(timing.lease_ms * 3)).await;
     for &i in &stopped {
         fleet.coordinators[i].signal("-CONT");
@@ -430,8 +494,15 @@ async fn a_restore_refused_because_the_stack_is_deployed_completes_after_undeplo
     let app = Container::mounting(&format!("{stack}_app"), &vol.name);
     let restore = start("warm.restore").await;
     let saga = c.wait_saga(&restore, LONG).await;
-    assert_eq!(saga.status, "failed", "left for an operator, not compensated");
-    assert!(saga.error.contains(&app.name), "names what runs: {}", saga.error);
+    assert_eq!(
+        saga.status, "failed",
+        "left for an operator, not compensated"
+    );
+    assert!(
+        saga.error.contains(&app.name),
+        "names what runs: {}",
+        saga.error
+    );
     drop(app);
     c.sagas()
         .await
@@ -464,7 +535,11 @@ async fn a_saga_for_a_host_never_seen_is_refused_at_start() {
             .expect_err("refused");
         assert_eq!(err.code(), tonic::Code::NotFound, "{kind}: {err}");
         assert!(err.message().contains("nowhere-1"), "{}", err.message());
-        assert!(err.message().contains("berth hosts list"), "{}", err.message());
+        assert!(
+            err.message().contains("berth hosts list"),
+            "{}",
+            err.message()
+        );
     }
     let listed = c
         .sagas()
@@ -557,7 +632,11 @@ async fn an_agent_away_for_two_minutes_mid_archive_comes_back_and_the_saga_compl
     std::fs::create_dir_all(&dir).unwrap();
     big_file(&dir, 128 << 20);
     let create = fleet
-        .start_saga(0, "archive.create", &json!({"host_id": "host-0", "app": "big"}))
+        .start_saga(
+            0,
+            "archive.create",
+            &json!({"host_id": "host-0", "app": "big"}),
+        )
         .await;
     until_running(&fleet, 0, &create).await;
     fleet.agents[0].kill9();
@@ -576,7 +655,9 @@ async fn an_agent_away_for_two_minutes_mid_archive_comes_back_and_the_saga_compl
     .await
     .unwrap();
     assert!(
-        phases.iter().any(|p| p.starts_with("waiting for host host-0")),
+        phases
+            .iter()
+            .any(|p| p.starts_with("waiting for host host-0")),
         "the history says what the step waits for: {phases:?}"
     );
     // One archive object and its metadata, nothing else.
@@ -588,5 +669,12 @@ async fn an_agent_away_for_two_minutes_mid_archive_comes_back_and_the_saga_compl
         .collect();
     assert_eq!(names.len(), 1, "{names:?}");
     assert!(names[0].starts_with(&format!("big:{create}:")), "{names:?}");
-    assert!(fleet.archives.path().join("_metadata").join(&create).is_file());
+    assert!(
+        fleet
+            .archives
+            .path()
+            .join("_metadata")
+            .join(&create)
+            .is_file()
+    );
 }

@@ -419,7 +419,10 @@ async fn chaos_two_hundred_sagas_while_coordinators_are_killed_at_random() {
     let problems = ledger::check(&pool, FINAL_OK).await;
     ledger::assert_clean(&problems, &format!("replay with BERTH_CHAOS_SEED={seed}"));
     let dup = duplicated_effects(&pool).await;
-    assert!(dup.is_empty(), "seed {seed}: duplicated side effects: {dup:?}");
+    assert!(
+        dup.is_empty(),
+        "seed {seed}: duplicated side effects: {dup:?}"
+    );
 }
 
 /// Side effects of the `record` step that ran more than once without cause. A repeat is

@@ -594,7 +594,8 @@ async fn a_graceful_stop_ends_open_watch_streams_instead_of_waiting_for_them() {
     assert!(stream.next().await.is_some(), "the watch is open");
     // Claimed first, so the stop has a saga to hand back (on a loaded machine the claim can
     // come after the first event).
-    c.wait_step(&id, 0, "running", Duration::from_secs(20)).await;
+    c.wait_step(&id, 0, "running", Duration::from_secs(20))
+        .await;
     c.restart().await; // panics if the stop waits for the stream
     let saga = c
         .sagas()

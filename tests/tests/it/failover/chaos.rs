@@ -130,7 +130,10 @@ async fn chaos_agent_sagas_complete_once_while_replicas_and_agents_die_at_random
     for id in &ids {
         let runs: Vec<(u64, u64)> = fleet.agents.iter().map(|a| a.runs(id, 0)).collect();
         let ok: u64 = runs.iter().map(|r| r.1).sum();
-        assert_eq!(ok, 1, "seed {seed}: saga {id} succeeded {ok} times: {runs:?}");
+        assert_eq!(
+            ok, 1,
+            "seed {seed}: saga {id} succeeded {ok} times: {runs:?}"
+        );
     }
     // Every archive object has its metadata, and no archive was stored twice.
     let mut uuids = std::collections::BTreeMap::<String, u32>::new();
@@ -139,10 +142,18 @@ async fn chaos_agent_sagas_complete_once_while_replicas_and_agents_die_at_random
         if name == "_metadata" {
             continue;
         }
-        assert!(!name.contains('#'), "seed {seed}: an upload left behind: {name}");
+        assert!(
+            !name.contains('#'),
+            "seed {seed}: an upload left behind: {name}"
+        );
         let uuid = name.split(':').nth(1).expect("an archive key").to_owned();
         assert!(
-            fleet.archives.path().join("_metadata").join(&uuid).is_file(),
+            fleet
+                .archives
+                .path()
+                .join("_metadata")
+                .join(&uuid)
+                .is_file(),
             "seed {seed}: {name} has no metadata"
         );
         *uuids.entry(uuid).or_default() += 1;
