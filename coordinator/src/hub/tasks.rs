@@ -23,6 +23,10 @@ use crate::store::{AgentTaskRow, Signal, Store, TaskResultWrite};
 
 /// How often a session looks for tasks when no signal arrives (the safety net).
 pub const DELIVERY_POLL: Duration = Duration::from_secs(2);
+/// This often a session sends every open task again, whether or not it changed: the agent
+/// answers repeats from what it has, so a message or a result lost anywhere on the way is
+/// asked for again.
+const RESEND_EVERY: Duration = Duration::from_secs(30);
 
 /// Longest saga id an agent may name (uuids are 36 characters).
 const MAX_SAGA_ID: usize = 64;
@@ -66,7 +70,12 @@ pub async fn deliver(store: Store, host_id: String, tx: Outbound, stop: Cancella
     let mut signals = store.subscribe();
     let mut told: HashMap<(String, i64), Told> = HashMap::new();
     let mut asked: HashSet<String> = HashSet::new();
+    let mut resent_at = tokio::time::Instant::now();
     loop {
+        if resent_at.elapsed() >= RESEND_EVERY {
+            told.clear();
+            resent_at = tokio::time::Instant::now();
+        }
         match store.agent_tasks_for_host(&host_id).await {
             Ok(rows) => {
                 let live: HashSet<(String, i64)> = rows
@@ -237,38 +246,22 @@ pub async fn record_result(store: &Store, host_id: &str, r: pb::TaskResult) {
         retryable: r.retryable && !too_big,
         now_ms: unix_ms(SystemTime::now()),
     };
-    // A store that is briefly unavailable must not lose a result: the agent only reports it
-    // again when the task is sent again, so retry here for a while.
+    // A store that is briefly unavailable must not lose a result: retry for a while.
     for wait_ms in [0, 200, 500, 1000, 2000, 4000] {
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
         match store.agent_task_result(&write).await {
-            Ok(true) => {
-                tracing::info!(
-                    host_id,
-                    saga_id,
-                    step = step_idx,
-                    epoch,
-                    attempt,
-                    ok,
+            Ok(recorded) => {
+                let what = if recorded {
                     "task result recorded"
-                );
-                return;
-            }
-            Ok(false) => {
-                tracing::info!(
-                    host_id,
-                    saga_id,
-                    step = step_idx,
-                    epoch,
-                    attempt,
-                    ok,
+                } else {
                     "task result for no open attempt (stale or already recorded)"
-                );
+                };
+                tracing::info!(host_id, saga_id, step = step_idx, epoch, attempt, ok, "{what}");
                 return;
             }
-            Err(e) => {
-                tracing::warn!(host_id, saga_id, error = %e, "cannot record a task result; retrying")
-            }
+            Err(e) => tracing::warn!(host_id, saga_id, error = %e, "cannot record a task result; retrying"),
         }
     }
+    // Still open: the periodic resend asks the agent again, and it answers from its record.
+    tracing::warn!(host_id, saga_id, step = step_idx, "gave up recording a task result for now");
 }

@@ -334,6 +334,19 @@ async fn agent_sagas_started_through_any_replica_all_complete_and_each_task_runs
     }
 }
 
+/// Starts an archive create of host-0's app `big` (`bytes` of incompressible data) through
+/// the last replica, and waits until the agent runs it.
+async fn running_big_archive(fleet: &Fleet, bytes: usize) -> String {
+    let dir = fleet.agents[0].apps_root().join("big");
+    std::fs::create_dir_all(&dir).unwrap();
+    big_file(&dir, bytes);
+    let inputs = json!({"host_id": "host-0", "app": "big"});
+    let last = fleet.coordinators.len() - 1;
+    let create = fleet.start_saga(last, "archive.create", &inputs).await;
+    until_running(fleet, 0, &create).await;
+    create
+}
+
 /// Waits until the agent has started the saga's step (its record says running).
 async fn until_running(fleet: &Fleet, agent: usize, id: &str) {
     eventually(LONG, &format!("saga {id} to run on its agent"), || async {
@@ -360,17 +373,7 @@ async fn the_agents_replica_killed_mid_task_the_agent_moves_on_and_the_task_runs
     let snapshot = fleet.start_saga(1, "warm.snapshot", &inputs).await;
     until_running(&fleet, 0, &snapshot).await;
     // An archive create beside it, on a big directory so it runs a while.
-    let dir = fleet.agents[0].apps_root().join("big");
-    std::fs::create_dir_all(&dir).unwrap();
-    big_file(&dir, 96 << 20);
-    let create = fleet
-        .start_saga(
-            2,
-            "archive.create",
-            &json!({"host_id": "host-0", "app": "big"}),
-        )
-        .await;
-    until_running(&fleet, 0, &create).await;
+    let create = running_big_archive(&fleet, 96 << 20).await;
 
     let holder = fleet.connected_to("host-0").await.expect("connected");
     let i = fleet.replica(&holder);
@@ -412,17 +415,7 @@ async fn a_saga_owner_frozen_past_its_lease_does_not_cancel_the_agents_work() {
     let restore = fleet.start_saga(1, "warm.restore", &inputs).await;
     until_running(&fleet, 0, &restore).await;
     // And an archive create of a big directory, running.
-    let dir = fleet.agents[0].apps_root().join("big");
-    std::fs::create_dir_all(&dir).unwrap();
-    big_file(&dir, 192 << 20);
-    let create = fleet
-        .start_saga(
-            2,
-            "archive.create",
-            &json!({"host_id": "host-0", "app": "big"}),
-        )
-        .await;
-    until_running(&fleet, 0, &create).await;
+    let create = running_big_archive(&fleet, 192 << 20).await;
 
     // Freeze every replica that owns one of them past the lease, then let them go on.
     let mut owners = Vec::new();
@@ -628,17 +621,7 @@ async fn an_agent_away_for_two_minutes_mid_archive_comes_back_and_the_saga_compl
         ..SagaTiming::default()
     };
     let fleet = Fleet::start(2, 1, timing).await;
-    let dir = fleet.agents[0].apps_root().join("big");
-    std::fs::create_dir_all(&dir).unwrap();
-    big_file(&dir, 128 << 20);
-    let create = fleet
-        .start_saga(
-            0,
-            "archive.create",
-            &json!({"host_id": "host-0", "app": "big"}),
-        )
-        .await;
-    until_running(&fleet, 0, &create).await;
+    let create = running_big_archive(&fleet, 128 << 20).await;
     fleet.agents[0].kill9();
     tokio::time::sleep(Duration::from_secs(120)).await;
     let (status, _) = fleet.saga(&create).await;
