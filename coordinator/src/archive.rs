@@ -10,6 +10,7 @@
 mod bucket;
 mod config;
 mod error;
+mod recorded;
 mod step;
 mod sweep;
 
@@ -26,6 +27,7 @@ use object_store::ObjectStore;
 
 pub use config::{ArchiveConfig, MAX_LINK_EXPIRY_SECS};
 pub use error::{CatalogError, CatalogErrorKind};
+pub use recorded::recorded;
 pub use step::RetentionStep;
 pub use sweep::{SWEEP_JOB, SweepOutcome, UploadSweeper};
 

@@ -79,11 +79,30 @@ pub struct ArchiveCreate {
     pub uuid: Option<ArchiveId>,
 }
 
+/// What the saga that created an archive recorded about it. A restore checks the archive
+/// against this and never against the bucket's metadata, which anyone who can write the
+/// bucket can rewrite.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recorded {
+    /// Hex SHA-256 of the stored object.
+    pub sha256: String,
+    /// Bytes of the stored object.
+    pub size: u64,
+    /// Uncompressed tar bytes and tar entries: the restore's caps.
+    pub tar_bytes: u64,
+    pub entries: u64,
+}
+
 /// Inputs of [`Task::ArchiveRestore`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArchiveRestore {
     pub uuid: ArchiveId,
+    /// Filled in by the coordinator from the archive's `archive.create` saga, never taken
+    /// from a caller; absent for an archive no saga of this fleet created (the Go tool's).
+    #[serde(default)]
+    pub recorded: Option<Recorded>,
     /// Restore under this app name; absent: the archive's own app.
     #[serde(default)]
     pub target_app: Option<AppName>,

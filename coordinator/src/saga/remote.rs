@@ -72,6 +72,15 @@ pub fn task_of(kind: &str, saga_id: &str, inputs: &Value) -> Result<(String, Tas
         }
     }
     let task = Task::parse(kind, &task_inputs).map_err(|e| e.to_string())?;
+    if let Task::ArchiveRestore(r) = &task
+        && r.recorded.is_some()
+    {
+        return Err(
+            "`recorded` is filled in by the coordinator from the archive's create \
+                    saga; leave it out"
+                .into(),
+        );
+    }
     Ok((host.to_owned(), task))
 }
 
@@ -225,9 +234,14 @@ impl Step for AgentStep {
     }
 
     async fn execute(&self, ctx: &mut StepCtx) -> Result<Value, StepError> {
-        let (host, task) =
+        let (host, mut task) =
             task_of(self.task_kind, &ctx.saga_id, &ctx.inputs).map_err(StepError::permanent)?;
         let store = ctx.deps.store.clone();
+        if let Task::ArchiveRestore(r) = &mut task {
+            // The checksum and sizes come from the saga that made the archive, not from
+            // the bucket.
+            r.recorded = crate::archive::recorded(&store, &r.uuid).await?;
+        }
         let mut signals = store.subscribe();
         let inputs = task.to_json();
         let new = NewAgentTask {
