@@ -5,3 +5,5 @@
 //! enabled; the agent reads only its own environment.
 
 mod flood;
+mod inputs;
+mod streams;
