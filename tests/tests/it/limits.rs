@@ -4,6 +4,7 @@
 //! pages are bounded; a `ci` token cannot hold every engine slot; `demo` sagas only when
 //! enabled; the agent reads only its own environment.
 
+mod agent_env;
 mod flood;
 mod inputs;
 mod streams;
