@@ -173,7 +173,9 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         let url = self.coordinator_url.trim();
         if url.is_empty() {
-            bail!("coordinator_url is required (or --coordinator-url, BERTH_AGENT_COORDINATOR_URL)");
+            bail!(
+                "coordinator_url is required (or --coordinator-url, BERTH_AGENT_COORDINATOR_URL)"
+            );
         }
         for (what, url) in std::iter::once(("coordinator_url", url)).chain(
             self.coordinator_replicas

@@ -210,8 +210,7 @@ impl Config {
         if self.sagas.max_concurrent == 0 {
             bail!("sagas.max_concurrent must be at least 1");
         }
-        if self.sagas.ci_max_active == 0 || self.sagas.ci_max_active >= self.sagas.max_concurrent
-        {
+        if self.sagas.ci_max_active == 0 || self.sagas.ci_max_active >= self.sagas.max_concurrent {
             bail!(
                 "sagas.ci_max_active ({}) must be at least 1 and less than sagas.max_concurrent \
                  ({}), so CI tokens never hold every engine slot",

@@ -50,7 +50,10 @@ impl Default for LimitsConfig {
 impl LimitsConfig {
     pub fn check(&self) -> anyhow::Result<()> {
         for (name, value) in [
-            ("tls_handshake_timeout_secs", self.tls_handshake_timeout_secs),
+            (
+                "tls_handshake_timeout_secs",
+                self.tls_handshake_timeout_secs,
+            ),
             ("tcp_keepalive_secs", self.tcp_keepalive_secs),
             (
                 "max_streams_per_connection",
@@ -170,6 +173,9 @@ mod tests {
         assert!(e.contains("hello.capabilities") && e.contains("64"), "{e}");
         hello.capabilities = vec!["x".repeat(65)];
         let e = check_hello(&hello).unwrap_err().to_string();
-        assert!(e.contains("hello.capabilities") && e.contains("65 bytes"), "{e}");
+        assert!(
+            e.contains("hello.capabilities") && e.contains("65 bytes"),
+            "{e}"
+        );
     }
 }

@@ -252,17 +252,41 @@ mod tests {
     fn long_inputs_are_refused_naming_the_field_and_limit() {
         let err = |kind: &str, v: serde_json::Value| Task::parse(kind, &v).unwrap_err().to_string();
         let long = |n: usize| "a".repeat(n);
-        let e = err("warm_snapshot", json!({"app": "kc", "domain": "kc.example.org", "commit": long(129)}));
-        assert!(e.contains("commit is 129 bytes long; the limit is 128"), "{e}");
-        let e = err("warm_snapshot", json!({"app": "kc", "domain": "kc.example.org", "version": long(200)}));
+        let e = err(
+            "warm_snapshot",
+            json!({"app": "kc", "domain": "kc.example.org", "commit": long(129)}),
+        );
+        assert!(
+            e.contains("commit is 129 bytes long; the limit is 128"),
+            "{e}"
+        );
+        let e = err(
+            "warm_snapshot",
+            json!({"app": "kc", "domain": "kc.example.org", "version": long(200)}),
+        );
         assert!(e.contains("version") && e.contains("128"), "{e}");
         let e = err("warm_restore", json!({"app": "kc", "domain": long(300)}));
-        assert!(e.contains("domain is 300 bytes long; the limit is 253"), "{e}");
-        let e = err("archive_create", json!({"app": "kc", "labels": vec!["x"; 33]}));
+        assert!(
+            e.contains("domain is 300 bytes long; the limit is 253"),
+            "{e}"
+        );
+        let e = err(
+            "archive_create",
+            json!({"app": "kc", "labels": vec!["x"; 33]}),
+        );
         assert!(e.contains("labels has 33 entries; the limit is 32"), "{e}");
-        let e = err("archive_create", json!({"app": "kc", "labels": [long(257)]}));
-        assert!(e.contains("labels is 257 bytes long; the limit is 256"), "{e}");
-        let e = err("archive_create", json!({"app": "kc", "index_label": long(129)}));
+        let e = err(
+            "archive_create",
+            json!({"app": "kc", "labels": [long(257)]}),
+        );
+        assert!(
+            e.contains("labels is 257 bytes long; the limit is 256"),
+            "{e}"
+        );
+        let e = err(
+            "archive_create",
+            json!({"app": "kc", "index_label": long(129)}),
+        );
         assert!(e.contains("index_label") && e.contains("128"), "{e}");
     }
 

@@ -230,22 +230,22 @@ fn pool_options(backend: Backend) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .acquire_timeout(Duration::from_secs(5))
         .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        conn.execute("PRAGMA journal_mode=WAL").await?;
-                        conn.execute("PRAGMA busy_timeout=5000").await?;
-                        conn.execute("PRAGMA synchronous=NORMAL").await?;
-                        conn.execute("PRAGMA foreign_keys=ON").await?;
-                    } else {
-                        // No transaction here waits on anything but the database, so one idle
-                        // this long belongs to a frozen or dead process: end it and free its
-                        // row locks, or another coordinator could not take its sagas over.
-                        conn.execute("SET idle_in_transaction_session_timeout = 5000")
-                            .await?;
-                    }
-                    Ok(())
-                })
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    conn.execute("PRAGMA journal_mode=WAL").await?;
+                    conn.execute("PRAGMA busy_timeout=5000").await?;
+                    conn.execute("PRAGMA synchronous=NORMAL").await?;
+                    conn.execute("PRAGMA foreign_keys=ON").await?;
+                } else {
+                    // No transaction here waits on anything but the database, so one idle
+                    // this long belongs to a frozen or dead process: end it and free its
+                    // row locks, or another coordinator could not take its sagas over.
+                    conn.execute("SET idle_in_transaction_session_timeout = 5000")
+                        .await?;
+                }
+                Ok(())
             })
+        })
 }
 
 #[cfg(test)]

@@ -105,8 +105,10 @@ async fn the_agent_ignores_the_clis_environment_and_takes_its_own() {
     );
     c.wait_host(host_b, true, Duration::from_secs(30)).await;
     assert!(
-        !c.list_hosts().await.iter().any(|h| h.host_id == "config-host"
-            || h.host_id == "not-this-host"),
+        !c.list_hosts()
+            .await
+            .iter()
+            .any(|h| h.host_id == "config-host" || h.host_id == "not-this-host"),
         "no host under another id"
     );
 }

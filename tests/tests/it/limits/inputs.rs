@@ -47,7 +47,11 @@ async fn oversized_inputs_are_refused_naming_the_field_and_the_limit() {
     for (request, expected) in cases {
         let refused = warm.warm_snapshot(request).await.expect_err("refused");
         assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
-        assert!(refused.message().contains(expected), "{}", refused.message());
+        assert!(
+            refused.message().contains(expected),
+            "{}",
+            refused.message()
+        );
     }
 
     let mut sagas = c.sagas().await;
@@ -84,7 +88,11 @@ async fn oversized_inputs_are_refused_naming_the_field_and_the_limit() {
     for (request, expected) in cases {
         let refused = sagas.start_saga(request).await.expect_err("refused");
         assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
-        assert!(refused.message().contains(expected), "{}", refused.message());
+        assert!(
+            refused.message().contains(expected),
+            "{}",
+            refused.message()
+        );
     }
 }
 
@@ -128,7 +136,11 @@ async fn list_pages_are_capped_in_bytes_and_page_through_everything() {
             page.sagas.len()
         );
         for s in &page.sagas {
-            assert!(seen.insert(s.saga_id.clone()), "saga {} listed twice", s.saga_id);
+            assert!(
+                seen.insert(s.saga_id.clone()),
+                "saga {} listed twice",
+                s.saga_id
+            );
         }
         if page.next_page_token.is_empty() {
             break;

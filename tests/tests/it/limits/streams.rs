@@ -69,7 +69,9 @@ async fn a_token_may_hold_only_so_many_watch_streams() {
     };
     let first = watch(ci.clone()).await.expect("first watch");
     let _second = watch(ci.clone()).await.expect("second watch");
-    let refused = watch(ci.clone()).await.expect_err("a third watch is refused");
+    let refused = watch(ci.clone())
+        .await
+        .expect_err("a third watch is refused");
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     assert!(
         refused.message().contains("max_watches_per_token = 2"),
@@ -77,7 +79,9 @@ async fn a_token_may_hold_only_so_many_watch_streams() {
         refused.message()
     );
     // Another token has its own share.
-    let _other = watch(c.admin_token.clone()).await.expect("another token watches");
+    let _other = watch(c.admin_token.clone())
+        .await
+        .expect("another token watches");
     // A closed stream gives its slot back.
     drop(first);
     eventually(Duration::from_secs(10), "the slot to come back", || async {
@@ -112,7 +116,8 @@ async fn an_unknown_token_repeated_costs_at_most_a_couple_of_lookups() {
         .unwrap()
         .port();
     let extra = format!("metrics_listen = \"127.0.0.1:{port}\"");
-    let p = CoordinatorProcess::start_with("negative", &db.url, SagaTiming::default(), &extra).await;
+    let p =
+        CoordinatorProcess::start_with("negative", &db.url, SagaTiming::default(), &extra).await;
     let unknown = format!("berth_{}", "ab".repeat(32));
     let mut hosts = {
         let channel = tonic::transport::Endpoint::from_shared(p.url())
