@@ -85,9 +85,6 @@ pub struct SagaConfig {
     pub agent_offline_wait_secs: u64,
     /// Register the `demo` saga kind (test steps: sleep, fail, record …). Off in production.
     pub demo: bool,
-    /// Sagas a `ci` token may have active (pending, running, waiting) at once; further
-    /// starts are refused with `RESOURCE_EXHAUSTED`, so CI cannot hold every engine slot.
-    pub ci_max_active: usize,
 }
 
 impl Default for SagaConfig {
@@ -100,7 +97,6 @@ impl Default for SagaConfig {
             max_reclaims: 5,
             agent_offline_wait_secs: 15 * 60,
             demo: false,
-            ci_max_active: 8,
         }
     }
 }
@@ -209,14 +205,6 @@ impl Config {
         }
         if self.sagas.max_concurrent == 0 {
             bail!("sagas.max_concurrent must be at least 1");
-        }
-        if self.sagas.ci_max_active == 0 || self.sagas.ci_max_active >= self.sagas.max_concurrent {
-            bail!(
-                "sagas.ci_max_active ({}) must be at least 1 and less than sagas.max_concurrent \
-                 ({}), so CI tokens never hold every engine slot",
-                self.sagas.ci_max_active,
-                self.sagas.max_concurrent
-            );
         }
         self.limits.check()?;
         if let Some(d) = &self.digitalocean {

@@ -33,9 +33,6 @@ pub enum ApiError {
     /// A value or a caller over one of the coordinator's limits.
     #[error(transparent)]
     Limit(#[from] LimitError),
-    /// The caller already holds its share (of engine slots, of running sagas).
-    #[error("{0}")]
-    ResourceExhausted(String),
 }
 
 impl From<berth_shared::NameError> for ApiError {
@@ -111,7 +108,6 @@ impl From<ApiError> for Status {
                 }
                 LimitError::Watches { .. } => Status::resource_exhausted(e.to_string()),
             },
-            ApiError::ResourceExhausted(m) => Status::resource_exhausted(m),
             ApiError::Hub(h) => {
                 let code = match h {
                     HubError::NotConnected { .. } => Code::FailedPrecondition,
