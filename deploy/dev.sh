@@ -26,6 +26,10 @@ insecure_plaintext = true
 heartbeat_interval_secs = 2
 heartbeat_timeout_secs = 6
 
+[sagas]
+# The demo saga kind (`berth sagas start demo …`), for trying the engine out.
+demo = true
+
 [archive]
 # The agent below writes here too: a local folder stands in for Spaces or S3.
 store_url = "file://$DIR/archives"

@@ -173,7 +173,9 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         let url = self.coordinator_url.trim();
         if url.is_empty() {
-            bail!("coordinator_url is required (or --coordinator-url, BERTH_COORDINATOR_URL)");
+            bail!(
+                "coordinator_url is required (or --coordinator-url, BERTH_AGENT_COORDINATOR_URL)"
+            );
         }
         for (what, url) in std::iter::once(("coordinator_url", url)).chain(
             self.coordinator_replicas
@@ -201,7 +203,7 @@ impl Config {
             bail!("[tls] client_cert_file and client_key_file must be set together");
         }
         if self.token_file.as_os_str().is_empty() {
-            bail!("token_file is required (or --token-file, BERTH_TOKEN_FILE)");
+            bail!("token_file is required (or --token-file, BERTH_AGENT_TOKEN_FILE)");
         }
         if let Some(id) = &self.host_id {
             HostId::new(id.as_str()).context("host_id")?;

@@ -25,14 +25,15 @@ struct Args {
         global = true
     )]
     config: PathBuf,
-    /// Overrides `coordinator_url`.
-    #[arg(long, env = "BERTH_COORDINATOR_URL")]
+    /// Overrides `coordinator_url`. The agent's variables all start `BERTH_AGENT_`, so an
+    /// agent started in a shell set up for the `berth` CLI does not take the CLI's values.
+    #[arg(long, env = "BERTH_AGENT_COORDINATOR_URL")]
     coordinator_url: Option<String>,
     /// Overrides `token_file`.
-    #[arg(long, env = "BERTH_TOKEN_FILE")]
+    #[arg(long, env = "BERTH_AGENT_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// Overrides `host_id`.
-    #[arg(long, env = "BERTH_HOST_ID", global = true)]
+    #[arg(long, env = "BERTH_AGENT_HOST_ID", global = true)]
     host_id: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,

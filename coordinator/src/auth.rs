@@ -133,11 +133,19 @@ pub enum AuthError {
 #[derive(Clone, Debug)]
 pub struct Tokens {
     store: Store,
+    /// Hashes that matched no live token lately: answered without a lookup.
+    unknown: crate::limits::UnknownTokens,
 }
 
 impl Tokens {
     pub fn new(store: Store) -> Self {
-        Self { store }
+        let unknown = crate::limits::LimitsConfig::default().unknown_tokens();
+        Self { store, unknown }
+    }
+
+    /// Remembers unknown tokens in `unknown` (see `[limits]`).
+    pub fn with_unknown_cache(self, unknown: crate::limits::UnknownTokens) -> Self {
+        Self { unknown, ..self }
     }
 
     /// Creates a token and returns its record and its plaintext, which is never stored.
@@ -173,9 +181,25 @@ impl Tokens {
     /// The caller behind a bearer token, if the token is live.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
         let now = unix_ms(SystemTime::now());
-        let hash = hash_token(token.trim());
+        let token = token.trim();
+        // Not a token this coordinator could have issued, or one found unknown lately: no
+        // lookup, so a flood of made-up tokens costs the database nothing.
+        if !well_formed(token) {
+            return Err(AuthError::Invalid);
+        }
+        let hash = hash_token(token);
+        if self.unknown.contains(&hash) {
+            metrics::counter!("berth_token_unknown_cached_total").increment(1);
+            return Err(AuthError::Invalid);
+        }
+        metrics::counter!("berth_token_queries_total").increment(1);
         let Some(record) = self.store.find_live_token(&hash, now).await? else {
-            return Err(self.why_not_live(&hash, now).await?);
+            metrics::counter!("berth_token_queries_total").increment(1);
+            let why = self.why_not_live(&hash, now).await?;
+            if matches!(why, AuthError::Invalid) {
+                self.unknown.insert(&hash);
+            }
+            return Err(why);
         };
         let role = record
             .role
@@ -244,6 +268,13 @@ impl Tokens {
         }
         Ok(Some(principal))
     }
+}
+
+/// Whether `token` has the shape of one [`new_secret`] makes: `berth_` and 64 hex digits.
+fn well_formed(token: &str) -> bool {
+    token
+        .strip_prefix(TOKEN_PREFIX)
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// A fresh token: its id and its plaintext (`berth_` and 64 hex digits).
@@ -370,6 +401,14 @@ mod tests {
         );
         assert_eq!(policy("/grpc.health.v1.Health/Check"), Access::Public);
         assert_eq!(policy("/berth.v1.Nope/Nope"), Access::Unknown);
+    }
+
+    #[test]
+    fn only_well_formed_tokens_are_looked_up() {
+        assert!(well_formed(&new_secret().1));
+        assert!(!well_formed("berth_abc"));
+        assert!(!well_formed(&format!("berth_{}", "g".repeat(64))));
+        assert!(!well_formed(&"a".repeat(70)));
     }
 
     #[test]

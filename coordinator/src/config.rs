@@ -60,6 +60,9 @@ pub struct Config {
     /// When the inventory is synced from DigitalOcean and drift detected (`[inventory]`).
     #[serde(default)]
     pub inventory: crate::drift::InventoryConfig,
+    /// What one caller or connection may take (`[limits]`).
+    #[serde(default)]
+    pub limits: crate::limits::LimitsConfig,
 }
 
 /// The saga engine's settings.
@@ -80,6 +83,8 @@ pub struct SagaConfig {
     /// How long a step that runs on an agent waits for its host to come back online (a
     /// reboot, a network outage) before it fails, in seconds.
     pub agent_offline_wait_secs: u64,
+    /// Register the `demo` saga kind (test steps: sleep, fail, record …). Off in production.
+    pub demo: bool,
 }
 
 impl Default for SagaConfig {
@@ -91,6 +96,7 @@ impl Default for SagaConfig {
             max_concurrent: 32,
             max_reclaims: 5,
             agent_offline_wait_secs: 15 * 60,
+            demo: false,
         }
     }
 }
@@ -200,6 +206,7 @@ impl Config {
         if self.sagas.max_concurrent == 0 {
             bail!("sagas.max_concurrent must be at least 1");
         }
+        self.limits.check()?;
         if let Some(d) = &self.digitalocean {
             d.check()?;
         }

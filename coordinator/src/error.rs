@@ -5,6 +5,7 @@ use tonic::{Code, Status};
 use crate::archive::{CatalogError, CatalogErrorKind};
 use crate::auth::AuthError;
 use crate::hub::HubError;
+use crate::limits::LimitError;
 use crate::store::StoreError;
 
 /// What an API call can fail with, by kind.
@@ -29,6 +30,9 @@ pub enum ApiError {
     Auth(#[from] AuthError),
     #[error(transparent)]
     Archive(#[from] CatalogError),
+    /// A value or a caller over one of the coordinator's limits.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
 }
 
 impl From<berth_shared::NameError> for ApiError {
@@ -98,6 +102,12 @@ impl From<ApiError> for Status {
             ApiError::Store(s) => status_of_store(&s),
             ApiError::Auth(a) => status_of_auth(a),
             ApiError::Archive(e) => status_of_archive(&e),
+            ApiError::Limit(e) => match e {
+                LimitError::TooLong { .. } | LimitError::TooMany { .. } => {
+                    Status::invalid_argument(e.to_string())
+                }
+                LimitError::Watches { .. } => Status::resource_exhausted(e.to_string()),
+            },
             ApiError::Hub(h) => {
                 let code = match h {
                     HubError::NotConnected { .. } => Code::FailedPrecondition,

@@ -9,6 +9,7 @@ pub mod drift;
 pub mod droplet;
 pub mod error;
 pub mod hub;
+pub mod limits;
 pub mod saga;
 pub mod server;
 pub mod service;

@@ -17,6 +17,7 @@ use crate::digitalocean::HttpDoApi;
 use crate::drift::Inventory;
 use crate::droplet::Cloud;
 use crate::hub::Hub;
+use crate::limits::WatchSlots;
 use crate::saga::{AgentTaskSettings, Deps, Engine, EngineConfig, Registry};
 use crate::service::agent_link::AgentLinkService;
 use crate::service::archives::ArchivesService;
@@ -105,7 +106,9 @@ fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, StartError> {
         read("tls.cert_file", &tls.cert_file)?,
         read("tls.key_file", &tls.key_file)?,
     );
-    let mut server = ServerTlsConfig::new().identity(identity);
+    let mut server = ServerTlsConfig::new()
+        .identity(identity)
+        .timeout(config.limits.tls_handshake_timeout());
     if let Some(ca) = &tls.client_ca_file {
         server = server
             .client_ca_root(Certificate::from_pem(read("tls.client_ca_file", ca)?))
@@ -137,7 +140,7 @@ pub async fn run(
     let tls = tls_config(&config)?;
     let instance_id = instance_id(&config);
     let hub = Hub::new(store.clone());
-    let tokens = Tokens::new(store.clone());
+    let tokens = Tokens::new(store.clone()).with_unknown_cache(config.limits.unknown_tokens());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -190,6 +193,9 @@ pub async fn run(
             .map_err(|e| StartError::Config(format!("[archive]: {:#}", anyhow::Error::new(e))))?,
     );
     let mut registry = Registry::builtin();
+    if config.sagas.demo {
+        registry.enable_demo();
+    }
     crate::droplet::register(&mut registry);
     let engine = Engine::new(
         store.clone(),
@@ -233,6 +239,8 @@ pub async fn run(
     let sagas = SagasService {
         engine: engine.clone(),
         shutdown: shutdown.clone(),
+        watches: WatchSlots::new(config.limits.max_watches_per_token),
+        page_max_bytes: config.limits.list_page_max_bytes,
     };
     let inventory = Inventory::new(
         store.clone(),
@@ -245,9 +253,12 @@ pub async fn run(
         inventory: inventory.clone(),
     };
 
+    // Limits per connection: HTTP/2 streams (clients queue beyond it), TCP keepalive, and
+    // the TLS handshake timeout set in `tls_config`.
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(config.limits.max_streams_per_connection);
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
@@ -282,7 +293,9 @@ pub async fn run(
     let inventory_task = tokio::spawn(inventory.run(shutdown.clone()));
     let sweep_task = tokio::spawn(sweeper.run(shutdown.clone()));
     ready();
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(config.limits.tcp_keepalive()));
     let served = router
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
         .await;

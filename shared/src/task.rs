@@ -11,6 +11,23 @@ use crate::{AppName, StackName};
 /// Longest wait for a stack to be undeployed that a task may ask for, in seconds.
 pub const MAX_WAIT_UNDEPLOYED_SECS: u64 = 3600;
 
+/// Longest domain (DNS's limit), commit and version a task may carry, in bytes.
+pub const MAX_DOMAIN: usize = 253;
+pub const MAX_COMMIT: usize = 128;
+pub const MAX_VERSION: usize = 128;
+/// Most labels one archive may carry, the longest label and the longest index label.
+pub const MAX_LABELS: usize = 32;
+pub const MAX_LABEL: usize = 256;
+pub const MAX_INDEX_LABEL: usize = 128;
+
+/// `Err` naming `field` and the limit when `value` is longer than `max` bytes.
+fn bounded(field: &str, value: &str, max: usize) -> Result<(), String> {
+    match value.len() {
+        len if len > max => Err(format!("{field} is {len} bytes long; the limit is {max}")),
+        _ => Ok(()),
+    }
+}
+
 /// A unit of agent work.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -190,20 +207,40 @@ impl Task {
         };
         match self {
             Task::WarmSnapshot(t) => {
+                bounded("domain", &t.domain, MAX_DOMAIN)?;
+                bounded("commit", t.commit.as_deref().unwrap_or(""), MAX_COMMIT)?;
+                bounded("version", t.version.as_deref().unwrap_or(""), MAX_VERSION)?;
                 warm_target(&t.domain, &t.stack)?;
                 wait(t.wait_undeployed_secs)
             }
             Task::WarmRestore(t) => {
+                bounded("domain", &t.domain, MAX_DOMAIN)?;
                 warm_target(&t.domain, &t.stack)?;
                 wait(t.wait_undeployed_secs)
             }
-            Task::ArchiveCreate(t) => match t.zstd_level {
-                Some(level) if !(1..=19).contains(&level) => {
-                    Err(format!("zstd_level {level} is out of range; use 1 to 19"))
+            Task::ArchiveCreate(t) => {
+                if t.labels.len() > MAX_LABELS {
+                    return Err(format!(
+                        "labels has {} entries; the limit is {MAX_LABELS}",
+                        t.labels.len()
+                    ));
                 }
-                _ => Ok(()),
-            },
+                for label in &t.labels {
+                    bounded("labels", label, MAX_LABEL)?;
+                }
+                bounded("index_label", &t.index_label, MAX_INDEX_LABEL)?;
+                Task::check_zstd(t)
+            }
             Task::ArchiveRestore(_) => Ok(()),
+        }
+    }
+
+    fn check_zstd(t: &ArchiveCreate) -> Result<(), String> {
+        match t.zstd_level {
+            Some(level) if !(1..=19).contains(&level) => {
+                Err(format!("zstd_level {level} is out of range; use 1 to 19"))
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -228,6 +265,48 @@ mod tests {
         )
         .unwrap();
         assert_eq!(Task::from_json("warm_restore", &w.to_json()).unwrap(), w);
+    }
+
+    #[test]
+    fn long_inputs_are_refused_naming_the_field_and_limit() {
+        let err = |kind: &str, v: serde_json::Value| Task::parse(kind, &v).unwrap_err().to_string();
+        let long = |n: usize| "a".repeat(n);
+        let e = err(
+            "warm_snapshot",
+            json!({"app": "kc", "domain": "kc.example.org", "commit": long(129)}),
+        );
+        assert!(
+            e.contains("commit is 129 bytes long; the limit is 128"),
+            "{e}"
+        );
+        let e = err(
+            "warm_snapshot",
+            json!({"app": "kc", "domain": "kc.example.org", "version": long(200)}),
+        );
+        assert!(e.contains("version") && e.contains("128"), "{e}");
+        let e = err("warm_restore", json!({"app": "kc", "domain": long(300)}));
+        assert!(
+            e.contains("domain is 300 bytes long; the limit is 253"),
+            "{e}"
+        );
+        let e = err(
+            "archive_create",
+            json!({"app": "kc", "labels": vec!["x"; 33]}),
+        );
+        assert!(e.contains("labels has 33 entries; the limit is 32"), "{e}");
+        let e = err(
+            "archive_create",
+            json!({"app": "kc", "labels": [long(257)]}),
+        );
+        assert!(
+            e.contains("labels is 257 bytes long; the limit is 256"),
+            "{e}"
+        );
+        let e = err(
+            "archive_create",
+            json!({"app": "kc", "index_label": long(129)}),
+        );
+        assert!(e.contains("index_label") && e.contains("128"), "{e}");
     }
 
     #[test]

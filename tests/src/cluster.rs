@@ -89,6 +89,8 @@ impl TestCoordinator {
         config.sagas.lease_ms = 3_000;
         config.sagas.renew_ms = 500;
         config.sagas.poll_interval_ms = 50;
+        // Tests start `demo` sagas; a coordinator only runs them when told to.
+        config.sagas.demo = true;
         tweak(&mut config);
         let store = Store::open(&db.url).await.expect("open store");
         let (admin_token, _) = issue(&store, Role::Admin, None).await;

@@ -72,7 +72,7 @@ impl CoordinatorProcess {
                 "listen = \"127.0.0.1:{port}\"\ninsecure_plaintext = true\ninstance_id = \"{name}\"\n\
                  data_dir = \"{data}\"\ndatabase_url = \"{database_url}\"\n{extra}\n\n[sagas]\n\
                  lease_ms = {lease}\nrenew_ms = {renew}\npoll_interval_ms = 50\nmax_reclaims = {reclaims}\n\
-                 agent_offline_wait_secs = {offline}\n",
+                 agent_offline_wait_secs = {offline}\ndemo = true\n",
                 data = dir.path().join("data").display(),
                 lease = timing.lease_ms,
                 renew = timing.renew_ms,

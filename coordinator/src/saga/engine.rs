@@ -128,6 +128,7 @@ impl Engine {
         inputs: &str,
         key: Option<&str>,
     ) -> Result<(String, bool), StartError> {
+        check_start_sizes(kind, inputs, key)?;
         let (value, steps) = self.registry.build(kind, inputs)?;
         if steps.iter().any(|s| s.runs_on_agent())
             && let Some(host_id) = value["host_id"].as_str()
@@ -868,6 +869,30 @@ impl Engine {
                 .increment(1);
             return Ok(Outcome::Final);
         }
+    }
+}
+
+/// Longest saga kind, idempotency key and inputs (JSON) a start may carry, in bytes. The
+/// inputs' own fields have tighter limits, checked by each kind.
+pub const MAX_KIND: usize = 64;
+pub const MAX_KEY: usize = 256;
+pub const MAX_INPUTS: usize = 128 * 1024;
+
+fn check_start_sizes(kind: &str, inputs: &str, key: Option<&str>) -> Result<(), StartError> {
+    let over = |field: &str, len: usize, max: usize| {
+        (len > max).then(|| {
+            StartError::Kind(KindError::Invalid {
+                kind: kind.chars().take(MAX_KIND).collect(),
+                message: format!("{field} is {len} bytes long; the limit is {max}"),
+            })
+        })
+    };
+    match over("kind", kind.len(), MAX_KIND)
+        .or_else(|| over("inputs_json", inputs.len(), MAX_INPUTS))
+        .or_else(|| over("idempotency_key", key.map_or(0, str::len), MAX_KEY))
+    {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 

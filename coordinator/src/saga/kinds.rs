@@ -39,12 +39,17 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// The kinds built into this build.
+    /// The kinds built into this build, without `demo` (see [`Registry::enable_demo`]).
     pub fn builtin() -> Registry {
         let mut r = Registry::default();
-        r.register("demo", build_demo);
         super::agent_kinds::register(&mut r);
         r
+    }
+
+    /// Registers the `demo` kind, whose steps sleep, fail and record on request: for tests
+    /// and demos only (`[sagas] demo = true`).
+    pub fn enable_demo(&mut self) {
+        self.register("demo", build_demo);
     }
 
     pub fn register(&mut self, kind: &'static str, build: BuildSteps) {
@@ -241,8 +246,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn demo_is_registered_only_when_enabled() {
+        let err = Registry::builtin()
+            .build("demo", r#"{"steps":[{"step":"noop"}]}"#)
+            .err()
+            .unwrap();
+        assert!(matches!(err, KindError::Unknown { .. }), "{err}");
+    }
+
+    #[test]
     fn demo_inputs_are_checked_precisely() {
-        let r = Registry::builtin();
+        let mut r = Registry::builtin();
+        r.enable_demo();
         let (_, steps) = r
             .build(
                 "demo",

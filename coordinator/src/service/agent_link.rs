@@ -61,6 +61,7 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
                 ));
             }
         };
+        crate::limits::check_hello(&hello).map_err(crate::error::ApiError::from)?;
         let host_id = HostId::new(hello.host_id.clone())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if caller.host_id.as_deref() != Some(host_id.as_str()) {

@@ -16,6 +16,10 @@ pub struct SagasService {
     pub engine: Engine,
     /// Ends open watch streams so a graceful shutdown does not wait for them.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Open `WatchSaga` streams per token, capped (`[limits] max_watches_per_token`).
+    pub watches: crate::limits::WatchSlots,
+    /// A `ListSagas` page stops before its encoded size passes this (`[limits]`).
+    pub page_max_bytes: usize,
 }
 
 /// How often `watch` looks for new events.
@@ -230,10 +234,22 @@ impl pb::saga_service_server::SagaService for SagasService {
         } else {
             String::new()
         };
-        let mut sagas = Vec::with_capacity(rows.len());
+        // Capped in bytes as well as rows: a page ends before the saga that would take it
+        // past `page_max_bytes` (a page always holds at least one saga), and the next page
+        // starts at that saga.
+        let mut sagas: Vec<pb::Saga> = Vec::with_capacity(rows.len());
+        let mut bytes = 0;
+        let mut next_page_token = next_page_token;
         for row in rows {
             let steps = store.get_steps(&row.id).await.map_err(ApiError::from)?;
-            sagas.push(saga_pb(row, steps));
+            let saga = saga_pb(row, steps);
+            let size = prost::Message::encoded_len(&saga) + 8;
+            if !sagas.is_empty() && bytes + size > self.page_max_bytes {
+                next_page_token = sagas.last().map(|s| s.saga_id.clone()).unwrap_or_default();
+                break;
+            }
+            bytes += size;
+            sagas.push(saga);
         }
         Ok(Response::new(pb::ListSagasResponse {
             sagas,
@@ -245,13 +261,20 @@ impl pb::saga_service_server::SagaService for SagasService {
         &self,
         req: Request<pb::WatchSagaRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let caller = super::principal(&req)?;
         let r = req.into_inner();
         let id = saga_id(&r.saga_id)?;
+        let slot = self
+            .watches
+            .acquire(&caller.token_id)
+            .map_err(ApiError::from)?;
         let store = self.engine.store().clone();
         store.get_saga(&id).await.map_err(ApiError::from)?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
+            // Held until this task ends, whichever way: the stream's slot for its token.
+            let _slot = slot;
             let mut after = r.after_seq as i64;
             loop {
                 let events = match store.events_after(&id, after, 500).await {

@@ -98,6 +98,8 @@ impl From<sqlx::Error> for StoreError {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// The saga engine's own connections: lease renewals and fenced writes.
+    engine_pool: AnyPool,
     backend: Backend,
     /// The URL, for the PostgreSQL listener only; never printed (it may hold a password).
     url: std::sync::Arc<str>,
@@ -158,31 +160,21 @@ impl Store {
             .await
             .map_err(connect_err)?;
         sqlx::Connection::close(probe).await.map_err(connect_err)?;
-        let pool = AnyPoolOptions::new()
+        let pool = pool_options(backend)
             .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
-            .acquire_timeout(Duration::from_secs(5))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        conn.execute("PRAGMA journal_mode=WAL").await?;
-                        conn.execute("PRAGMA busy_timeout=5000").await?;
-                        conn.execute("PRAGMA synchronous=NORMAL").await?;
-                        conn.execute("PRAGMA foreign_keys=ON").await?;
-                    } else {
-                        // No transaction here waits on anything but the database, so one idle
-                        // this long belongs to a frozen or dead process: end it and free its
-                        // row locks, or another coordinator could not take its sagas over.
-                        conn.execute("SET idle_in_transaction_session_timeout = 5000")
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
+            .connect_with(options.clone())
+            .await
+            .map_err(connect_err)?;
+        // The saga engine's own connections: lease renewals and fenced writes never queue
+        // behind API traffic (a flood of calls could otherwise delay a renewal past its lease).
+        let engine_pool = pool_options(backend)
+            .max_connections(ENGINE_CONNECTIONS)
             .connect_with(options)
             .await
             .map_err(connect_err)?;
         let store = Store {
             pool,
+            engine_pool,
             backend,
             url: url.into(),
             signals: signal::Signals::default(),
@@ -216,11 +208,44 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.engine_pool.close().await;
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
+
+    /// The engine's pool, for lease renewals and fenced writes only: API traffic never
+    /// takes these connections, so a renewal waits for at most the engine's own writes.
+    pub(crate) fn engine_pool(&self) -> &AnyPool {
+        &self.engine_pool
+    }
+}
+
+/// Connections the saga engine keeps for itself (see [`Store::engine_pool`]).
+const ENGINE_CONNECTIONS: u32 = 3;
+
+/// Pool settings shared by the API's pool and the engine's: per-connection setup, timeouts.
+fn pool_options(backend: Backend) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(5))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    conn.execute("PRAGMA journal_mode=WAL").await?;
+                    conn.execute("PRAGMA busy_timeout=5000").await?;
+                    conn.execute("PRAGMA synchronous=NORMAL").await?;
+                    conn.execute("PRAGMA foreign_keys=ON").await?;
+                } else {
+                    // No transaction here waits on anything but the database, so one idle
+                    // this long belongs to a frozen or dead process: end it and free its
+                    // row locks, or another coordinator could not take its sagas over.
+                    conn.execute("SET idle_in_transaction_session_timeout = 5000")
+                        .await?;
+                }
+                Ok(())
+            })
+        })
 }
 
 #[cfg(test)]

@@ -297,7 +297,7 @@ impl Store {
         .bind(&f.saga_id)
         .bind(&f.owner_id)
         .bind(f.epoch)
-        .fetch_optional(self.pool())
+        .fetch_optional(self.engine_pool())
         .await?;
         Ok(match row {
             Some(r) => Some(
@@ -315,7 +315,7 @@ impl Store {
         f: &Fence,
         now_ms: i64,
     ) -> Result<(Transaction<'_, Any>, bool), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.engine_pool().begin().await?;
         let held = sqlx::query(
             "UPDATE saga_runs SET updated_at_ms = $1, lease_expires_at_ms = $2 \
              WHERE id = $3 AND owner_id = $4 AND epoch = $5 RETURNING cancel_requested_at_ms",

@@ -193,7 +193,11 @@ async fn engines(db: &TestDb, n: usize, shutdown: &CancellationToken) -> Store {
         config.renew_every = Duration::from_secs(1);
         let engine = Engine::new(
             store.clone(),
-            Registry::builtin(),
+            {
+                let mut registry = Registry::builtin();
+                registry.enable_demo();
+                registry
+            },
             Deps {
                 store: store.clone(),
                 hub: Hub::default(),

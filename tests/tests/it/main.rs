@@ -14,6 +14,7 @@ mod droplets;
 mod failover;
 mod fencing;
 mod hosts;
+mod limits;
 mod metrics;
 mod saga_crash;
 mod sagas;
