@@ -19,6 +19,8 @@ use crate::process::{AgentProcess, CoordinatorProcess, SagaTiming};
 pub const ACTIVE: [&str; 3] = ["pending", "running", "compensating"];
 
 pub struct Fleet {
+    /// One fleet (or other heavy test) at a time on this machine.
+    _heavy: tokio::sync::OwnedMutexGuard<()>,
     pub db: TestDb,
     /// A pool on the fleet's database, for reading tables directly.
     pub pool: sqlx::AnyPool,
@@ -33,6 +35,7 @@ impl Fleet {
     /// Starts `coordinators` replicas and `agents` agents (hosts `host-0`, `host-1`, …);
     /// agent `i` dials replica `i % coordinators` first. Waits until every host is online.
     pub async fn start(coordinators: usize, agents: usize, timing: SagaTiming) -> Fleet {
+        let heavy = crate::heavy().await;
         let db = TestDb::postgres().await;
         let store = Store::open(&db.url).await.expect("open store");
         let tokens = Tokens::new(store.clone());
@@ -71,6 +74,7 @@ impl Fleet {
         }
         let pool = db.raw_pool().await;
         let fleet = Fleet {
+            _heavy: heavy,
             db,
             pool,
             store,

@@ -20,3 +20,12 @@ pub mod s3;
 pub use cluster::{TestAgent, TestCoordinator, eventually};
 pub use db::{DbKind, TestDb};
 pub use pki::Pki;
+
+/// Held by tests that load the whole machine (fleets of processes, floods, chaos) or whose
+/// assertions are bounds in time, so they do not run at the same time as each other on a
+/// two-core runner. Other tests still run beside them.
+pub async fn heavy() -> tokio::sync::OwnedMutexGuard<()> {
+    static HEAVY: std::sync::LazyLock<std::sync::Arc<tokio::sync::Mutex<()>>> =
+        std::sync::LazyLock::new(Default::default);
+    HEAVY.clone().lock_owned().await
+}

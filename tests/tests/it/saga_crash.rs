@@ -340,6 +340,7 @@ fn chaos_steps(rng: &mut Rng) -> Value {
 
 #[tokio::test]
 async fn chaos_two_hundred_sagas_while_coordinators_are_killed_at_random() {
+    let _heavy = berth_tests::heavy().await;
     let seed: u64 = std::env::var("BERTH_CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -48,6 +48,7 @@ async fn flood_round(channel: tonic::transport::Channel) {
 }
 
 async fn flood_while_sagas_run(db: TestDb) {
+    let _heavy = berth_tests::heavy().await;
     let c = TestCoordinator::start_with(&db, None, |config| {
         // Short leases: a renewal delayed past ~1.6 s loses the saga to a reclaim.
         config.sagas.lease_ms = 2_000;
