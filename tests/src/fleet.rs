@@ -35,6 +35,17 @@ impl Fleet {
     /// Starts `coordinators` replicas and `agents` agents (hosts `host-0`, `host-1`, …);
     /// agent `i` dials replica `i % coordinators` first. Waits until every host is online.
     pub async fn start(coordinators: usize, agents: usize, timing: SagaTiming) -> Fleet {
+        Self::start_with_archive(coordinators, agents, timing, None).await
+    }
+
+    /// Like `start`, with every party's `[archive]` table body given (e.g.
+    /// `S3Server::archive_toml`) instead of the shared `file://` folder.
+    pub async fn start_with_archive(
+        coordinators: usize,
+        agents: usize,
+        timing: SagaTiming,
+        archive_toml: Option<String>,
+    ) -> Fleet {
         let heavy = crate::heavy().await;
         let db = TestDb::postgres().await;
         let store = Store::open(&db.url).await.expect("open store");
@@ -44,9 +55,11 @@ impl Fleet {
             .await
             .expect("admin token");
         let archives = tempfile::tempdir().expect("temp dir");
-        let archive_url = format!("file://{}", archives.path().display());
+        let archive_toml = archive_toml.unwrap_or_else(|| {
+            format!("store_url = {:?}\n", format!("file://{}", archives.path().display()))
+        });
         let extra = format!(
-            "heartbeat_interval_secs = 1\nheartbeat_timeout_secs = 3\n\n[archive]\nstore_url = {archive_url:?}\n"
+            "heartbeat_interval_secs = 1\nheartbeat_timeout_secs = 3\n\n[archive]\n{archive_toml}"
         );
         let mut coords = Vec::new();
         for i in 0..coordinators {
@@ -70,7 +83,7 @@ impl Fleet {
                 .expect("agent token");
             let mut mine = urls.clone();
             mine.rotate_left(i % coordinators);
-            procs.push(AgentProcess::start(&host, &mine, &token, &archive_url));
+            procs.push(AgentProcess::start(&host, &mine, &token, &archive_toml));
         }
         let pool = db.raw_pool().await;
         let fleet = Fleet {

@@ -229,8 +229,9 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
-    /// Starts an agent for `host_id` with `token`, its archives in `archive_url`.
-    pub fn start(host_id: &str, urls: &[String], token: &str, archive_url: &str) -> AgentProcess {
+    /// Starts an agent for `host_id` with `token`; `archive_toml` is the body of its
+    /// `[archive]` table.
+    pub fn start(host_id: &str, urls: &[String], token: &str, archive_toml: &str) -> AgentProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let token_file = dir.path().join("agent.token");
         std::fs::write(&token_file, token).unwrap();
@@ -242,7 +243,7 @@ impl AgentProcess {
                 "coordinator_url = {first:?}\ncoordinator_replicas = [{replicas}]\n\
                  token_file = {token:?}\nhost_id = {host_id:?}\nstate_dir = {state:?}\n\
                  warm_root = {warm:?}\napps_root = {apps:?}\nreconnect_max_backoff_ms = 300\n\n\
-                 [archive]\nstore_url = {archive_url:?}\n",
+                 [archive]\n{archive_toml}",
                 first = urls[0],
                 replicas = replicas.join(", "),
                 token = token_file.display().to_string(),

@@ -88,6 +88,19 @@ impl S3Server {
         c
     }
 
+    /// The body of an `[archive]` table for this server (the same for agents and
+    /// coordinators), keys under `prefix`, for programs started as processes.
+    pub fn archive_toml(&self, prefix: &str) -> String {
+        format!(
+            "store_url = {url:?}\nendpoint = {endpoint:?}\naccess_key_id_file = {id:?}\n\
+             secret_access_key_file = {secret:?}\nmax_retries = 2\n",
+            url = Self::url(prefix),
+            endpoint = self.endpoint,
+            id = self.secrets.path().join("key-id").display().to_string(),
+            secret = self.secrets.path().join("secret").display().to_string(),
+        )
+    }
+
     /// A coordinator's `[archive]` for this server, keys under `prefix`.
     pub fn coordinator_config(&self, prefix: &str) -> berth_coordinator::archive::ArchiveConfig {
         let mut c = berth_coordinator::archive::ArchiveConfig::for_url(Self::url(prefix));

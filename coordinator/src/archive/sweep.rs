@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use berth_shared::archive::ArchiveKey;
+use berth_shared::archive::{ArchiveId, ArchiveKey};
 use berth_shared::time::unix_ms;
 use serde::Serialize;
 use serde_json::json;
@@ -101,6 +101,23 @@ impl Catalog {
             }
         }
         Ok(outcome)
+    }
+}
+
+impl Catalog {
+    /// Aborts every pending upload of archive `id` (its saga was cancelled: nothing of it may
+    /// stay billable). Returns how many were aborted.
+    pub async fn abort_uploads_of(&self, id: &ArchiveId) -> Result<usize, CatalogError> {
+        let mut aborted = 0;
+        for upload in self.bucket.uploads().await? {
+            if !ArchiveKey::parse(&upload.key).is_ok_and(|k| k.id() == id) {
+                continue;
+            }
+            self.bucket.abort_upload(&upload).await?;
+            tracing::info!(key = %upload.key, upload_id = %upload.upload_id, "aborted the upload of a cancelled archive");
+            aborted += 1;
+        }
+        Ok(aborted)
     }
 }
 

@@ -194,6 +194,23 @@ impl AgentStep {
     }
 }
 
+impl AgentStep {
+    /// After a cancel: an archive create leaves nothing billable, even when its agent is
+    /// away. Best effort: the agent aborts what it journaled when it is back, and the upload
+    /// sweep catches what both missed.
+    async fn abort_uploads(&self, ctx: &StepCtx, task: &Task) {
+        let (Task::ArchiveCreate(t), Some(catalog)) = (task, &ctx.deps.archives) else {
+            return;
+        };
+        let Some(id) = &t.uuid else { return };
+        match catalog.abort_uploads_of(id).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(saga_id = ctx.saga_id, aborted = n, "aborted the uploads of a cancelled archive"),
+            Err(e) => tracing::warn!(saga_id = ctx.saga_id, error = %e, "cannot abort the cancelled archive's uploads; the sweep will"),
+        }
+    }
+}
+
 fn outcome(row: &AgentTaskRow, cancelled: bool) -> Result<Value, StepError> {
     let error = row.error.clone().unwrap_or_default();
     match row.ok {
@@ -277,15 +294,22 @@ impl Step for AgentStep {
                 .ok_or_else(|| StepError::retryable("the step's agent task is gone"))?;
             if row.is_done() {
                 self.relay(ctx, &row, &mut w, true).await?;
-                return outcome(&row, w.cancelled_at.is_some());
+                let end = outcome(&row, w.cancelled_at.is_some());
+                if end.is_err() && w.cancelled_at.is_some() {
+                    self.abort_uploads(ctx, &task).await;
+                }
+                return end;
             }
             self.relay(ctx, &row, &mut w, false).await?;
+            // A cancelled task stops when its agent says so; an agent that is away cannot,
+            // so the step stops waiting (the agent is told when it is back).
             if let Some(at) = w.cancelled_at
-                && at.elapsed() >= CANCEL_GRACE
+                && (at.elapsed() >= CANCEL_GRACE || w.offline_since.is_some())
             {
                 store
                     .close_agent_task(ctx.fence(), ctx.step_index as i64, now_ms())
                     .await?;
+                self.abort_uploads(ctx, &task).await;
                 return Err(StepError::cancelled());
             }
             self.check_host(ctx, &host, &mut w).await?;

@@ -661,3 +661,52 @@ async fn an_agent_away_for_two_minutes_mid_archive_comes_back_and_the_saga_compl
             .is_file()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_cut_by_an_agent_kill_leaves_no_upload_once_cancelled_nor_after_a_restart() {
+    let s3 = berth_tests::s3::S3Server::start().await;
+    let fleet =
+        Fleet::start_with_archive(2, 1, SagaTiming::default(), Some(s3.archive_toml("fo"))).await;
+    let create = running_big_archive(&fleet, 96 << 20).await;
+    let mine = || async {
+        s3.uploads("fo")
+            .await
+            .into_iter()
+            .filter(|u| u.key.contains(&create))
+            .count()
+    };
+    eventually(LONG, "the archive's upload to start", || async {
+        (mine().await > 0).then_some(())
+    })
+    .await;
+    fleet.agents[0].kill9();
+    let saga = fleet.coordinators[0]
+        .sagas(&fleet.admin_token)
+        .await
+        .cancel_saga(pb::SagaIdRequest {
+            saga_id: create.clone(),
+            reason: "host is gone".into(),
+        })
+        .await
+        .expect("cancel")
+        .into_inner();
+    assert_eq!(saga.status, "cancelled", "{saga:?}");
+    assert_eq!(mine().await, 0, "no upload left pending once the saga ended");
+    fleet.agents[0].restart();
+    fleet.wait_online("host-0", LONG).await;
+    assert_eq!(mine().await, 0, "none after the agent is back either");
+    // The next create of the app succeeds.
+    std::fs::remove_file(fleet.agents[0].apps_root().join("big/big.bin")).unwrap();
+    fill(&fleet.agents[0].apps_root().join("big"), 5);
+    let again = fleet
+        .start_saga(0, "archive.create", &json!({"host_id": "host-0", "app": "big"}))
+        .await;
+    fleet.assert_completes(&again, LONG).await;
+    assert!(
+        s3.keys()
+            .await
+            .iter()
+            .any(|k| k.contains(&format!("big:{again}:"))),
+        "the next archive is stored"
+    );
+}
