@@ -256,12 +256,27 @@ pub async fn record_result(store: &Store, host_id: &str, r: pb::TaskResult) {
                 } else {
                     "task result for no open attempt (stale or already recorded)"
                 };
-                tracing::info!(host_id, saga_id, step = step_idx, epoch, attempt, ok, "{what}");
+                tracing::info!(
+                    host_id,
+                    saga_id,
+                    step = step_idx,
+                    epoch,
+                    attempt,
+                    ok,
+                    "{what}"
+                );
                 return;
             }
-            Err(e) => tracing::warn!(host_id, saga_id, error = %e, "cannot record a task result; retrying"),
+            Err(e) => {
+                tracing::warn!(host_id, saga_id, error = %e, "cannot record a task result; retrying")
+            }
         }
     }
     // Still open: the periodic resend asks the agent again, and it answers from its record.
-    tracing::warn!(host_id, saga_id, step = step_idx, "gave up recording a task result for now");
+    tracing::warn!(
+        host_id,
+        saga_id,
+        step = step_idx,
+        "gave up recording a task result for now"
+    );
 }
