@@ -173,6 +173,11 @@ impl pb::saga_service_server::SagaService for SagasService {
             ))
             .into());
         }
+        if r.kind == "warm.restore" {
+            let inputs: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&r.inputs_json).unwrap_or_default();
+            super::check_restore_scope(&caller, &inputs)?;
+        }
         let key = (!r.idempotency_key.is_empty()).then_some(r.idempotency_key.as_str());
         let (saga_id, existing) = self
             .engine

@@ -10,6 +10,7 @@ mod jobs;
 mod migrate;
 mod redact;
 mod sagas;
+mod secrets;
 mod signal;
 mod sql;
 mod tokens;
@@ -34,7 +35,7 @@ pub use sagas::{
     EventRow, Fence, NewEvent, NewSaga, SagaFilter, SagaRow, SagaWrite, StepRow, StepWrite,
 };
 pub use signal::Signal;
-pub use tokens::{NewToken, TokenRecord};
+pub use tokens::{NewToken, TokenRecord, TokenScope};
 
 /// Which database the store is talking to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
