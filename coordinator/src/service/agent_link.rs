@@ -1,6 +1,7 @@
 //! `AgentLink.Session`: the one stream each agent holds. Checks who the agent is, records the
 //! host, forwards heartbeats to the store, replies to the hub, delivers the host's agent tasks
-//! and writes back their progress and results.
+//! and writes back their progress and results. The agent's token is checked again on every
+//! heartbeat (and after two silent intervals): a revoked or expired token ends the session.
 
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
@@ -104,13 +105,19 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
         tokio::spawn(crate::hub::tasks::deliver(
             self.store.clone(),
             host_id.as_str().to_owned(),
+            caller.token_id.clone(),
             tx,
             session_over.clone(),
         ));
         let this = self.clone();
         tokio::spawn(async move {
-            this.read_inbound(host_id.as_str(), &session_id, inbound)
-                .await;
+            let session = Session {
+                host_id: host_id.as_str(),
+                session_id: &session_id,
+                token_id: &caller.token_id,
+                over: &session_over,
+            };
+            this.read_inbound(&session, inbound).await;
             session_over.cancel();
             this.hub.unregister(host_id.as_str(), &session_id);
             if let Err(e) = this
@@ -130,18 +137,41 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
     }
 }
 
+/// Who one session is for, as its reader needs it.
+struct Session<'a> {
+    host_id: &'a str,
+    session_id: &'a str,
+    /// The agent token that opened the session, re-checked while it lasts.
+    token_id: &'a str,
+    /// Cancelled when the session must end (task delivery found the token dead).
+    over: &'a CancellationToken,
+}
+
 impl AgentLinkService {
-    async fn read_inbound(
-        &self,
-        host_id: &str,
-        session_id: &str,
-        mut inbound: Streaming<pb::AgentMessage>,
-    ) {
+    async fn read_inbound(&self, session: &Session<'_>, mut inbound: Streaming<pb::AgentMessage>) {
         use pb::agent_message::Msg;
+        let Session {
+            host_id,
+            session_id,
+            token_id,
+            ..
+        } = *session;
+        // A silent agent's token is checked after two intervals without a heartbeat.
+        let silence = Duration::from_secs(u64::from(self.heartbeat_interval_secs.max(1)) * 2);
+        let quiet = tokio::time::sleep(silence);
+        tokio::pin!(quiet);
         loop {
             let msg = tokio::select! {
                 m = inbound.next() => m,
                 _ = self.shutdown.cancelled() => return,
+                _ = session.over.cancelled() => return,
+                () = &mut quiet => {
+                    if !tasks::token_live(&self.store, host_id, token_id).await {
+                        return;
+                    }
+                    quiet.as_mut().reset(tokio::time::Instant::now() + silence);
+                    continue;
+                }
             };
             let msg = match msg {
                 Some(Ok(pb::AgentMessage { msg: Some(m) })) => m,
@@ -154,6 +184,10 @@ impl AgentLinkService {
             };
             match msg {
                 Msg::Heartbeat(_) => {
+                    quiet.as_mut().reset(tokio::time::Instant::now() + silence);
+                    if !tasks::token_live(&self.store, host_id, token_id).await {
+                        return;
+                    }
                     match self
                         .store
                         .host_heartbeat(host_id, session_id, unix_ms(SystemTime::now()))

@@ -20,6 +20,9 @@ pub struct SagasService {
 
 /// How often `watch` looks for new events.
 const WATCH_POLL: Duration = Duration::from_millis(200);
+/// How often an open `watch` checks that its caller's token is still live: a revoked or
+/// expired token ends the stream within this long (one primary-key read per period).
+const WATCH_TOKEN_CHECK: Duration = Duration::from_secs(2);
 /// How long `CancelSaga` waits for the cancel to take effect before it answers.
 const CANCEL_SETTLE: Duration = Duration::from_secs(10);
 const DEFAULT_PAGE: u32 = 50;
@@ -250,6 +253,7 @@ impl pb::saga_service_server::SagaService for SagasService {
         &self,
         req: Request<pb::WatchSagaRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let caller = super::principal(&req)?;
         let r = req.into_inner();
         let id = saga_id(&r.saga_id)?;
         let store = self.engine.store().clone();
@@ -258,7 +262,20 @@ impl pb::saga_service_server::SagaService for SagasService {
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let mut after = r.after_seq as i64;
+            let mut checked = tokio::time::Instant::now();
             loop {
+                if checked.elapsed() >= WATCH_TOKEN_CHECK {
+                    checked = tokio::time::Instant::now();
+                    let now = berth_shared::time::unix_ms(std::time::SystemTime::now());
+                    if let Ok(false) = store.token_is_live(&caller.token_id, now).await {
+                        let _ = tx
+                            .send(Err(Status::unauthenticated(
+                                "the token watching this saga was revoked or expired",
+                            )))
+                            .await;
+                        return;
+                    }
+                }
                 let events = match store.events_after(&id, after, 500).await {
                     Ok(e) => e,
                     Err(e) => {
