@@ -49,6 +49,7 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
                 "agents must present a client certificate signed by the coordinator's client CA",
             ));
         }
+        let peer_certs = req.peer_certs();
         let mut inbound = req.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.next()).await {
             Ok(Some(Ok(pb::AgentMessage {
@@ -69,6 +70,20 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
                 "this agent token is bound to host {}, not {host_id}",
                 caller.host_id.as_deref().unwrap_or("(none)")
             )));
+        }
+        if let Some(cert) = peer_certs.as_ref().and_then(|c| c.first()) {
+            let names = cert_names(cert.as_ref());
+            if !names.iter().any(|n| n == host_id.as_str()) {
+                return Err(Status::permission_denied(format!(
+                    "the client certificate names {} but this agent token is bound to host \
+                     {host_id}: issue the agent a certificate whose SAN (or CN) is its host id",
+                    if names.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                )));
+            }
         }
         let session_id = uuid::Uuid::new_v4().to_string();
         self.store
@@ -135,6 +150,35 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
         let outbound = ReceiverStream::new(rx).take_until(self.shutdown.clone().cancelled_owned());
         Ok(Response::new(Box::pin(outbound)))
     }
+}
+
+/// The DNS names (SAN) and common names a DER certificate carries; empty if it does not
+/// parse (the TLS layer already verified it against the client CA).
+fn cert_names(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|g| match g {
+                    x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.extend(
+        cert.subject()
+            .iter_common_name()
+            .filter_map(|cn| cn.as_str().ok().map(str::to_owned)),
+    );
+    names
 }
 
 /// Who one session is for, as its reader needs it.

@@ -61,7 +61,8 @@ pub(crate) fn saga_pb(s: SagaRow, steps: Vec<StepRow>) -> pb::Saga {
         saga_id: s.id,
         kind: s.kind,
         status: s.status,
-        inputs_json: s.inputs,
+        // Secret inputs were sealed at start; only their size is shown.
+        inputs_json: crate::saga::secrets::for_display(&s.inputs),
         steps: steps
             .into_iter()
             .map(|st| pb::SagaStep {
