@@ -45,14 +45,14 @@ pub fn create_request(args: &CreateArgs) -> Result<pb::CreateTokenRequest, CliEr
         (Role::Agent, [host]) => (host.to_string(), Vec::new()),
         (Role::Agent, _) => {
             return Err(CliError::InvalidArgument(
-                "an agent token is bound to one host: pass --host HOST_ID once".to_owned(),
+                "an agent token is bound to one host: pass --host HOST_ID".to_owned(),
             ));
         }
         (Role::Ci, hosts) => (String::new(), names(hosts)),
         (role, [_, ..]) => {
             return Err(CliError::InvalidArgument(format!(
-                "--host is for --role agent (its host) and --role ci (its scope); a {role} \
-                 token is not bound to a host"
+                "--host is for --role agent (its host) and --role ci (its scope); role {role} \
+                 takes no host"
             )));
         }
         (_, []) => (String::new(), Vec::new()),
@@ -312,10 +312,7 @@ mod tests {
         let e = create_request(&args(Role::Agent, None)).unwrap_err();
         assert!(matches!(e, CliError::InvalidArgument(_)), "{e}");
         let e = create_request(&args(Role::Operator, Some("h1"))).unwrap_err();
-        assert!(
-            e.to_string().contains("an operator token is not bound"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("role operator takes no host"), "{e}");
     }
 
     #[test]

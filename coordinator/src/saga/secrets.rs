@@ -92,7 +92,7 @@ mod tests {
         );
         let shown = for_display(&inputs.to_string());
         assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(shown.contains(r#""user_data":"(set, 1.3 KiB)""#), "{shown}");
+        assert!(shown.contains(r#""user_data":"(set, 1.2 KiB)""#), "{shown}");
 
         let mut drill = json!({"steps": [], "provision": {"name": "x", "user_data": "s3cret"}});
         assert_eq!(seal(&mut drill), vec![("user_data", "s3cret".to_owned())]);
