@@ -133,7 +133,7 @@ if [ "$restart" = 1 ] && systemctl is-active --quiet "$program"; then
 elif ! systemctl is-enabled --quiet "$program" 2>/dev/null; then
   case "$role" in
     agent) say "next: edit $conf (coordinator_url, [tls] ca_file), then
-  berth-agent enroll --token ENROLLMENT_TOKEN   # from: berth-coordinator token create --role agent --host HOST --enrollment
+  berth-agent enroll --token-file ENROLLMENT_TOKEN_FILE   # (or the token on stdin) from: berth-coordinator token create --role agent --host HOST --enrollment
   systemctl enable --now $program" ;;
     coordinator) say "next: edit $conf, put secrets in /etc/berth/secrets/ (see the unit), then
   systemctl enable --now $program

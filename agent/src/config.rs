@@ -185,6 +185,8 @@ impl Config {
             let https = if url.starts_with("https://") {
                 true
             } else if url.starts_with("http://") {
+                berth_shared::net::check_plaintext(url)
+                    .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
                 false
             } else {
                 bail!("{what} {url:?} must start with http:// or https://");

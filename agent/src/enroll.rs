@@ -1,6 +1,9 @@
 //! `berth-agent enroll`: exchanges a one-time enrollment token for this host's long-lived agent
 //! token and writes it where the agent reads it: mode 0600, parent directories 0700, atomically.
 //!
+//! The enrollment token itself is read from a file or standard input
+//! ([`read_enrollment_token`]), never from argv or the environment.
+//!
 //! A `token_file` under `/run/credentials/<unit>/<id>` is systemd's copy of a credential, made
 //! at each start from `LoadCredential=<id>:/etc/berth/secrets/<id>` (see `deploy/systemd/`);
 //! enrolling writes that source instead.
@@ -69,6 +72,19 @@ pub enum EnrollError {
     WrongHost { asked: String, answered: String },
     #[error("the coordinator's answer holds no usable token")]
     BadToken,
+    #[error("cannot read the enrollment token from {from}")]
+    ReadToken {
+        from: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "no enrollment token: give --token-file FILE, or pipe it on standard input \
+         (`berth-agent enroll < token`)"
+    )]
+    NoToken,
+    #[error(transparent)]
+    Plaintext(#[from] berth_shared::net::PlaintextNotLoopback),
     #[error("cannot write the agent token to {path}")]
     Write {
         path: PathBuf,
@@ -96,10 +112,48 @@ impl EnrollError {
     }
 }
 
+/// The enrollment token from `file`, or from standard input when `file` is absent or `-`
+/// (refused on a terminal, where it would be typed in the clear): its first line, trimmed.
+pub fn read_enrollment_token(file: Option<&Path>) -> Result<String, EnrollError> {
+    use std::io::{IsTerminal, Read};
+    let (text, from) = match file.filter(|f| f.as_os_str() != "-") {
+        Some(f) => (
+            fs::read_to_string(f).map_err(|source| EnrollError::ReadToken {
+                from: f.display().to_string(),
+                source,
+            })?,
+            f.display().to_string(),
+        ),
+        None => {
+            let stdin = io::stdin();
+            if stdin.is_terminal() {
+                return Err(EnrollError::NoToken);
+            }
+            let mut text = String::new();
+            stdin
+                .lock()
+                .take(64 * 1024)
+                .read_to_string(&mut text)
+                .map_err(|source| EnrollError::ReadToken {
+                    from: "standard input".into(),
+                    source,
+                })?;
+            (text, "standard input".to_owned())
+        }
+    };
+    let token = text.lines().next().unwrap_or_default().trim().to_owned();
+    if token.is_empty() {
+        tracing::debug!(from, "empty enrollment token");
+        return Err(EnrollError::NoToken);
+    }
+    Ok(token)
+}
+
 /// Exchanges `opts.token` for this host's agent token and writes it (see the module doc).
 /// The host id is the configured one, the one in the state dir, or, on a fresh host, the one
 /// the enrollment token is bound to (then remembered in the state dir).
 pub async fn enroll(config: &Config, opts: &EnrollOptions) -> Result<Enrolled, EnrollError> {
+    berth_shared::net::check_plaintext(&opts.coordinator_url)?;
     let known = known_host_id(config)?;
     let mut dial = Config::new(opts.coordinator_url.trim(), config.token_file.clone());
     if dial.coordinator_url.starts_with("https://") {

@@ -53,17 +53,18 @@ struct EnrollArgs {
     /// The coordinator, `https://host:port` (default: the config's `coordinator_url`).
     #[arg(long, value_name = "URL")]
     coordinator: Option<String>,
-    /// The one-time enrollment token (`berth-coordinator token create --role agent --host H
-    /// --enrollment`).
-    #[arg(long, env = "BERTH_ENROLLMENT_TOKEN", hide_env_values = true)]
-    token: String,
+    /// A file holding the one-time enrollment token (`berth-coordinator token create --role
+    /// agent --host H --enrollment`); `-` or absent: read it from standard input. Never on
+    /// the command line or in the environment, where other users and logs can see it.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
     /// PEM CA that signed the coordinator's certificate (default: the config's `[tls] ca_file`).
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
     /// Where to write the agent token instead of the config's `token_file` (no environment
     /// variable on purpose: a stray one must not redirect a secret).
     #[arg(long, value_name = "FILE")]
-    token_file: Option<PathBuf>,
+    agent_token_file: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -108,7 +109,7 @@ fn start(args: Args, shutdown: CancellationToken) -> anyhow::Result<Agent> {
 /// `berth-agent enroll`: exit 0 enrolled, 2 bad config, 3 coordinator unreachable, 4 refused,
 /// 1 anything else.
 async fn enroll_host(args: Args, enroll: EnrollArgs) -> ExitCode {
-    let config = match enroll_config(&args, enroll.token_file.clone()) {
+    let config = match enroll_config(&args, enroll.agent_token_file.clone()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("berth-agent: {e:#}");
@@ -118,9 +119,16 @@ async fn enroll_host(args: Args, enroll: EnrollArgs) -> ExitCode {
     let url = enroll
         .coordinator
         .unwrap_or_else(|| config.coordinator_url.clone());
+    let token = match berth_agent::enroll::read_enrollment_token(enroll.token_file.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("berth-agent: {}", berth_agent::chain(&e));
+            return ExitCode::from(2);
+        }
+    };
     let opts = berth_agent::enroll::EnrollOptions {
         coordinator_url: url.clone(),
-        token: enroll.token,
+        token,
         ca_file: enroll.ca_file,
     };
     match berth_agent::enroll::enroll(&config, &opts).await {

@@ -145,6 +145,7 @@ pub fn endpoint(settings: &Settings) -> Result<Endpoint, CliError> {
             )));
         }
     }
+    berth_shared::net::check_plaintext(url).map_err(|e| CliError::Usage(e.to_string()))?;
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| CliError::Usage(format!("coordinator URL {url:?} is invalid: {}", chain(&e))))?
         .connect_timeout(CONNECT_TIMEOUT)

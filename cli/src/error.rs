@@ -214,7 +214,8 @@ fn code_name(code: Code) -> &'static str {
 }
 
 fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    let joined = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    crate::output::escape_controls(&joined).into_owned()
 }
 
 /// An error and its sources as one line, skipping sources that repeat their parent's text

@@ -1,5 +1,7 @@
 //! How results are shown: `--output table|json`, aligned tables, key/value blocks, times,
-//! durations and sizes.
+//! durations and sizes. Every table cell and field value has its control characters escaped
+//! ([`escape_controls`]): agents and callers write hostnames, errors and phases, and an ESC
+//! sequence in one must not drive the operator's terminal.
 
 use std::io::{self, Write};
 
@@ -39,7 +41,13 @@ impl Table {
         debug_assert_eq!(cells.len(), self.headers.len());
         let cells = cells
             .into_iter()
-            .map(|c| if c.is_empty() { "-".to_owned() } else { c })
+            .map(|c| {
+                if c.is_empty() {
+                    "-".to_owned()
+                } else {
+                    escape_controls(&c).into_owned()
+                }
+            })
             .collect();
         self.rows.push(cells);
     }
@@ -74,7 +82,11 @@ pub fn write_fields(
 ) -> io::Result<()> {
     let label_width = fields.iter().map(|(k, _)| width(k) + 1).max().unwrap_or(0);
     for (label, value) in fields {
-        let value = if value.is_empty() { "-" } else { value };
+        let value = if value.is_empty() {
+            "-".into()
+        } else {
+            escape_controls(value)
+        };
         let label = format!("{label}:");
         writeln!(out, "{:indent$}{label:<label_width$}  {value}", "")?;
     }
@@ -82,6 +94,28 @@ pub fn write_fields(
 }
 
 /// Display width of a cell: characters, which is right for the ASCII we print.
+/// `s` with every control character (C0, DEL, C1: ESC, CR, newline, tab, …) written as a
+/// visible escape (`\x1b`, `\n`, `\u{9b}`), so it prints as text on one line.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() && (c as u32) < 0x80 => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
 fn width(s: &str) -> usize {
     s.chars().count()
 }
@@ -168,6 +202,26 @@ mod tests {
         let mut buf = Vec::new();
         t.write(&mut buf).unwrap();
         String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn control_characters_are_escaped_in_cells_and_fields() {
+        assert_eq!(escape_controls("plain-host"), "plain-host");
+        assert_eq!(
+            escape_controls("evil\x1b[31mred\x07\r\n\u{9b}2J"),
+            "evil\\x1b[31mred\\x07\\r\\n\\u{9b}2J"
+        );
+        let mut t = Table::new(&["HOST"]);
+        t.row(vec!["a\x1b[2Jb".into()]);
+        let text = render(&t);
+        assert!(
+            !text.contains('\x1b') && text.contains("a\\x1b[2Jb"),
+            "{text}"
+        );
+        let mut out = Vec::new();
+        write_fields(&mut out, 0, &[("error", "x\x1b]0;pwned\x07".into())]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text}");
     }
 
     #[test]

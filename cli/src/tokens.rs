@@ -6,7 +6,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use berth_proto::v1 as pb;
-use berth_shared::{HostId, Role};
+use berth_shared::{AppName, HostId, Role};
 use serde::Serialize;
 
 use crate::connect::Connection;
@@ -20,9 +20,13 @@ pub struct CreateArgs {
     /// Role of the new token: admin, operator, ci or agent
     #[arg(long)]
     pub role: Role,
-    /// Host the token is bound to: required for, and only for, --role agent
+    /// For --role agent (required, once): the host the token is bound to. For --role ci: a
+    /// host its warm restores may run on (repeat for several; none: any host)
     #[arg(long, value_name = "HOST_ID")]
-    pub host: Option<HostId>,
+    pub host: Vec<HostId>,
+    /// For --role ci: an app its warm restores may restore (repeat for several; none: any app)
+    #[arg(long, value_name = "APP")]
+    pub app: Vec<AppName>,
     /// What the token is for, e.g. "gitlab runner 3"
     #[arg(long, value_name = "TEXT")]
     pub description: Option<String>,
@@ -34,28 +38,38 @@ pub struct CreateArgs {
 /// The request for `token create`, checked as the coordinator would check it, so a wrong
 /// combination fails here and nothing is sent.
 pub fn create_request(args: &CreateArgs) -> Result<pb::CreateTokenRequest, CliError> {
-    match (args.role, &args.host) {
-        (Role::Agent, None) => {
+    fn names<T: ToString>(v: &[T]) -> Vec<String> {
+        v.iter().map(ToString::to_string).collect()
+    }
+    let (host_id, scope_hosts) = match (args.role, args.host.as_slice()) {
+        (Role::Agent, [host]) => (host.to_string(), Vec::new()),
+        (Role::Agent, _) => {
             return Err(CliError::InvalidArgument(
                 "an agent token is bound to one host: pass --host HOST_ID".to_owned(),
             ));
         }
-        (role, Some(_)) if role != Role::Agent => {
+        (Role::Ci, hosts) => (String::new(), names(hosts)),
+        (role, [_, ..]) => {
             return Err(CliError::InvalidArgument(format!(
-                "--host is only for --role agent; a {role} token is not bound to a host"
+                "--host is for --role agent (its host) and --role ci (its scope); role {role} \
+                 takes no host"
             )));
         }
-        _ => {}
+        (_, []) => (String::new(), Vec::new()),
+    };
+    if args.role != Role::Ci && !args.app.is_empty() {
+        return Err(CliError::InvalidArgument(format!(
+            "--app scopes a ci token; a {} token has no app scope",
+            args.role
+        )));
     }
     Ok(pb::CreateTokenRequest {
         role: args.role.to_string(),
-        host_id: args
-            .host
-            .as_ref()
-            .map(HostId::to_string)
-            .unwrap_or_default(),
+        host_id,
         description: args.description.clone().unwrap_or_default(),
         ttl_secs: args.ttl.map_or(0, |d| d.as_secs()),
+        scope_hosts,
+        scope_apps: names(&args.app),
     })
 }
 
@@ -70,6 +84,28 @@ pub struct TokenView {
     pub expires_at_ms: Option<i64>,
     pub revoked_at_ms: Option<i64>,
     pub last_used_ms: Option<i64>,
+    /// A ci token's scope: the hosts and apps its warm restores may touch.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scope_hosts: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scope_apps: Vec<String>,
+}
+
+impl TokenView {
+    /// The HOST column: an agent token's host, or a ci token's scope.
+    fn host_cell(&self) -> String {
+        let mut cell = self
+            .host_id
+            .clone()
+            .unwrap_or_else(|| self.scope_hosts.join(","));
+        if !self.scope_apps.is_empty() {
+            if cell.is_empty() {
+                cell.push('*');
+            }
+            cell.push_str(&format!(" apps={}", self.scope_apps.join(",")));
+        }
+        cell
+    }
 }
 
 impl From<&pb::TokenInfo> for TokenView {
@@ -83,6 +119,8 @@ impl From<&pb::TokenInfo> for TokenView {
             expires_at_ms: positive(t.expires_at_ms),
             revoked_at_ms: positive(t.revoked_at_ms),
             last_used_ms: positive(t.last_used_ms),
+            scope_hosts: t.scope_hosts.clone(),
+            scope_apps: t.scope_apps.clone(),
         }
     }
 }
@@ -136,11 +174,14 @@ pub async fn create(
 
 /// The stderr line after `token create`: what was made, without the secret.
 pub fn created_note(info: &TokenView) -> String {
-    let host = info
-        .host_id
-        .as_ref()
-        .map(|h| format!(", bound to host {h}"))
-        .unwrap_or_default();
+    let host = match (
+        &info.host_id,
+        info.scope_hosts.is_empty() && info.scope_apps.is_empty(),
+    ) {
+        (Some(h), _) => format!(", bound to host {h}"),
+        (None, false) => format!(", scoped to {}", info.host_cell()),
+        (None, true) => String::new(),
+    };
     format!(
         "created token {} with role {}{host}; it is shown only this once",
         info.token_id, info.role
@@ -219,7 +260,7 @@ pub fn write_token_table(
         table.row(vec![
             t.token_id.clone(),
             t.role.clone(),
-            t.host_id.clone().unwrap_or_default(),
+            t.host_cell(),
             status.to_owned(),
             relative_time(now_ms, t.created_at_ms),
             time(t.expires_at_ms),
@@ -243,7 +284,8 @@ mod tests {
     fn args(role: Role, host: Option<&str>) -> CreateArgs {
         CreateArgs {
             role,
-            host: host.map(|h| HostId::new(h).unwrap()),
+            host: host.map(|h| HostId::new(h).unwrap()).into_iter().collect(),
+            app: Vec::new(),
             description: Some("runner 3".into()),
             ttl: Some(Duration::from_secs(7 * 86_400)),
         }
@@ -269,11 +311,26 @@ mod tests {
     fn host_goes_with_the_agent_role_only() {
         let e = create_request(&args(Role::Agent, None)).unwrap_err();
         assert!(matches!(e, CliError::InvalidArgument(_)), "{e}");
-        let e = create_request(&args(Role::Ci, Some("h1"))).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "--host is only for --role agent; a ci token is not bound to a host"
-        );
+        let e = create_request(&args(Role::Operator, Some("h1"))).unwrap_err();
+        assert!(e.to_string().contains("role operator takes no host"), "{e}");
+    }
+
+    #[test]
+    fn a_ci_token_is_scoped_by_host_and_app() {
+        let req = create_request(&CreateArgs {
+            app: vec![AppName::new("keycloak").unwrap()],
+            ..args(Role::Ci, Some("ci-1"))
+        })
+        .unwrap();
+        assert_eq!(req.host_id, "");
+        assert_eq!(req.scope_hosts, ["ci-1"]);
+        assert_eq!(req.scope_apps, ["keycloak"]);
+        let e = create_request(&CreateArgs {
+            app: vec![AppName::new("keycloak").unwrap()],
+            ..args(Role::Operator, None)
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("--app scopes a ci token"), "{e}");
     }
 
     fn info(id: &str, revoked: i64, expires: i64) -> pb::TokenInfo {
@@ -286,6 +343,7 @@ mod tests {
             expires_at_ms: expires,
             revoked_at_ms: revoked,
             last_used_ms: 0,
+            ..Default::default()
         }
     }
 

@@ -279,7 +279,8 @@ fn percent(done: u64, total: u64) -> u64 {
 }
 
 fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    let joined = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    crate::output::escape_controls(&joined).into_owned()
 }
 
 /// One event as `--output json` prints it (one object per line).

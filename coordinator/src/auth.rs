@@ -6,6 +6,9 @@
 //!
 //! One-time enrollment tokens ([`enrollment`]) may call `TokenService.EnrollAgent` and nothing
 //! else; no other token may call it.
+//!
+//! A ci token may be scoped to hosts and apps ([`TokenScope`]); the services that start warm
+//! restores ask [`Principal::may_restore`] before starting one.
 
 mod enrollment;
 
@@ -19,7 +22,7 @@ use berth_shared::time::unix_ms;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::store::{NewToken, Store, StoreError, TokenRecord};
+use crate::store::{NewToken, Store, StoreError, TokenRecord, TokenScope};
 
 /// Who is calling, put into each authorized request's extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +33,37 @@ pub struct Principal {
     pub host_id: Option<String>,
     /// A one-time enrollment token: it may call `TokenService.EnrollAgent` and nothing else.
     pub enrollment: bool,
+    /// The hosts and apps a scoped ci token's warm restores may touch.
+    pub scope: TokenScope,
+}
+
+impl Principal {
+    /// Whether this caller may restore `app` on `host`: refused (naming the scope) when its
+    /// token is scoped to other hosts or apps.
+    pub fn may_restore(&self, host: &str, app: &str) -> Result<(), AuthError> {
+        let s = &self.scope;
+        let host_ok = s.hosts.is_empty() || s.hosts.iter().any(|h| h == host);
+        let app_ok = s.apps.is_empty() || s.apps.iter().any(|a| a == app);
+        if host_ok && app_ok {
+            return Ok(());
+        }
+        metrics::counter!("berth_rpc_denied_total", "reason" => "scope").increment(1);
+        Err(AuthError::OutOfScope {
+            token_id: self.token_id.clone(),
+            host: host.to_owned(),
+            app: app.to_owned(),
+            scope: describe_scope(s),
+        })
+    }
+}
+
+/// `hosts ci-1, ci-2; apps keycloak` (`any` for an empty list).
+fn describe_scope(s: &TokenScope) -> String {
+    let list = |v: &[String]| match v {
+        [] => "any".to_owned(),
+        v => v.join(", "),
+    };
+    format!("hosts {}; apps {}", list(&s.hosts), list(&s.apps))
 }
 
 const TOKEN_PREFIX: &str = "berth_";
@@ -125,6 +159,17 @@ pub enum AuthError {
     HostRequired(Role),
     #[error("only agent tokens are bound to a host; drop the host id for role {0}")]
     HostNotAllowed(Role),
+    #[error("only ci tokens are scoped to hosts and apps; drop --host/--app for role {0}")]
+    ScopeNotAllowed(Role),
+    #[error(
+        "token {token_id} may not restore app {app:?} on host {host:?}: it is scoped to {scope}"
+    )]
+    OutOfScope {
+        token_id: String,
+        host: String,
+        app: String,
+        scope: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -156,10 +201,26 @@ impl Tokens {
         description: &str,
         ttl: Option<std::time::Duration>,
     ) -> Result<(TokenRecord, String), AuthError> {
+        self.issue_scoped(role, host_id, &TokenScope::default(), description, ttl)
+            .await
+    }
+
+    /// [`Tokens::issue`] with a scope, which only a ci token may have.
+    pub async fn issue_scoped(
+        &self,
+        role: Role,
+        host_id: Option<&berth_shared::HostId>,
+        scope: &TokenScope,
+        description: &str,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<(TokenRecord, String), AuthError> {
         match (role, host_id) {
             (Role::Agent, None) => return Err(AuthError::HostRequired(role)),
             (r, Some(_)) if r != Role::Agent => return Err(AuthError::HostNotAllowed(r)),
             _ => {}
+        }
+        if role != Role::Ci && !scope.is_unlimited() {
+            return Err(AuthError::ScopeNotAllowed(role));
         }
         let (token_id, token) = new_secret();
         let now = unix_ms(SystemTime::now());
@@ -173,6 +234,7 @@ impl Tokens {
                 description,
                 created_at_ms: now,
                 expires_at_ms: ttl.map(|t| now + t.as_millis() as i64),
+                scope,
             })
             .await?;
         Ok((record, token))
@@ -210,6 +272,7 @@ impl Tokens {
             role,
             host_id: record.host_id,
             enrollment: record.enrollment,
+            scope: record.scope,
         })
     }
 
@@ -409,6 +472,40 @@ mod tests {
         assert!(!well_formed("berth_abc"));
         assert!(!well_formed(&format!("berth_{}", "g".repeat(64))));
         assert!(!well_formed(&"a".repeat(70)));
+    }
+
+    #[test]
+    fn a_scoped_token_restores_only_within_its_scope() {
+        let caller = |hosts: &[&str], apps: &[&str]| Principal {
+            token_id: "t1".into(),
+            role: Role::Ci,
+            host_id: None,
+            enrollment: false,
+            scope: TokenScope {
+                hosts: hosts.iter().map(|s| s.to_string()).collect(),
+                apps: apps.iter().map(|s| s.to_string()).collect(),
+            },
+        };
+        caller(&[], &[]).may_restore("prod-1", "keycloak").unwrap();
+        caller(&["ci-1"], &[])
+            .may_restore("ci-1", "anything")
+            .unwrap();
+        caller(&["ci-1"], &["keycloak"])
+            .may_restore("ci-1", "keycloak")
+            .unwrap();
+        let err = caller(&["ci-1"], &["keycloak"])
+            .may_restore("prod-1", "keycloak")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"prod-1\"") && err.contains("hosts ci-1; apps keycloak"),
+            "{err}"
+        );
+        assert!(
+            caller(&["ci-1"], &["keycloak"])
+                .may_restore("ci-1", "wiki")
+                .is_err()
+        );
     }
 
     #[test]

@@ -186,6 +186,12 @@ impl Config {
             }
             _ => {}
         }
+        if self.insecure_plaintext && !self.listen.ip().is_loopback() {
+            bail!(
+                "insecure_plaintext = true but listen = {} is not a loopback address: bearer                  tokens would cross the network unencrypted; set [tls] cert_file and key_file, or                  listen on 127.0.0.1 / [::1] for development",
+                self.listen
+            );
+        }
         if self.heartbeat_interval_secs == 0
             || self.heartbeat_timeout_secs <= self.heartbeat_interval_secs
         {
@@ -261,6 +267,25 @@ mod tests {
             .unwrap()
             .check()
             .unwrap();
+    }
+
+    #[test]
+    fn plaintext_listens_only_on_loopback() {
+        for listen in ["0.0.0.0:7400", "10.1.2.3:7400", "[::]:7400"] {
+            let c = Config::parse(&format!("insecure_plaintext = true\nlisten = \"{listen}\""))
+                .unwrap();
+            let err = c.check().unwrap_err().to_string();
+            assert!(
+                err.contains("not a loopback address") && err.contains("[tls]"),
+                "{err}"
+            );
+        }
+        for listen in ["127.0.0.1:7400", "[::1]:7400"] {
+            Config::parse(&format!("insecure_plaintext = true\nlisten = \"{listen}\""))
+                .unwrap()
+                .check()
+                .unwrap();
+        }
     }
 
     #[test]

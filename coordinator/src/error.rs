@@ -83,9 +83,11 @@ pub fn status_of_auth(e: AuthError) -> Status {
         | AuthError::UnknownMethod { .. }
         | AuthError::EnrollmentOnly { .. }
         | AuthError::EnrollmentRequired { .. }
-        | AuthError::EnrollmentHostMismatch { .. } => Status::permission_denied(e.to_string()),
+        | AuthError::EnrollmentHostMismatch { .. }
+        | AuthError::OutOfScope { .. } => Status::permission_denied(e.to_string()),
         AuthError::HostRequired(_)
         | AuthError::HostNotAllowed(_)
+        | AuthError::ScopeNotAllowed(_)
         | AuthError::EnrollmentTtlRequired => Status::invalid_argument(e.to_string()),
         AuthError::Store(ref s) => status_of_store(s),
     }

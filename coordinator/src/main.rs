@@ -54,9 +54,14 @@ enum TokenCommand {
         /// admin, operator, ci or agent.
         #[arg(long)]
         role: berth_shared::Role,
-        /// The host an agent token is bound to.
+        /// The host an agent token is bound to; for a ci token, a host its warm restores may
+        /// run on (repeat for several; none: any host).
         #[arg(long)]
-        host: Option<berth_shared::HostId>,
+        host: Vec<berth_shared::HostId>,
+        /// For a ci token: an app its warm restores may restore (repeat for several; none:
+        /// any app).
+        #[arg(long)]
+        app: Vec<berth_shared::AppName>,
         #[arg(long, default_value = "")]
         description: String,
         /// Lifetime: 90s, 30m, 12h, 7d, 2w or sums like 1h30m (default: no expiry; 1h for
@@ -185,11 +190,30 @@ async fn token(config: Config, command: TokenCommand) -> anyhow::Result<()> {
     let TokenCommand::Create {
         role,
         host,
+        app,
         description,
         ttl,
         ttl_secs,
         enrollment,
     } = command;
+    // An agent token is bound to one host; a ci token is scoped to its hosts and apps.
+    let (host, scope) = match role {
+        berth_shared::Role::Ci => (
+            None,
+            berth_coordinator::store::TokenScope {
+                hosts: host.iter().map(|h| h.to_string()).collect(),
+                apps: app.iter().map(|a| a.to_string()).collect(),
+            },
+        ),
+        _ => {
+            anyhow::ensure!(
+                app.is_empty(),
+                "--app scopes a ci token; a {role} token has no app scope"
+            );
+            anyhow::ensure!(host.len() <= 1, "a {role} token takes at most one --host");
+            (host.into_iter().next(), Default::default())
+        }
+    };
     let ttl = ttl.or(ttl_secs.map(std::time::Duration::from_secs));
     let store = server::open_store(&config).await?;
     let tokens = auth::Tokens::new(store.clone());
@@ -202,12 +226,17 @@ async fn token(config: Config, command: TokenCommand) -> anyhow::Result<()> {
             let ttl = ttl.unwrap_or(std::time::Duration::from_secs(3600));
             tokens.issue_enrollment(host, &description, ttl).await?
         }
-        _ => tokens.issue(role, host.as_ref(), &description, ttl).await?,
+        _ => {
+            tokens
+                .issue_scoped(role, host.as_ref(), &scope, &description, ttl)
+                .await?
+        }
     };
     if enrollment {
         eprintln!(
             "created enrollment token {} for host {} (shown once; it works once), expires at {}; \
-             on the host run: berth-agent enroll --coordinator URL --token TOKEN",
+             on the host run: berth-agent enroll --coordinator URL --token-file FILE (or the \
+             token on standard input)",
             record.token_id,
             record.host_id.as_deref().unwrap_or_default(),
             record
@@ -217,8 +246,16 @@ async fn token(config: Config, command: TokenCommand) -> anyhow::Result<()> {
                 .unwrap_or_default()
         );
     } else {
+        let scope = match record.scope.is_unlimited() {
+            true => String::new(),
+            false => format!(
+                ", scoped to hosts [{}] and apps [{}]",
+                record.scope.hosts.join(", "),
+                record.scope.apps.join(", ")
+            ),
+        };
         eprintln!(
-            "created {} token {} (shown once; store it now)",
+            "created {} token {}{scope} (shown once; store it now)",
             record.role, record.token_id
         );
     }

@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod name;
+pub mod net;
 pub mod role;
 pub mod task;
 pub mod time;

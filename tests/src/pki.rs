@@ -1,5 +1,6 @@
 //! A throwaway certificate authority with a server certificate for 127.0.0.1/localhost and a
-//! client certificate for an agent, written as PEM files.
+//! client certificate for an agent, written as PEM files; [`Pki::client_for`] makes a client
+//! certificate naming a given host id.
 
 use std::path::PathBuf;
 
@@ -12,6 +13,7 @@ pub struct Pki {
     pub server_key: PathBuf,
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
+    issuer: Issuer<'static, KeyPair>,
 }
 
 impl Pki {
@@ -47,7 +49,20 @@ impl Pki {
             client_cert: write("client.pem", &client_pem),
             client_key: write("client.key", &client_key),
             dir,
+            issuer,
         }
+    }
+
+    /// A client certificate (and key) whose SAN is `host_id`, as PEM files.
+    pub fn client_for(&self, host_id: &str) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().expect("key");
+        let params = CertificateParams::new(vec![host_id.to_owned()]).expect("params");
+        let cert = params.signed_by(&key, &self.issuer).expect("sign");
+        let cert_path = self.dir.path().join(format!("client-{host_id}.pem"));
+        let key_path = self.dir.path().join(format!("client-{host_id}.key"));
+        std::fs::write(&cert_path, cert.pem()).expect("write pem");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+        (cert_path, key_path)
     }
 }
 

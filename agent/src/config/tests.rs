@@ -95,7 +95,7 @@ fn required_values_may_come_from_overrides() {
     let c = Config::load_with(
         &path,
         Overrides {
-            coordinator_url: Some("http://10.0.0.1:7400".into()),
+            coordinator_url: Some("http://127.0.0.1:7400".into()),
             token_file: Some("/t".into()),
             host_id: Some("h1".into()),
         },
@@ -123,13 +123,20 @@ fn invalid_values_are_refused() {
             "coordinator_url = \"https://c:1\"\ntoken_file = \"/t\"\n[tls]\nca_file = \"/ca\"\nclient_cert_file = \"/c\"",
             "set together",
         ),
-        ("coordinator_url = \"http://c:1\"", "token_file is required"),
         (
-            "coordinator_url = \"http://c:1\"\ntoken_file = \"/t\"\nreconnect_max_backoff_ms = 5",
+            "coordinator_url = \"http://127.0.0.1:1\"",
+            "token_file is required",
+        ),
+        (
+            "coordinator_url = \"http://10.0.0.1:1\"\ntoken_file = \"/t\"",
+            "not loopback",
+        ),
+        (
+            "coordinator_url = \"http://127.0.0.1:1\"\ntoken_file = \"/t\"\nreconnect_max_backoff_ms = 5",
             "at least 100",
         ),
         (
-            "coordinator_url = \"http://c:1\"\ntoken_file = \"/t\"\nlog_format = \"xml\"",
+            "coordinator_url = \"http://127.0.0.1:1\"\ntoken_file = \"/t\"\nlog_format = \"xml\"",
             "xml",
         ),
     ];

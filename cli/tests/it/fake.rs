@@ -151,6 +151,7 @@ fn token_info(id: &str, role: &str, host_id: &str) -> pb::TokenInfo {
         expires_at_ms: 0,
         revoked_at_ms: 0,
         last_used_ms: 0,
+        ..Default::default()
     }
 }
 

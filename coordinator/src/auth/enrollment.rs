@@ -11,7 +11,7 @@ use berth_shared::time::unix_ms;
 use berth_shared::{HostId, Role};
 
 use super::{AuthError, Principal, Tokens, hash_token, new_secret};
-use crate::store::{NewToken, StoreError, TokenRecord};
+use crate::store::{NewToken, StoreError, TokenRecord, TokenScope};
 
 impl Tokens {
     /// Creates an enrollment token for `host_id`, valid for `ttl`; returns its record and its
@@ -41,13 +41,16 @@ impl Tokens {
                 description: &description,
                 created_at_ms: now,
                 expires_at_ms: Some(now.saturating_add(ttl.as_millis() as i64)),
+                scope: &TokenScope::default(),
             })
             .await?;
         Ok((record, token))
     }
 
     /// Spends the caller's enrollment token and issues the agent token of the host it is bound
-    /// to; `host_id`, when given, must be that host. The agent token does not expire.
+    /// to; `host_id`, when given, must be that host. The agent token does not expire; the
+    /// host's earlier agent tokens are revoked in the same transaction (a re-enrolled host has
+    /// one live agent token).
     pub async fn enroll(
         &self,
         caller: &Principal,
@@ -83,6 +86,7 @@ impl Tokens {
             description: &description,
             created_at_ms: now,
             expires_at_ms: None,
+            scope: &TokenScope::default(),
         };
         match self
             .store
@@ -149,6 +153,7 @@ mod tests {
             last_used_ms: None,
             enrollment: true,
             used_at_ms: used,
+            scope: TokenScope::default(),
         }
     }
 

@@ -50,7 +50,28 @@ pub(crate) struct CreateDroplet {
     pub inputs: ProvisionInputs,
 }
 
+/// The secret (see `saga::secrets`) that holds the droplet's cloud-init user data.
+const USER_DATA: &str = "user_data";
+
 impl CreateDroplet {
+    /// The user data to create with: sealed in the saga's secrets when the inputs say it was
+    /// given (`user_data_bytes`).
+    async fn user_data(&self, ctx: &StepCtx) -> Result<Option<String>, StepError> {
+        if self.inputs.user_data_bytes.is_none() {
+            return Ok(self.inputs.user_data.clone());
+        }
+        match ctx.deps.store.saga_secret(&ctx.saga_id, USER_DATA).await {
+            Ok(Some(u)) => Ok(Some(u)),
+            Ok(None) => Err(StepError::permanent(
+                "the saga's user_data is gone (it is dropped once its droplet exists); start a \
+                 new provision with the user data again",
+            )),
+            Err(e) => Err(StepError::retryable(format!(
+                "cannot read the user data: {e}"
+            ))),
+        }
+    }
+
     fn output(&self, ctx: &StepCtx, cp: &CreateCheckpoint) -> Value {
         json!({
             "droplet_id": cp.droplet_id,
@@ -150,14 +171,26 @@ impl Step for CreateDroplet {
             return Ok(self.output(ctx, &cp));
         }
         ctx.check_cancelled()?;
+        let user_data = self.user_data(ctx).await?;
         cp.create_sent = true;
         save(ctx, &cp).await?;
-        let request = self.inputs.create_request(&saga_tag(&ctx.saga_id));
+        let request = self
+            .inputs
+            .create_request(&saga_tag(&ctx.saga_id), user_data);
         match cloud.api.create_droplet(&request).await {
             Ok(created) => {
                 cp.droplet_id = Some(created.droplet.id.0);
                 cp.create_action_id = created.action_id.map(|a| a.0);
                 save(ctx, &cp).await?;
+                // The droplet exists: its user data is needed no more.
+                if let Err(e) = ctx
+                    .deps
+                    .store
+                    .drop_saga_secret(&ctx.saga_id, USER_DATA)
+                    .await
+                {
+                    tracing::warn!(saga_id = ctx.saga_id, error = %e, "cannot drop the user data");
+                }
                 ctx.progress(
                     &format!("created droplet {}", created.droplet.id),
                     &json!({ "phase": "create" }),

@@ -26,9 +26,14 @@ pub struct ProvisionInputs {
     /// Extra tags; Berth adds its own (`berth-saga-…`, `managed-by-berth`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
-    /// Cloud-init user data, at most 64 KiB.
+    /// Cloud-init user data, at most 64 KiB. A secret: when the saga starts it moves to
+    /// `saga_secrets` and only `user_data_bytes` stays in the inputs (`saga::secrets`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_data: Option<String>,
+    /// Set in a started saga's inputs instead of `user_data`: its length; `CreateDroplet`
+    /// reads the value from the saga's secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data_bytes: Option<u64>,
 }
 
 /// `droplet.destroy`.
@@ -234,8 +239,8 @@ impl ProvisionInputs {
         Ok(())
     }
 
-    /// The create request, tagged for this saga.
-    pub fn create_request(&self, saga_tag: &str) -> CreateDroplet {
+    /// The create request, tagged for this saga, with the user data read from its secrets.
+    pub fn create_request(&self, saga_tag: &str, user_data: Option<String>) -> CreateDroplet {
         let image = match self.image.parse::<u64>() {
             Ok(id) => ImageSpec::Id(id),
             Err(_) => ImageSpec::Slug(self.image.clone()),
@@ -257,7 +262,7 @@ impl ProvisionInputs {
             image,
             ssh_keys,
             tags,
-            user_data: self.user_data.clone(),
+            user_data,
             vpc_uuid: None,
             monitoring: false,
             ipv6: false,
@@ -311,6 +316,7 @@ mod tests {
             ],
             tags: vec!["env:prod".into()],
             user_data: None,
+            user_data_bytes: None,
         }
     }
 
@@ -318,7 +324,7 @@ mod tests {
     fn good_inputs_pass_and_make_a_tagged_request() {
         let p = provision();
         p.check().unwrap();
-        let r = p.create_request("berth-saga-x");
+        let r = p.create_request("berth-saga-x", None);
         assert_eq!(r.tags, ["berth-saga-x", "managed-by-berth", "env:prod"]);
         assert_eq!(r.ssh_keys[0], SshKey::Id(289794));
         let id = ProvisionInputs {
@@ -326,7 +332,7 @@ mod tests {
             ..provision()
         };
         id.check().unwrap();
-        assert_eq!(id.create_request("t").image, ImageSpec::Id(12345));
+        assert_eq!(id.create_request("t", None).image, ImageSpec::Id(12345));
     }
 
     #[test]

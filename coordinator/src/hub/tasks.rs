@@ -21,6 +21,29 @@ use tokio_util::sync::CancellationToken;
 use super::Outbound;
 use crate::store::{AgentTaskRow, Signal, Store, TaskResultWrite};
 
+/// Whether the session's agent token is still live (not revoked, not expired); a store
+/// error counts as live (the next check decides).
+pub(crate) async fn token_live(store: &Store, host_id: &str, token_id: &str) -> bool {
+    match store
+        .token_is_live(token_id, unix_ms(SystemTime::now()))
+        .await
+    {
+        Ok(true) => true,
+        Ok(false) => {
+            tracing::info!(
+                host_id,
+                token_id,
+                "agent token revoked or expired, closing its session"
+            );
+            false
+        }
+        Err(e) => {
+            tracing::warn!(host_id, error = %e, "cannot check the agent token");
+            true
+        }
+    }
+}
+
 /// How often a session looks for tasks when no signal arrives (the safety net).
 pub const DELIVERY_POLL: Duration = Duration::from_secs(2);
 /// This often a session sends every open task again, whether or not it changed: the agent
@@ -66,7 +89,13 @@ fn message(row: &AgentTaskRow) -> pb::CoordinatorMessage {
 }
 
 /// Delivers `host_id`'s tasks down `tx` until `stop` fires or the stream closes.
-pub async fn deliver(store: Store, host_id: String, tx: Outbound, stop: CancellationToken) {
+pub async fn deliver(
+    store: Store,
+    host_id: String,
+    token_id: String,
+    tx: Outbound,
+    stop: CancellationToken,
+) {
     let mut signals = store.subscribe();
     let mut told: HashMap<(String, i64), Told> = HashMap::new();
     let mut asked: HashSet<String> = HashSet::new();
@@ -83,6 +112,20 @@ pub async fn deliver(store: Store, host_id: String, tx: Outbound, stop: Cancella
                     .map(|r| (r.saga_id.clone(), r.step_idx))
                     .collect();
                 told.retain(|k, _| live.contains(k));
+                let news = rows.iter().any(|r| {
+                    told.get(&(r.saga_id.clone(), r.step_idx))
+                        != Some(&Told {
+                            epoch: r.epoch,
+                            attempt: r.attempt,
+                            cancel: r.cancel_requested,
+                        })
+                });
+                // A task goes only to a session whose token is still live: checked before
+                // each batch, so a revoked or expired agent token gets nothing more.
+                if news && !token_live(&store, &host_id, &token_id).await {
+                    stop.cancel();
+                    return;
+                }
                 for row in rows {
                     let key = (row.saga_id.clone(), row.step_idx);
                     let now = Told {

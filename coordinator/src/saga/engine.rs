@@ -129,7 +129,7 @@ impl Engine {
         key: Option<&str>,
     ) -> Result<(String, bool), StartError> {
         check_start_sizes(kind, inputs, key)?;
-        let (value, steps) = self.registry.build(kind, inputs)?;
+        let (mut value, steps) = self.registry.build(kind, inputs)?;
         if steps.iter().any(|s| s.runs_on_agent())
             && let Some(host_id) = value["host_id"].as_str()
         {
@@ -145,21 +145,34 @@ impl Engine {
         }
         let names: Vec<(&str, bool)> = steps.iter().map(|s| (s.name(), s.pivot())).collect();
         let id = uuid::Uuid::now_v7().to_string();
+        // Secret inputs go to `saga_secrets`, never into the inputs every reader sees.
+        let sealed = super::secrets::seal(&mut value);
+        let secrets: Vec<(&str, &str)> = sealed.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let inputs = value.to_string();
         let (saga_id, created) = self
             .store
-            .insert_saga(&NewSaga {
-                id: &id,
-                kind,
-                inputs: &inputs,
-                start_key: key,
-                steps: &names,
-                now_ms: now_ms(),
-            })
+            .insert_saga_with_secrets(
+                &NewSaga {
+                    id: &id,
+                    kind,
+                    inputs: &inputs,
+                    start_key: key,
+                    steps: &names,
+                    now_ms: now_ms(),
+                },
+                &secrets,
+            )
             .await?;
         if !created {
             let existing = self.store.get_saga(&saga_id).await?;
-            let same_inputs = serde_json::from_str::<Value>(&existing.inputs).ok() == Some(value);
+            let mut same_inputs =
+                serde_json::from_str::<Value>(&existing.inputs).ok() == Some(value);
+            for (name, secret) in &secrets {
+                // A secret already dropped (its step is done) cannot differ any more.
+                if let Some(stored) = self.store.saga_secret(&saga_id, name).await? {
+                    same_inputs &= stored == *secret;
+                }
+            }
             if existing.kind != kind || !same_inputs {
                 return Err(StartError::KeyReused {
                     key: key.unwrap_or_default().to_owned(),

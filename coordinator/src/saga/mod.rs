@@ -8,6 +8,7 @@ pub mod engine;
 pub mod kinds;
 pub mod operator;
 pub mod remote;
+pub mod secrets;
 pub mod step;
 
 pub use self::core::{OnFailure, RetryPolicy, SagaStatus, StepStatus};

@@ -1,6 +1,7 @@
 //! `AgentLink.Session`: the one stream each agent holds. Checks who the agent is, records the
 //! host, forwards heartbeats to the store, replies to the hub, delivers the host's agent tasks
-//! and writes back their progress and results.
+//! and writes back their progress and results. The agent's token is checked again on every
+//! heartbeat (and after two silent intervals): a revoked or expired token ends the session.
 
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
@@ -48,6 +49,7 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
                 "agents must present a client certificate signed by the coordinator's client CA",
             ));
         }
+        let peer_certs = req.peer_certs();
         let mut inbound = req.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.next()).await {
             Ok(Some(Ok(pb::AgentMessage {
@@ -69,6 +71,20 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
                 "this agent token is bound to host {}, not {host_id}",
                 caller.host_id.as_deref().unwrap_or("(none)")
             )));
+        }
+        if let Some(cert) = peer_certs.as_ref().and_then(|c| c.first()) {
+            let names = cert_names(cert.as_ref());
+            if !names.iter().any(|n| n == host_id.as_str()) {
+                return Err(Status::permission_denied(format!(
+                    "the client certificate names {} but this agent token is bound to host \
+                     {host_id}: issue the agent a certificate whose SAN (or CN) is its host id",
+                    if names.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                )));
+            }
         }
         let session_id = uuid::Uuid::new_v4().to_string();
         self.store
@@ -105,13 +121,19 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
         tokio::spawn(crate::hub::tasks::deliver(
             self.store.clone(),
             host_id.as_str().to_owned(),
+            caller.token_id.clone(),
             tx,
             session_over.clone(),
         ));
         let this = self.clone();
         tokio::spawn(async move {
-            this.read_inbound(host_id.as_str(), &session_id, inbound)
-                .await;
+            let session = Session {
+                host_id: host_id.as_str(),
+                session_id: &session_id,
+                token_id: &caller.token_id,
+                over: &session_over,
+            };
+            this.read_inbound(&session, inbound).await;
             session_over.cancel();
             this.hub.unregister(host_id.as_str(), &session_id);
             if let Err(e) = this
@@ -131,18 +153,70 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
     }
 }
 
+/// The DNS names (SAN) and common names a DER certificate carries; empty if it does not
+/// parse (the TLS layer already verified it against the client CA).
+fn cert_names(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|g| match g {
+                    x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.extend(
+        cert.subject()
+            .iter_common_name()
+            .filter_map(|cn| cn.as_str().ok().map(str::to_owned)),
+    );
+    names
+}
+
+/// Who one session is for, as its reader needs it.
+struct Session<'a> {
+    host_id: &'a str,
+    session_id: &'a str,
+    /// The agent token that opened the session, re-checked while it lasts.
+    token_id: &'a str,
+    /// Cancelled when the session must end (task delivery found the token dead).
+    over: &'a CancellationToken,
+}
+
 impl AgentLinkService {
-    async fn read_inbound(
-        &self,
-        host_id: &str,
-        session_id: &str,
-        mut inbound: Streaming<pb::AgentMessage>,
-    ) {
+    async fn read_inbound(&self, session: &Session<'_>, mut inbound: Streaming<pb::AgentMessage>) {
         use pb::agent_message::Msg;
+        let Session {
+            host_id,
+            session_id,
+            token_id,
+            ..
+        } = *session;
+        // A silent agent's token is checked after two intervals without a heartbeat.
+        let silence = Duration::from_secs(u64::from(self.heartbeat_interval_secs.max(1)) * 2);
+        let quiet = tokio::time::sleep(silence);
+        tokio::pin!(quiet);
         loop {
             let msg = tokio::select! {
                 m = inbound.next() => m,
                 _ = self.shutdown.cancelled() => return,
+                _ = session.over.cancelled() => return,
+                () = &mut quiet => {
+                    if !tasks::token_live(&self.store, host_id, token_id).await {
+                        return;
+                    }
+                    quiet.as_mut().reset(tokio::time::Instant::now() + silence);
+                    continue;
+                }
             };
             let msg = match msg {
                 Some(Ok(pb::AgentMessage { msg: Some(m) })) => m,
@@ -155,6 +229,10 @@ impl AgentLinkService {
             };
             match msg {
                 Msg::Heartbeat(_) => {
+                    quiet.as_mut().reset(tokio::time::Instant::now() + silence);
+                    if !tasks::token_live(&self.store, host_id, token_id).await {
+                        return;
+                    }
                     match self
                         .store
                         .host_heartbeat(host_id, session_id, unix_ms(SystemTime::now()))

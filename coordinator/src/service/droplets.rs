@@ -72,6 +72,7 @@ impl pb::droplet_service_server::DropletService for DropletsService {
             ssh_keys: r.ssh_keys,
             tags: r.tags,
             user_data: (!r.user_data.is_empty()).then_some(r.user_data),
+            user_data_bytes: None,
         };
         self.start("droplet.provision", &inputs, &r.idempotency_key)
             .await

@@ -35,6 +35,18 @@ pub(crate) async fn start_saga(
     })
 }
 
+/// Refuses a warm restore outside the caller's token scope; `inputs` are the saga's inputs
+/// (`host_id`, `app`). Missing names are refused by a scoped token, never waved through.
+pub(crate) fn check_restore_scope(
+    caller: &Principal,
+    inputs: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), ApiError> {
+    let name = |k: &str| inputs.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+    caller
+        .may_restore(name("host_id"), name("app"))
+        .map_err(ApiError::from)
+}
+
 /// The caller that the auth layer put in the request.
 pub(crate) fn principal<T>(req: &Request<T>) -> Result<Principal, Status> {
     req.extensions()

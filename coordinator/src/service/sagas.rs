@@ -24,6 +24,9 @@ pub struct SagasService {
 
 /// How often `watch` looks for new events.
 const WATCH_POLL: Duration = Duration::from_millis(200);
+/// How often an open `watch` checks that its caller's token is still live: a revoked or
+/// expired token ends the stream within this long (one primary-key read per period).
+const WATCH_TOKEN_CHECK: Duration = Duration::from_secs(2);
 /// How long `CancelSaga` waits for the cancel to take effect before it answers.
 const CANCEL_SETTLE: Duration = Duration::from_secs(10);
 const DEFAULT_PAGE: u32 = 50;
@@ -62,7 +65,8 @@ pub(crate) fn saga_pb(s: SagaRow, steps: Vec<StepRow>) -> pb::Saga {
         saga_id: s.id,
         kind: s.kind,
         status: s.status,
-        inputs_json: s.inputs,
+        // Secret inputs were sealed at start; only their size is shown.
+        inputs_json: crate::saga::secrets::for_display(&s.inputs),
         steps: steps
             .into_iter()
             .map(|st| pb::SagaStep {
@@ -177,6 +181,11 @@ impl pb::saga_service_server::SagaService for SagasService {
             ))
             .into());
         }
+        if r.kind == "warm.restore" {
+            let inputs: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&r.inputs_json).unwrap_or_default();
+            super::check_restore_scope(&caller, &inputs)?;
+        }
         let key = (!r.idempotency_key.is_empty()).then_some(r.idempotency_key.as_str());
         let (saga_id, existing) = self
             .engine
@@ -276,7 +285,20 @@ impl pb::saga_service_server::SagaService for SagasService {
             // Held until this task ends, whichever way: the stream's slot for its token.
             let _slot = slot;
             let mut after = r.after_seq as i64;
+            let mut checked = tokio::time::Instant::now();
             loop {
+                if checked.elapsed() >= WATCH_TOKEN_CHECK {
+                    checked = tokio::time::Instant::now();
+                    let now = berth_shared::time::unix_ms(std::time::SystemTime::now());
+                    if let Ok(false) = store.token_is_live(&caller.token_id, now).await {
+                        let _ = tx
+                            .send(Err(Status::unauthenticated(
+                                "the token watching this saga was revoked or expired",
+                            )))
+                            .await;
+                        return;
+                    }
+                }
                 let events = match store.events_after(&id, after, 500).await {
                     Ok(e) => e,
                     Err(e) => {

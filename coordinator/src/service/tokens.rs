@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use super::principal;
 use crate::auth::Tokens;
 use crate::error::ApiError;
-use crate::store::{Store, TokenRecord};
+use crate::store::{Store, TokenRecord, TokenScope};
 
 #[derive(Clone, Debug)]
 pub struct TokensService {
@@ -29,7 +29,20 @@ pub(crate) fn token_info(t: TokenRecord) -> pb::TokenInfo {
         expires_at_ms: t.expires_at_ms.unwrap_or_default(),
         revoked_at_ms: t.revoked_at_ms.unwrap_or_default(),
         last_used_ms: t.last_used_ms.unwrap_or_default(),
+        scope_hosts: t.scope.hosts,
+        scope_apps: t.scope.apps,
     }
+}
+
+/// A requested scope with each name checked.
+fn scope_of(hosts: Vec<String>, apps: Vec<String>) -> Result<TokenScope, ApiError> {
+    for h in &hosts {
+        HostId::new(h.as_str()).map_err(ApiError::from)?;
+    }
+    for a in &apps {
+        berth_shared::AppName::new(a.as_str()).map_err(ApiError::from)?;
+    }
+    Ok(TokenScope { hosts, apps })
 }
 
 #[tonic::async_trait]
@@ -50,9 +63,10 @@ impl pb::token_service_server::TokenService for TokensService {
             h => Some(HostId::new(h).map_err(ApiError::from)?),
         };
         let ttl = (r.ttl_secs > 0).then(|| Duration::from_secs(r.ttl_secs));
+        let scope = scope_of(r.scope_hosts, r.scope_apps)?;
         let (record, token) = self
             .tokens
-            .issue(role, host.as_ref(), &r.description, ttl)
+            .issue_scoped(role, host.as_ref(), &scope, &r.description, ttl)
             .await
             .map_err(ApiError::from)?;
         tracing::info!(token_id = record.token_id, role = %role, "token created");

@@ -60,8 +60,10 @@ impl pb::warm_service_server::WarmService for WarmsService {
         &self,
         req: Request<pb::WarmRestoreRequest>,
     ) -> Result<Response<pb::SagaRef>, Status> {
+        let caller = super::principal(&req)?;
         let r = req.into_inner();
         let inputs = target_inputs(r.target, r.wait_undeployed_secs)?;
+        super::check_restore_scope(&caller, &inputs)?;
         Ok(Response::new(
             super::start_saga(&self.engine, "warm.restore", &inputs, &r.idempotency_key).await?,
         ))

@@ -121,6 +121,19 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: super::agent_queries::MIGRATION,
         postgres: None,
     },
+    Migration {
+        version: 9,
+        name: "trust-secrets: ci token scopes and sealed saga secrets",
+        sqlite: MIGRATION_TRUST_SECRETS,
+        postgres: None,
+    },
+];
+
+/// Version 9: the scope of ci tokens (`api_tokens`) and `saga_secrets`.
+const MIGRATION_TRUST_SECRETS: &[&str] = &[
+    super::tokens::MIGRATION_SCOPES[0],
+    super::tokens::MIGRATION_SCOPES[1],
+    super::secrets::MIGRATION[0],
 ];
 
 /// Every call of the `record` demo step that reached the database, with the epoch that made

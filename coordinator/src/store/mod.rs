@@ -8,7 +8,9 @@ mod hosts;
 mod inventory;
 mod jobs;
 mod migrate;
+mod redact;
 mod sagas;
+mod secrets;
 mod signal;
 mod sql;
 mod tokens;
@@ -28,11 +30,12 @@ pub use inventory::{
 };
 pub use jobs::{GoneMark, JobClaim, JobRow};
 pub use migrate::{LATEST_VERSION, SchemaError};
+pub use redact::redact_url;
 pub use sagas::{
     EventRow, Fence, NewEvent, NewSaga, SagaFilter, SagaRow, SagaWrite, StepRow, StepWrite,
 };
 pub use signal::Signal;
-pub use tokens::{NewToken, TokenRecord};
+pub use tokens::{NewToken, TokenRecord, TokenScope};
 
 /// Which database the store is talking to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,20 +115,6 @@ impl std::fmt::Debug for Store {
             .field("backend", &self.backend)
             .field("url", &redact_url(&self.url))
             .finish()
-    }
-}
-
-/// The URL with any password replaced, fit for logs and errors.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_owned();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
     }
 }
 
@@ -246,19 +235,4 @@ fn pool_options(backend: Backend) -> AnyPoolOptions {
                 Ok(())
             })
         })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_passwords_only() {
-        assert_eq!(
-            redact_url("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact_url("sqlite:///x.db"), "sqlite:///x.db");
-    }
 }

@@ -208,6 +208,16 @@ impl Store {
     /// Inserts a saga, its pending steps and its first event; with a start key already used,
     /// inserts nothing and returns the existing saga's id and `false`.
     pub async fn insert_saga(&self, s: &NewSaga<'_>) -> Result<(String, bool), StoreError> {
+        self.insert_saga_with_secrets(s, &[]).await
+    }
+
+    /// [`Store::insert_saga`], writing the saga's `secrets` (name, value) into `saga_secrets`
+    /// in the same transaction, never into its readable inputs.
+    pub async fn insert_saga_with_secrets(
+        &self,
+        s: &NewSaga<'_>,
+        secrets: &[(&str, &str)],
+    ) -> Result<(String, bool), StoreError> {
         let mut tx = self.pool().begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO saga_runs (id, kind, inputs, status, owner_id, epoch, lease_expires_at_ms, \
@@ -250,6 +260,7 @@ impl Store {
             detail: None,
         };
         insert_event(&mut tx, s.id, 0, event, s.now_ms).await?;
+        super::secrets::insert(&mut tx, s.id, secrets).await?;
         tx.commit().await?;
         Ok((s.id.to_owned(), true))
     }

@@ -1,6 +1,8 @@
 //! The api_tokens table. Only a SHA-256 of each token is stored; the plaintext exists once, in
 //! the answer to the call that created it. Enrollment tokens are rows flagged `enrollment`,
-//! spent (`used_at_ms`) in the same transaction that inserts the agent token they buy.
+//! spent (`used_at_ms`) in the same transaction that inserts the agent token they buy, which
+//! also revokes the host's earlier agent tokens. A ci token may carry a scope: the hosts and
+//! apps its warm restores may touch (`scope_hosts`, `scope_apps`, comma-separated names).
 
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
@@ -12,6 +14,40 @@ pub(super) const MIGRATION_ENROLLMENT: &[&str] = &[
     "ALTER TABLE api_tokens ADD COLUMN enrollment BIGINT NOT NULL DEFAULT 0",
     "ALTER TABLE api_tokens ADD COLUMN used_at_ms BIGINT",
 ];
+
+/// Schema version 9: the scope of ci tokens.
+pub(super) const MIGRATION_SCOPES: &[&str] = &[
+    "ALTER TABLE api_tokens ADD COLUMN scope_hosts TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE api_tokens ADD COLUMN scope_apps TEXT NOT NULL DEFAULT ''",
+];
+
+/// What a token may touch beyond its role: empty lists mean no limit. Only ci tokens have one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenScope {
+    /// Host ids its warm restores may run on.
+    pub hosts: Vec<String>,
+    /// App names its warm restores may restore.
+    pub apps: Vec<String>,
+}
+
+impl TokenScope {
+    pub fn is_unlimited(&self) -> bool {
+        self.hosts.is_empty() && self.apps.is_empty()
+    }
+}
+
+/// A list column: names are validated (no commas), so a comma separates them.
+fn join_names(names: &[String]) -> String {
+    names.join(",")
+}
+
+fn split_names(column: &str) -> Vec<String> {
+    column
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
 
 /// A token's record, without any secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +64,7 @@ pub struct TokenRecord {
     pub enrollment: bool,
     /// When an enrollment token was exchanged; it is spent from then on.
     pub used_at_ms: Option<i64>,
+    pub scope: TokenScope,
 }
 
 /// A token to insert: its id, the hash of its secret and what it may do.
@@ -40,10 +77,12 @@ pub struct NewToken<'a> {
     pub description: &'a str,
     pub created_at_ms: i64,
     pub expires_at_ms: Option<i64>,
+    pub scope: &'a TokenScope,
 }
 
 const COLUMNS: &str = "token_id, role, host_id, description, created_at_ms, expires_at_ms, \
-                       revoked_at_ms, last_used_ms, enrollment, used_at_ms";
+                       revoked_at_ms, last_used_ms, enrollment, used_at_ms, scope_hosts, \
+                       scope_apps";
 
 fn from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
     Ok(TokenRecord {
@@ -57,12 +96,16 @@ fn from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
         last_used_ms: row.try_get("last_used_ms")?,
         enrollment: row.try_get::<i64, _>("enrollment")? != 0,
         used_at_ms: row.try_get("used_at_ms")?,
+        scope: TokenScope {
+            hosts: split_names(&row.try_get::<String, _>("scope_hosts")?),
+            apps: split_names(&row.try_get::<String, _>("scope_apps")?),
+        },
     })
 }
 
 const INSERT: &str = "INSERT INTO api_tokens (token_id, token_hash, role, host_id, description, \
-                      created_at_ms, expires_at_ms, enrollment) \
-                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+                      created_at_ms, expires_at_ms, enrollment, scope_hosts, scope_apps) \
+                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
 fn insert<'q>(
     t: &'q NewToken<'q>,
@@ -77,6 +120,8 @@ fn insert<'q>(
         .bind(t.created_at_ms)
         .bind(t.expires_at_ms)
         .bind(i64::from(enrollment))
+        .bind(join_names(&t.scope.hosts))
+        .bind(join_names(&t.scope.apps))
 }
 
 impl Store {
@@ -109,8 +154,9 @@ impl Store {
         row.as_ref().map(from_row).transpose()
     }
 
-    /// Spends the enrollment token `enrollment_id` and inserts `agent` in one transaction:
-    /// of two concurrent exchanges of one token, exactly one gets an agent token. `None` when
+    /// Spends the enrollment token `enrollment_id`, revokes the host's earlier agent tokens and
+    /// inserts `agent`, in one transaction: of two concurrent exchanges of one token, exactly
+    /// one gets an agent token, and a re-enrolled host has one live agent token. `None` when
     /// the token was no longer spendable (used, revoked or expired meanwhile).
     pub async fn redeem_enrollment(
         &self,
@@ -131,6 +177,14 @@ impl Store {
         if spent.rows_affected() != 1 {
             return Ok(None);
         }
+        sqlx::query(
+            "UPDATE api_tokens SET revoked_at_ms = $1 WHERE role = 'agent' AND host_id = $2 \
+             AND enrollment = 0 AND revoked_at_ms IS NULL",
+        )
+        .bind(now_ms)
+        .bind(agent.host_id)
+        .execute(&mut *tx)
+        .await?;
         insert(agent, false).execute(&mut *tx).await?;
         tx.commit().await?;
         self.get_token(agent.token_id).await.map(Some)
@@ -177,6 +231,20 @@ impl Store {
                 .await?;
         }
         Ok(Some(token))
+    }
+
+    /// The token `token_id` if it is still live at `now_ms` (not revoked, not expired, not a
+    /// spent enrollment token): a primary-key read, for streams that re-check their caller.
+    pub async fn token_is_live(&self, token_id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT 1 AS live FROM api_tokens WHERE token_id = $1 AND revoked_at_ms IS NULL \
+             AND used_at_ms IS NULL AND (expires_at_ms IS NULL OR expires_at_ms > $2)",
+        )
+        .bind(token_id)
+        .bind(now_ms)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.is_some())
     }
 
     pub async fn list_tokens(&self, include_revoked: bool) -> Result<Vec<TokenRecord>, StoreError> {

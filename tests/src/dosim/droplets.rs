@@ -52,6 +52,7 @@ pub struct NewDroplet {
     pub monitoring: bool,
     pub backups: bool,
     pub public_networking: bool,
+    pub user_data: Option<String>,
 }
 
 /// Adds a droplet and its create action; `settled` makes it as if created long ago.
@@ -84,6 +85,7 @@ pub fn insert(w: &mut World, spec: NewDroplet, now: Instant, settled: bool) -> (
             ipv6: spec.ipv6,
             monitoring: spec.monitoring,
             backups: spec.backups,
+            user_data: spec.user_data,
             vpc_uuid: format!(
                 "5a4f4e5c-0000-4000-8000-{:012x}",
                 spec_region_hash(spec.region)
@@ -186,6 +188,10 @@ pub fn create(w: &mut World, req: &Req, now: Instant, links_base: &str) -> Reply
             monitoring: flag("monitoring", false),
             backups: flag("backups", false),
             public_networking: flag("public_networking", true),
+            user_data: req
+                .field("user_data")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         };
         created.push(insert(w, spec, now, false));
     }
@@ -383,6 +389,7 @@ pub fn seed(w: &mut World, n: usize, tags: &[String], now: Instant) -> Vec<u64> 
                 monitoring: false,
                 backups: false,
                 public_networking: true,
+                user_data: None,
             };
             insert(w, spec, now, true).0
         })

@@ -53,6 +53,8 @@ pub struct Droplet {
     pub ipv6: bool,
     pub monitoring: bool,
     pub backups: bool,
+    /// The cloud-init user data the create request carried.
+    pub user_data: Option<String>,
     pub vpc_uuid: String,
     pub deleted: Option<Instant>,
 }
@@ -106,6 +108,7 @@ pub struct SimDroplet {
     pub tags: Vec<String>,
     pub public_ipv4: Option<Ipv4Addr>,
     pub snapshot_ids: Vec<u64>,
+    pub user_data: Option<String>,
 }
 
 /// A snapshot as a test sees it.
@@ -376,6 +379,7 @@ impl World {
                 tags: d.tags.clone(),
                 public_ipv4: self.public_ipv4(d, now),
                 snapshot_ids: self.snapshot_ids(d.id, now),
+                user_data: d.user_data.clone(),
             })
             .collect()
     }

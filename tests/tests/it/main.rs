@@ -20,4 +20,5 @@ mod saga_crash;
 mod sagas;
 mod store;
 mod tls;
+mod trust;
 mod warm_e2e;

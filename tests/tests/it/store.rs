@@ -95,7 +95,11 @@ async fn hosts_record_sessions_heartbeats_and_disconnects() {
 
 #[tokio::test]
 async fn tokens_are_found_by_hash_until_revoked_or_expired() {
-    use berth_coordinator::store::NewToken;
+    use berth_coordinator::store::{NewToken, TokenScope};
+    static NO_SCOPE: TokenScope = TokenScope {
+        hosts: Vec::new(),
+        apps: Vec::new(),
+    };
     for db in TestDb::each().await {
         let store = Store::open(&db.url).await.unwrap();
         let new = |id: &'static str, hash: &'static str, expires| NewToken {
@@ -106,6 +110,7 @@ async fn tokens_are_found_by_hash_until_revoked_or_expired() {
             description: "",
             created_at_ms: 1_000,
             expires_at_ms: expires,
+            scope: &NO_SCOPE,
         };
         store.insert_token(&new("t1", "hash1", None)).await.unwrap();
         store

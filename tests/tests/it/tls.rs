@@ -50,10 +50,11 @@ async fn with_mtls_an_agent_needs_a_client_certificate() {
     let _without = TestAgent::start(&c, "no-cert", &token, |_| {}).await;
 
     let token = c.token(Role::Agent, Some("with-cert")).await;
+    let (cert, key) = pki.client_for("with-cert");
     let with = TestAgent::start(&c, "with-cert", &token, |cfg| {
         let tls = cfg.tls.as_mut().unwrap();
-        tls.client_cert_file = Some(pki.client_cert.clone());
-        tls.client_key_file = Some(pki.client_key.clone());
+        tls.client_cert_file = Some(cert);
+        tls.client_key_file = Some(key);
     })
     .await;
     with.wait_connected(Duration::from_secs(5)).await;

@@ -31,10 +31,20 @@ fn agent_config(dir: &Path, url: &str, extra: &str) -> PathBuf {
     path
 }
 
-/// `berth-agent enroll` with `args`, awaited: the coordinator answering it runs on this
-/// test's runtime.
-async fn enroll(config: &Path, args: &[&str]) -> Output {
-    tokio::process::Command::new(bin::path("berth-agent"))
+/// `berth-agent enroll --token-file` (the token written beside `config`) with `args`,
+/// awaited: the coordinator answering it runs on this test's runtime.
+async fn enroll(config: &Path, token: &str, args: &[&str]) -> Output {
+    let file = config.with_file_name("enrollment.token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let mut full = vec!["--token-file", file.to_str().unwrap()];
+    full.extend_from_slice(args);
+    enroll_with_stdin(config, &full, None).await
+}
+
+/// `berth-agent enroll` with `args`, `stdin` (if any) on its standard input.
+async fn enroll_with_stdin(config: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(bin::path("berth-agent"))
         .arg("enroll")
         .arg("--config")
         .arg(config)
@@ -42,10 +52,24 @@ async fn enroll(config: &Path, args: &[&str]) -> Output {
         .env("RUST_LOG", "warn")
         .env_remove("BERTH_TOKEN_FILE")
         .env_remove("BERTH_HOST_ID")
-        .stdin(Stdio::null())
-        .output()
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run berth-agent enroll");
+    if let Some(text) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(text.as_bytes()).await.unwrap();
+        drop(pipe);
+    }
+    child
+        .wait_with_output()
         .await
-        .expect("run berth-agent enroll")
+        .expect("wait berth-agent enroll")
 }
 
 fn stderr(out: &Output) -> String {
@@ -117,14 +141,8 @@ async fn an_agent_enrolls_once_over_tls_and_connects_with_the_written_credential
     );
     let out = enroll(
         &config,
-        &[
-            "--coordinator",
-            &c.url(),
-            "--token",
-            &token,
-            "--ca-file",
-            &ca,
-        ],
+        &token,
+        &["--coordinator", &c.url(), "--ca-file", &ca],
     )
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -158,7 +176,7 @@ async fn an_agent_enrolls_once_over_tls_and_connects_with_the_written_credential
     c.wait_host("enroll-1", true, Duration::from_secs(15)).await;
 
     // The same enrollment token again: refused, and the credential on disk is untouched.
-    let out = enroll(&config, &["--token", &token, "--ca-file", &ca]).await;
+    let out = enroll(&config, &token, &["--ca-file", &ca]).await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(stderr(&out).contains("already used"), "{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(&token_file).unwrap(), credential);
@@ -194,7 +212,7 @@ async fn expired_misdirected_and_misused_enrollment_tokens_are_refused() {
     let expired = enrollment_token(&c, "late-1", Duration::from_millis(300)).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let config = agent_config(host.path(), &c.url(), "");
-    let out = enroll(&config, &["--token", &expired]).await;
+    let out = enroll(&config, &expired, &[]).await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(stderr(&out).contains("expired"), "{}", stderr(&out));
     assert!(!host.path().join("etc").exists(), "nothing was written");
@@ -202,7 +220,7 @@ async fn expired_misdirected_and_misused_enrollment_tokens_are_refused() {
     // For another host: refused, and not spent.
     let token = enrollment_token(&c, "host-a", Duration::from_secs(600)).await;
     let config = agent_config(host.path(), &c.url(), "host_id = \"host-b\"");
-    let out = enroll(&config, &["--token", &token]).await;
+    let out = enroll(&config, &token, &[]).await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("bound to host host-a, not host-b"),
@@ -210,7 +228,7 @@ async fn expired_misdirected_and_misused_enrollment_tokens_are_refused() {
         stderr(&out)
     );
     let config = agent_config(host.path(), &c.url(), "host_id = \"host-a\"");
-    let out = enroll(&config, &["--token", &token]).await;
+    let out = enroll(&config, &token, &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
 
     // An enrollment token can do nothing else.
@@ -296,4 +314,66 @@ async fn concurrent_exchanges_of_one_enrollment_token_yield_one_agent_token() {
             .count();
         assert_eq!(agents, 1, "{:?}", db.kind);
     }
+}
+
+/// The enrollment token comes from standard input or `--token-file`, never argv; enrolling a
+/// host again revokes the agent token its first enrollment bought.
+#[tokio::test]
+async fn enrollment_reads_its_token_off_argv_and_re_enrolling_revokes_the_old_token() {
+    let db = TestDb::sqlite();
+    let c = TestCoordinator::start(&db).await;
+    let host = tempfile::tempdir().unwrap();
+    let config = agent_config(host.path(), &c.url(), "host_id = \"re-1\"");
+    let token_file = host.path().join("etc/secrets/agent.token");
+
+    // `--token` is gone: a secret on the command line is refused by the parser.
+    let first = enrollment_token(&c, "re-1", Duration::from_secs(600)).await;
+    let out = enroll_with_stdin(&config, &["--token", &first], None).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // Nothing on stdin and no file: told what to do.
+    let out = enroll_with_stdin(&config, &[], Some("")).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--token-file"), "{}", stderr(&out));
+
+    let out = enroll_with_stdin(&config, &[], Some(&format!("{first}\n"))).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let old = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    c.hosts(&old)
+        .await
+        .list_hosts(pb::ListHostsRequest {})
+        .await
+        .expect_err("an agent token may not list hosts, but it authenticates");
+
+    let second = enrollment_token(&c, "re-1", Duration::from_secs(600)).await;
+    let out = enroll(&config, &second, &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let new = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_ne!(old, new);
+    let agents: Vec<_> = c
+        .store()
+        .list_tokens(true)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| !t.enrollment && t.host_id.as_deref() == Some("re-1"))
+        .collect();
+    assert_eq!(agents.len(), 2, "{agents:?}");
+    assert_eq!(
+        agents.iter().filter(|t| t.revoked_at_ms.is_none()).count(),
+        1,
+        "only the newest agent token is live: {agents:?}"
+    );
+    let err = c
+        .hosts(&old)
+        .await
+        .list_hosts(pb::ListHostsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
 }

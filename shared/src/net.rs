@@ -1,0 +1,106 @@
+//! Which coordinator URLs may be dialled in plaintext: only loopback ones (`127.0.0.0/8`,
+//! `::1`, `localhost`), so a bearer token never crosses a network unencrypted.
+
+use std::net::IpAddr;
+
+/// An `http://` URL whose host is not loopback.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{url:?} is plaintext http to {host}, which is not loopback: a token sent there crosses the \
+     network unencrypted; use https:// with the coordinator's CA (or http:// only to 127.0.0.1, \
+     ::1 or localhost)"
+)]
+pub struct PlaintextNotLoopback {
+    pub url: String,
+    pub host: String,
+}
+
+/// The host of a URL (`scheme://[user@]host[:port][/path]`), brackets of an IPv6 literal
+/// removed; `None` when the URL has no `://`.
+pub fn url_host(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = hostport.strip_prefix('[') {
+        return v6.split_once(']').map(|(h, _)| h);
+    }
+    Some(hostport.split_once(':').map_or(hostport, |(h, _)| h))
+}
+
+/// Whether `host` names this machine: `localhost` (or a name under it), `127.0.0.0/8`, `::1`.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    if name == "localhost" || name.ends_with(".localhost") {
+        return true;
+    }
+    name.parse::<IpAddr>().is_ok_and(|ip| match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    })
+}
+
+/// Refuses an `http://` URL to anything but loopback; other schemes pass (they are checked
+/// elsewhere).
+pub fn check_plaintext(url: &str) -> Result<(), PlaintextNotLoopback> {
+    let url = url.trim();
+    if !url
+        .get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+    {
+        return Ok(());
+    }
+    let host = url_host(url).unwrap_or_default();
+    if is_loopback_host(host) {
+        Ok(())
+    } else {
+        Err(PlaintextNotLoopback {
+            url: url.to_owned(),
+            host: if host.is_empty() {
+                "(no host)".to_owned()
+            } else {
+                host.to_owned()
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_urls_may_be_plaintext() {
+        for ok in [
+            "http://127.0.0.1:7400",
+            "http://127.9.8.7:1/x",
+            "http://[::1]:7400",
+            "http://localhost:7400",
+            "http://LOCALHOST.",
+            "https://coordinator.example.org:7400",
+            "http://user@127.0.0.1:1",
+        ] {
+            check_plaintext(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+    }
+
+    #[test]
+    fn other_plaintext_urls_are_refused_naming_the_fix() {
+        for bad in [
+            "http://10.0.0.5:7400",
+            "http://coordinator.example.org",
+            "http://localhost.evil.org:1",
+            "http://127.0.0.1.evil.org:1",
+            "http://[2001:db8::1]:7400",
+            "http://127.0.0.1@10.0.0.5:7400",
+            "HTTP://10.0.0.5",
+        ] {
+            let err = check_plaintext(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("https://") && err.contains("loopback"),
+                "{bad}: {err}"
+            );
+        }
+    }
+}
