@@ -23,9 +23,8 @@ mod unpack;
 mod volumes;
 mod walk;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use berth_shared::archive::{
@@ -42,6 +41,7 @@ pub use berth_shared::archive::{ArchiveProgress, Phase};
 pub use config::ArchiveConfig;
 pub use error::ArchiveError;
 
+use crate::volume::lock::{self, Held, Operation, Resource};
 use crate::warm::WarmError;
 use pack::Tree;
 
@@ -151,13 +151,14 @@ pub(crate) struct Plan {
     pub concurrency: usize,
 }
 
-/// The archive capability of an agent: its store, its apps root, and which apps are busy.
+/// The archive capability of an agent: its store and its apps root. Its work takes the
+/// agent's lock table (`crate::volume::lock`) for the app directory and the stack, and is
+/// refused, naming the holder, while another operation holds one.
 #[derive(Debug, Clone)]
 pub struct Archiver {
     config: ArchiveConfig,
     apps_root: PathBuf,
     bucket: store::Bucket,
-    busy: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Archiver {
@@ -185,7 +186,6 @@ impl Archiver {
             config,
             apps_root,
             bucket,
-            busy: Arc::default(),
         }
     }
 
@@ -251,11 +251,17 @@ impl Archiver {
                 source,
             })?),
         };
-        let _lock = self.lock(format!("app {app}"))?;
-        let _stack_lock = match &stack {
-            Some(s) => Some(self.lock(format!("stack {s}"))?),
-            None => None,
+        let mut resources = vec![Resource::AppDir(app.to_string())];
+        resources.extend(stack.iter().map(|s| Resource::Stack(s.to_string())));
+        let subject = match &stack {
+            Some(s) => format!("stack {s}"),
+            None => format!("app {app}"),
         };
+        let mut op = Operation::new(CREATE_TASK, subject);
+        if let Some(id) = &input.uuid {
+            op = op.on_behalf_of(format!("archive {id}"));
+        }
+        let _lock = lock::try_acquire(&op, &resources)?;
         let tree = match &stack {
             None => {
                 let source = self.apps_root.join(app.as_str());
@@ -341,8 +347,10 @@ impl Archiver {
                     app: app.to_string(),
                 })?;
         let target = target.unwrap_or(app);
-        let _lock = self.lock(format!("app {target}"))?;
-        let mut _stack_lock = None;
+        let op = Operation::new(RESTORE_TASK, format!("app {target}"))
+            .on_behalf_of(format!("archive {id}"));
+        let app_lock = lock::try_acquire(&op, &[Resource::AppDir(target.to_string())])?;
+        let mut _stack_lock: Option<Held> = None;
         let volumes = match meta.source.as_deref() {
             Some(SOURCE_VOLUMES) => {
                 let from = meta.stack.clone().unwrap_or_default();
@@ -362,8 +370,10 @@ impl Archiver {
                     source,
                 })?;
                 let archived = meta.volumes.clone().unwrap_or_default();
-                _stack_lock = Some(self.lock(format!("stack {to}"))?);
-                Some(volumes::for_restore(target.as_str(), &from, &archived, &to).await?)
+                _stack_lock = Some(lock::try_acquire(&op, &[Resource::Stack(to.to_string())])?);
+                Some(
+                    volumes::for_restore(target.as_str(), &from, &archived, &to, op.id()).await?,
+                )
             }
             None | Some(SOURCE_APP_DIR) => None,
             Some(other) => {
@@ -387,6 +397,7 @@ impl Archiver {
             max_bytes: self.config.max_restore_bytes,
             max_entries: self.config.max_restore_entries,
             volumes,
+            op: app_lock.operation().id(),
         };
         let r = restore::run(job, progress, cancel).await?;
         tracing::info!(key = %key, app = %target, entries = r.unpacked.entries, "archive restored");
@@ -466,31 +477,5 @@ impl Archiver {
             entries: meta.entries.unwrap_or(0),
             existing: true,
         }))
-    }
-
-    /// Marks `what` (`app <name>` or `stack <name>`) busy until the lock drops.
-    fn lock(&self, what: String) -> Result<BusyLock, ArchiveError> {
-        let mut busy = self.busy.lock().expect("busy set poisoned");
-        if !busy.insert(what.clone()) {
-            return Err(ArchiveError::Busy { what });
-        }
-        Ok(BusyLock {
-            busy: self.busy.clone(),
-            what,
-        })
-    }
-}
-
-/// An app directory or a stack in use by one create or restore.
-struct BusyLock {
-    busy: Arc<Mutex<HashSet<String>>>,
-    what: String,
-}
-
-impl Drop for BusyLock {
-    fn drop(&mut self) {
-        if let Ok(mut busy) = self.busy.lock() {
-            busy.remove(&self.what);
-        }
     }
 }
