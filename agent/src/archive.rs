@@ -371,9 +371,7 @@ impl Archiver {
                 })?;
                 let archived = meta.volumes.clone().unwrap_or_default();
                 _stack_lock = Some(lock::try_acquire(&op, &[Resource::Stack(to.to_string())])?);
-                Some(
-                    volumes::for_restore(target.as_str(), &from, &archived, &to, op.id()).await?,
-                )
+                Some(volumes::for_restore(target.as_str(), &from, &archived, &to, op.id()).await?)
             }
             None | Some(SOURCE_APP_DIR) => None,
             Some(other) => {

@@ -327,10 +327,7 @@ mod tests {
             tokio::spawn(async move { acquire(&second, &[stack("lk4")], &c, |_, _| {}).await });
         tokio::task::yield_now().await;
         cancel.cancel();
-        assert!(matches!(
-            waiter.await.unwrap(),
-            Err(VolumeError::Cancelled)
-        ));
+        assert!(matches!(waiter.await.unwrap(), Err(VolumeError::Cancelled)));
     }
 
     #[test]

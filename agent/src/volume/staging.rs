@@ -130,7 +130,9 @@ pub(crate) fn parse(dir: &Path, target: &str, file_name: &str) -> Option<Entry> 
 /// The target name of a staging entry's file name (for recovery of a whole directory).
 pub(crate) fn target_of(file_name: &str) -> Option<&str> {
     let rest = file_name.strip_prefix('.')?;
-    rest.find(MARK).map(|i| &rest[..i]).filter(|t| !t.is_empty())
+    rest.find(MARK)
+        .map(|i| &rest[..i])
+        .filter(|t| !t.is_empty())
 }
 
 /// Paths this process removes in the background; their owner is alive until done.
@@ -180,8 +182,14 @@ mod tests {
         let org = path_for(&root.join("wiki.example.org"), 7);
         let com = path_for(&root.join("wiki.example.com"), 7);
         let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name(&org).starts_with(".wiki.example.org~berth~"), "{org:?}");
-        assert!(name(&com).starts_with(".wiki.example.com~berth~"), "{com:?}");
+        assert!(
+            name(&org).starts_with(".wiki.example.org~berth~"),
+            "{org:?}"
+        );
+        assert!(
+            name(&com).starts_with(".wiki.example.com~berth~"),
+            "{com:?}"
+        );
         for suffix in ["", ASIDE, JOURNAL, SCRATCH] {
             assert_ne!(with_suffix(&org, suffix), with_suffix(&com, suffix));
         }
@@ -201,7 +209,12 @@ mod tests {
         let op = Operation::new("warm_restore", "stack st1");
         let held = lock::try_acquire(&op, &[Resource::Stack("st1".into())]).unwrap();
         let p = path_for(Path::new("/v/_data"), op.id());
-        let e = parse(Path::new("/v"), "_data", &p.file_name().unwrap().to_string_lossy()).unwrap();
+        let e = parse(
+            Path::new("/v"),
+            "_data",
+            &p.file_name().unwrap().to_string_lossy(),
+        )
+        .unwrap();
         assert!(!e.is_dead());
         drop(held);
         assert!(e.is_dead());

@@ -38,6 +38,23 @@ pub enum TestCut {
 }
 
 impl TestCut {
+    /// The environment variable the binaries read once at start.
+    pub const ENV: &'static str = "BERTH_AGENT_TEST_CUT_SWAP";
+
+    /// Sets the cut `value` (of [`TestCut::ENV`]) names, if any.
+    pub fn apply_env(value: Option<String>) -> Result<(), String> {
+        let Some(value) = value else { return Ok(()) };
+        let cut = Self::parse(&value).ok_or_else(|| {
+            format!(
+                "{}={value:?}: expected two_renames, stop_after_first_rename or \
+                 after_first_rename",
+                Self::ENV
+            )
+        })?;
+        set_test_cut(cut);
+        Ok(())
+    }
+
     /// The value of `BERTH_AGENT_TEST_CUT_SWAP`.
     pub fn parse(value: &str) -> Option<Self> {
         match value {
@@ -210,7 +227,10 @@ pub fn repair(target: &Path) -> Result<(), VolumeError> {
     }
     if !exists(target)? {
         // A cut swap without a readable journal: its aside is the only copy.
-        if let Some(aside) = dead.iter().find(|e| e.suffix == ASIDE && exists_or(&e.path)) {
+        if let Some(aside) = dead
+            .iter()
+            .find(|e| e.suffix == ASIDE && exists_or(&e.path))
+        {
             tracing::warn!(target = %target.display(), "a swap was cut between its two renames; putting the previous contents back");
             rename_synced(&aside.path, target)?;
         }

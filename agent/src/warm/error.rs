@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use berth_shared::NameError;
 
 use crate::AgentError;
-use crate::volume::VolumeError;
 use crate::docker::stack::Deployment;
+use crate::volume::VolumeError;
 
 /// What a failure means for whoever decides what to do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, StatxAttributes, StatxFlags};
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use crate::volume::swap::Swapped;
 use crate::volume::staging;
+pub(crate) use crate::volume::swap::Swapped;
 use crate::warm::error::WarmError;
 use crate::warm::layout::remove_tree;
 use crate::warm::pack::Totals;
@@ -29,7 +29,10 @@ pub(crate) enum Plan {
 /// Decides how operation `op` restores the volume at `mountpoint`, after finishing or
 /// rolling back a swap a crash cut and removing what dead restores left beside it.
 pub(crate) fn plan(mountpoint: &Path, op: u64) -> Result<Plan, WarmError> {
-    let Some(parent) = mountpoint.parent().filter(|_| mountpoint.file_name().is_some()) else {
+    let Some(parent) = mountpoint
+        .parent()
+        .filter(|_| mountpoint.file_name().is_some())
+    else {
         return Ok(Plan::Clear {
             reason: "the mountpoint has no parent directory to stage in".into(),
         });
