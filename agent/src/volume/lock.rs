@@ -11,7 +11,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex, OnceLock};
+use std::sync::{LazyLock, Mutex};
 
 use rustix::fs::{FlockOperation, flock};
 use tokio::sync::Notify;
@@ -109,16 +109,19 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| Table {
     released: Notify::new(),
 });
 
-static LOCK_DIR: OnceLock<PathBuf> = OnceLock::new();
+static LOCK_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
 
 /// From now on, every resource is also an `flock` on a file under `dir` (created if needed).
-/// Set once, at agent start; later calls are ignored.
+/// Set at agent start (the latest agent started in a process wins). A lock dir that
+/// disappears later leaves the in-process table alone in charge.
 pub fn use_lock_dir(dir: PathBuf) {
     if let Err(e) = std::fs::create_dir_all(&dir) {
         tracing::warn!(dir = %dir.display(), error = %e, "cannot create the lock dir; locks are in-process only");
         return;
     }
-    let _ = LOCK_DIR.set(dir);
+    if let Ok(mut d) = LOCK_DIR.lock() {
+        *d = Some(dir);
+    }
 }
 
 /// Resources held by one operation; released when dropped.
@@ -213,9 +216,10 @@ fn take(
         }
     }
     let mut files = Vec::new();
-    if let Some(dir) = LOCK_DIR.get() {
+    let dir = LOCK_DIR.lock().ok().and_then(|d| d.clone());
+    if let Some(dir) = dir.filter(|d| d.is_dir()) {
         for r in &sorted {
-            files.push(lock_file(dir, r, op)?);
+            files.push(lock_file(&dir, r, op)?);
         }
     }
     for r in &sorted {
