@@ -251,7 +251,7 @@ impl Archiver {
                 source,
             })?),
         };
-        let mut resources = vec![Resource::AppDir(app.to_string())];
+        let mut resources = vec![self.app_dir_resource(&app)];
         resources.extend(stack.iter().map(|s| Resource::Stack(s.to_string())));
         let subject = match &stack {
             Some(s) => format!("stack {s}"),
@@ -349,7 +349,7 @@ impl Archiver {
         let target = target.unwrap_or(app);
         let op = Operation::new(RESTORE_TASK, format!("app {target}"))
             .on_behalf_of(format!("archive {id}"));
-        let app_lock = lock::try_acquire(&op, &[Resource::AppDir(target.to_string())])?;
+        let app_lock = lock::try_acquire(&op, &[self.app_dir_resource(&target)])?;
         let mut _stack_lock: Option<Held> = None;
         let volumes = match meta.source.as_deref() {
             Some(SOURCE_VOLUMES) => {
@@ -411,6 +411,11 @@ impl Archiver {
             owners_restored: r.owners,
             volumes: restored_volumes,
         })
+    }
+
+    /// The lock table's key of `app`'s directory.
+    fn app_dir_resource(&self, app: &AppName) -> Resource {
+        Resource::AppDir(self.apps_root.join(app.as_str()).display().to_string())
     }
 
     /// The key's index value; with `index_label_name` configured, kept in step with the

@@ -24,7 +24,7 @@ use super::VolumeError;
 pub enum Resource {
     /// A swarm stack or compose project, and so every volume of it.
     Stack(String),
-    /// An app's directory under the apps root.
+    /// An app's directory (its whole path: tests run several apps roots in one process).
     AppDir(String),
     /// One volume touched without its stack.
     Volume(String),
@@ -35,7 +35,7 @@ impl Resource {
     fn file_name(&self) -> String {
         match self {
             Resource::Stack(s) => format!("stack~{s}.lock"),
-            Resource::AppDir(a) => format!("app~{a}.lock"),
+            Resource::AppDir(a) => format!("app~{}.lock", a.replace('/', "~")),
             Resource::Volume(v) => format!("volume~{v}.lock"),
         }
     }
