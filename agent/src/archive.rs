@@ -12,7 +12,6 @@
 //! retry or a cancel (`journal.rs`, `upload.rs`); a restore unpacks beside the target and
 //! swaps only after the archive's SHA-256 matched.
 
-mod busy;
 mod config;
 mod create;
 mod decode;
@@ -47,6 +46,7 @@ pub use config::ArchiveConfig;
 pub use error::ArchiveError;
 pub use journal::JournaledUpload;
 
+use crate::volume::lock::{self, Held, Operation, Resource};
 use crate::warm::WarmError;
 use journal::Journal;
 use pack::Tree;
@@ -157,14 +157,14 @@ pub(crate) struct Plan {
     pub concurrency: usize,
 }
 
-/// The archive capability of an agent: its store, its apps root, its upload journal, and
-/// which apps are busy.
+/// The archive capability of an agent: its store, its apps root and its upload journal. Its
+/// work takes the agent's lock table (`crate::volume::lock`) for the app directory and the
+/// stack, and is refused, naming the holder, while another operation holds one.
 #[derive(Debug, Clone)]
 pub struct Archiver {
     config: ArchiveConfig,
     apps_root: PathBuf,
     bucket: store::Bucket,
-    busy: busy::Busy,
     /// `None` for a store made by the caller (`memory://` in tests).
     journal: Option<Journal>,
     /// Uploads an earlier run journaled that are not aborted yet.
@@ -217,7 +217,6 @@ impl Archiver {
             config,
             apps_root,
             bucket,
-            busy: busy::Busy::default(),
             journal: None,
             recovering: watch::channel(0).1,
         }
@@ -296,11 +295,17 @@ impl Archiver {
                 source,
             })?),
         };
-        let _lock = self.busy.lock(format!("app {app}"))?;
-        let _stack_lock = match &stack {
-            Some(s) => Some(self.busy.lock(format!("stack {s}"))?),
-            None => None,
+        let mut resources = vec![self.app_dir_resource(&app)];
+        resources.extend(stack.iter().map(|s| Resource::Stack(s.to_string())));
+        let subject = match &stack {
+            Some(s) => format!("stack {s}"),
+            None => format!("app {app}"),
         };
+        let mut op = Operation::new(CREATE_TASK, subject);
+        if let Some(id) = &input.uuid {
+            op = op.on_behalf_of(format!("archive {id}"));
+        }
+        let _lock = lock::try_acquire(&op, &resources)?;
         let tree = match &stack {
             None => {
                 let source = self.apps_root.join(app.as_str());
@@ -387,8 +392,10 @@ impl Archiver {
                     app: app.to_string(),
                 })?;
         let target = target.unwrap_or(app);
-        let _lock = self.busy.lock(format!("app {target}"))?;
-        let mut _stack_lock = None;
+        let op = Operation::new(RESTORE_TASK, format!("app {target}"))
+            .on_behalf_of(format!("archive {id}"));
+        let app_lock = lock::try_acquire(&op, &[self.app_dir_resource(&target)])?;
+        let mut _stack_lock: Option<Held> = None;
         let volumes = match meta.source.as_deref() {
             Some(SOURCE_VOLUMES) => {
                 let from = meta.stack.clone().unwrap_or_default();
@@ -408,8 +415,8 @@ impl Archiver {
                     source,
                 })?;
                 let archived = meta.volumes.clone().unwrap_or_default();
-                _stack_lock = Some(self.busy.lock(format!("stack {to}"))?);
-                Some(volumes::for_restore(target.as_str(), &from, &archived, &to).await?)
+                _stack_lock = Some(lock::try_acquire(&op, &[Resource::Stack(to.to_string())])?);
+                Some(volumes::for_restore(target.as_str(), &from, &archived, &to, op.id()).await?)
             }
             None | Some(SOURCE_APP_DIR) => None,
             Some(other) => {
@@ -433,6 +440,7 @@ impl Archiver {
             max_bytes: self.config.max_restore_bytes,
             max_entries: self.config.max_restore_entries,
             volumes,
+            op: app_lock.operation().id(),
         };
         let r = restore::run(job, progress, cancel).await?;
         tracing::info!(key = %key, app = %target, entries = r.unpacked.entries, "archive restored");
@@ -448,6 +456,11 @@ impl Archiver {
             owners_restored: r.owners,
             volumes: restored_volumes,
         })
+    }
+
+    /// The lock table's key of `app`'s directory.
+    fn app_dir_resource(&self, app: &AppName) -> Resource {
+        Resource::AppDir(self.apps_root.join(app.as_str()).display().to_string())
     }
 
     /// The key's index value; with `index_label_name` configured, kept in step with the

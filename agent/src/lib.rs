@@ -13,6 +13,7 @@ mod error;
 mod link;
 mod query;
 mod task;
+pub mod volume;
 pub mod warm;
 
 use berth_shared::HostId;
@@ -51,6 +52,8 @@ impl Agent {
             coordinator_url = %config.coordinator_url,
             "agent starting"
         );
+        // Cut swaps are finished or rolled back, dead owners' staging removed.
+        volume::recover_at_start(&config);
         let task = tokio::spawn(link::run(link, state_tx, shutdown));
         Ok(Self {
             host_id,

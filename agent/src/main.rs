@@ -70,6 +70,11 @@ struct EnrollArgs {
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut args = Args::parse();
+    let cut = berth_agent::volume::TestCut::ENV;
+    if let Err(e) = berth_agent::volume::TestCut::apply_env(std::env::var(cut).ok()) {
+        eprintln!("berth-agent: {e}");
+        return ExitCode::from(2);
+    }
     if let Some(Command::Enroll(enroll)) = args.command.take() {
         return enroll_host(args, enroll).await;
     }

@@ -40,6 +40,7 @@ pub use restore::{RestoreMethod, RestoreOutcome, RestoreRequest, RestoredVolume}
 pub use snapshot::{SnapshotOutcome, SnapshotRequest};
 
 use crate::docker::stack::{self, WaitError};
+use crate::volume::lock::{self, Operation, Resource};
 use layout::{AppDir, AppLock};
 
 /// How often a busy app lock is tried again.
@@ -97,6 +98,8 @@ pub struct Warm {
     parallelism: usize,
     /// Removals of old volume contents still running after their restore returned.
     cleanups: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// Whom the work is for (a saga), named to operations waiting for its locks.
+    on_behalf_of: Option<String>,
 }
 
 impl Warm {
@@ -107,6 +110,7 @@ impl Warm {
             root: root.into(),
             parallelism: cpus.clamp(2, 4),
             cleanups: Arc::default(),
+            on_behalf_of: None,
         }
     }
 
@@ -118,6 +122,12 @@ impl Warm {
     /// How many volumes are tarred or extracted at the same time (at least 1).
     pub fn with_parallelism(mut self, n: usize) -> Self {
         self.parallelism = n.max(1);
+        self
+    }
+
+    /// Names whom this work is for (e.g. `saga <id>`), as operations waiting for it see it.
+    pub fn on_behalf_of(mut self, who: impl Into<String>) -> Self {
+        self.on_behalf_of = Some(who.into());
         self
     }
 
@@ -195,6 +205,27 @@ impl Warm {
                     running,
                 },
             })
+    }
+
+    /// Takes the stack's lock in the agent's lock table, waiting (with the phase saying for
+    /// what) while another operation on it runs, until `cancel`.
+    async fn hold_stack(
+        &self,
+        kind: &'static str,
+        target: &AppTarget,
+        progress: &Progress,
+        cancel: &CancellationToken,
+    ) -> Result<lock::Held, WarmError> {
+        let resource = Resource::Stack(target.stack.to_string());
+        let mut op = Operation::new(kind, &resource);
+        if let Some(who) = &self.on_behalf_of {
+            op = op.on_behalf_of(who.clone());
+        }
+        let held = lock::acquire(&op, &[resource], cancel, |_, holder| {
+            progress.set_phase(format!("waiting for {holder}"));
+        })
+        .await?;
+        Ok(held)
     }
 
     /// Takes the app's lock, waiting while another snapshot or restore of it runs.

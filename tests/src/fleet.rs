@@ -56,7 +56,10 @@ impl Fleet {
             .expect("admin token");
         let archives = tempfile::tempdir().expect("temp dir");
         let archive_toml = archive_toml.unwrap_or_else(|| {
-            format!("store_url = {:?}\n", format!("file://{}", archives.path().display()))
+            format!(
+                "store_url = {:?}\n",
+                format!("file://{}", archives.path().display())
+            )
         });
         let extra = format!(
             "heartbeat_interval_secs = 1\nheartbeat_timeout_secs = 3\n\n[archive]\n{archive_toml}"

@@ -50,8 +50,9 @@ pub enum ArchiveError {
     DataMissing { id: String, app: String },
     #[error("archive id {id} already belongs to app {app}; use a fresh uuid")]
     IdInUse { id: String, app: String },
-    #[error("another archive task is using {what}; retry when it has finished")]
-    Busy { what: String },
+    /// A lock, staging or swap of the shared volume module (`Busy` names the holder).
+    #[error(transparent)]
+    Volume(crate::volume::VolumeError),
     #[error("object store: {op} {key}")]
     Store {
         op: &'static str,
@@ -148,7 +149,7 @@ impl ArchiveError {
         match self {
             Store { source, .. } => store_kind(source),
             Read { source, .. } | Write { source, .. } | Journal { source, .. } => io_kind(source),
-            Busy { .. } | Verify { .. } | Compress(_) | Join(_) | Cancelled => ErrorKind::Transient,
+            Volume(_) | Verify { .. } | Compress(_) | Join(_) | Cancelled => ErrorKind::Transient,
             Volumes(e) if e.kind() == crate::warm::WarmErrorKind::Transient => ErrorKind::Transient,
             Volumes(_) => ErrorKind::Invalid,
             App(_)
@@ -215,5 +216,16 @@ fn io_kind(e: &io::Error) -> ErrorKind {
         | io::ErrorKind::ReadOnlyFilesystem
         | io::ErrorKind::InvalidInput => ErrorKind::Invalid,
         _ => ErrorKind::Transient,
+    }
+}
+
+impl From<crate::volume::VolumeError> for ArchiveError {
+    fn from(e: crate::volume::VolumeError) -> Self {
+        use crate::volume::VolumeError;
+        match e {
+            VolumeError::Cancelled => ArchiveError::Cancelled,
+            VolumeError::Io { path, source, .. } => ArchiveError::Write { path, source },
+            e => ArchiveError::Volume(e),
+        }
     }
 }

@@ -15,7 +15,6 @@ use berth_shared::archive::{ArchiveKey, ArchiveMeta, ArchiveProgress, Phase};
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
-use rustix::fs::{CWD, RenameFlags};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +23,7 @@ use super::pipe::{CAPACITY, ChunkReceiver, Incoming};
 use super::store::Bucket;
 use super::unpack::{self, Expect, UnpackCounters, Unpacked};
 use super::volumes::Restore;
+use crate::volume::swap::Swapped;
 
 /// A restore that passed its checks, ready to run.
 pub(crate) struct Job<'a> {
@@ -38,6 +38,8 @@ pub(crate) struct Job<'a> {
     /// For a volume archive: where its volumes go (the target app then only names the
     /// restore).
     pub volumes: Option<Restore>,
+    /// The operation (holding the target's lock) that owns the staging dirs.
+    pub op: u64,
 }
 
 /// What a restore did.
@@ -74,10 +76,13 @@ pub(crate) async fn run(
     };
     fs::create_dir_all(root).map_err(write_err(root))?;
     check_space(root, job.meta.tar_bytes)?;
-    // `~` cannot appear in an app name, so one app's prefix is never another's.
-    let staging_prefix = format!(".berth-restore~{}~", job.target);
-    remove_stale(root, &staging_prefix).await;
-    let staging = root.join(format!("{staging_prefix}{}", &job.key.id().as_str()[..8]));
+    let target = root.join(job.target.as_str());
+    // A swap of this app cut by a crash is rolled back, dead restores' staging removed.
+    let t = target.clone();
+    tokio::task::spawn_blocking(move || crate::volume::swap::repair(&t))
+        .await
+        .map_err(ArchiveError::Join)??;
+    let staging = crate::volume::staging::path_for(&target, job.op);
     fs::create_dir(&staging).map_err(write_err(&staging))?;
 
     let result = unpack_into(&job, &staging, progress, cancel).await;
@@ -89,19 +94,15 @@ pub(crate) async fn run(
         }
     };
     progress.send_modify(|p| p.phase = Phase::Swapping);
-    let target = root.join(job.target.as_str());
     let swapped = {
         let (staging, target) = (staging.clone(), target.clone());
         tokio::task::spawn_blocking(move || swap(&staging, &target))
             .await
             .map_err(ArchiveError::Join)?
     };
-    if let Err(source) = swapped {
+    if let Err(e) = swapped {
         remove_dir(staging).await;
-        return Err(ArchiveError::Write {
-            path: target,
-            source,
-        });
+        return Err(e);
     }
     progress.send_modify(|p| p.phase = Phase::Done);
     Ok(restored)
@@ -260,42 +261,44 @@ async fn unpack_into(
     })
 }
 
-/// Puts `staging` in `target`'s place: an atomic exchange when the target exists (then the
-/// old contents are removed), a rename when it does not.
-fn swap(staging: &Path, target: &Path) -> io::Result<()> {
+/// Puts `staging` in `target`'s place: a swap (`crate::volume::swap`) when the target
+/// exists (then the old contents are removed), a rename when it does not.
+fn swap(staging: &Path, target: &Path) -> Result<(), ArchiveError> {
+    let write = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ArchiveError::Write { path, source }
+    };
     // Everything unpacked reaches the disk before it becomes the app (one syncfs, not an
     // fsync per file).
-    rustix::fs::syncfs(fs::File::open(staging)?)?;
+    fs::File::open(staging)
+        .and_then(|d| rustix::fs::syncfs(d).map_err(io::Error::from))
+        .map_err(write(staging))?;
     match fs::symlink_metadata(target) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::rename(staging, target)?,
-        Ok(m) if m.is_dir() => {
-            match rustix::fs::renameat_with(CWD, staging, CWD, target, RenameFlags::EXCHANGE) {
-                Ok(()) => {}
-                Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
-                    // No RENAME_EXCHANGE on this filesystem: two renames, a moment apart.
-                    let old = staging.with_extension("old");
-                    fs::rename(target, &old)?;
-                    fs::rename(staging, target)?;
-                    fs::rename(&old, staging)?;
-                }
-                Err(e) => return Err(e.into()),
-            }
-            // The target is restored; the old contents (now at `staging`) are only garbage.
-            if let Err(e) = fs::remove_dir_all(staging) {
-                tracing::warn!(
-                    path = %staging.display(),
-                    error = %e,
-                    "cannot remove the replaced app directory; remove it by hand"
-                );
-            }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::rename(staging, target).map_err(write(target))?;
         }
+        Ok(m) if m.is_dir() => match crate::volume::swap::swap(target, staging)? {
+            Swapped::Done { old } => {
+                // The target is restored; the old contents are only garbage.
+                if let Err(e) = crate::volume::swap::remove_tree(&old) {
+                    tracing::warn!(
+                        path = %old.display(),
+                        error = %crate::chain(&e),
+                        "cannot remove the replaced app directory; remove it by hand"
+                    );
+                }
+            }
+            Swapped::Impossible(why) => {
+                return Err(write(target)(io::Error::other(why)));
+            }
+        },
         Ok(_) => {
-            return Err(io::Error::new(
+            return Err(write(target)(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 "the target exists and is not a directory; move it away first",
-            ));
+            )));
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(write(target)(e)),
     }
     if let Some(parent) = target.parent()
         && let Err(e) = fs::File::open(parent).and_then(|d| d.sync_all())
@@ -303,17 +306,6 @@ fn swap(staging: &Path, target: &Path) -> io::Result<()> {
         tracing::warn!(path = %parent.display(), error = %e, "cannot sync the apps root");
     }
     Ok(())
-}
-
-/// Removes staging directories left by an earlier restore of the same app that crashed.
-async fn remove_stale(root: &Path, prefix: &str) {
-    let Ok(dir) = fs::read_dir(root) else { return };
-    for entry in dir.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(prefix) {
-            tracing::warn!(path = %entry.path().display(), "removing a stale restore staging directory");
-            remove_dir(entry.path()).await;
-        }
-    }
 }
 
 async fn remove_dir(path: PathBuf) {

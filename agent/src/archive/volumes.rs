@@ -12,8 +12,10 @@ use berth_shared::name::VolumeName;
 
 use super::ArchiveError;
 use crate::docker::stack::{self, StackVolume};
+use crate::volume::staging::{self, SCRATCH};
+use crate::volume::swap::{self, Swapped};
 use crate::warm::WarmError;
-use crate::warm::restore::volume::{self, Plan, Swapped};
+use crate::warm::restore::volume::{self, Plan};
 
 /// The stack's volumes as `(name, mountpoint)`, once nothing of the stack runs.
 pub(crate) async fn for_create(
@@ -49,12 +51,14 @@ pub(crate) struct Restore {
     pub stack: StackName,
 }
 
-/// Plans restoring `archived` (volumes of stack `from`) into stack `to`'s volumes.
+/// Plans restoring `archived` (volumes of stack `from`) into stack `to`'s volumes, for
+/// operation `op` (which holds the stack's lock and owns the staging dirs).
 pub(crate) async fn for_restore(
     app: &str,
     from: &str,
     archived: &[String],
     to: &StackName,
+    op: u64,
 ) -> Result<Restore, ArchiveError> {
     if archived.is_empty() {
         return Err(WarmError::Input("the archive's metadata lists no volumes".into()).into());
@@ -84,7 +88,7 @@ pub(crate) async fn for_restore(
         targets.push((name.clone(), found.clone()));
     }
     let (app, stack) = (app.to_owned(), to.clone());
-    let planned = tokio::task::spawn_blocking(move || plan(targets, app, stack))
+    let planned = tokio::task::spawn_blocking(move || plan(targets, app, stack, op))
         .await
         .map_err(ArchiveError::Join)??;
     Ok(planned)
@@ -104,11 +108,12 @@ fn plan(
     found: Vec<(String, StackVolume)>,
     app: String,
     stack: StackName,
+    op: u64,
 ) -> Result<Restore, ArchiveError> {
     let mut targets = Vec::new();
     let mut device = None;
     for (archived, v) in found {
-        let staging = match volume::plan(&v.mountpoint)? {
+        let staging = match volume::plan(&v.mountpoint, op)? {
             Plan::Swap { staging } => staging,
             Plan::Clear { reason } => {
                 return Err(WarmError::UnsupportedVolume(format!(
@@ -136,13 +141,11 @@ fn plan(
             staging,
         });
     }
-    // Named like a staging dir of the first volume, so its next restore removes it if this
-    // one is cut short.
-    let first = &targets[0].staging;
-    let mut scratch = first.as_os_str().to_owned();
-    scratch.push("-archive");
+    // Named after the first volume's staging dir, with its owner, so a later restore
+    // removes it if this one dies.
+    let scratch = staging::with_suffix(&targets[0].staging, SCRATCH);
     Ok(Restore {
-        scratch: PathBuf::from(scratch),
+        scratch,
         targets,
         app,
         stack,
@@ -197,7 +200,7 @@ impl Restore {
         }
         let mut swapped: Vec<(&Target, PathBuf)> = Vec::new();
         for t in &self.targets {
-            let failed = match volume::swap(&t.mountpoint, &t.staging) {
+            let failed = match swap::swap(&t.mountpoint, &t.staging) {
                 Ok(Swapped::Done { old }) => {
                     swapped.push((t, old));
                     tracing::info!(volume = %t.name, "volume restored from the archive");
@@ -206,7 +209,7 @@ impl Restore {
                 Ok(Swapped::Impossible(why)) => ArchiveError::from(WarmError::UnsupportedVolume(
                     format!("volume {}: {why}", t.name),
                 )),
-                Err(e) => e.into(),
+                Err(e) => ArchiveError::from(e),
             };
             put_back(&swapped);
             self.remove_staging();
@@ -237,7 +240,7 @@ impl Restore {
 /// Swaps each volume's previous contents (at `old`) back in, last first.
 fn put_back(swapped: &[(&Target, PathBuf)]) {
     for (t, old) in swapped.iter().rev() {
-        match volume::swap(&t.mountpoint, old) {
+        match swap::swap(&t.mountpoint, old) {
             Ok(Swapped::Done { old: restored }) => {
                 tracing::warn!(volume = %t.name, "a later volume failed: this one is back as it was");
                 let _ = crate::warm::layout::remove_tree(&restored);
@@ -319,13 +322,11 @@ mod tests {
             targets.push(Target {
                 archived: v.to_owned(),
                 name: VolumeName::new(v).unwrap(),
-                staging: root.join(v).join("_data.berth-restore-test"),
+                staging: staging::path_for(&root.join(v).join("_data"), 0),
                 mountpoint,
             });
         }
-        let scratch = root
-            .join("stk_a")
-            .join("_data.berth-restore-scratch-archive");
+        let scratch = staging::with_suffix(&targets[0].staging, SCRATCH);
         for v in ["stk_a", "stk_b"] {
             fs::create_dir_all(scratch.join(v)).unwrap();
             fs::write(scratch.join(v).join("f"), "new").unwrap();

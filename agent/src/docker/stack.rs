@@ -107,6 +107,18 @@ pub async fn stack_volumes(
     Ok(volumes)
 }
 
+/// The mountpoints of every local volume of the engine (for recovery at start).
+pub async fn all_mountpoints(docker: &Docker) -> Result<Vec<PathBuf>, AgentError> {
+    let listed = timed(docker.list_volumes(None::<ListVolumesOptions>)).await?;
+    Ok(listed
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| v.driver == "local" && !v.mountpoint.is_empty())
+        .map(|v| PathBuf::from(v.mountpoint))
+        .collect())
+}
+
 /// A container that is alive and mounts a volume of the stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveContainer {

@@ -8,6 +8,7 @@ use berth_shared::NameError;
 
 use crate::AgentError;
 use crate::docker::stack::Deployment;
+use crate::volume::VolumeError;
 
 /// What a failure means for whoever decides what to do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +113,8 @@ pub enum WarmError {
         #[source]
         source: Box<WarmError>,
     },
+    #[error(transparent)]
+    Volume(VolumeError),
     #[error("cancelled")]
     Cancelled,
     #[error("internal task failed")]
@@ -137,6 +140,11 @@ impl WarmError {
             | BadTar { .. } => WarmErrorKind::Invalid,
             NoVolumes { .. } | NoSnapshot { .. } | VolumeMissing { .. } => WarmErrorKind::NotFound,
             Deployed { .. } => WarmErrorKind::Conflict,
+            Volume(VolumeError::Busy { .. } | VolumeError::CutForTest { .. }) => {
+                WarmErrorKind::Transient
+            }
+            Volume(VolumeError::Cancelled) => WarmErrorKind::Cancelled,
+            Volume(VolumeError::Io { .. }) => WarmErrorKind::Transient,
             DiskFull { .. } => WarmErrorKind::NoSpace,
             Engine(_) | Io { .. } | Join(_) => WarmErrorKind::Transient,
             PartlyRestored { source, .. } => source.kind(),
@@ -155,6 +163,16 @@ impl WarmError {
             };
         }
         WarmError::Io { op, path, source }
+    }
+}
+
+impl From<VolumeError> for WarmError {
+    fn from(e: VolumeError) -> Self {
+        match e {
+            VolumeError::Cancelled => WarmError::Cancelled,
+            VolumeError::Io { op, path, source } => WarmError::io(op, path, source),
+            e => WarmError::Volume(e),
+        }
     }
 }
 

@@ -166,26 +166,10 @@ pub(crate) fn exists(path: &Path) -> Result<bool, WarmError> {
     }
 }
 
-/// Trees this process is removing in the background; `repair` leaves them alone.
-static BEING_REMOVED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-
-/// Whether this process is already removing `path` in the background.
-pub(crate) fn being_removed(path: &Path) -> bool {
-    BEING_REMOVED
-        .lock()
-        .is_ok_and(|paths| paths.iter().any(|p| p == path))
-}
-
-/// Removes `path` (blocking), marked as being removed meanwhile.
+/// Removes `path` (blocking), its owner alive meanwhile so no other restore's cleanup races.
 pub(crate) fn remove_marked(path: &Path) {
-    if let Ok(mut paths) = BEING_REMOVED.lock() {
-        paths.push(path.to_owned());
-    }
-    if let Err(e) = remove_tree(path) {
+    if let Err(e) = crate::volume::swap::remove_tree(path) {
         tracing::warn!(path = %path.display(), error = %crate::chain(&e), "cannot remove old contents; the next restore retries");
-    }
-    if let Ok(mut paths) = BEING_REMOVED.lock() {
-        paths.retain(|p| p != path);
     }
 }
 

@@ -75,6 +75,10 @@ impl Warm {
     ) -> Result<RestoreOutcome, WarmError> {
         let target = &req.target;
         let app = AppDir::new(&self.root, &target.app);
+        let stack_lock = self
+            .hold_stack("warm_restore", target, &progress, &cancel)
+            .await?;
+        let op = stack_lock.operation().id();
         progress.set_phase("finding volumes");
         let current = self.volumes(&target.stack).await?;
         let current_names: Vec<VolumeName> = current.iter().map(|v| v.name.clone()).collect();
@@ -140,7 +144,7 @@ impl Warm {
         let plans = blocking(move || {
             mountpoints
                 .iter()
-                .map(|m| volume::plan(m))
+                .map(|m| volume::plan(m, op))
                 .collect::<Result<Vec<_>, _>>()
         })
         .await?;

@@ -48,6 +48,9 @@ impl Warm {
         cancel: CancellationToken,
     ) -> Result<SnapshotOutcome, WarmError> {
         let target = &req.target;
+        let _stack = self
+            .hold_stack("warm_snapshot", target, &progress, &cancel)
+            .await?;
         progress.set_phase("finding volumes");
         let volumes = self.volumes(&target.stack).await?;
         if volumes.is_empty() {

@@ -5,6 +5,7 @@ mod archive;
 mod env;
 mod fake;
 mod link;
+mod locks;
 mod tree;
 mod warm;
 mod warm_compat;

@@ -18,7 +18,7 @@ use crate::warm::{go, restore_req, snapshot_req};
 const FILES: usize = 384;
 
 /// `FILES` files of 1 MiB, every byte `byte`.
-fn fill_with(mp: &Path, byte: u8) {
+pub fn fill_with(mp: &Path, byte: u8) {
     let data = vec![byte; MIB as usize];
     fs::create_dir_all(mp.join("data")).unwrap();
     for i in 0..FILES {
@@ -27,7 +27,7 @@ fn fill_with(mp: &Path, byte: u8) {
 }
 
 /// Which single byte every file holds, or a description of the mix.
-fn holds(mp: &Path) -> Result<u8, String> {
+pub fn holds(mp: &Path) -> Result<u8, String> {
     let mut seen = std::collections::BTreeSet::new();
     let mut count = 0;
     for e in fs::read_dir(mp.join("data")).map_err(|e| e.to_string())? {
@@ -46,7 +46,7 @@ fn holds(mp: &Path) -> Result<u8, String> {
 }
 
 /// Polls `done` every 2 ms for up to 30 s.
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
+pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
         assert!(
@@ -57,7 +57,7 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn berth_warm(op: &str, root: &Path, stack: &TestStack, app: &str) -> Child {
+pub fn berth_warm(op: &str, root: &Path, stack: &TestStack, app: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_berth-warm"))
         .args([
             op,
@@ -74,7 +74,7 @@ fn berth_warm(op: &str, root: &Path, stack: &TestStack, app: &str) -> Child {
         .expect("berth-warm runs")
 }
 
-fn kill(mut child: Child) {
+pub fn kill(mut child: Child) {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 }
@@ -84,7 +84,7 @@ fn staging_tar_started(root: &Path, app: &str) -> bool {
     fs::read_dir(dir).is_ok_and(|mut d| d.any(|e| e.unwrap().metadata().unwrap().len() > 0))
 }
 
-fn staging_dirs(mp: &Path) -> Vec<PathBuf> {
+pub fn staging_dirs(mp: &Path) -> Vec<PathBuf> {
     fs::read_dir(mp.parent().unwrap())
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -205,8 +205,14 @@ impl AgentStep {
         let Some(id) = &t.uuid else { return };
         match catalog.abort_uploads_of(id).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(saga_id = ctx.saga_id, aborted = n, "aborted the uploads of a cancelled archive"),
-            Err(e) => tracing::warn!(saga_id = ctx.saga_id, error = %e, "cannot abort the cancelled archive's uploads; the sweep will"),
+            Ok(n) => tracing::info!(
+                saga_id = ctx.saga_id,
+                aborted = n,
+                "aborted the uploads of a cancelled archive"
+            ),
+            Err(e) => {
+                tracing::warn!(saga_id = ctx.saga_id, error = %e, "cannot abort the cancelled archive's uploads; the sweep will")
+            }
         }
     }
 }

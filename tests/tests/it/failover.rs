@@ -691,7 +691,11 @@ async fn an_archive_cut_by_an_agent_kill_leaves_no_upload_once_cancelled_nor_aft
         .expect("cancel")
         .into_inner();
     assert_eq!(saga.status, "cancelled", "{saga:?}");
-    assert_eq!(mine().await, 0, "no upload left pending once the saga ended");
+    assert_eq!(
+        mine().await,
+        0,
+        "no upload left pending once the saga ended"
+    );
     fleet.agents[0].restart();
     fleet.wait_online("host-0", LONG).await;
     assert_eq!(mine().await, 0, "none after the agent is back either");
@@ -699,7 +703,11 @@ async fn an_archive_cut_by_an_agent_kill_leaves_no_upload_once_cancelled_nor_aft
     std::fs::remove_file(fleet.agents[0].apps_root().join("big/big.bin")).unwrap();
     fill(&fleet.agents[0].apps_root().join("big"), 5);
     let again = fleet
-        .start_saga(0, "archive.create", &json!({"host_id": "host-0", "app": "big"}))
+        .start_saga(
+            0,
+            "archive.create",
+            &json!({"host_id": "host-0", "app": "big"}),
+        )
         .await;
     fleet.assert_completes(&again, LONG).await;
     assert!(

@@ -80,6 +80,11 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let cut = berth_agent::volume::TestCut::ENV;
+    if let Err(e) = berth_agent::volume::TestCut::apply_env(std::env::var(cut).ok()) {
+        eprintln!("berth-warm: {e}");
+        return ExitCode::from(2);
+    }
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {

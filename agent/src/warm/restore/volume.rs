@@ -1,25 +1,23 @@
 //! Restoring one volume. The atomic way: extract into a staging dir beside the mountpoint
-//! (same filesystem), sync, then exchange the two directories in one rename. The fallback
-//! where that is impossible (the mountpoint is a mount of its own, or the parent is another
-//! filesystem): clear the mountpoint and extract into it. Blocking: run on blocking threads.
+//! (same filesystem, named after its owner by `crate::volume::staging`), sync, then swap it
+//! in (`crate::volume::swap`). The fallback where that is impossible (the mountpoint is a
+//! mount of its own, or the parent is another filesystem): clear the mountpoint and extract
+//! into it. Blocking: run on blocking threads.
 
 use std::fs::{self, File};
-use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, RenameFlags, StatxAttributes, StatxFlags, renameat_with};
-use rustix::io::Errno;
+use rustix::fs::{AtFlags, StatxAttributes, StatxFlags};
 use tokio_util::sync::CancellationToken;
 
+use crate::volume::staging;
+pub(crate) use crate::volume::swap::Swapped;
 use crate::warm::error::WarmError;
-use crate::warm::layout::{self, remove_tree};
+use crate::warm::layout::remove_tree;
 use crate::warm::pack::Totals;
 use crate::warm::progress::Progress;
 use crate::warm::unpack::unpack;
-
-/// Suffix of staging dirs beside a mountpoint: `_data.berth-restore-<id>`.
-const STAGING_MARK: &str = ".berth-restore-";
 
 /// How one volume will be restored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,22 +26,18 @@ pub(crate) enum Plan {
     Clear { reason: String },
 }
 
-fn split(mountpoint: &Path) -> Option<(&Path, String)> {
-    let parent = mountpoint.parent()?;
-    let name = mountpoint.file_name()?.to_str()?.to_owned();
-    Some((parent, name))
-}
-
-/// Decides how to restore the volume at `mountpoint`, after putting back what an
-/// interrupted earlier restore left (a mountpoint renamed aside is renamed back; staging
-/// dirs are removed).
-pub(crate) fn plan(mountpoint: &Path) -> Result<Plan, WarmError> {
-    let Some((parent, name)) = split(mountpoint) else {
+/// Decides how operation `op` restores the volume at `mountpoint`, after finishing or
+/// rolling back a swap a crash cut and removing what dead restores left beside it.
+pub(crate) fn plan(mountpoint: &Path, op: u64) -> Result<Plan, WarmError> {
+    let Some(parent) = mountpoint
+        .parent()
+        .filter(|_| mountpoint.file_name().is_some())
+    else {
         return Ok(Plan::Clear {
             reason: "the mountpoint has no parent directory to stage in".into(),
         });
     };
-    repair(parent, &name)?;
+    crate::volume::swap::repair(mountpoint)?;
     let stx = rustix::fs::statx(
         rustix::fs::CWD,
         mountpoint,
@@ -78,43 +72,9 @@ pub(crate) fn plan(mountpoint: &Path) -> Result<Plan, WarmError> {
             reason: "the mountpoint is on another filesystem than its parent".into(),
         });
     }
-    let id = uuid::Uuid::new_v4().simple().to_string();
     Ok(Plan::Swap {
-        staging: parent.join(format!("{name}{STAGING_MARK}{}", &id[..12])),
+        staging: staging::path_for(mountpoint, op),
     })
-}
-
-/// Puts a mountpoint renamed aside by a cut two-rename swap back, and removes staging dirs.
-fn repair(parent: &Path, name: &str) -> Result<(), WarmError> {
-    let prefix = format!("{name}{STAGING_MARK}");
-    let mountpoint = parent.join(name);
-    let mut leftovers = Vec::new();
-    for entry in fs::read_dir(parent).map_err(|e| WarmError::io("list", parent, e))? {
-        let entry = entry.map_err(|e| WarmError::io("list", parent, e))?;
-        if let Some(n) = entry.file_name().to_str()
-            && n.starts_with(&prefix)
-        {
-            leftovers.push(entry.path());
-        }
-    }
-    if !layout::exists(&mountpoint)?
-        && let Some(i) = leftovers
-            .iter()
-            .position(|p| p.extension().is_some_and(|e| e == "old"))
-    {
-        let aside = leftovers.remove(i);
-        tracing::warn!(mountpoint = %mountpoint.display(), "an earlier restore was cut between two renames; putting the volume back");
-        fs::rename(&aside, &mountpoint).map_err(|e| WarmError::io("rename", &aside, e))?;
-        layout::sync_dir(parent)?;
-    }
-    for leftover in leftovers {
-        if layout::being_removed(&leftover) {
-            continue;
-        }
-        tracing::info!(path = %leftover.display(), "removing the leftovers of an interrupted restore");
-        remove_tree(&leftover)?;
-    }
-    Ok(())
 }
 
 /// Extracts `tar` into the new dir `staging` (given the mountpoint's owner and mode until
@@ -140,65 +100,9 @@ pub(crate) fn stage(
     Ok(totals)
 }
 
-/// Outcome of trying to swap a staged volume in.
-#[derive(Debug)]
-pub(crate) enum Swapped {
-    /// Swapped in; `old` holds the previous contents, to be removed.
-    Done { old: PathBuf },
-    /// The filesystem refused; the staging dir is gone, the volume untouched.
-    Impossible(String),
-}
-
-/// Exchanges `staging` and `mountpoint` atomically (two renames where the filesystem has no
-/// exchange); the old contents are left beside the mountpoint for the caller to remove.
+/// Swaps the synced `staging` in place of `mountpoint` (see `crate::volume::swap`).
 pub(crate) fn swap(mountpoint: &Path, staging: &Path) -> Result<Swapped, WarmError> {
-    let (parent, name) = split(mountpoint).expect("planned with a parent");
-    let staging_name = staging.file_name().expect("a staging name");
-    let dir = File::open(parent).map_err(|e| WarmError::io("open", parent, e))?;
-    match renameat_with(
-        dir.as_fd(),
-        staging_name,
-        dir.as_fd(),
-        name.as_str(),
-        RenameFlags::EXCHANGE,
-    ) {
-        Ok(()) => {
-            layout::sync_dir(parent)?;
-            // `staging` now holds the old contents.
-            return Ok(Swapped::Done {
-                old: staging.to_owned(),
-            });
-        }
-        Err(Errno::INVAL | Errno::NOSYS) => {}
-        Err(e @ (Errno::XDEV | Errno::BUSY | Errno::PERM | Errno::ACCESS)) => {
-            remove_tree(staging)?;
-            return Ok(Swapped::Impossible(format!(
-                "the filesystem refused the swap ({e})"
-            )));
-        }
-        Err(e) => return Err(WarmError::io("swap in", staging, e.into())),
-    }
-    // No exchange here: two renames, the first undone by `repair` if we are cut between.
-    let mut aside = staging.as_os_str().to_owned();
-    aside.push(".old");
-    let aside = PathBuf::from(aside);
-    match fs::rename(mountpoint, &aside) {
-        Ok(()) => {}
-        Err(e) if matches!(e.raw_os_error(), Some(c) if c == Errno::XDEV.raw_os_error() || c == Errno::BUSY.raw_os_error()) =>
-        {
-            remove_tree(staging)?;
-            return Ok(Swapped::Impossible(format!(
-                "the filesystem refused the swap ({e})"
-            )));
-        }
-        Err(e) => return Err(WarmError::io("rename", mountpoint, e)),
-    }
-    if let Err(e) = fs::rename(staging, mountpoint) {
-        let _ = fs::rename(&aside, mountpoint);
-        return Err(WarmError::io("rename", staging, e));
-    }
-    layout::sync_dir(parent)?;
-    Ok(Swapped::Done { old: aside })
+    Ok(crate::volume::swap::swap(mountpoint, staging)?)
 }
 
 /// The fallback: empties the mountpoint (dotfiles included) and extracts into it.
