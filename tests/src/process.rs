@@ -93,20 +93,8 @@ impl CoordinatorProcess {
     }
 
     async fn spawn(&self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("coordinator.log"))
-            .unwrap();
-        let child = Command::new(bin::path("berth-coordinator"))
-            .arg("--config")
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn berth-coordinator");
+        let log = self.dir.path().join("coordinator.log");
+        let child = spawn_program("berth-coordinator", &self.config, &log);
         *self.child.lock().unwrap() = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
@@ -191,6 +179,30 @@ impl Drop for CoordinatorProcess {
     }
 }
 
+/// Starts one of the workspace's programs with `--config config`, its log appended to `log`.
+/// The test's own `BERTH_*` environment is not passed on: each program reads only its config.
+fn spawn_program(name: &str, config: &std::path::Path, log: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut cmd = Command::new(bin::path(name));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("BERTH_") {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {name}: {e}"))
+}
+
 fn send_signal(pid: i32, signal: &str) {
     let ok = Command::new("kill")
         .args([signal, &pid.to_string()])
@@ -265,26 +277,8 @@ impl AgentProcess {
     }
 
     fn spawn(&self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("agent.log"))
-            .unwrap();
-        let mut cmd = Command::new(bin::path("berth-agent"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("BERTH_") && key != "BERTH_BIN_DIR" {
-                cmd.env_remove(&key);
-            }
-        }
-        let child = cmd
-            .arg("--config")
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn berth-agent");
+        let log = self.dir.path().join("agent.log");
+        let child = spawn_program("berth-agent", &self.config, &log);
         *self.child.lock().unwrap() = Some(child);
     }
 
