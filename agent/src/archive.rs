@@ -441,6 +441,11 @@ impl Archiver {
             max_entries: self.config.max_restore_entries,
             volumes,
             op: app_lock.operation().id(),
+            device_nodes: if self.config.allow_device_nodes {
+                unpack::DeviceNodes::Restore
+            } else {
+                unpack::DeviceNodes::Refuse
+            },
         };
         let r = restore::run(job, progress, cancel).await?;
         tracing::info!(key = %key, app = %target, entries = r.unpacked.entries, "archive restored");

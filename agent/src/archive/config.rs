@@ -68,6 +68,11 @@ pub struct ArchiveConfig {
     /// A restore refuses an archive with more entries than this (default 20 million).
     #[serde(default = "default_max_restore_entries")]
     pub max_restore_entries: u64,
+    /// Restore device nodes found in an archive of a stack's volumes (an app directory never
+    /// gets device nodes, nor set-user-ID or set-group-ID files, from an archive). Off: the
+    /// bucket is writable by every agent.
+    #[serde(default)]
+    pub allow_device_nodes: bool,
 }
 
 fn default_store_url() -> String {
@@ -117,6 +122,7 @@ impl Default for ArchiveConfig {
             index_label_name: None,
             max_restore_bytes: default_max_restore_bytes(),
             max_restore_entries: default_max_restore_entries(),
+            allow_device_nodes: false,
         }
     }
 }

@@ -65,6 +65,15 @@ pub enum ArchiveError {
          links, so it is not archived: make it relative and inside, or remove it"
     )]
     EscapingLink { path: PathBuf, target: PathBuf },
+    #[error(
+        "{path} is {what}, which an app-directory restore refuses, so the app is not \
+         archived: {fix}"
+    )]
+    Unrestorable {
+        path: PathBuf,
+        what: &'static str,
+        fix: &'static str,
+    },
     #[error("cannot read {path}")]
     Read {
         path: PathBuf,
@@ -164,6 +173,7 @@ impl ArchiveError {
             | Open(_)
             | SourceMissing { .. }
             | EscapingLink { .. }
+            | Unrestorable { .. }
             | NotFound { .. }
             | IdInUse { .. }
             | DataMissing { .. }

@@ -87,8 +87,12 @@ pub(crate) fn scan(tree: &Tree, cancel: &AtomicBool) -> Result<Totals, ArchiveEr
         totals.entries += 1; // the archive's root
     }
     let mut linked = HashSet::new();
+    let app_dir = matches!(tree, Tree::AppDir(_));
     for (_, root) in tree.roots() {
         walk(root, cancel, &mut |e| {
+            if app_dir {
+                restorable_in_app_dir(e)?;
+            }
             totals.entries += 1;
             let st = e.stat;
             // A hard link's bytes are archived once, with its first name.
@@ -100,6 +104,30 @@ pub(crate) fn scan(tree: &Tree, cancel: &AtomicBool) -> Result<Totals, ArchiveEr
         })?;
     }
     Ok(totals)
+}
+
+/// Refuses what an app-directory restore would refuse (device nodes, set-user-ID and
+/// set-group-ID files), so that no archive is made that cannot be restored.
+fn restorable_in_app_dir(e: &Entry<'_>) -> Result<(), ArchiveError> {
+    let refuse = |what, fix| {
+        Err(ArchiveError::Unrestorable {
+            path: e.full(),
+            what,
+            fix,
+        })
+    };
+    match e.kind() {
+        FileType::CharacterDevice | FileType::BlockDevice => refuse(
+            "a device node",
+            "remove it, or keep it in a Docker volume and archive the stack's volumes",
+        ),
+        FileType::Directory => Ok(()),
+        _ if e.stat.st_mode & 0o6000 != 0 => refuse(
+            "a set-user-ID or set-group-ID file",
+            "clear the bit (chmod ug-s) or keep the file in a Docker volume",
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Tars and compresses `tree` into `out`, as `tar | zstd` does: one thread walks and tars,

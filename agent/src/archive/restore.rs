@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::ArchiveError;
 use super::pipe::{CAPACITY, ChunkReceiver, Incoming};
 use super::store::Bucket;
-use super::unpack::{self, Expect, UnpackCounters, Unpacked};
+use super::unpack::{self, DeviceNodes, Expect, Specials, UnpackCounters, Unpacked};
 use super::volumes::Restore;
 use crate::volume::swap::Swapped;
 
@@ -40,6 +40,8 @@ pub(crate) struct Job<'a> {
     pub volumes: Option<Restore>,
     /// The operation (holding the target's lock) that owns the staging dirs.
     pub op: u64,
+    /// Whether a volume restore recreates device nodes.
+    pub device_nodes: DeviceNodes,
 }
 
 /// What a restore did.
@@ -194,6 +196,12 @@ async fn unpack_into(
         tar_bytes: job.meta.tar_bytes,
         max_bytes: job.max_bytes,
         max_entries: job.max_entries,
+        specials: match &job.volumes {
+            None => Specials::AppDir,
+            Some(_) => Specials::Volumes {
+                devices: job.device_nodes,
+            },
+        },
     };
     let counters = Arc::new(UnpackCounters::default());
     let stop = Arc::new(AtomicBool::new(false));

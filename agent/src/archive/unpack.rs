@@ -24,6 +24,25 @@ pub(crate) struct Expect {
     pub tar_bytes: Option<u64>,
     pub max_bytes: u64,
     pub max_entries: u64,
+    pub specials: Specials,
+}
+
+/// Which special entries a restore takes from an archive (the bucket is untrusted: any agent
+/// can write it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Specials {
+    /// An app directory: no device nodes, and no set-user-ID or set-group-ID files.
+    AppDir,
+    /// A stack's volumes: set-id bits as archived; device nodes only where the agent's
+    /// `[archive] allow_device_nodes` says so.
+    Volumes { devices: DeviceNodes },
+}
+
+/// Whether a volume restore recreates device nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeviceNodes {
+    Refuse,
+    Restore,
 }
 
 /// Live counters of a restore.
@@ -214,6 +233,15 @@ fn extract<R: Read>(
             dirs.push(dir_meta(PathBuf::new(), entry.header())?);
             continue;
         }
+        if expect.specials == Specials::AppDir
+            && kind != EntryType::Directory
+            && entry.header().mode()? & 0o6000 != 0
+        {
+            return Err(refuse(
+                "a set-user-ID or set-group-ID file, which an app directory never gets back \
+                 from an archive",
+            ));
+        }
         let parent = rel.parent().unwrap_or(Path::new("")).to_owned();
         if checked_parent.as_ref() != Some(&parent) {
             make_parents(&root, &parent).map_err(&refuse)?;
@@ -258,10 +286,29 @@ fn extract<R: Read>(
                     .fetch_add(entry.size(), Ordering::Relaxed);
             }
             EntryType::Fifo | EntryType::Char | EntryType::Block => {
-                if kind != EntryType::Fifo && !owners {
-                    return Err(refuse(
-                        "a device node, which only an agent running as root restores",
-                    ));
+                if kind != EntryType::Fifo {
+                    match expect.specials {
+                        Specials::AppDir => {
+                            return Err(refuse(
+                                "a device node, which an app directory never gets back from \
+                                 an archive",
+                            ));
+                        }
+                        Specials::Volumes {
+                            devices: DeviceNodes::Refuse,
+                        } => {
+                            return Err(refuse(
+                                "a device node; set [archive] allow_device_nodes = true on this \
+                                 agent to restore device nodes into volumes",
+                            ));
+                        }
+                        Specials::Volumes { .. } if !owners => {
+                            return Err(refuse(
+                                "a device node, which only an agent running as root restores",
+                            ));
+                        }
+                        Specials::Volumes { .. } => {}
+                    }
                 }
                 make_node(&root.join(&rel), kind, entry.header(), owners)?;
                 continue;

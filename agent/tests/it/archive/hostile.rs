@@ -1,5 +1,6 @@
-//! Bad input: archives with `..`, absolute paths, escaping links, decompression bombs; app
-//! names and labels that could escape or split a key. Refused clearly, nothing written outside.
+//! Bad input: archives with `..`, absolute paths, escaping links, device nodes, set-id files,
+//! decompression bombs; app names and labels that could escape or split a key. Refused
+//! clearly, nothing written outside.
 
 use std::io::{self, Read};
 use std::path::PathBuf;
@@ -18,6 +19,10 @@ enum Item<'a> {
     Symlink(&'a str, &'a str),
     HardLink(&'a str, &'a str),
     Zeros(&'a str, u64),
+    /// A character device (major 1, minor 3: /dev/null's numbers).
+    Device(&'a str),
+    /// A regular file with this mode.
+    Mode(&'a str, u32),
 }
 
 /// A tar + zstd stream written header by header, so names are exactly what we say (the tar
@@ -47,6 +52,18 @@ fn hostile_archive(items: &[Item]) -> Vec<u8> {
                 h.set_entry_type(EntryType::Directory);
                 h.set_mode(0o755);
                 (name, Box::new(io::empty()))
+            }
+            Item::Device(name) => {
+                h.set_entry_type(EntryType::Char);
+                h.set_device_major(1).unwrap();
+                h.set_device_minor(3).unwrap();
+                (name, Box::new(io::empty()))
+            }
+            Item::Mode(name, mode) => {
+                h.set_entry_type(EntryType::Regular);
+                h.set_mode(mode);
+                h.set_size(2);
+                (name, Box::new(&b"#!"[..]))
             }
             Item::Symlink(name, target) | Item::HardLink(name, target) => {
                 let kind = if matches!(item, Item::Symlink(..)) {
@@ -129,6 +146,21 @@ async fn unsafe_archives_are_refused_and_nothing_is_written_outside() {
                 Item::File(&chain_escape, b"x"),
             ],
             "leads outside",
+        ),
+        (
+            "device node",
+            vec![Item::Dir("dev/"), Item::Device("dev/null2")],
+            "a device node",
+        ),
+        (
+            "setuid root file",
+            vec![Item::Mode("sh", 0o4755)],
+            "set-user-ID or set-group-ID",
+        ),
+        (
+            "setgid file",
+            vec![Item::File("ok", b"x"), Item::Mode("tool", 0o2711)],
+            "set-user-ID or set-group-ID",
         ),
     ];
     for backend in ALL {
@@ -301,4 +333,53 @@ async fn an_app_with_a_link_escaping_it_is_not_archived() {
         chain(&err)
     );
     assert!(env.keys().await.is_empty());
+}
+
+/// What an app-directory restore refuses is refused at create too, naming the file, so no
+/// archive is made that cannot be restored; nothing is uploaded.
+#[tokio::test]
+async fn an_app_with_a_device_node_or_set_id_file_is_not_archived() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(Backend::Memory).await;
+    for (name, what) in [("setuid", 0o4755), ("setgid", 0o2755), ("device", 0)] {
+        let app = format!("app-{name}");
+        let dir = env.app_dir(&app);
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        let path = dir.join("bin").join(name);
+        if what == 0 {
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &path,
+                rustix::fs::FileType::CharacterDevice,
+                rustix::fs::Mode::from_raw_mode(0o600),
+                rustix::fs::makedev(1, 3),
+            )
+            .unwrap();
+        } else {
+            std::fs::write(&path, b"x").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(what)).unwrap();
+        }
+        let err = env
+            .create(CreateInput {
+                app: app.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ArchiveError::Unrestorable { .. }),
+            "{name}: {}",
+            chain(&err)
+        );
+        let msg = chain(&err);
+        assert!(
+            msg.contains(&path.display().to_string()) && msg.contains("not archived"),
+            "{msg}"
+        );
+        assert!(
+            env.keys().await.is_empty(),
+            "{name}: {:?}",
+            env.keys().await
+        );
+    }
 }

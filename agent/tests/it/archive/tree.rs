@@ -55,7 +55,7 @@ fn chmod(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// Builds the sample app at `root`: owners, modes (suid, sticky, read-only dirs), mtimes,
+/// Builds the sample app at `root`: owners, modes (set-gid and sticky dir, read-only dirs), mtimes,
 /// relative symlinks, a hard link, a fifo, names and link targets over 100 bytes, an empty
 /// file, text that compresses and bytes that do not, and a `.chowned` marker.
 pub fn build_sample(root: &Path) {
@@ -76,7 +76,7 @@ pub fn build_sample(root: &Path) {
         ("README.md", b"# sample app\n", 0o644, 1000),
         ("empty", b"", 0o600, 70),
         ("bin/run.sh", b"#!/bin/sh\necho hi\n", 0o755, 0),
-        ("bin/suid", b"x", 0o4755, 0),
+        ("bin/tool", b"x", 0o711, 0),
         ("data/compressible.txt", text.as_bytes(), 0o640, 1000),
         ("data/hard_a", b"shared by two names", 0o644, 1000),
         ("data/sub/deep.txt", b"deep", 0o444, 70),
@@ -113,7 +113,7 @@ pub fn build_sample(root: &Path) {
         ("bin", 0o755, 0),
         ("data", 0o700, 70),
         ("data/sub", 0o555, 70),
-        ("sticky", 0o1777, 0),
+        ("sticky", 0o3777, 0), // set-group-ID and sticky: kept on directories
         ("links", 0o755, 1000),
     ];
     for (dir, mode, owner) in dirs {
