@@ -35,6 +35,7 @@ use berth_shared::archive::{
     ArchiveId, ArchiveKey, SOURCE_APP_DIR, SOURCE_VOLUMES, index_value, index_value_from_labels,
     validate_labels,
 };
+use berth_shared::task::Recorded;
 use berth_shared::{AppName, StackName};
 use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
@@ -43,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use berth_shared::archive::{ArchiveProgress, Phase};
 pub use config::ArchiveConfig;
-pub use error::ArchiveError;
+pub use error::{ArchiveError, BytesCap, Witness};
 pub use journal::JournaledUpload;
 
 use crate::volume::lock::{self, Held, Operation, Resource};
@@ -115,6 +116,12 @@ pub struct CreateOutput {
 #[serde(deny_unknown_fields)]
 pub struct RestoreInput {
     pub uuid: String,
+    /// What the archive's `archive.create` saga recorded (checksum, size, tar length, entry
+    /// count): the restore is held to it whatever the bucket's metadata says. The coordinator
+    /// fills it in; absent for an archive no saga recorded, which is restored only when its
+    /// object matches its `size:` label, with a warning.
+    #[serde(default)]
+    pub recorded: Option<Recorded>,
     /// Restore under this app name; absent or empty: the archive's own app.
     #[serde(default)]
     pub target_app: Option<String>,
@@ -139,7 +146,8 @@ pub struct RestoreOutput {
     pub archive_bytes: u64,
     /// Hex SHA-256 of the archive bytes downloaded.
     pub sha256: String,
-    /// False for archives without a recorded SHA-256 (those the Go node API wrote).
+    /// True when the archive matched the checksum its `archive.create` saga recorded; false
+    /// for one no saga recorded (the Go node API's), checked only against bucket metadata.
     pub sha256_verified: bool,
     /// False when the agent is not root and could not restore owners.
     pub owners_restored: bool,
@@ -436,8 +444,10 @@ impl Archiver {
             key: key.clone(),
             size,
             meta,
+            recorded: input.recorded,
             target: target.clone(),
             max_bytes: self.config.max_restore_bytes,
+            keep_free: self.config.keep_free_bytes,
             max_entries: self.config.max_restore_entries,
             volumes,
             op: app_lock.operation().id(),

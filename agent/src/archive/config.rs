@@ -61,10 +61,16 @@ pub struct ArchiveConfig {
     #[serde(default)]
     pub index_label_name: Option<String>,
     /// A restore stops, refusing the archive as a decompression bomb, once its tar stream
-    /// passes this many bytes (default 1 TiB). Berth's own archives are also held to the
-    /// exact length their metadata records.
-    #[serde(default = "default_max_restore_bytes")]
-    pub max_restore_bytes: u64,
+    /// passes this many bytes (default: no fixed cap; `keep_free_bytes` and the length
+    /// recorded at create still apply). Berth's own archives are held to the exact length
+    /// their `archive.create` saga recorded.
+    #[serde(default)]
+    pub max_restore_bytes: Option<u64>,
+    /// A restore never takes the target's filesystem below this many free bytes (default
+    /// 1 GiB): it is refused up front when the recorded length does not fit, and stopped
+    /// when an archive without one (the Go tool's, a zstd bomb) unpacks past it.
+    #[serde(default = "default_keep_free_bytes")]
+    pub keep_free_bytes: u64,
     /// A restore refuses an archive with more entries than this (default 20 million).
     #[serde(default = "default_max_restore_entries")]
     pub max_restore_entries: u64,
@@ -96,8 +102,8 @@ fn default_part_size_mib() -> u32 {
 fn default_upload_concurrency() -> u32 {
     4
 }
-fn default_max_restore_bytes() -> u64 {
-    1 << 40
+fn default_keep_free_bytes() -> u64 {
+    1 << 30
 }
 fn default_max_restore_entries() -> u64 {
     20_000_000
@@ -120,7 +126,8 @@ impl Default for ArchiveConfig {
             part_size_mib: default_part_size_mib(),
             upload_concurrency: default_upload_concurrency(),
             index_label_name: None,
-            max_restore_bytes: default_max_restore_bytes(),
+            max_restore_bytes: None,
+            keep_free_bytes: default_keep_free_bytes(),
             max_restore_entries: default_max_restore_entries(),
             allow_device_nodes: false,
         }
@@ -180,7 +187,7 @@ impl ArchiveConfig {
         {
             bail!("archive.index_label_name {name:?} must be non-empty, without ':'");
         }
-        if self.max_restore_bytes == 0 || self.max_restore_entries == 0 {
+        if self.max_restore_bytes == Some(0) || self.max_restore_entries == 0 {
             bail!("archive.max_restore_bytes and archive.max_restore_entries must be positive");
         }
         Ok(())

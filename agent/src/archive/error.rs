@@ -104,23 +104,31 @@ pub enum ArchiveError {
         found: u64,
     },
     #[error(
-        "archive {key} has {found} bytes but its metadata records {expected}; it is \
-         incomplete or was changed, so it is not restored"
+        "archive {key} has {found} bytes but {by} records {expected}; it is incomplete or was \
+         changed, so it is not restored"
     )]
     SizeMismatch {
         key: String,
         expected: u64,
         found: u64,
+        by: Witness,
     },
     #[error(
-        "archive {key} failed its checksum (sha256 {found}, metadata records {expected}): the \
-         archive is corrupted; the target was left as it was"
+        "archive {key} failed its checksum (sha256 {found}, {by} records {expected}): it is \
+         corrupted or was changed; the target was left as it was"
     )]
     Checksum {
         key: String,
         expected: String,
         found: String,
+        by: Witness,
     },
+    #[error(
+        "archive {key} has no checksum recorded by an archive.create saga of this fleet, and \
+         {why}; it is not restored (an archive the Go tool made carries a size:<bytes> label \
+         that matches its object)"
+    )]
+    Unverifiable { key: String, why: String },
     #[error("archive {key} is not a valid tar+zstd stream")]
     Format {
         key: String,
@@ -129,26 +137,85 @@ pub enum ArchiveError {
     },
     #[error("archive entry {path:?} refused: {reason}; nothing was written outside the target")]
     UnsafeEntry { path: String, reason: String },
-    #[error(
-        "archive {key} unpacks to more than {limit} bytes: refused as a decompression bomb \
-         (raise archive.max_restore_bytes if the archive is genuine)"
-    )]
-    TooLarge { key: String, limit: u64 },
+    #[error("archive {key} unpacks to more than {limit} bytes: refused, {why}")]
+    TooLarge {
+        key: String,
+        limit: u64,
+        why: BytesCap,
+    },
     #[error(
         "archive {key} has more than {limit} entries: refused (raise \
          archive.max_restore_entries if the archive is genuine)"
     )]
     TooManyEntries { key: String, limit: u64 },
-    #[error("{path} has {free} bytes free but the archive unpacks to {needed} bytes")]
+    #[error(
+        "{path} has {free} bytes free but the archive unpacks to {needed} bytes and \
+         archive.keep_free_bytes keeps {floor} free; free some space or lower the floor"
+    )]
     NoSpace {
         path: PathBuf,
         needed: u64,
         free: u64,
+        floor: u64,
     },
     #[error("cancelled")]
     Cancelled,
     #[error("archive worker failed")]
     Join(#[source] tokio::task::JoinError),
+}
+
+/// Who vouches for an archive's expected checksum and size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Witness {
+    /// The output of the `archive.create` saga that made it, carried in the restore task.
+    Saga,
+    /// The archive's metadata in the bucket, which any agent can rewrite: it catches
+    /// corruption, not tampering.
+    Bucket,
+}
+
+impl std::fmt::Display for Witness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Witness::Saga => "the archive.create saga that made it",
+            Witness::Bucket => "its metadata in the bucket",
+        })
+    }
+}
+
+/// What set a restore's cap on decoded bytes, for the message that names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BytesCap {
+    /// The tar length recorded at create (by the saga or in the metadata): a longer stream
+    /// is not that archive.
+    Recorded(Witness),
+    /// The agent's `archive.max_restore_bytes`.
+    Configured,
+    /// Unpacking more would take the target's filesystem below `archive.keep_free_bytes`.
+    FreeSpace { path: PathBuf, floor: u64 },
+}
+
+impl std::fmt::Display for BytesCap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BytesCap::Recorded(by) => write!(
+                f,
+                "the length {by} records: it is corrupted or was changed, or a \
+                 decompression bomb"
+            ),
+            BytesCap::Configured => f.write_str(
+                "as a decompression bomb (raise archive.max_restore_bytes if the archive is \
+                 genuine)",
+            ),
+            BytesCap::FreeSpace { path, floor } => write!(
+                f,
+                "as more would leave less than {floor} bytes free on {} \
+                 (archive.keep_free_bytes); free some space, or lower the floor if the \
+                 archive is genuine",
+                path.display()
+            ),
+        }
+    }
 }
 
 impl ArchiveError {
@@ -179,6 +246,7 @@ impl ArchiveError {
             | DataMissing { .. }
             | SizeMismatch { .. }
             | Checksum { .. }
+            | Unverifiable { .. }
             | Format { .. }
             | UnsafeEntry { .. }
             | TooLarge { .. }

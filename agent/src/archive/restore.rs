@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use berth_shared::AppName;
 use berth_shared::archive::{ArchiveKey, ArchiveMeta, ArchiveProgress, Phase};
+use berth_shared::task::Recorded;
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
@@ -19,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::ArchiveError;
+use super::error::{BytesCap, Witness};
 use super::pipe::{CAPACITY, ChunkReceiver, Incoming};
 use super::store::Bucket;
 use super::unpack::{self, DeviceNodes, Expect, Specials, UnpackCounters, Unpacked};
@@ -32,8 +34,12 @@ pub(crate) struct Job<'a> {
     pub key: ArchiveKey,
     pub size: u64,
     pub meta: ArchiveMeta,
+    /// What the archive's `archive.create` saga recorded, from the task; absent for an
+    /// archive no saga of this fleet made (the Go tool's).
+    pub recorded: Option<Recorded>,
     pub target: AppName,
-    pub max_bytes: u64,
+    pub max_bytes: Option<u64>,
+    pub keep_free: u64,
     pub max_entries: u64,
     /// For a volume archive: where its volumes go (the target app then only names the
     /// restore).
@@ -58,18 +64,9 @@ pub(crate) async fn run(
     progress: &watch::Sender<ArchiveProgress>,
     cancel: &CancellationToken,
 ) -> Result<Restored, ArchiveError> {
-    let key = job.key.to_string();
-    if let Some(expected) = job.meta.size()
-        && expected != job.size
-    {
-        return Err(ArchiveError::SizeMismatch {
-            key,
-            expected,
-            found: job.size,
-        });
-    }
+    let trusted = expected(&job)?;
     if let Some(volumes) = &job.volumes {
-        return into_volumes(&job, volumes, progress, cancel).await;
+        return into_volumes(&job, &trusted, volumes, progress, cancel).await;
     }
     let root = job.apps_root;
     let write_err = |path: &Path| {
@@ -77,7 +74,7 @@ pub(crate) async fn run(
         move |source| ArchiveError::Write { path, source }
     };
     fs::create_dir_all(root).map_err(write_err(root))?;
-    check_space(root, job.meta.tar_bytes)?;
+    let expect = checks(&job, trusted, root)?;
     let target = root.join(job.target.as_str());
     // A swap of this app cut by a crash is rolled back, dead restores' staging removed.
     let t = target.clone();
@@ -87,7 +84,7 @@ pub(crate) async fn run(
     let staging = crate::volume::staging::path_for(&target, job.op);
     fs::create_dir(&staging).map_err(write_err(&staging))?;
 
-    let result = unpack_into(&job, &staging, progress, cancel).await;
+    let result = unpack_into(&job, expect, &staging, progress, cancel).await;
     let restored = match result {
         Ok(r) => r,
         Err(e) => {
@@ -113,18 +110,19 @@ pub(crate) async fn run(
 /// Restores a volume archive: unpack into the scratch dir beside the volumes, then swap.
 async fn into_volumes(
     job: &Job<'_>,
+    trusted: &Expected,
     volumes: &Restore,
     progress: &watch::Sender<ArchiveProgress>,
     cancel: &CancellationToken,
 ) -> Result<Restored, ArchiveError> {
     let scratch = volumes.scratch.clone();
     let parent = scratch.parent().unwrap_or(Path::new("/"));
-    check_space(parent, job.meta.tar_bytes)?;
+    let expect = checks(job, trusted.clone(), parent)?;
     fs::create_dir(&scratch).map_err(|source| ArchiveError::Write {
         path: scratch.clone(),
         source,
     })?;
-    let restored = match unpack_into(job, &scratch, progress, cancel).await {
+    let restored = match unpack_into(job, expect, &scratch, progress, cancel).await {
         Ok(r) => r,
         Err(e) => {
             remove_dir(scratch).await;
@@ -153,26 +151,133 @@ async fn into_volumes(
     Ok(restored)
 }
 
-/// Refuses a restore that cannot fit in `dir`'s filesystem.
-fn check_space(dir: &Path, needed: Option<u64>) -> Result<(), ArchiveError> {
-    let Some(needed) = needed else { return Ok(()) };
+/// What an archive must match, and who vouches for each value.
+#[derive(Debug, Clone)]
+struct Expected {
+    sha256: Option<(String, Witness)>,
+    tar_bytes: Option<(u64, Witness)>,
+    entries: Option<u64>,
+}
+
+/// The checksum, length and entry count a restore holds the archive to: those its
+/// `archive.create` saga recorded, which the bucket cannot rewrite; for an archive no saga
+/// recorded (the Go tool's), only one whose object matches its `size:` label, checked against
+/// whatever its metadata says, with a warning.
+fn expected(job: &Job<'_>) -> Result<Expected, ArchiveError> {
+    let key = job.key.to_string();
+    let meta = &job.meta;
+    if let Some(rec) = &job.recorded {
+        if rec.size != job.size {
+            return Err(ArchiveError::SizeMismatch {
+                key,
+                expected: rec.size,
+                found: job.size,
+                by: Witness::Saga,
+            });
+        }
+        if meta.sha256.as_ref().is_some_and(|s| *s != rec.sha256)
+            || meta.size().is_some_and(|s| s != rec.size)
+            || meta.tar_bytes.is_some_and(|t| t != rec.tar_bytes)
+        {
+            tracing::warn!(
+                key,
+                "the archive's metadata in the bucket disagrees with what its archive.create \
+                 saga recorded; it was rewritten, and the saga's record is what the archive is \
+                 held to"
+            );
+        }
+        return Ok(Expected {
+            sha256: Some((rec.sha256.clone(), Witness::Saga)),
+            tar_bytes: Some((rec.tar_bytes, Witness::Saga)),
+            entries: Some(rec.entries),
+        });
+    }
+    match meta.size() {
+        None => {
+            return Err(ArchiveError::Unverifiable {
+                key,
+                why: "its metadata has no size:<bytes> label".to_owned(),
+            });
+        }
+        Some(expected) if expected != job.size => {
+            return Err(ArchiveError::SizeMismatch {
+                key,
+                expected,
+                found: job.size,
+                by: Witness::Bucket,
+            });
+        }
+        Some(_) => {}
+    }
+    tracing::warn!(
+        key,
+        "restoring an archive that no archive.create saga of this fleet recorded (the Go \
+         tool's, or another fleet's): its size matches its label, but it has no checksum the \
+         bucket cannot rewrite"
+    );
+    Ok(Expected {
+        sha256: meta.sha256.clone().map(|s| (s, Witness::Bucket)),
+        tar_bytes: meta.tar_bytes.map(|t| (t, Witness::Bucket)),
+        entries: None,
+    })
+}
+
+/// The checks and caps of a restore into `dir`'s filesystem: refused up front when the
+/// recorded length would take it below `keep_free`; otherwise the decoded stream is capped
+/// by the smallest of that length, `max_bytes` and the room above `keep_free`.
+fn checks(job: &Job<'_>, trusted: Expected, dir: &Path) -> Result<Expect, ArchiveError> {
     let st = rustix::fs::statvfs(dir).map_err(|e| ArchiveError::Write {
         path: dir.to_owned(),
         source: e.into(),
     })?;
     let free = st.f_bavail.saturating_mul(st.f_frsize);
-    if free < needed {
+    let room = free.saturating_sub(job.keep_free);
+    if let Some((needed, _)) = trusted.tar_bytes
+        && needed > room
+    {
         return Err(ArchiveError::NoSpace {
             path: dir.to_owned(),
             needed,
             free,
+            floor: job.keep_free,
         });
     }
-    Ok(())
+    let mut cap = (
+        room,
+        BytesCap::FreeSpace {
+            path: dir.to_owned(),
+            floor: job.keep_free,
+        },
+    );
+    if let Some(max) = job.max_bytes
+        && max < cap.0
+    {
+        cap = (max, BytesCap::Configured);
+    }
+    if let Some((recorded, by)) = trusted.tar_bytes
+        && recorded <= cap.0
+    {
+        cap = (recorded, BytesCap::Recorded(by));
+    }
+    Ok(Expect {
+        key: job.key.to_string(),
+        sha256: trusted.sha256,
+        tar_bytes: trusted.tar_bytes.map(|(t, _)| t),
+        entries: trusted.entries,
+        max_bytes: cap,
+        max_entries: job.max_entries,
+        specials: match &job.volumes {
+            None => Specials::AppDir,
+            Some(_) => Specials::Volumes {
+                devices: job.device_nodes,
+            },
+        },
+    })
 }
 
 async fn unpack_into(
     job: &Job<'_>,
+    expect: Expect,
     staging: &Path,
     progress: &watch::Sender<ArchiveProgress>,
     cancel: &CancellationToken,
@@ -190,19 +295,6 @@ async fn unpack_into(
     if !owners {
         tracing::warn!(key, "the agent is not root: owners are not restored");
     }
-    let expect = Expect {
-        key: key.clone(),
-        sha256: job.meta.sha256.clone(),
-        tar_bytes: job.meta.tar_bytes,
-        max_bytes: job.max_bytes,
-        max_entries: job.max_entries,
-        specials: match &job.volumes {
-            None => Specials::AppDir,
-            Some(_) => Specials::Volumes {
-                devices: job.device_nodes,
-            },
-        },
-    };
     let counters = Arc::new(UnpackCounters::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<Incoming>(CAPACITY);
@@ -264,7 +356,7 @@ async fn unpack_into(
     Ok(Restored {
         unpacked,
         archive_bytes,
-        verified: job.meta.sha256.is_some(),
+        verified: job.recorded.is_some(),
         owners,
     })
 }

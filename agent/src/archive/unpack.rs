@@ -14,15 +14,20 @@ use tar::{EntryType, Header};
 
 use super::ArchiveError;
 use super::decode;
+use super::error::{BytesCap, Witness};
 use super::pipe::ChunkReceiver;
 
 /// What the archive must look like, and the limits that stop bombs.
 #[derive(Debug, Clone)]
 pub(crate) struct Expect {
     pub key: String,
-    pub sha256: Option<String>,
+    /// The archive object's SHA-256, and who recorded it.
+    pub sha256: Option<(String, Witness)>,
+    /// The exact length of the tar stream and its entry count, where recorded.
     pub tar_bytes: Option<u64>,
-    pub max_bytes: u64,
+    pub entries: Option<u64>,
+    /// The decoded stream stops past this many bytes, for the reason given.
+    pub max_bytes: (u64, BytesCap),
     pub max_entries: u64,
     pub specials: Specials,
 }
@@ -99,9 +104,7 @@ pub(crate) fn unpack(
         key: expect.key.clone(),
         source,
     };
-    let limit = expect
-        .tar_bytes
-        .map_or(expect.max_bytes, |t| t.min(expect.max_bytes));
+    let limit = expect.max_bytes.0;
     let (tx, rx) = mpsc::sync_channel(decode::PIPE_DEPTH);
     let (outcome, mut receiver) = std::thread::scope(|scope| {
         let count = counters.tar_bytes.clone();
@@ -132,11 +135,12 @@ pub(crate) fn unpack(
                 return Err(ArchiveError::TooLarge {
                     key: expect.key.clone(),
                     limit,
+                    why: expect.max_bytes.1.clone(),
                 });
             }
             // A corrupted archive breaks decoding, or reads as nonsense entries, before its
             // end: when the checksum disagrees, that is the cause to report.
-            if let Some(expected) = &expect.sha256
+            if let Some((expected, by)) = &expect.sha256
                 && let Ok(found) = receiver.drain_and_hash()
                 && &found != expected
             {
@@ -144,6 +148,7 @@ pub(crate) fn unpack(
                     key: expect.key.clone(),
                     expected: expected.clone(),
                     found,
+                    by: *by,
                 });
             }
             return Err(match stop {
@@ -153,22 +158,29 @@ pub(crate) fn unpack(
         }
     };
     let sha256 = receiver.drain_and_hash().map_err(format)?;
-    if let Some(expected) = &expect.sha256
+    if let Some((expected, by)) = &expect.sha256
         && &sha256 != expected
     {
         return Err(ArchiveError::Checksum {
             key: expect.key.clone(),
             expected: expected.clone(),
             found: sha256,
+            by: *by,
         });
     }
     let tar_bytes = counters.tar_bytes.load(Ordering::Relaxed);
-    if let Some(expected) = expect.tar_bytes
-        && tar_bytes != expected
-    {
+    let entries = counters.entries.load(Ordering::Relaxed);
+    let recorded = match expect.tar_bytes {
+        Some(expected) if tar_bytes != expected => Some(("bytes", tar_bytes, expected)),
+        _ => match expect.entries {
+            Some(expected) if entries != expected => Some(("entries", entries, expected)),
+            _ => None,
+        },
+    };
+    if let Some((what, found, expected)) = recorded {
         return Err(format(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("the tar stream has {tar_bytes} bytes, the metadata records {expected}"),
+            format!("the tar stream has {found} {what}, {expected} were recorded at create"),
         )));
     }
     // As the Go node API did: the app's container sets ownership up again on its next start.

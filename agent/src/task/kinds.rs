@@ -109,6 +109,7 @@ impl Executor for AgentKinds {
                 Task::ArchiveRestore(t) => {
                     let input = archive::RestoreInput {
                         uuid: t.uuid.to_string(),
+                        recorded: t.recorded,
                         target_app: t.target_app.map(String::from),
                         stack: t.stack.map(String::from),
                     };

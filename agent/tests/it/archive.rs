@@ -15,6 +15,7 @@ use berth_agent::archive::{
     ArchiveConfig, ArchiveError, ArchiveProgress, Archiver, CreateInput, CreateOutput,
     RestoreInput, RestoreOutput,
 };
+use berth_shared::task::Recorded;
 use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
@@ -117,12 +118,35 @@ impl Env {
         .unwrap_or_else(|e| panic!("{:?}: create {app}: {}", self.backend, chain(&e)))
     }
 
+    /// Restores `uuid` as an archive no saga recorded (the Go tool's): held only to what the
+    /// bucket says.
     pub async fn restore(&self, uuid: &str, target: &str) -> Result<RestoreOutput, ArchiveError> {
+        self.restore_with(uuid, None, target).await
+    }
+
+    /// Restores the archive `created` made, held to what its create recorded, as the
+    /// coordinator's restore task carries it.
+    pub async fn restore_recorded(
+        &self,
+        created: &CreateOutput,
+        target: &str,
+    ) -> Result<RestoreOutput, ArchiveError> {
+        self.restore_with(&created.uuid, Some(recorded(created)), target)
+            .await
+    }
+
+    async fn restore_with(
+        &self,
+        uuid: &str,
+        recorded: Option<Recorded>,
+        target: &str,
+    ) -> Result<RestoreOutput, ArchiveError> {
         let (progress, _) = watch::channel(ArchiveProgress::default());
         self.archiver
             .restore(
                 RestoreInput {
                     uuid: uuid.into(),
+                    recorded,
                     target_app: Some(target.into()),
                     ..Default::default()
                 },
@@ -164,6 +188,16 @@ impl Env {
 }
 
 /// An error with its sources, as the task runner reports it.
+/// What the coordinator records of a create and sends with a restore.
+pub fn recorded(created: &CreateOutput) -> Recorded {
+    Recorded {
+        sha256: created.sha256.clone(),
+        size: created.size,
+        tar_bytes: created.tar_bytes,
+        entries: created.entries,
+    }
+}
+
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     berth_agent::chain(e)
 }

@@ -7,7 +7,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use berth_agent::ErrorKind;
-use berth_agent::archive::{ArchiveConfig, ArchiveError, ArchiveProgress, Archiver, CreateInput};
+use berth_agent::archive::{
+    ArchiveConfig, ArchiveError, ArchiveProgress, Archiver, CreateInput, Witness,
+};
+use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -279,6 +282,86 @@ async fn a_flipped_byte_is_refused_with_a_checksum_error_and_the_target_is_untou
         }
         env.restore(&out.uuid, "live").await.unwrap();
     }
+}
+
+/// Whoever can write the bucket can rewrite an archive's metadata to match a changed object;
+/// a restore holds it to what its `archive.create` saga recorded instead, and the target is
+/// left as it was.
+#[tokio::test]
+async fn a_checksum_rewritten_in_the_metadata_does_not_pass() {
+    for backend in ALL {
+        let env = Env::new(backend).await;
+        build_sample(&env.app_dir("web"));
+        let out = env.create_app("web").await;
+        let meta_key = format!("_metadata/{}", out.uuid);
+        let meta = String::from_utf8(env.get(&meta_key).await).unwrap();
+        let before = snapshot(&env.app_dir("web"));
+
+        // Same length, one byte changed, the metadata's checksum rewritten to match.
+        let mut bytes = env.get(&out.key).await;
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x01;
+        let forged = hex::encode(Sha256::digest(&bytes));
+        env.put(&out.key, bytes).await;
+        env.put(&meta_key, meta.replace(&out.sha256, &forged).into_bytes())
+            .await;
+        let err = env.restore_recorded(&out, "web").await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ArchiveError::Checksum { expected, found, by: Witness::Saga, .. }
+                    if *expected == out.sha256 && *found == forged
+            ),
+            "{backend:?}: {}",
+            chain(&err)
+        );
+        assert!(
+            chain(&err).contains("the archive.create saga that made it"),
+            "{}",
+            chain(&err)
+        );
+        assert_eq!(snapshot(&env.app_dir("web")), before, "{backend:?}");
+        assert_eq!(env.apps_entries(), vec!["web"], "no staging left");
+
+        // A whole other archive, with metadata to match: refused by the recorded size.
+        let other = super::hostile::tiny_archive();
+        let size_label = format!("size:{}", out.size);
+        env.put(&out.key, other.clone()).await;
+        let rewritten = meta
+            .replace(&out.sha256, &hex::encode(Sha256::digest(&other)))
+            .replace(&size_label, &format!("size:{}", other.len()));
+        env.put(&meta_key, rewritten.into_bytes()).await;
+        let err = env.restore_recorded(&out, "web").await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ArchiveError::SizeMismatch {
+                    by: Witness::Saga,
+                    ..
+                }
+            ),
+            "{backend:?}: {}",
+            chain(&err)
+        );
+        assert_eq!(snapshot(&env.app_dir("web")), before, "{backend:?}");
+    }
+}
+
+/// The recorded tar length must fit above the free-space floor: refused before anything is
+/// downloaded or written.
+#[tokio::test]
+async fn a_restore_that_would_go_below_the_free_space_floor_is_refused_up_front() {
+    let env = Env::with(Backend::Memory, |c| c.keep_free_bytes = u64::MAX / 2).await;
+    build_sample(&env.app_dir("web"));
+    let out = env.create_app("web").await;
+    let err = env.restore_recorded(&out, "web2").await.unwrap_err();
+    assert!(
+        matches!(err, ArchiveError::NoSpace { needed, .. } if needed == out.tar_bytes),
+        "{}",
+        chain(&err)
+    );
+    assert!(chain(&err).contains("keep_free_bytes"), "{}", chain(&err));
+    assert_eq!(env.apps_entries(), vec!["web"]);
 }
 
 #[tokio::test]

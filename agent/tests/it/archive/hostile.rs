@@ -6,7 +6,7 @@ use std::io::{self, Read};
 use std::path::PathBuf;
 
 use berth_agent::ErrorKind;
-use berth_agent::archive::{ArchiveError, CreateInput};
+use berth_agent::archive::{ArchiveError, BytesCap, CreateInput};
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
@@ -194,7 +194,7 @@ async fn unsafe_archives_are_refused_and_nothing_is_written_outside() {
 #[tokio::test]
 async fn a_decompression_bomb_is_stopped_at_the_limit() {
     for backend in ALL {
-        let env = Env::with(backend, |c| c.max_restore_bytes = 8 << 20).await;
+        let env = Env::with(backend, |c| c.max_restore_bytes = Some(8 << 20)).await;
         let bomb = hostile_archive(&[Item::Zeros("zeros", 64 << 20)]);
         assert!(bomb.len() < 64 << 10, "a small archive: {}", bomb.len());
         let uuid = upload(&env, bomb.clone(), "").await;
@@ -223,6 +223,38 @@ async fn a_decompression_bomb_is_stopped_at_the_limit() {
         "{}",
         chain(&err)
     );
+}
+
+/// With no length recorded and no fixed cap (the defaults), a bomb stops where unpacking
+/// more would take the filesystem below `keep_free_bytes`.
+#[tokio::test]
+async fn a_bomb_without_a_recorded_length_stops_above_the_free_space_floor() {
+    let tmp = std::env::temp_dir();
+    let st = rustix::fs::statvfs(&tmp).unwrap();
+    let free = st.f_bavail * st.f_frsize;
+    // Room for about 32 MiB above the floor; the bomb decodes to 512 MiB.
+    let floor = free.saturating_sub(32 << 20);
+    let env = Env::with(Backend::Memory, |c| c.keep_free_bytes = floor).await;
+    let bomb = hostile_archive(&[Item::Zeros("zeros", 512 << 20)]);
+    assert!(bomb.len() < 256 << 10, "a small archive: {}", bomb.len());
+    let uuid = upload(&env, bomb, "").await;
+    let err = env.restore(&uuid, "victim").await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ArchiveError::TooLarge { limit, why: BytesCap::FreeSpace { .. }, .. }
+                if *limit < 64 << 20
+        ),
+        "{}",
+        chain(&err)
+    );
+    assert!(chain(&err).contains("keep_free_bytes"), "{}", chain(&err));
+    assert!(env.apps_entries().is_empty(), "{:?}", env.apps_entries());
+}
+
+/// A small valid archive (one file), for tests that swap it in for another.
+pub fn tiny_archive() -> Vec<u8> {
+    hostile_archive(&[Item::File("note.txt", b"not what was archived")])
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use berth_agent::archive::{
     ArchiveError, ArchiveProgress, CREATE_TASK, CreateInput, CreateOutput, Phase, RESTORE_TASK,
-    RestoreOutput,
+    RestoreOutput, Witness,
 };
 use berth_shared::archive::ArchiveMeta;
 use object_store::ObjectStoreExt;
@@ -82,7 +82,7 @@ async fn round_trip_keeps_contents_modes_owners_mtimes_and_links() {
         assert!(p.compression_ratio() > 1.5, "{p:?}");
 
         // Restored under a new name, the tree is the same (the `.chowned` marker removed).
-        let restored = env.restore(&out.uuid, "web-copy").await.unwrap();
+        let restored = env.restore_recorded(&out, "web-copy").await.unwrap();
         assert_eq!(restored.app, "web-copy");
         assert_eq!(restored.entries, out.entries);
         assert!(restored.sha256_verified && restored.owners_restored);
@@ -154,6 +154,50 @@ async fn archives_in_the_go_layout_restore() {
         assert!(!out.sha256_verified, "Go archives record no checksum");
         assert_same(&source, &snapshot(&env.app_dir("legacy-restored")));
     }
+}
+
+/// An archive no saga recorded is restored only when its object matches its `size:` label:
+/// without one, or with another size, it is refused and nothing is written.
+#[tokio::test]
+async fn an_unrecorded_archive_needs_a_size_label_that_matches() {
+    let env = Env::new(Backend::Memory).await;
+    build_sample(&env.app_dir("legacy"));
+    let (uuid, _) = put_go_archive(&env, "legacy", "owner7", 1_650_000_000).await;
+    let meta_key = format!("_metadata/{uuid}");
+    let meta = String::from_utf8(env.get(&meta_key).await).unwrap();
+    let size_label = meta.split('"').find(|l| l.starts_with("size:")).unwrap();
+
+    env.put(&meta_key, meta.replace(size_label, "size:12").into_bytes())
+        .await;
+    let err = env.restore(&uuid, "copy").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ArchiveError::SizeMismatch {
+                expected: 12,
+                by: Witness::Bucket,
+                ..
+            }
+        ),
+        "{}",
+        chain(&err)
+    );
+
+    let without = meta.replace(&format!(r#","{size_label}""#), "");
+    assert_ne!(without, meta);
+    env.put(&meta_key, without.into_bytes()).await;
+    let err = env.restore(&uuid, "copy").await.unwrap_err();
+    assert!(
+        matches!(err, ArchiveError::Unverifiable { .. }),
+        "{}",
+        chain(&err)
+    );
+    assert!(
+        chain(&err).contains("no checksum recorded"),
+        "{}",
+        chain(&err)
+    );
+    assert_eq!(env.apps_entries(), vec!["legacy"]);
 }
 
 #[tokio::test]
