@@ -213,6 +213,14 @@ impl Config {
             bail!("sagas.max_concurrent must be at least 1");
         }
         self.limits.check()?;
+        if self.limits.max_active_ci_sagas >= self.sagas.max_concurrent as u64 {
+            bail!(
+                "limits.max_active_ci_sagas ({}) must be below sagas.max_concurrent ({}), so \
+                 CI runners never hold every slot",
+                self.limits.max_active_ci_sagas,
+                self.sagas.max_concurrent
+            );
+        }
         if let Some(d) = &self.digitalocean {
             d.check()?;
         }

@@ -22,6 +22,9 @@ pub enum ApiError {
     /// A dependency is down or busy: asking again later may work.
     #[error("{0}")]
     Unavailable(String),
+    /// The caller holds all it may of a shared resource; it can ask again once it holds less.
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -101,6 +104,7 @@ impl From<ApiError> for Status {
             ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
             ApiError::NotFound(m) => Status::not_found(m),
             ApiError::Unavailable(m) => Status::unavailable(m),
+            ApiError::ResourceExhausted(m) => Status::resource_exhausted(m),
             ApiError::Store(s) => status_of_store(&s),
             ApiError::Auth(a) => status_of_auth(a),
             ApiError::Archive(e) => status_of_archive(&e),

@@ -31,6 +31,12 @@ pub struct LimitsConfig {
     pub unknown_token_cache_secs: u64,
     /// A `ListSagas` page stops before its encoded size passes this many bytes.
     pub list_page_max_bytes: usize,
+    /// Sagas in progress one ci token may have (a CI runner waiting for apps to be
+    /// undeployed must not hold every engine slot).
+    pub max_active_sagas_per_ci_token: u64,
+    /// Sagas in progress all ci tokens together may have; below `sagas.max_concurrent`, so
+    /// operators always have slots.
+    pub max_active_ci_sagas: u64,
 }
 
 impl Default for LimitsConfig {
@@ -43,6 +49,8 @@ impl Default for LimitsConfig {
             unknown_token_cache_entries: 10_000,
             unknown_token_cache_secs: 30,
             list_page_max_bytes: 1024 * 1024,
+            max_active_sagas_per_ci_token: 4,
+            max_active_ci_sagas: 16,
         }
     }
 }
@@ -61,6 +69,11 @@ impl LimitsConfig {
             ),
             ("max_watches_per_token", self.max_watches_per_token as u64),
             ("list_page_max_bytes", self.list_page_max_bytes as u64),
+            (
+                "max_active_sagas_per_ci_token",
+                self.max_active_sagas_per_ci_token,
+            ),
+            ("max_active_ci_sagas", self.max_active_ci_sagas),
         ] {
             anyhow::ensure!(value > 0, "limits.{name} must be at least 1");
         }

@@ -18,7 +18,7 @@ use crate::drift::Inventory;
 use crate::droplet::Cloud;
 use crate::hub::Hub;
 use crate::limits::WatchSlots;
-use crate::saga::{AgentTaskSettings, Deps, Engine, EngineConfig, Registry};
+use crate::saga::{AgentTaskSettings, CiCaps, Deps, Engine, EngineConfig, Registry};
 use crate::service::agent_link::AgentLinkService;
 use crate::service::archives::ArchivesService;
 use crate::service::drift::DriftService;
@@ -218,6 +218,10 @@ pub async fn run(
             poll_interval: Duration::from_millis(config.sagas.poll_interval_ms),
             max_concurrent: config.sagas.max_concurrent,
             max_reclaims: config.sagas.max_reclaims,
+            ci_caps: CiCaps {
+                per_token: config.limits.max_active_sagas_per_ci_token,
+                all_tokens: config.limits.max_active_ci_sagas,
+            },
         },
     );
     let sweeper = UploadSweeper::new(catalog.clone(), store.clone(), instance_id.clone());

@@ -36,6 +36,24 @@ pub struct EngineConfig {
     pub max_concurrent: usize,
     /// A saga claimed this many times without progress is paused for an operator.
     pub max_reclaims: i64,
+    /// What ci tokens may have in progress (a CI runner's waits must not hold every slot).
+    pub ci_caps: CiCaps,
+}
+
+/// Sagas in progress (pending, running or compensating) that ci tokens may have: each token,
+/// and all of them together. Checked when a saga starts; replicas starting at the same
+/// moment may pass it by a few.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CiCaps {
+    pub per_token: u64,
+    pub all_tokens: u64,
+}
+
+/// Who starts a saga: recorded with it, and held to [`CiCaps`] when `ci`.
+#[derive(Debug, Clone, Copy)]
+pub struct StartedBy<'a> {
+    pub token_id: &'a str,
+    pub ci: bool,
 }
 
 impl EngineConfig {
@@ -47,6 +65,10 @@ impl EngineConfig {
             poll_interval: Duration::from_millis(500),
             max_concurrent: 32,
             max_reclaims: 5,
+            ci_caps: CiCaps {
+                per_token: 4,
+                all_tokens: 16,
+            },
         }
     }
 }
@@ -63,6 +85,16 @@ pub enum StartError {
          (`berth-agent enroll`) and start it, or check the host id with `berth hosts list`"
     )]
     UnknownHost { host_id: String },
+    #[error(
+        "{who} already {have} {max} sagas in progress (limits.{key} = {max}); wait for one to \
+         finish, or cancel one (`berth sagas cancel ID`)"
+    )]
+    Busy {
+        who: &'static str,
+        have: &'static str,
+        key: &'static str,
+        max: u64,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -128,7 +160,22 @@ impl Engine {
         inputs: &str,
         key: Option<&str>,
     ) -> Result<(String, bool), StartError> {
+        self.start_by(kind, inputs, key, None).await
+    }
+
+    /// [`Engine::start`] on behalf of a caller, recorded with the saga; a ci caller over its
+    /// [`CiCaps`] is refused (a repeat of a start it already made is not).
+    pub async fn start_by(
+        &self,
+        kind: &str,
+        inputs: &str,
+        key: Option<&str>,
+        by: Option<StartedBy<'_>>,
+    ) -> Result<(String, bool), StartError> {
         check_start_sizes(kind, inputs, key)?;
+        if let Some(by) = by.filter(|b| b.ci) {
+            self.check_ci_caps(by.token_id, key).await?;
+        }
         let (mut value, steps) = self.registry.build(kind, inputs)?;
         if steps.iter().any(|s| s.runs_on_agent())
             && let Some(host_id) = value["host_id"].as_str()
@@ -159,6 +206,7 @@ impl Engine {
                     start_key: key,
                     steps: &names,
                     now_ms: now_ms(),
+                    started_by: by.map(|b| b.token_id),
                 },
                 &secrets,
             )
@@ -184,6 +232,47 @@ impl Engine {
             self.notify();
         }
         Ok((saga_id, !created))
+    }
+
+    async fn check_ci_caps(&self, token_id: &str, key: Option<&str>) -> Result<(), StartError> {
+        let caps = self.config.ci_caps;
+        let (mine, all) = self
+            .store
+            .sagas_in_progress_started_by(token_id, berth_shared::Role::Ci.as_str())
+            .await?;
+        let busy = if mine as u64 >= caps.per_token {
+            Some((
+                "this ci token",
+                "has",
+                "max_active_sagas_per_ci_token",
+                caps.per_token,
+            ))
+        } else if all as u64 >= caps.all_tokens {
+            Some((
+                "ci tokens together",
+                "have",
+                "max_active_ci_sagas",
+                caps.all_tokens,
+            ))
+        } else {
+            None
+        };
+        let Some((who, have, limit, max)) = busy else {
+            return Ok(());
+        };
+        // A repeat of a start already made answers with that saga, at the cap or not.
+        if let Some(key) = key
+            && self.store.saga_id_by_key(key).await?.is_some()
+        {
+            return Ok(());
+        }
+        metrics::counter!("berth_saga_starts_refused_total", "limit" => limit).increment(1);
+        Err(StartError::Busy {
+            who,
+            have,
+            key: limit,
+            max,
+        })
     }
 
     /// Claims and runs due sagas until `shutdown`; then hands back what it holds.

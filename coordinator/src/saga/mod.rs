@@ -12,7 +12,7 @@ pub mod secrets;
 pub mod step;
 
 pub use self::core::{OnFailure, RetryPolicy, SagaStatus, StepStatus};
-pub use engine::{Engine, EngineConfig, StartError};
+pub use engine::{CiCaps, Engine, EngineConfig, StartError, StartedBy};
 pub use kinds::{KindError, Registry};
 pub use operator::{Action, ActionError};
 pub use remote::AgentTaskSettings;

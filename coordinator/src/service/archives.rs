@@ -83,6 +83,7 @@ impl pb::archive_service_server::ArchiveService for ArchivesService {
         &self,
         req: Request<pb::CreateArchiveRequest>,
     ) -> Result<Response<pb::SagaRef>, Status> {
+        let caller = super::principal(&req)?;
         let r = req.into_inner();
         let stack = match (r.volumes, r.stack.is_empty()) {
             (_, false) => Some(r.stack),
@@ -107,7 +108,14 @@ impl pb::archive_service_server::ArchiveService for ArchivesService {
             "zstd_level": (r.zstd_level != 0).then_some(r.zstd_level),
         });
         Ok(Response::new(
-            super::start_saga(&self.engine, "archive.create", &inputs, &r.idempotency_key).await?,
+            super::start_saga(
+                &self.engine,
+                &caller,
+                "archive.create",
+                &inputs,
+                &r.idempotency_key,
+            )
+            .await?,
         ))
     }
 
@@ -115,6 +123,7 @@ impl pb::archive_service_server::ArchiveService for ArchivesService {
         &self,
         req: Request<pb::RestoreArchiveRequest>,
     ) -> Result<Response<pb::SagaRef>, Status> {
+        let caller = super::principal(&req)?;
         let r = req.into_inner();
         let uuid = id(&r.uuid)?;
         // Refuse at once what the agent would: an archive that is not in the store.
@@ -126,7 +135,14 @@ impl pb::archive_service_server::ArchiveService for ArchivesService {
             "stack": (!r.stack.is_empty()).then_some(r.stack),
         });
         Ok(Response::new(
-            super::start_saga(&self.engine, "archive.restore", &inputs, &r.idempotency_key).await?,
+            super::start_saga(
+                &self.engine,
+                &caller,
+                "archive.restore",
+                &inputs,
+                &r.idempotency_key,
+            )
+            .await?,
         ))
     }
 

@@ -5,6 +5,7 @@ use berth_proto::v1 as pb;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Principal;
 use crate::droplet::{DestroyInputs, ProvisionInputs, ResizeInputs, SnapshotInputs};
 use crate::error::ApiError;
 use crate::saga::Engine;
@@ -24,6 +25,7 @@ impl DropletsService {
     /// Starts a saga of `kind` with `inputs`.
     async fn start(
         &self,
+        caller: &Principal,
         kind: &str,
         inputs: &impl Serialize,
         key: &str,
@@ -37,7 +39,7 @@ impl DropletsService {
             .into());
         }
         Ok(Response::new(
-            super::start_saga(&self.engine, kind, inputs, key).await?,
+            super::start_saga(&self.engine, caller, kind, inputs, key).await?,
         ))
     }
 }
@@ -63,6 +65,7 @@ impl pb::droplet_service_server::DropletService for DropletsService {
         &self,
         req: Request<pb::ProvisionDropletRequest>,
     ) -> Result<Response<pb::SagaRef>, Status> {
+        let caller = super::principal(&req)?;
         let r = req.into_inner();
         let inputs = ProvisionInputs {
             name: r.name,
@@ -74,7 +77,7 @@ impl pb::droplet_service_server::DropletService for DropletsService {
             user_data: (!r.user_data.is_empty()).then_some(r.user_data),
             user_data_bytes: None,
         };
-        self.start("droplet.provision", &inputs, &r.idempotency_key)
+        self.start(&caller, "droplet.provision", &inputs, &r.idempotency_key)
             .await
     }
 
@@ -82,12 +85,13 @@ impl pb::droplet_service_server::DropletService for DropletsService {
         &self,
         req: Request<pb::DestroyDropletRequest>,
     ) -> Result<Response<pb::SagaRef>, Status> {
+        let caller = super::principal(&req)?;
         let r = req.into_inner();
         let inputs = DestroyInputs {
             droplet_id: r.droplet_id,
             force: false,
         };
-        self.start("droplet.destroy", &inputs, &r.idempotency_key)
+        self.start(&caller, "droplet.destroy", &inputs, &r.idempotency_key)
             .await
     }
 
@@ -95,12 +99,13 @@ impl pb::droplet_service_server::DropletService for DropletsService {
         &self,
         req: Request<pb::SnapshotDropletRequest>,
     ) -> Result<Response<pb::SagaRef>, Status> {
+        let caller = super::principal(&req)?;
         let r = req.into_inner();
         let inputs = SnapshotInputs {
             droplet_id: r.droplet_id,
             label: (!r.label.is_empty()).then_some(r.label),
         };
-        self.start("droplet.snapshot", &inputs, &r.idempotency_key)
+        self.start(&caller, "droplet.snapshot", &inputs, &r.idempotency_key)
             .await
     }
 
@@ -108,13 +113,14 @@ impl pb::droplet_service_server::DropletService for DropletsService {
         &self,
         req: Request<pb::ResizeDropletRequest>,
     ) -> Result<Response<pb::SagaRef>, Status> {
+        let caller = super::principal(&req)?;
         let r = req.into_inner();
         let inputs = ResizeInputs {
             droplet_id: r.droplet_id,
             size_slug: r.size_slug,
             disk: r.disk,
         };
-        self.start("droplet.resize", &inputs, &r.idempotency_key)
+        self.start(&caller, "droplet.resize", &inputs, &r.idempotency_key)
             .await
     }
 

@@ -16,18 +16,29 @@ use tonic::{Request, Status};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::saga::Engine;
+use crate::saga::{Engine, StartedBy};
 
-/// Starts saga `kind` with `inputs` (idempotent under a non-empty `key`).
+/// The caller as the saga records it; a ci caller is held to the engine's ci caps.
+pub(crate) fn started_by(caller: &Principal) -> StartedBy<'_> {
+    StartedBy {
+        token_id: &caller.token_id,
+        ci: caller.role == berth_shared::Role::Ci,
+    }
+}
+
+/// Starts saga `kind` with `inputs` for `caller` (idempotent under a non-empty `key`).
 pub(crate) async fn start_saga(
     engine: &Engine,
+    caller: &Principal,
     kind: &str,
     inputs: &impl Serialize,
     key: &str,
 ) -> Result<pb::SagaRef, ApiError> {
     let inputs = serde_json::to_string(inputs).expect("saga inputs serialize");
     let key = (!key.is_empty()).then_some(key);
-    let (saga_id, existing) = engine.start(kind, &inputs, key).await?;
+    let (saga_id, existing) = engine
+        .start_by(kind, &inputs, key, Some(started_by(caller)))
+        .await?;
     Ok(pb::SagaRef {
         saga_id,
         kind: kind.to_owned(),

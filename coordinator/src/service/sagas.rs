@@ -38,6 +38,7 @@ impl From<StartError> for ApiError {
             StartError::Kind(k) => ApiError::InvalidArgument(k.to_string()),
             StartError::KeyReused { .. } => ApiError::FailedPrecondition(e.to_string()),
             StartError::UnknownHost { .. } => ApiError::NotFound(e.to_string()),
+            StartError::Busy { .. } => ApiError::ResourceExhausted(e.to_string()),
             StartError::Store(s) => ApiError::Store(s),
         }
     }
@@ -189,7 +190,12 @@ impl pb::saga_service_server::SagaService for SagasService {
         let key = (!r.idempotency_key.is_empty()).then_some(r.idempotency_key.as_str());
         let (saga_id, existing) = self
             .engine
-            .start(&r.kind, &r.inputs_json, key)
+            .start_by(
+                &r.kind,
+                &r.inputs_json,
+                key,
+                Some(super::started_by(&caller)),
+            )
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::SagaRef {

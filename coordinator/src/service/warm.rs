@@ -43,6 +43,7 @@ impl pb::warm_service_server::WarmService for WarmsService {
         &self,
         req: Request<pb::WarmSnapshotRequest>,
     ) -> Result<Response<pb::SagaRef>, Status> {
+        let caller = super::principal(&req)?;
         let r = req.into_inner();
         let mut inputs = target_inputs(r.target, r.wait_undeployed_secs)?;
         if !r.commit.is_empty() {
@@ -52,7 +53,14 @@ impl pb::warm_service_server::WarmService for WarmsService {
             inputs.insert("version".into(), json!(r.version));
         }
         Ok(Response::new(
-            super::start_saga(&self.engine, "warm.snapshot", &inputs, &r.idempotency_key).await?,
+            super::start_saga(
+                &self.engine,
+                &caller,
+                "warm.snapshot",
+                &inputs,
+                &r.idempotency_key,
+            )
+            .await?,
         ))
     }
 
@@ -65,7 +73,14 @@ impl pb::warm_service_server::WarmService for WarmsService {
         let inputs = target_inputs(r.target, r.wait_undeployed_secs)?;
         super::check_restore_scope(&caller, &inputs)?;
         Ok(Response::new(
-            super::start_saga(&self.engine, "warm.restore", &inputs, &r.idempotency_key).await?,
+            super::start_saga(
+                &self.engine,
+                &caller,
+                "warm.restore",
+                &inputs,
+                &r.idempotency_key,
+            )
+            .await?,
         ))
     }
 

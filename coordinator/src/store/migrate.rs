@@ -127,6 +127,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: MIGRATION_TRUST_SECRETS,
         postgres: None,
     },
+    Migration {
+        version: 10,
+        name: "who started each saga",
+        sqlite: super::sagas::MIGRATION_STARTED_BY,
+        postgres: None,
+    },
 ];
 
 /// Version 9: the scope of ci tokens (`api_tokens`) and `saga_secrets`.

@@ -80,6 +80,8 @@ pub struct NewSaga<'a> {
     /// (name, pivot) of each step, in order.
     pub steps: &'a [(&'a str, bool)],
     pub now_ms: i64,
+    /// The token of the caller that started it.
+    pub started_by: Option<&'a str>,
 }
 
 /// Filters for listing sagas.
@@ -131,6 +133,13 @@ const STEP_COLUMNS: &str = "step_idx, name, pivot, status, attempts, checkpoint,
 const EVENT_COLUMNS: &str = "seq, saga_id, kind, step_idx, message, detail, epoch, at_ms";
 /// Statuses an executor claims.
 const ACTIVE: &str = "('pending', 'running', 'compensating')";
+
+/// Version 10: the token that started each saga (none for sagas the coordinator starts, and
+/// for those started before), counted for the cap on a ci token's sagas in progress.
+pub(super) const MIGRATION_STARTED_BY: &[&str] = &[
+    "ALTER TABLE saga_runs ADD COLUMN started_by TEXT",
+    "CREATE INDEX saga_runs_started_by ON saga_runs (started_by, status)",
+];
 
 fn saga_row(r: &AnyRow) -> Result<SagaRow, StoreError> {
     Ok(SagaRow {
@@ -205,6 +214,36 @@ async fn insert_event(
 }
 
 impl Store {
+    /// Sagas in progress (pending, running or compensating) started by token `token_id`, and
+    /// by every token of `role` together.
+    pub async fn sagas_in_progress_started_by(
+        &self,
+        token_id: &str,
+        role: &str,
+    ) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT \
+               (SELECT COUNT(*) FROM saga_runs WHERE started_by = $1 AND status IN {ACTIVE}), \
+               (SELECT COUNT(*) FROM saga_runs s JOIN api_tokens t ON t.token_id = s.started_by \
+                 WHERE t.role = $2 AND s.status IN {ACTIVE})"
+        )))
+        .bind(token_id)
+        .bind(role)
+        .fetch_one(self.pool())
+        .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
+    /// The saga started with idempotency key `key`, if any.
+    pub async fn saga_id_by_key(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM saga_runs WHERE start_key = $1")
+                .bind(key)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
     /// Inserts a saga, its pending steps and its first event; with a start key already used,
     /// inserts nothing and returns the existing saga's id and `false`.
     pub async fn insert_saga(&self, s: &NewSaga<'_>) -> Result<(String, bool), StoreError> {
@@ -221,8 +260,9 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO saga_runs (id, kind, inputs, status, owner_id, epoch, lease_expires_at_ms, \
-                next_run_at_ms, reclaim_count, start_key, created_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, 'pending', NULL, 0, 0, $4, 0, $5, $4, $4) \
+                next_run_at_ms, reclaim_count, start_key, created_at_ms, updated_at_ms, \
+                started_by) \
+             VALUES ($1, $2, $3, 'pending', NULL, 0, 0, $4, 0, $5, $4, $4, $6) \
              ON CONFLICT (start_key) DO NOTHING",
         )
         .bind(s.id)
@@ -230,6 +270,7 @@ impl Store {
         .bind(s.inputs)
         .bind(s.now_ms)
         .bind(s.start_key)
+        .bind(s.started_by)
         .execute(&mut *tx)
         .await?
         .rows_affected();

@@ -30,6 +30,7 @@ async fn insert_demo(store: &Store, n: usize) -> Vec<String> {
                 start_key: None,
                 steps: &steps,
                 now_ms: now(),
+                started_by: None,
             })
             .await
             .unwrap();

@@ -5,6 +5,7 @@
 //! enabled; the agent reads only its own environment.
 
 mod agent_env;
+mod ci_slots;
 mod flood;
 mod inputs;
 mod streams;

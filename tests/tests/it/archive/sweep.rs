@@ -32,6 +32,7 @@ async fn saga(store: &Store, id: &str, ended: bool) {
             start_key: None,
             steps: &[("archive", false)],
             now_ms: now,
+            started_by: None,
         })
         .await
         .unwrap();

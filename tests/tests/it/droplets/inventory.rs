@@ -148,6 +148,7 @@ async fn upserts_specs_events_fencing_and_listing_on_both_databases() {
                 start_key: None,
                 steps: &[("noop", false)],
                 now_ms: 1,
+                started_by: None,
             })
             .await
             .unwrap();
