@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod db;
 pub mod docker;
 pub mod dosim;
+pub mod fake_agent;
 pub mod fleet;
 pub mod ledger;
 pub mod pki;

@@ -236,6 +236,39 @@ fn checked_id(host_id: &str, id: Option<&pb::TaskId>) -> Option<(String, i64, i6
     ))
 }
 
+/// Least time between two progress writes of one task: an agent reporting faster (or a
+/// hostile one flooding) costs the store at most a few writes per second per task.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+/// Per session: when each task's progress was last written, to drop reports that come
+/// sooner than [`PROGRESS_EVERY`] (the next one, or the result, carries the news).
+#[derive(Debug, Default)]
+pub(crate) struct ProgressGate {
+    last: HashMap<(String, u32), tokio::time::Instant>,
+}
+
+impl ProgressGate {
+    /// Whether this report is written.
+    pub fn admit(&mut self, p: &pb::TaskProgress) -> bool {
+        let Some(id) = &p.id else { return false };
+        let now = tokio::time::Instant::now();
+        // Tasks that stopped reporting are forgotten (an agent runs a handful at once).
+        if self.last.len() > 256 {
+            self.last.retain(|_, at| now - *at < PROGRESS_EVERY);
+        }
+        let key = (id.saga_id.clone(), id.step_index);
+        if self
+            .last
+            .get(&key)
+            .is_some_and(|at| now - *at < PROGRESS_EVERY)
+        {
+            return false;
+        }
+        self.last.insert(key, now);
+        true
+    }
+}
+
 /// Writes an agent's progress report for the saga's owner to relay.
 pub async fn record_progress(store: &Store, host_id: &str, p: pb::TaskProgress) {
     let Some((saga_id, step_idx, _, _)) = checked_id(host_id, p.id.as_ref()) else {

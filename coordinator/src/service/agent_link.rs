@@ -205,6 +205,7 @@ impl AgentLinkService {
         let silence = Duration::from_secs(u64::from(self.heartbeat_interval_secs.max(1)) * 2);
         let quiet = tokio::time::sleep(silence);
         tokio::pin!(quiet);
+        let mut progress = tasks::ProgressGate::default();
         loop {
             let msg = tokio::select! {
                 m = inbound.next() => m,
@@ -248,7 +249,10 @@ impl AgentLinkService {
                 }
                 Msg::QueryReply(r) => self.hub.deliver(host_id, r).await,
                 Msg::Hello(_) => tracing::warn!(host_id, "ignoring a second hello"),
-                Msg::Progress(p) => tasks::record_progress(&self.store, host_id, p).await,
+                Msg::Progress(p) if progress.admit(&p) => {
+                    tasks::record_progress(&self.store, host_id, p).await;
+                }
+                Msg::Progress(_) => {}
                 Msg::Result(r) => {
                     // Recorded in the background (it retries a busy store) so the session
                     // keeps reading heartbeats meanwhile.

@@ -8,4 +8,5 @@ mod agent_env;
 mod ci_slots;
 mod flood;
 mod inputs;
+mod progress;
 mod streams;

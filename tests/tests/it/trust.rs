@@ -10,9 +10,8 @@ use berth_shared::Role;
 use berth_shared::time::unix_ms;
 use berth_tests::cli::berth_at;
 use berth_tests::cluster::Bearer;
+use berth_tests::fake_agent::{FakeAgent, heartbeat};
 use berth_tests::{Pki, TestCoordinator, TestDb, bin};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -20,52 +19,6 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 const GUARD: Duration = Duration::from_secs(60);
 
 /// A hand-driven agent session: what it sends, what the coordinator answered.
-struct FakeAgent {
-    tx: mpsc::Sender<pb::AgentMessage>,
-    inbound: tonic::Streaming<pb::CoordinatorMessage>,
-}
-
-fn hello(host_id: &str, hostname: &str) -> pb::AgentMessage {
-    pb::AgentMessage {
-        msg: Some(pb::agent_message::Msg::Hello(pb::Hello {
-            host_id: host_id.into(),
-            hostname: hostname.into(),
-            agent_version: "test".into(),
-            docker_version: "test".into(),
-            capabilities: vec!["warm".into()],
-        })),
-    }
-}
-
-/// Opens `AgentLink.Session` on `channel` as `host_id` with `token`; the hello is answered
-/// with a welcome or the session's refusal.
-async fn open_session(
-    channel: Channel,
-    token: &str,
-    host_id: &str,
-    hostname: &str,
-) -> Result<FakeAgent, tonic::Status> {
-    let (tx, rx) = mpsc::channel(8);
-    tx.send(hello(host_id, hostname)).await.unwrap();
-    let mut client =
-        pb::agent_link_client::AgentLinkClient::with_interceptor(channel, Bearer::new(token));
-    let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
-    match inbound.message().await? {
-        Some(pb::CoordinatorMessage {
-            msg: Some(pb::coordinator_message::Msg::Welcome(_)),
-        }) => Ok(FakeAgent { tx, inbound }),
-        other => panic!("expected a welcome, got {other:?}"),
-    }
-}
-
-fn heartbeat() -> pb::AgentMessage {
-    pb::AgentMessage {
-        msg: Some(pb::agent_message::Msg::Heartbeat(pb::Heartbeat {
-            sent_at_ms: unix_ms(SystemTime::now()),
-        })),
-    }
-}
-
 async fn token_id_of(c: &TestCoordinator, role: &str, host: Option<&str>) -> String {
     c.store()
         .list_tokens(false)
@@ -196,7 +149,7 @@ async fn a_revoked_agent_token_loses_its_session_and_gets_no_task() {
     let db = TestDb::sqlite();
     let c = TestCoordinator::start(&db).await;
     let token = c.token(Role::Agent, Some("rev-1")).await;
-    let mut agent = open_session(c.channel().await, &token, "rev-1", "rev-1")
+    let mut agent = FakeAgent::open(c.channel().await, &token, "rev-1", "rev-1")
         .await
         .unwrap();
     c.wait_host("rev-1", true, GUARD).await;
@@ -227,7 +180,7 @@ async fn a_revoked_agent_token_loses_its_session_and_gets_no_task() {
         "{seen:?}"
     );
     // And it cannot come back.
-    let err = open_session(c.channel().await, &token, "rev-1", "rev-1")
+    let err = FakeAgent::open(c.channel().await, &token, "rev-1", "rev-1")
         .await
         .err()
         .expect("refused");
@@ -291,7 +244,7 @@ async fn a_scoped_ci_token_restores_only_on_its_hosts_and_apps() {
     for host in ["ci-1", "prod-1"] {
         let t = c.token(Role::Agent, Some(host)).await;
         agents.push(
-            open_session(c.channel().await, &t, host, host)
+            FakeAgent::open(c.channel().await, &t, host, host)
                 .await
                 .unwrap(),
         );
@@ -376,7 +329,7 @@ async fn an_agent_certificate_must_name_its_tokens_host() {
     let c = TestCoordinator::start_tls(&db, pki.clone(), true).await;
     let token_b = c.token(Role::Agent, Some("host-b")).await;
     let (cert_a, _) = pki.client_for("host-a");
-    let err = open_session(
+    let err = FakeAgent::open(
         mtls_channel(&c, &pki, &cert_a).await,
         &token_b,
         "host-b",
@@ -393,7 +346,7 @@ async fn an_agent_certificate_must_name_its_tokens_host() {
         err.message()
     );
     let (cert_b, _) = pki.client_for("host-b");
-    open_session(
+    FakeAgent::open(
         mtls_channel(&c, &pki, &cert_b).await,
         &token_b,
         "host-b",
@@ -408,7 +361,7 @@ async fn an_agents_hostname_is_shown_escaped_by_hosts_list() {
     let db = TestDb::sqlite();
     let c = TestCoordinator::start(&db).await;
     let token = c.token(Role::Agent, Some("esc-1")).await;
-    let _agent = open_session(c.channel().await, &token, "esc-1", "evil\x1b[31mred\x07")
+    let _agent = FakeAgent::open(c.channel().await, &token, "esc-1", "evil\x1b[31mred\x07")
         .await
         .unwrap();
     let out = berth_at(&c.url(), &c.admin_token, &["hosts", "list"]).await;
