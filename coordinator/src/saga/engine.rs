@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::core::{self, Next, SagaStatus, SagaView, StepStatus, StepView};
 use super::kinds::{KindError, Registry};
@@ -298,7 +299,12 @@ impl Engine {
                     let engine = self.clone();
                     let shutdown = shutdown.clone();
                     tokio::spawn(async move {
-                        engine.run_saga(row, shutdown).await;
+                        // A span entered across awaits corrupts the subscriber's span stack
+                        // on another worker: the saga's future carries it instead.
+                        let span = tracing::info_span!(
+                            "saga", saga_id = %row.id, kind = %row.kind, epoch = row.epoch
+                        );
+                        engine.run_saga(row, shutdown).instrument(span).await;
                         drop(permit);
                     });
                     continue;
@@ -329,9 +335,6 @@ impl Engine {
             epoch: row.epoch,
             lease_ms: self.config.lease.as_millis() as i64,
         };
-        let span =
-            tracing::info_span!("saga", saga_id = %row.id, kind = %row.kind, epoch = row.epoch);
-        let _enter = span.enter();
         if row.reclaim_count >= self.config.max_reclaims {
             tracing::warn!(
                 reclaims = row.reclaim_count,
@@ -377,45 +380,48 @@ impl Engine {
             );
             let every = self.config.renew_every;
             let mut signals = store.subscribe();
-            tokio::spawn(async move {
-                loop {
-                    // Renew on schedule, and at once when an operator cancels this saga.
-                    let renew_at = tokio::time::Instant::now() + every;
+            tokio::spawn(
+                async move {
                     loop {
-                        tokio::select! {
-                            () = tokio::time::sleep_until(renew_at) => break,
-                            s = signals.recv() => match s {
-                                Ok(Signal::Cancel(id)) if id == fence.saga_id => break,
-                                Ok(_) | Err(RecvError::Lagged(_)) => continue,
-                                Err(RecvError::Closed) => {
-                                    tokio::time::sleep_until(renew_at).await;
-                                    break;
-                                }
-                            },
-                        }
-                    }
-                    match store.renew_lease(&fence, now_ms()).await {
-                        Ok(Some(cancel_requested)) => {
-                            if cancel_requested {
-                                requested.store(true, Ordering::Relaxed);
-                                cancel.cancel();
+                        // Renew on schedule, and at once when an operator cancels this saga.
+                        let renew_at = tokio::time::Instant::now() + every;
+                        loop {
+                            tokio::select! {
+                                () = tokio::time::sleep_until(renew_at) => break,
+                                s = signals.recv() => match s {
+                                    Ok(Signal::Cancel(id)) if id == fence.saga_id => break,
+                                    Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                                    Err(RecvError::Closed) => {
+                                        tokio::time::sleep_until(renew_at).await;
+                                        break;
+                                    }
+                                },
                             }
                         }
-                        Ok(None) => {
-                            metrics::counter!("berth_saga_lease_losses_total").increment(1);
-                            tracing::warn!(
-                                saga_id = fence.saga_id,
-                                epoch = fence.epoch,
-                                "lease lost"
-                            );
-                            lost.cancel();
-                            cancel.cancel();
-                            return;
+                        match store.renew_lease(&fence, now_ms()).await {
+                            Ok(Some(cancel_requested)) => {
+                                if cancel_requested {
+                                    requested.store(true, Ordering::Relaxed);
+                                    cancel.cancel();
+                                }
+                            }
+                            Ok(None) => {
+                                metrics::counter!("berth_saga_lease_losses_total").increment(1);
+                                tracing::warn!(
+                                    saga_id = fence.saga_id,
+                                    epoch = fence.epoch,
+                                    "lease lost"
+                                );
+                                lost.cancel();
+                                cancel.cancel();
+                                return;
+                            }
+                            Err(e) => tracing::warn!(error = %e, "cannot renew lease; retrying"),
                         }
-                        Err(e) => tracing::warn!(error = %e, "cannot renew lease; retrying"),
                     }
                 }
-            })
+                .in_current_span(),
+            )
         };
         let outcome = self
             .drive(
