@@ -240,32 +240,59 @@ fn checked_id(host_id: &str, id: Option<&pb::TaskId>) -> Option<(String, i64, i6
 /// hostile one flooding) costs the store at most a few writes per second per task.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
-/// Per session: when each task's progress was last written, to drop reports that come
-/// sooner than [`PROGRESS_EVERY`] (the next one, or the result, carries the news).
+/// Per session: when each task's progress was last written, and the newest report held back
+/// since. A report that comes sooner than [`PROGRESS_EVERY`] after the last write is held;
+/// the next one replaces it, and the result or the next heartbeat writes it, so the last
+/// report before a result (its totals) is never lost.
 #[derive(Debug, Default)]
 pub(crate) struct ProgressGate {
     last: HashMap<(String, u32), tokio::time::Instant>,
+    held: HashMap<(String, u32), pb::TaskProgress>,
 }
 
 impl ProgressGate {
-    /// Whether this report is written.
-    pub fn admit(&mut self, p: &pb::TaskProgress) -> bool {
-        let Some(id) = &p.id else { return false };
+    /// The report to write now, if any (`p` is held otherwise).
+    pub fn admit(&mut self, p: pb::TaskProgress) -> Option<pb::TaskProgress> {
+        let id = p.id.as_ref()?;
+        let key = (id.saga_id.clone(), id.step_index);
         let now = tokio::time::Instant::now();
         // Tasks that stopped reporting are forgotten (an agent runs a handful at once).
         if self.last.len() > 256 {
             self.last.retain(|_, at| now - *at < PROGRESS_EVERY);
         }
-        let key = (id.saga_id.clone(), id.step_index);
         if self
             .last
             .get(&key)
             .is_some_and(|at| now - *at < PROGRESS_EVERY)
         {
-            return false;
+            if self.held.len() < 1024 || self.held.contains_key(&key) {
+                self.held.insert(key, p);
+            }
+            return None;
         }
+        self.held.remove(&key);
         self.last.insert(key, now);
-        true
+        Some(p)
+    }
+
+    /// The report held back for the task `r` answers, to write before the result.
+    pub fn before_result(&mut self, r: &pb::TaskResult) -> Option<pb::TaskProgress> {
+        let id = r.id.as_ref()?;
+        let key = (id.saga_id.clone(), id.step_index);
+        self.last.remove(&key);
+        self.held.remove(&key)
+    }
+
+    /// Every report held back (at a heartbeat).
+    pub fn drain(&mut self) -> Vec<pb::TaskProgress> {
+        let now = tokio::time::Instant::now();
+        let held: Vec<_> = self.held.drain().map(|(_, p)| p).collect();
+        for p in &held {
+            if let Some(id) = &p.id {
+                self.last.insert((id.saga_id.clone(), id.step_index), now);
+            }
+        }
+        held
     }
 }
 

@@ -231,6 +231,9 @@ impl AgentLinkService {
             match msg {
                 Msg::Heartbeat(_) => {
                     quiet.as_mut().reset(tokio::time::Instant::now() + silence);
+                    for p in progress.drain() {
+                        tasks::record_progress(&self.store, host_id, p).await;
+                    }
                     if !tasks::token_live(&self.store, host_id, token_id).await {
                         return;
                     }
@@ -249,11 +252,15 @@ impl AgentLinkService {
                 }
                 Msg::QueryReply(r) => self.hub.deliver(host_id, r).await,
                 Msg::Hello(_) => tracing::warn!(host_id, "ignoring a second hello"),
-                Msg::Progress(p) if progress.admit(&p) => {
-                    tasks::record_progress(&self.store, host_id, p).await;
+                Msg::Progress(p) => {
+                    if let Some(p) = progress.admit(p) {
+                        tasks::record_progress(&self.store, host_id, p).await;
+                    }
                 }
-                Msg::Progress(_) => {}
                 Msg::Result(r) => {
+                    if let Some(p) = progress.before_result(&r) {
+                        tasks::record_progress(&self.store, host_id, p).await;
+                    }
                     // Recorded in the background (it retries a busy store) so the session
                     // keeps reading heartbeats meanwhile.
                     let store = self.store.clone();

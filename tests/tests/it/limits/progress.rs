@@ -1,5 +1,6 @@
 //! An agent flooding progress reports costs the store a few writes per second per task, and
-//! the saga's history a few events per second per step, while other callers are answered.
+//! the saga's history a few events per second per step, while other callers are answered;
+//! the last report before the result is still written.
 
 use std::time::{Duration, Instant};
 
@@ -91,7 +92,10 @@ async fn a_flood_of_progress_is_written_a_few_times_per_second() {
         writes <= took / 0.2 + 2.0,
         "{writes} progress writes for {sent} reports in {took:.1} s"
     );
-    assert!(writes >= 1.0, "the progress was recorded");
+    // The last report before the result is never the one held back.
+    let last: serde_json::Value =
+        serde_json::from_str(row.progress.as_deref().expect("progress recorded")).unwrap();
+    assert_eq!(last["bytes_done"], sent - 1, "{last}");
     assert!(
         (relayed as f64) <= took / 0.25 + 2.0,
         "{relayed} progress events in the history in {took:.1} s"
