@@ -3,6 +3,7 @@
 use std::error::Error as StdError;
 use std::path::PathBuf;
 
+use berth_shared::saga::SagaStatus;
 use tonic::Code;
 
 /// Exit codes a CI script can branch on. `exit_code` is the only place that picks one.
@@ -135,26 +136,26 @@ pub fn exit_code_for_status(code: Code) -> i32 {
 /// Why a saga did not complete, and what an operator can do next.
 fn saga_not_completed_message(id: &str, status: &str) -> String {
     let show = format!("`berth sagas show {id}`");
-    match status {
-        "failed" => format!(
+    match status.parse().ok() {
+        Some(SagaStatus::Failed) => format!(
             "saga {id} failed and was left for an operator (nothing to undo, or a pivot step had completed): {show} says which step and why; fix the cause, then `berth sagas retry {id}` or `berth sagas skip {id} STEP`"
         ),
-        "compensated" => format!(
+        Some(SagaStatus::Compensated) => format!(
             "saga {id} did not complete: a step failed and the completed steps were undone; {show} says which step and why"
         ),
-        "cancelled" => {
+        Some(SagaStatus::Cancelled) => {
             format!("saga {id} was cancelled before it completed; {show} shows how far it got")
         }
-        "compensation_failed" => format!(
+        Some(SagaStatus::CompensationFailed) => format!(
             "saga {id} did not complete and undoing a step failed: {show} says which; fix the cause, then `berth sagas resume {id}` (or `skip` or `abandon` it)"
         ),
-        "paused" => format!(
+        Some(SagaStatus::Paused) => format!(
             "saga {id} is paused for an operator: {show}, then `berth sagas retry`, `resume` or `abandon` it"
         ),
-        "abandoned" => {
+        Some(SagaStatus::Abandoned) => {
             format!("saga {id} was abandoned by an operator; {show} shows how far it got")
         }
-        other => format!("saga {id} ended {other}, not completed; {show} says why"),
+        _ => format!("saga {id} ended {status}, not completed; {show} says why"),
     }
 }
 

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use berth_proto::v1 as pb;
+use berth_shared::saga::SagaStatus;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::Value;
@@ -25,18 +26,13 @@ use crate::watch::{self, WatchMode};
 pub use view::{SagaView, StepView, write_saga_detail, write_saga_table};
 
 /// Every status a saga can be in, as the coordinator names them.
-pub const SAGA_STATUSES: [&str; 10] = [
-    "pending",
-    "running",
-    "completed",
-    "compensating",
-    "compensated",
-    "compensation_failed",
-    "cancelled",
-    "paused",
-    "failed",
-    "abandoned",
-];
+fn saga_statuses() -> clap::builder::PossibleValuesParser {
+    SagaStatus::ALL
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .into()
+}
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum SagasCommand {
@@ -82,7 +78,7 @@ pub enum SagasCommand {
 #[derive(Debug, Clone, Args)]
 pub struct ListArgs {
     /// Only sagas in this status; repeat it (or separate with commas) for several
-    #[arg(long = "status", value_name = "STATUS", value_delimiter = ',', value_parser = SAGA_STATUSES)]
+    #[arg(long = "status", value_name = "STATUS", value_delimiter = ',', value_parser = saga_statuses())]
     pub statuses: Vec<String>,
     /// Only sagas of this kind
     #[arg(long, value_name = "KIND")]

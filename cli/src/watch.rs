@@ -20,7 +20,7 @@ use crate::error::CliError;
 use crate::output::{OutputFormat, human_bytes, utc_time};
 
 /// The kind of the last event of a watch; its `final_status` is set.
-pub const WATCH_END: &str = "watch_end";
+pub const WATCH_END: &str = berth_shared::saga::EventKind::WatchEnd.as_str();
 
 /// How often the live view redraws its spinners while no event arrives.
 const TICK: Duration = Duration::from_millis(100);

@@ -63,6 +63,13 @@ pub struct Link {
     pub expires_at_ms: i64,
 }
 
+/// Whether a prune deletes what its policy does not keep, or only reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PruneMode {
+    Delete,
+    DryRun,
+}
+
 /// What a prune did (or, in a dry run, would do).
 #[derive(Debug, Clone, Default)]
 pub struct PruneOutcome {
@@ -197,7 +204,7 @@ impl Catalog {
         &self,
         app: Option<&AppName>,
         policy: RetentionPolicy,
-        dry_run: bool,
+        mode: PruneMode,
         now_secs: i64,
     ) -> Result<PruneOutcome, CatalogError> {
         let policy = policy.or(self.config.retention());
@@ -234,7 +241,7 @@ impl Catalog {
                     .push((entry.clone(), good));
             }
             for history in histories.into_values() {
-                self.prune_history(history, &policy, dry_run, now_secs, &mut outcome)
+                self.prune_history(history, &policy, mode, now_secs, &mut outcome)
                     .await?;
             }
         }
@@ -242,7 +249,7 @@ impl Catalog {
             app = ?app.map(AppName::as_str),
             deleted = outcome.deleted.len(),
             kept = outcome.kept.len(),
-            dry_run,
+            dry_run = mode == PruneMode::DryRun,
             "archives pruned"
         );
         Ok(outcome)
@@ -254,7 +261,7 @@ impl Catalog {
         &self,
         history: Vec<(ArchiveEntry, bool)>,
         policy: &RetentionPolicy,
-        dry_run: bool,
+        mode: PruneMode,
         now_secs: i64,
         outcome: &mut PruneOutcome,
     ) -> Result<(), CatalogError> {
@@ -272,7 +279,7 @@ impl Catalog {
             match verdict {
                 Verdict::Keep(reason) => outcome.kept.push((entry, reason)),
                 Verdict::Delete => {
-                    if !dry_run {
+                    if mode == PruneMode::Delete {
                         self.delete_entry(&entry).await?;
                     }
                     outcome.deleted.push(entry);

@@ -87,11 +87,24 @@ struct S3Handle {
     http: HttpClient,
 }
 
+/// Whether a `file://` store syncs what it writes before the write counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalWrites {
+    /// Synced (an agent writing archives it must not lose).
+    Synced,
+    /// Left to the page cache (the coordinator only writes small metadata it can rewrite).
+    Buffered,
+}
+
 impl Store {
     /// Opens the store `url` names (reading S3 credential files; no network). A `file://`
-    /// directory that does not exist yet is an empty store; with `fsync`, local writes are
-    /// synced before they count as done.
-    pub fn open(url: StoreUrl, s3: &S3Settings<'_>, fsync: bool) -> Result<Self, OpenError> {
+    /// directory that does not exist yet is an empty store.
+    pub fn open(
+        url: StoreUrl,
+        s3: &S3Settings<'_>,
+        writes: LocalWrites,
+    ) -> Result<Self, OpenError> {
+        let fsync = writes == LocalWrites::Synced;
         match &url {
             StoreUrl::Memory => Ok(Self::from_store(url, Arc::new(InMemory::new()))),
             // An existing root is the store's root as is; one not made yet is reached through
@@ -298,15 +311,30 @@ mod tests {
         fs::write(&secret, "very-secret-value\n").unwrap();
         fs::write(&empty, "\n").unwrap();
 
-        let e = Store::open(s3_url(), &settings(None, None), false).unwrap_err();
+        let e = Store::open(s3_url(), &settings(None, None), LocalWrites::Buffered).unwrap_err();
         assert!(e.to_string().contains("access_key_id_file"), "{e}");
-        let e = Store::open(s3_url(), &settings(Some(&id), Some(&empty)), false).unwrap_err();
+        let e = Store::open(
+            s3_url(),
+            &settings(Some(&id), Some(&empty)),
+            LocalWrites::Buffered,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("is empty"), "{e}");
         let missing = dir.join("missing");
-        let e = Store::open(s3_url(), &settings(Some(&id), Some(&missing)), false).unwrap_err();
+        let e = Store::open(
+            s3_url(),
+            &settings(Some(&id), Some(&missing)),
+            LocalWrites::Buffered,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("missing"), "{e}");
 
-        let store = Store::open(s3_url(), &settings(Some(&id), Some(&secret)), false).unwrap();
+        let store = Store::open(
+            s3_url(),
+            &settings(Some(&id), Some(&secret)),
+            LocalWrites::Buffered,
+        )
+        .unwrap();
         let (_, key) = store.s3_key("app:x").unwrap();
         assert_eq!(key.as_ref(), "p/app:x");
         assert!(!format!("{store:?}").contains("very-secret-value"));

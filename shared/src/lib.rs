@@ -5,6 +5,7 @@ pub mod archive;
 pub mod name;
 pub mod net;
 pub mod role;
+pub mod saga;
 pub mod task;
 pub mod time;
 

@@ -4,25 +4,19 @@
 
 use std::collections::HashMap;
 
+use berth_shared::saga::{EventKind, SagaStatus, StepStatus};
 use sqlx::{AnyPool, Row};
 
 /// What a check found wrong, one line per problem.
 pub type Problems = Vec<String>;
 
-/// The status a step must have, given the last event about it.
-fn status_after(event: &str) -> Option<&'static str> {
-    Some(match event {
-        "step_started" => "running",
-        "step_succeeded" => "completed",
-        "step_failed" | "step_cancelled" => "failed",
-        "compensation_step_started" => "compensating",
-        "step_compensated" => "compensated",
-        _ => return None,
-    })
+/// The status a step must have, given the last event about it (the shared table).
+fn status_after(event: &str) -> Option<StepStatus> {
+    event.parse::<EventKind>().ok()?.step_status()
 }
 
 /// Checks every saga in the database; `allowed` lists the final statuses that may appear.
-pub async fn check(pool: &AnyPool, allowed: &[&str]) -> Problems {
+pub async fn check(pool: &AnyPool, allowed: &[SagaStatus]) -> Problems {
     let mut problems = Vec::new();
     let sagas = sqlx::query("SELECT id, status, epoch FROM saga_runs")
         .fetch_all(pool)
@@ -47,8 +41,10 @@ pub async fn check(pool: &AnyPool, allowed: &[&str]) -> Problems {
     for s in &sagas {
         let (id, status, epoch): (String, String, i64) =
             (s.get("id"), s.get("status"), s.get("epoch"));
-        if !allowed.contains(&status.as_str()) {
-            problems.push(format!("saga {id} ended {status}"));
+        match status.parse::<SagaStatus>() {
+            Ok(s) if allowed.contains(&s) => {}
+            Ok(_) => problems.push(format!("saga {id} ended {status}")),
+            Err(e) => problems.push(format!("saga {id}: {e}")),
         }
         saga_epoch.insert(id, epoch);
     }
@@ -100,19 +96,26 @@ pub async fn check(pool: &AnyPool, allowed: &[&str]) -> Problems {
                 "saga {id} step {idx}: written under a future epoch {written}"
             ));
         }
+        let status = match status.parse::<StepStatus>() {
+            Ok(s) => s,
+            Err(e) => {
+                problems.push(format!("saga {id} step {idx}: {e}"));
+                continue;
+            }
+        };
         let expected = last_step_event
             .get(&(id.clone(), idx))
             .and_then(|k| status_after(k))
-            .unwrap_or("pending");
-        if expected != status && status != "skipped" {
+            .unwrap_or(StepStatus::Pending);
+        if expected != status && status != StepStatus::Skipped {
             problems.push(format!(
                 "saga {id} step {idx} ({name}) is {status} but its history says {expected}"
             ));
         }
         let needs_effect = name == "record"
             && matches!(
-                status.as_str(),
-                "completed" | "compensating" | "compensated"
+                status,
+                StepStatus::Completed | StepStatus::Compensating | StepStatus::Compensated
             );
         if needs_effect && !executed.contains_key(&(id.clone(), idx)) {
             problems.push(format!(

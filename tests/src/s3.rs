@@ -149,7 +149,9 @@ impl S3Server {
             request_timeout: Duration::from_secs(30),
         };
         let url = config.url().expect("store url");
-        let store = berth_objstore::Store::open(url, &settings, false).expect("open the store");
+        let store =
+            berth_objstore::Store::open(url, &settings, berth_objstore::LocalWrites::Buffered)
+                .expect("open the store");
         let mut uploads = store.list_uploads("").await.expect("list uploads");
         uploads.sort_by(|a, b| a.key.cmp(&b.key));
         uploads

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_objstore::{S3Settings, Store};
+use berth_objstore::{LocalWrites, S3Settings, Store};
 use berth_shared::AppName;
 use berth_shared::archive::{ArchiveId, ArchiveKey, ArchiveMeta, METADATA_PREFIX, StoreUrl};
 use futures::TryStreamExt;
@@ -50,7 +50,7 @@ impl Bucket {
             max_retries: config.max_retries,
             request_timeout: Duration::from_secs(config.request_timeout_secs),
         };
-        let opened = Store::open(url, &settings, true)?;
+        let opened = Store::open(url, &settings, LocalWrites::Synced)?;
         Ok(Self {
             store: opened.objects.clone(),
             opened,

@@ -4,6 +4,7 @@
 use std::io::Write;
 
 use berth_proto::v1 as pb;
+use berth_shared::saga::StepStatus;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -92,7 +93,12 @@ fn steps_done(s: &pb::Saga) -> String {
     let done = s
         .steps
         .iter()
-        .filter(|st| matches!(st.status.as_str(), "completed" | "skipped"))
+        .filter(|st| {
+            matches!(
+                st.status.parse(),
+                Ok(StepStatus::Completed | StepStatus::Skipped)
+            )
+        })
         .count();
     format!("{done}/{}", s.steps.len())
 }
@@ -173,7 +179,12 @@ fn step_duration(st: &pb::SagaStep, now_ms: i64) -> String {
     match (st.started_at_ms, st.finished_at_ms) {
         (0, _) => String::new(),
         (start, end) if end >= start => human_duration_ms(end - start),
-        (start, _) if matches!(st.status.as_str(), "running" | "compensating") => {
+        (start, _)
+            if matches!(
+                st.status.parse(),
+                Ok(StepStatus::Running | StepStatus::Compensating)
+            ) =>
+        {
             human_duration_ms(now_ms - start)
         }
         _ => String::new(),

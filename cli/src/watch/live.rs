@@ -4,6 +4,7 @@
 use std::io::{self, Write};
 
 use berth_proto::v1 as pb;
+use berth_shared::saga::{EventKind, StepStatus};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{Render, SagaEnd, WATCH_END, event_time, one_line, progress_text};
@@ -119,15 +120,15 @@ impl LiveView {
             _ => String::new(),
         };
         let error = one_line(&step.error);
-        let message = match step.status.as_str() {
-            "completed" => format!("✓ completed{took}"),
-            "skipped" => "↷ skipped".to_owned(),
-            "compensated" => "↺ compensated".to_owned(),
-            "pending" => "· not run".to_owned(),
-            "failed" if error.is_empty() => "✗ failed".to_owned(),
-            "failed" => format!("✗ failed: {error}"),
-            other if error.is_empty() => other.to_owned(),
-            other => format!("{other}: {error}"),
+        let message = match step.status.parse().ok() {
+            Some(StepStatus::Completed) => format!("✓ completed{took}"),
+            Some(StepStatus::Skipped) => "↷ skipped".to_owned(),
+            Some(StepStatus::Compensated) => "↺ compensated".to_owned(),
+            Some(StepStatus::Pending) => "· not run".to_owned(),
+            Some(StepStatus::Failed) if error.is_empty() => "✗ failed".to_owned(),
+            Some(StepStatus::Failed) => format!("✗ failed: {error}"),
+            _ if error.is_empty() => step.status.clone(),
+            _ => format!("{}: {error}", step.status),
         };
         Self::set(line, styles, Phase::Done, message);
     }
@@ -150,12 +151,12 @@ impl Render for LiveView {
             return Ok(());
         };
         let styles = &self.styles;
-        match e.kind.as_str() {
-            "step_started" => {
+        match e.kind.parse().ok() {
+            Some(EventKind::StepStarted) => {
                 line.started_ms.get_or_insert(at);
                 Self::set(line, styles, Phase::Running, format!("running ({message})"));
             }
-            "step_progress" => match &e.progress {
+            Some(EventKind::StepProgress) => match &e.progress {
                 Some(p) if p.bytes_total > 0 => {
                     line.bar.set_length(p.bytes_total);
                     line.bar.set_position(p.bytes_done.min(p.bytes_total));
@@ -169,22 +170,26 @@ impl Render for LiveView {
                 Some(p) => Self::set(line, styles, Phase::Running, progress_text(p)),
                 None => Self::set(line, styles, Phase::Running, message),
             },
-            "step_retrying" => {
+            Some(EventKind::StepRetrying) => {
                 Self::set(line, styles, Phase::Running, format!("retrying: {message}"));
             }
-            "step_succeeded" => {
+            Some(EventKind::StepSucceeded) => {
                 let took = line
                     .started_ms
                     .map(|s| format!(" in {}", human_duration_ms(at - s)))
                     .unwrap_or_default();
                 Self::set(line, styles, Phase::Done, format!("✓ completed{took}"));
             }
-            "step_failed" => Self::set(line, styles, Phase::Done, format!("✗ failed: {message}")),
-            "step_cancelled" => Self::set(line, styles, Phase::Done, "✗ cancelled".to_owned()),
-            "compensation_step_started" => {
+            Some(EventKind::StepFailed) => {
+                Self::set(line, styles, Phase::Done, format!("✗ failed: {message}"))
+            }
+            Some(EventKind::StepCancelled) => {
+                Self::set(line, styles, Phase::Done, "✗ cancelled".to_owned())
+            }
+            Some(EventKind::CompensationStepStarted) => {
                 Self::set(line, styles, Phase::Running, "undoing".to_owned());
             }
-            "compensation_retrying" => {
+            Some(EventKind::CompensationRetrying) => {
                 Self::set(
                     line,
                     styles,
@@ -192,8 +197,10 @@ impl Render for LiveView {
                     format!("undoing, retrying: {message}"),
                 );
             }
-            "step_compensated" => Self::set(line, styles, Phase::Done, "↺ compensated".to_owned()),
-            "saga_compensation_failed" => {
+            Some(EventKind::StepCompensated) => {
+                Self::set(line, styles, Phase::Done, "↺ compensated".to_owned())
+            }
+            Some(EventKind::SagaCompensationFailed) => {
                 Self::set(
                     line,
                     styles,
@@ -201,7 +208,7 @@ impl Render for LiveView {
                     format!("✗ undo failed: {message}"),
                 );
             }
-            other => line.bar.set_message(format!("{other}: {message}")),
+            _ => line.bar.set_message(format!("{}: {message}", e.kind)),
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_objstore::{PendingUpload, S3Settings, Store};
+use berth_objstore::{LocalWrites, PendingUpload, S3Settings, Store};
 use berth_shared::archive::{ArchiveId, ArchiveMeta, StoreUrl};
 use object_store::path::Path;
 use object_store::signer::{Method, Signer};
@@ -41,7 +41,7 @@ impl Bucket {
         Ok(Self::from_opened(Store::open(
             config.url()?,
             &settings,
-            false,
+            LocalWrites::Buffered,
         )?))
     }
 

@@ -3,6 +3,7 @@
 //! this: every agent can write the bucket.
 
 use berth_shared::archive::ArchiveId;
+use berth_shared::saga::SagaStatus;
 use berth_shared::task::Recorded;
 use serde_json::Value;
 
@@ -16,7 +17,7 @@ pub async fn recorded(store: &Store, id: &ArchiveId) -> Result<Option<Recorded>,
         Err(StoreError::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(e),
     };
-    if saga.kind != "archive.create" || saga.status != "completed" {
+    if saga.kind != "archive.create" || saga.status != SagaStatus::Completed {
         return Ok(None);
     }
     let output: Value = saga

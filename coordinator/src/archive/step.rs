@@ -10,6 +10,7 @@ use berth_shared::archive::RetentionPolicy;
 use berth_shared::time::unix_ms;
 use serde_json::{Value, json};
 
+use super::PruneMode;
 use crate::saga::{Step, StepCtx, StepError};
 
 /// `archive_retention`: prunes the saga's app with the coordinator's retention defaults.
@@ -37,7 +38,12 @@ impl Step for RetentionStep {
         }
         let now = unix_ms(SystemTime::now()) / 1000;
         match catalog
-            .prune(Some(&app), RetentionPolicy::default(), false, now)
+            .prune(
+                Some(&app),
+                RetentionPolicy::default(),
+                PruneMode::Delete,
+                now,
+            )
             .await
         {
             Ok(outcome) => Ok(json!({

@@ -16,18 +16,18 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use berth_shared::archive::{ArchiveId, ArchiveKey};
+use berth_shared::saga::SagaStatus;
 use berth_shared::time::unix_ms;
 use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{Catalog, CatalogError};
-use crate::store::{Store, StoreError};
+use crate::store::{Due, Store, StoreError};
 
 /// The `jobs` row that takes turns between coordinators.
 pub const SWEEP_JOB: &str = "archive.upload_sweep";
 /// Saga statuses in which a saga may still complete its upload.
-const LIVE: [&str; 3] = ["pending", "running", "compensating"];
 /// A sweep holds its job this long; it renews nothing, so it must finish well within it.
 const LEASE: Duration = Duration::from_secs(600);
 
@@ -72,7 +72,7 @@ impl Catalog {
                 Err(StoreError::NotFound { .. }) => None,
                 Err(e) => return Err(CatalogError::Sagas(e)),
             };
-            if status.as_deref().is_some_and(|s| LIVE.contains(&s)) {
+            if status.is_some_and(SagaStatus::is_active) {
                 outcome.owned += 1;
                 continue;
             }
@@ -81,7 +81,7 @@ impl Catalog {
                     tracing::info!(
                         key = %upload.key,
                         upload_id = %upload.upload_id,
-                        saga_status = status.as_deref().unwrap_or("unknown"),
+                        saga_status = status.map_or("unknown", SagaStatus::as_str),
                         age_secs = age.as_secs(),
                         "orphaned multipart upload aborted"
                     );
@@ -164,7 +164,7 @@ impl UploadSweeper {
         let lease = LEASE.as_millis() as i64;
         let claim = self
             .store
-            .claim_job(SWEEP_JOB, &self.owner_id, now, lease, now, false)
+            .claim_job(SWEEP_JOB, &self.owner_id, now, lease, now, Due::WhenDue)
             .await
             .map_err(CatalogError::Sagas)?;
         let Some(claim) = claim else { return Ok(()) };

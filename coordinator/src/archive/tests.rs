@@ -219,7 +219,7 @@ async fn prune_follows_the_policy_and_keeps_the_newest_good_one() {
         keep_within_secs: None,
     };
     let dry = catalog
-        .prune(Some(&app("web")), last1, true, 1000)
+        .prune(Some(&app("web")), last1, PruneMode::DryRun, 1000)
         .await
         .unwrap();
     assert_eq!(uuids(&dry.deleted), vec![uuid(4), uuid(2), uuid(1)]);
@@ -230,7 +230,7 @@ async fn prune_follows_the_policy_and_keeps_the_newest_good_one() {
     );
 
     let done = catalog
-        .prune(Some(&app("web")), last1, false, 1000)
+        .prune(Some(&app("web")), last1, PruneMode::Delete, 1000)
         .await
         .unwrap();
     assert_eq!(uuids(&done.deleted), vec![uuid(4), uuid(2), uuid(1)]);
@@ -255,7 +255,7 @@ async fn prune_follows_the_policy_and_keeps_the_newest_good_one() {
 
     // A policy is required, from the request or the config.
     let err = catalog
-        .prune(None, RetentionPolicy::default(), false, 1000)
+        .prune(None, RetentionPolicy::default(), PruneMode::Delete, 1000)
         .await
         .unwrap_err();
     assert!(matches!(
@@ -266,7 +266,7 @@ async fn prune_follows_the_policy_and_keeps_the_newest_good_one() {
     config.keep_within_secs = Some(1);
     let catalog = Catalog::with_store(config, store.clone());
     let all = catalog
-        .prune(None, RetentionPolicy::default(), false, 1000)
+        .prune(None, RetentionPolicy::default(), PruneMode::Delete, 1000)
         .await
         .unwrap();
     // Everything old: each app keeps only its newest good archive (5 has no metadata).
@@ -297,7 +297,7 @@ async fn an_apps_volume_archives_and_directory_archives_are_pruned_as_two_histor
         keep_within_secs: None,
     };
     let out = catalog
-        .prune(Some(&app("kc")), last1, false, 1000)
+        .prune(Some(&app("kc")), last1, PruneMode::Delete, 1000)
         .await
         .unwrap();
     let mut deleted = uuids(&out.deleted);
@@ -325,7 +325,10 @@ async fn a_size_mismatch_is_not_good() {
         keep_last: None,
         keep_within_secs: Some(1),
     };
-    let out = catalog.prune(None, p, false, 1000).await.unwrap();
+    let out = catalog
+        .prune(None, p, PruneMode::Delete, 1000)
+        .await
+        .unwrap();
     assert_eq!(uuids(&out.deleted), vec![uuid(2)]);
 }
 

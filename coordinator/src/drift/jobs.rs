@@ -21,7 +21,7 @@ use super::detect::{DetectReport, detect_all, now_ms, report_open_gauge};
 use super::sync::{SyncReport, sync_droplets};
 use super::{DETECT_JOB, DriftError, SYNC_JOB};
 use crate::digitalocean::DoApi;
-use crate::store::{JobClaim, Store, StoreError};
+use crate::store::{Due, JobClaim, Store, StoreError};
 
 /// What an on-demand sync did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -62,11 +62,11 @@ impl Held {
         owner_id: &str,
         lease: Duration,
         first_due_at_ms: i64,
-        force: bool,
+        due: Due,
     ) -> Result<Option<Held>, StoreError> {
         let lease_ms = lease.as_millis() as i64;
         let claimed = store
-            .claim_job(name, owner_id, now_ms(), lease_ms, first_due_at_ms, force)
+            .claim_job(name, owner_id, now_ms(), lease_ms, first_due_at_ms, due)
             .await?;
         let Some(claim) = claimed else {
             return Ok(None);
@@ -187,8 +187,15 @@ impl Inventory {
         let patience = (i.config.lease() * 2).max(Duration::from_secs(120));
         let deadline = tokio::time::Instant::now() + patience;
         loop {
-            if let Some(held) =
-                Held::claim(&i.store, job, &i.owner_id, i.config.lease(), now_ms(), true).await?
+            if let Some(held) = Held::claim(
+                &i.store,
+                job,
+                &i.owner_id,
+                i.config.lease(),
+                now_ms(),
+                Due::Now,
+            )
+            .await?
             {
                 return Ok(held);
             }
@@ -282,7 +289,9 @@ impl Inventory {
         let i = &self.inner;
         let lease = i.config.lease();
         let now = now_ms();
-        if let Some(held) = Held::claim(&i.store, SYNC_JOB, &i.owner_id, lease, now, false).await? {
+        if let Some(held) =
+            Held::claim(&i.store, SYNC_JOB, &i.owner_id, lease, now, Due::WhenDue).await?
+        {
             // A failure is recorded and retried later; detection still runs on schedule.
             let _ = self.run_sync(api, held).await;
         }
@@ -293,7 +302,7 @@ impl Inventory {
             &i.owner_id,
             lease,
             first_detect,
-            false,
+            Due::WhenDue,
         )
         .await?
         else {

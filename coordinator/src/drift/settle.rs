@@ -1,11 +1,9 @@
 //! Settling a drift: accept (the live value becomes the desired one) or revert (a saga changes
 //! the resource back; the next detection that finds the field matching closes it `reverted`).
 
-use std::str::FromStr;
-
 use super::core::{self, DriftStatus, NoRevert};
 use super::detect::{live_resource, now_ms, report_open_gauge};
-use crate::saga::{Engine, SagaStatus, StartError};
+use crate::saga::{Engine, StartError};
 use crate::store::{Accepted, DriftRow, Store, StoreError};
 
 /// Why a drift could not be settled.
@@ -85,8 +83,10 @@ async fn running_revert(
         Err(StoreError::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let active = SagaStatus::from_str(&saga.status).is_ok_and(SagaStatus::is_active);
-    Ok(active.then_some((saga.kind, saga.status)))
+    Ok(saga
+        .status
+        .is_active()
+        .then(|| (saga.kind, saga.status.to_string())))
 }
 
 /// Accepts an open drift on behalf of `by` (`admin:<token id>`).

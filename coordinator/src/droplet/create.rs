@@ -12,7 +12,7 @@ use crate::digitalocean::{
 };
 use crate::saga::{RetryPolicy, Step, StepCtx, StepError};
 
-use super::poll::{do_error, pause, wait_action};
+use super::poll::{OnCancel, do_error, pause, wait_action};
 use super::{DropletRef, ProvisionInputs, checkpoint, cloud, own_output, saga_tag, save};
 
 /// Creates are retried after a lost answer (the tag lookup then adopts); waits are long.
@@ -284,7 +284,7 @@ impl Step for WaitDropletActive {
                 "the droplet's create",
                 left,
                 !resumed,
-                true,
+                OnCancel::Stop,
             )
             .await?;
             polls += waited.polls;
@@ -299,7 +299,7 @@ impl Step for WaitDropletActive {
         let mut said = String::new();
         loop {
             if !look_now {
-                pause(ctx, cloud.pace.poll, true).await?;
+                pause(ctx, cloud.pace.poll, OnCancel::Stop).await?;
             }
             look_now = false;
             polls += 1;

@@ -28,20 +28,30 @@ pub(crate) fn do_error(what: &str, e: &DoApiError) -> StepError {
     }
 }
 
-/// Sleeps `d`; with `honour_cancel`, a cancel ends the sleep with a `Cancelled` error.
+/// What a cancel does to a wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnCancel {
+    /// The wait ends with a `Cancelled` error (nothing is under way that must be seen out).
+    Stop,
+    /// The wait goes on: something was started that the step must see to its end.
+    SeeItThrough,
+}
+
+/// Sleeps `d`; a cancel ends the sleep with a `Cancelled` error when `on_cancel` says so.
 pub(crate) async fn pause(
     ctx: &StepCtx,
     d: Duration,
-    honour_cancel: bool,
+    on_cancel: OnCancel,
 ) -> Result<(), StepError> {
-    if honour_cancel {
-        tokio::select! {
+    match on_cancel {
+        OnCancel::Stop => tokio::select! {
             _ = tokio::time::sleep(d) => Ok(()),
             _ = ctx.cancel.cancelled() => Err(StepError::cancelled()),
+        },
+        OnCancel::SeeItThrough => {
+            tokio::time::sleep(d).await;
+            Ok(())
         }
-    } else {
-        tokio::time::sleep(d).await;
-        Ok(())
     }
 }
 
@@ -63,14 +73,14 @@ pub(crate) async fn wait_action(
     what: &str,
     timeout: Duration,
     just_posted: bool,
-    honour_cancel: bool,
+    on_cancel: OnCancel,
 ) -> Result<Waited, StepError> {
     let deadline = Instant::now() + timeout;
     let mut polls = 0;
     let mut first = true;
     loop {
         if !first || just_posted {
-            pause(ctx, cloud.pace.poll, honour_cancel).await?;
+            pause(ctx, cloud.pace.poll, on_cancel).await?;
         }
         first = false;
         let action = cloud
@@ -104,7 +114,7 @@ pub(crate) async fn post_action(
     cloud: &Cloud,
     id: DropletId,
     action: &DropletAction,
-    honour_cancel: bool,
+    on_cancel: OnCancel,
 ) -> Result<Action, DoApiError> {
     let deadline = Instant::now() + cloud.pace.action_timeout;
     let mut wait = cloud.pace.poll;
@@ -112,7 +122,7 @@ pub(crate) async fn post_action(
         match cloud.api.droplet_action(id, action).await {
             Err(e) if e.kind() == DoErrorKind::Conflict && Instant::now() + wait < deadline => {
                 tracing::debug!(droplet = %id, action = action.kind(), "droplet busy, posting later");
-                if pause(ctx, wait, honour_cancel).await.is_err() {
+                if pause(ctx, wait, on_cancel).await.is_err() {
                     return Err(e);
                 }
                 wait = (wait * 2).min(cloud.pace.poll * 8);

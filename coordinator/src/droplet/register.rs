@@ -12,7 +12,7 @@ use crate::saga::step::now_ms;
 use crate::saga::{RetryPolicy, Step, StepCtx, StepError};
 use crate::store::Writer;
 
-use super::poll::{do_error, pause};
+use super::poll::{OnCancel, do_error, pause};
 use super::{
     Cloud, DropletRef, MANAGED_TAG, checkpoint, cloud, observed, own_output, resource_id, save,
 };
@@ -112,7 +112,12 @@ impl DestroyDroplet {
     async fn confirm_gone(ctx: &StepCtx, cloud: &Cloud, id: DropletId) -> Result<bool, StepError> {
         for attempt in 0..cloud.pace.lookup.attempts {
             if attempt > 0 {
-                pause(ctx, cloud.pace.lookup.interval.min(cloud.pace.poll), false).await?;
+                pause(
+                    ctx,
+                    cloud.pace.lookup.interval.min(cloud.pace.poll),
+                    OnCancel::SeeItThrough,
+                )
+                .await?;
             }
             let read = cloud.api.get_droplet(id).await.found();
             match read {

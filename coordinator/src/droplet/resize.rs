@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::digitalocean::{ActionId, ActionStatus, DropletAction, DropletId, DropletStatus};
 use crate::saga::{RetryPolicy, Step, StepCtx, StepError};
 
-use super::poll::{do_error, post_action, wait_action};
+use super::poll::{OnCancel, do_error, post_action, wait_action};
 use super::{Cloud, DropletRef, checkpoint, cloud, own_output, save};
 
 const RESIZE_RETRY: RetryPolicy = RetryPolicy {
@@ -57,27 +57,41 @@ pub(crate) struct ResizeDroplet {
     pub disk: bool,
 }
 
-fn leg(cp: &mut ResizeCheckpoint, undo: bool) -> &mut Leg {
-    if undo {
-        cp.undo.get_or_insert_with(Leg::default)
-    } else {
-        &mut cp.forward
+/// Which resize a call works on: the step's own, or its compensation's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    Forward,
+    Undo,
+}
+
+/// Whether the droplet's state is known to need the current phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Read just before, or the previous action of this run just completed.
+    Known,
+    /// Read it before acting.
+    Unread,
+}
+
+fn leg(cp: &mut ResizeCheckpoint, way: Way) -> &mut Leg {
+    match way {
+        Way::Undo => cp.undo.get_or_insert_with(Leg::default),
+        Way::Forward => &mut cp.forward,
     }
 }
 
 /// Drives one leg to `Done`. Cancels are honoured only before the first action is posted.
-/// `known`: the droplet's state is known to need the current phase (read just before, or the
-/// previous action of this run just completed), so it is not read again first.
+/// With `State::Known` the droplet's state is not read again first.
 async fn drive(
     ctx: &mut StepCtx,
     cloud: &Cloud,
     id: DropletId,
     cp: &mut ResizeCheckpoint,
-    undo: bool,
-    mut known: bool,
+    way: Way,
+    mut state: State,
 ) -> Result<(), StepError> {
     loop {
-        let l = leg(cp, undo).clone();
+        let l = leg(cp, way).clone();
         let next = match l.phase {
             Phase::PowerOff => Phase::Resize,
             Phase::Resize => Phase::PowerOn,
@@ -95,7 +109,7 @@ async fn drive(
         let mut just_posted = false;
         if l.action_id.is_none() {
             // Has it already happened (an action posted before a crash, or nothing to do)?
-            let done = if known {
+            let done = if state == State::Known {
                 cp.was_off && matches!(l.phase, Phase::PowerOff | Phase::PowerOn)
             } else {
                 let d = cloud
@@ -111,21 +125,26 @@ async fn drive(
                 }
             };
             if done {
-                leg(cp, undo).phase = next;
+                leg(cp, way).phase = next;
                 save(ctx, cp).await?;
                 continue;
             }
-            let first = !undo && l.phase == Phase::PowerOff;
+            let first = way == Way::Forward && l.phase == Phase::PowerOff;
             if first {
                 ctx.check_cancelled()?;
             }
-            let posted = post_action(ctx, cloud, id, &action, first)
+            let on_cancel = if first {
+                OnCancel::Stop
+            } else {
+                OnCancel::SeeItThrough
+            };
+            let posted = post_action(ctx, cloud, id, &action, on_cancel)
                 .await
                 .map_err(|e| {
                     let what = format!("cannot {} droplet {id}", action.kind().replace('_', " "));
                     do_error(&what, &e)
                 })?;
-            leg(cp, undo).action_id = Some(posted.id.0);
+            leg(cp, way).action_id = Some(posted.id.0);
             save(ctx, cp).await?;
             ctx.progress(
                 &format!(
@@ -138,7 +157,7 @@ async fn drive(
             .await?;
             just_posted = true;
         }
-        let action_id = ActionId(leg(cp, undo).action_id.expect("posted above"));
+        let action_id = ActionId(leg(cp, way).action_id.expect("posted above"));
         let what = format!("the {} of droplet {id}", action.kind());
         let waited = wait_action(
             ctx,
@@ -147,17 +166,17 @@ async fn drive(
             &what,
             cloud.pace.action_timeout,
             just_posted,
-            false,
+            OnCancel::SeeItThrough,
         )
         .await?;
-        leg(cp, undo).action_id = None;
+        leg(cp, way).action_id = None;
         if waited.action.status == ActionStatus::Errored {
             save(ctx, cp).await?;
-            return Err(errored(ctx, cloud, id, cp, undo, &what, action_id).await);
+            return Err(errored(ctx, cloud, id, cp, way, &what, action_id).await);
         }
-        leg(cp, undo).phase = next;
+        leg(cp, way).phase = next;
         save(ctx, cp).await?;
-        known = true;
+        state = State::Known;
     }
 }
 
@@ -169,11 +188,11 @@ async fn errored(
     cloud: &Cloud,
     id: DropletId,
     cp: &mut ResizeCheckpoint,
-    undo: bool,
+    way: Way,
     what: &str,
     action: ActionId,
 ) -> StepError {
-    let phase = leg(cp, undo).phase;
+    let phase = leg(cp, way).phase;
     match phase {
         Phase::PowerOn => {
             return StepError::retryable(format!("{what} (action {action}) errored; trying again"));
@@ -186,11 +205,11 @@ async fn errored(
         Phase::Resize => {}
     }
     if !cp.was_off {
-        leg(cp, undo).phase = Phase::PowerOn;
+        leg(cp, way).phase = Phase::PowerOn;
         if let Err(e) = save(ctx, cp).await {
             return e;
         }
-        if let Err(e) = Box::pin(drive(ctx, cloud, id, cp, undo, true)).await {
+        if let Err(e) = Box::pin(drive(ctx, cloud, id, cp, way, State::Known)).await {
             return StepError::permanent(format!(
                 "{what} (action {action}) errored, and powering the droplet back on failed too: \
                  {}",
@@ -239,7 +258,7 @@ impl Step for ResizeDroplet {
         let cloud = cloud(ctx)?;
         let id = self.droplet.resolve(ctx)?;
         let mut cp: ResizeCheckpoint = checkpoint(ctx);
-        let mut fresh = false;
+        let mut state = State::Unread;
         if cp.from_size.is_none() {
             let d = cloud
                 .api
@@ -260,9 +279,9 @@ impl Step for ResizeDroplet {
                 action_id: None,
             };
             save(ctx, &cp).await?;
-            fresh = true;
+            state = State::Known;
         }
-        drive(ctx, &cloud, id, &mut cp, false, fresh).await?;
+        drive(ctx, &cloud, id, &mut cp, Way::Forward, state).await?;
         Ok(self.output(id, &cp))
     }
 
@@ -291,6 +310,6 @@ impl Step for ResizeDroplet {
             });
             save(ctx, &cp).await?;
         }
-        drive(ctx, &cloud, id, &mut cp, true, false).await
+        drive(ctx, &cloud, id, &mut cp, Way::Undo, State::Unread).await
     }
 }

@@ -14,7 +14,7 @@ use crate::digitalocean::{
 };
 use crate::saga::{RetryPolicy, Step, StepCtx, StepError};
 
-use super::poll::{do_error, pause, post_action, wait_action};
+use super::poll::{OnCancel, do_error, pause, post_action, wait_action};
 use super::{Cloud, DropletRef, checkpoint, cloud, own_output, save, snapshot_name};
 
 /// Snapshots of big droplets take an hour and more.
@@ -59,7 +59,7 @@ async fn find(
     let mut found = Vec::new();
     for attempt in 1..=patience.attempts {
         if attempt > 1 {
-            pause(ctx, patience.interval, false).await?;
+            pause(ctx, patience.interval, OnCancel::SeeItThrough).await?;
         }
         let listed: Vec<DropletSnapshot> = cloud
             .api
@@ -170,7 +170,7 @@ impl Step for CreateDropletSnapshot {
             let posted = if earlier_post {
                 cloud.api.droplet_action(id, &action).await
             } else {
-                post_action(ctx, &cloud, id, &action, true).await
+                post_action(ctx, &cloud, id, &action, OnCancel::Stop).await
             };
             match posted {
                 Ok(a) => {
@@ -209,7 +209,7 @@ impl Step for CreateDropletSnapshot {
             "the snapshot",
             cloud.pace.action_timeout,
             just_posted,
-            false,
+            OnCancel::SeeItThrough,
         )
         .await?;
         if waited.action.status == ActionStatus::Errored {

@@ -1,91 +1,9 @@
 //! The saga state machine as pure functions: given a saga's state, what happens next.
 //! No I/O here; the executor (`engine.rs`) persists each transition and carries it out.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
-macro_rules! status_enum {
-    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),* $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($variant),* }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),*];
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),* }
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($text => Ok($name::$variant),)*
-                    other => Err(format!(
-                        "unknown {} {other:?}; expected one of {}",
-                        stringify!($name),
-                        [$($text),*].join(", ")
-                    )),
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-status_enum!(
-    /// Where a saga is in its life.
-    SagaStatus {
-        Pending => "pending",
-        Running => "running",
-        Completed => "completed",
-        Compensating => "compensating",
-        Compensated => "compensated",
-        CompensationFailed => "compensation_failed",
-        Cancelled => "cancelled",
-        Paused => "paused",
-        Failed => "failed",
-        Abandoned => "abandoned",
-    }
-);
-
-status_enum!(
-    /// Where one step of a saga is.
-    StepStatus {
-        Pending => "pending",
-        Running => "running",
-        Completed => "completed",
-        Failed => "failed",
-        Compensating => "compensating",
-        Compensated => "compensated",
-        Skipped => "skipped",
-    }
-);
-
-impl SagaStatus {
-    /// Statuses an executor claims and works on.
-    pub const ACTIVE: [SagaStatus; 3] = [
-        SagaStatus::Pending,
-        SagaStatus::Running,
-        SagaStatus::Compensating,
-    ];
-
-    pub fn is_active(self) -> bool {
-        Self::ACTIVE.contains(&self)
-    }
-
-    /// No executor will touch the saga again without an operator.
-    pub fn is_final(self) -> bool {
-        !self.is_active()
-    }
-}
+pub use berth_shared::saga::{SagaStatus, StepStatus};
 
 /// What a step's failure does to its saga.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

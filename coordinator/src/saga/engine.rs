@@ -14,6 +14,8 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use berth_shared::saga::EventKind;
+
 use super::core::{self, Next, SagaStatus, SagaView, StepStatus, StepView};
 use super::kinds::{KindError, Registry};
 use super::step::{Deps, Step, StepCtx, StepError, StepErrorKind, now_ms};
@@ -345,7 +347,7 @@ impl Engine {
                 row.reclaim_count
             );
             let event = NewEvent {
-                kind: "saga_paused",
+                kind: EventKind::SagaPaused,
                 step_idx: -1,
                 message: &message,
                 detail: None,
@@ -355,7 +357,7 @@ impl Engine {
                 .write_saga_status(
                     &fence,
                     &SagaWrite {
-                        status: "paused",
+                        status: SagaStatus::Paused,
                         release: true,
                         error: Some(&message),
                         output: None,
@@ -468,7 +470,7 @@ impl Engine {
             Err(e) => {
                 let message = format!("cannot run this saga: {e}");
                 let event = NewEvent {
-                    kind: "saga_failed",
+                    kind: EventKind::SagaFailed,
                     step_idx: -1,
                     message: &message,
                     detail: None,
@@ -477,7 +479,7 @@ impl Engine {
                     .write_saga_status(
                         fence,
                         &SagaWrite {
-                            status: "failed",
+                            status: SagaStatus::Failed,
                             release: true,
                             error: Some(&message),
                             output: None,
@@ -505,7 +507,7 @@ impl Engine {
             if shutdown.is_cancelled() {
                 return Ok(Outcome::Shutdown);
             }
-            let status: SagaStatus = saga.status.parse().unwrap_or(SagaStatus::Failed);
+            let status: SagaStatus = saga.status;
             let view = SagaView {
                 status,
                 cancel_requested: saga.cancel_requested_at_ms.is_some()
@@ -514,7 +516,7 @@ impl Engine {
                     .iter()
                     .zip(&steps)
                     .map(|(s, def)| StepView {
-                        status: s.status.parse().unwrap_or(StepStatus::Failed),
+                        status: s.status,
                         pivot: s.pivot,
                         on_failure: def.on_failure(),
                     })
@@ -525,7 +527,7 @@ impl Engine {
             }
             if status == SagaStatus::Pending {
                 let event = NewEvent {
-                    kind: "saga_running",
+                    kind: EventKind::SagaRunning,
                     step_idx: -1,
                     message: &fence.owner_id,
                     detail: None,
@@ -534,7 +536,7 @@ impl Engine {
                     .write_saga_status(
                         fence,
                         &SagaWrite {
-                            status: "running",
+                            status: SagaStatus::Running,
                             release: false,
                             error: None,
                             output: None,
@@ -543,7 +545,7 @@ impl Engine {
                         now_ms(),
                     )
                     .await?;
-                saga.status = "running".into();
+                saga.status = SagaStatus::Running;
                 continue;
             }
             let outcome = match core::next(&view) {
@@ -592,7 +594,7 @@ impl Engine {
                         "a step failed"
                     };
                     let event = NewEvent {
-                        kind: "compensation_started",
+                        kind: EventKind::CompensationStarted,
                         step_idx: -1,
                         message: why,
                         detail: None,
@@ -601,7 +603,7 @@ impl Engine {
                         .write_saga_status(
                             fence,
                             &SagaWrite {
-                                status: "compensating",
+                                status: SagaStatus::Compensating,
                                 release: false,
                                 error: None,
                                 output: None,
@@ -610,7 +612,7 @@ impl Engine {
                             now_ms(),
                         )
                         .await?;
-                    saga.status = "compensating".into();
+                    saga.status = SagaStatus::Compensating;
                     Outcome::Done
                 }
                 Next::Finish(final_status) => {
@@ -672,9 +674,9 @@ impl Engine {
         } else {
             error
         };
-        let kind = format!("saga_{}", status.as_str());
+        let kind = EventKind::saga_ended(status).expect("a saga finishes in a resting status");
         let event = NewEvent {
-            kind: &kind,
+            kind,
             step_idx: -1,
             message: status.as_str(),
             detail: None,
@@ -683,7 +685,7 @@ impl Engine {
             .write_saga_status(
                 fence,
                 &SagaWrite {
-                    status: status.as_str(),
+                    status,
                     release: true,
                     error: error.as_deref(),
                     output: output.as_deref(),
@@ -714,16 +716,15 @@ impl Engine {
             ctx.attempt = attempts;
             let message = format!("attempt {attempts}");
             let event = NewEvent {
-                kind: "step_started",
+                kind: EventKind::StepStarted,
                 step_idx: idx,
                 message: &message,
                 detail: None,
             };
             let write = StepWrite {
-                status: "running",
                 attempts: Some(attempts as i64),
                 started: row.started_at_ms.is_none(),
-                ..Default::default()
+                ..StepWrite::to(StepStatus::Running)
             };
             self.put_step(&ctx.fence, row, cancel_requested, &write, event)
                 .await?;
@@ -743,16 +744,15 @@ impl Engine {
                 Ok(output) => {
                     let output = output.to_string();
                     let event = NewEvent {
-                        kind: "step_succeeded",
+                        kind: EventKind::StepSucceeded,
                         step_idx: idx,
                         message: step.name(),
                         detail: None,
                     };
                     let write = StepWrite {
-                        status: "completed",
                         output: Some(&output),
                         finished: true,
-                        ..Default::default()
+                        ..StepWrite::to(StepStatus::Completed)
                     };
                     self.put_step(&ctx.fence, row, cancel_requested, &write, event)
                         .await?;
@@ -771,7 +771,7 @@ impl Engine {
                             json!({ "wait_ms": wait.as_millis() as u64, "attempt": attempts })
                                 .to_string();
                         let event = NewEvent {
-                            kind: "step_retrying",
+                            kind: EventKind::StepRetrying,
                             step_idx: idx,
                             message: &err.message,
                             detail: Some(&detail),
@@ -849,9 +849,9 @@ impl Engine {
     ) -> Result<Outcome, StoreError> {
         let idx = row.step_idx;
         let kind = if err.kind == StepErrorKind::Cancelled {
-            "step_cancelled"
+            EventKind::StepCancelled
         } else {
-            "step_failed"
+            EventKind::StepFailed
         };
         let event = NewEvent {
             kind,
@@ -860,10 +860,9 @@ impl Engine {
             detail: None,
         };
         let write = StepWrite {
-            status: "failed",
             error: Some(&err.message),
             finished: true,
-            ..Default::default()
+            ..StepWrite::to(StepStatus::Failed)
         };
         self.put_step(&ctx.fence, row, cancel_requested, &write, event)
             .await?;
@@ -882,7 +881,7 @@ impl Engine {
         let policy = step.retry();
         let first = Instant::now();
         let event = NewEvent {
-            kind: "compensation_step_started",
+            kind: EventKind::CompensationStepStarted,
             step_idx: idx,
             message: step.name(),
             detail: None,
@@ -891,10 +890,7 @@ impl Engine {
             &ctx.fence,
             row,
             cancel_requested,
-            &StepWrite {
-                status: "compensating",
-                ..Default::default()
-            },
+            &StepWrite::to(StepStatus::Compensating),
             event,
         )
         .await?;
@@ -912,7 +908,7 @@ impl Engine {
             let err = match result {
                 Ok(()) => {
                     let event = NewEvent {
-                        kind: "step_compensated",
+                        kind: EventKind::StepCompensated,
                         step_idx: idx,
                         message: step.name(),
                         detail: None,
@@ -921,10 +917,7 @@ impl Engine {
                         &ctx.fence,
                         row,
                         cancel_requested,
-                        &StepWrite {
-                            status: "compensated",
-                            ..Default::default()
-                        },
+                        &StepWrite::to(StepStatus::Compensated),
                         event,
                     )
                     .await?;
@@ -938,7 +931,7 @@ impl Engine {
                 && policy.may_retry(attempts, first.elapsed(), wait)
             {
                 let event = NewEvent {
-                    kind: "compensation_retrying",
+                    kind: EventKind::CompensationRetrying,
                     step_idx: idx,
                     message: &err.message,
                     detail: None,
@@ -955,7 +948,7 @@ impl Engine {
                 err.message
             );
             let event = NewEvent {
-                kind: "saga_compensation_failed",
+                kind: EventKind::SagaCompensationFailed,
                 step_idx: idx,
                 message: &message,
                 detail: None,
@@ -964,7 +957,7 @@ impl Engine {
                 .write_saga_status(
                     &ctx.fence,
                     &SagaWrite {
-                        status: "compensation_failed",
+                        status: SagaStatus::CompensationFailed,
                         release: true,
                         error: Some(&message),
                         output: None,
@@ -973,7 +966,7 @@ impl Engine {
                     now_ms(),
                 )
                 .await?;
-            metrics::counter!("berth_sagas_finished_total", "status" => "compensation_failed")
+            metrics::counter!("berth_sagas_finished_total", "status" => SagaStatus::CompensationFailed.as_str())
                 .increment(1);
             return Ok(Outcome::Final);
         }
@@ -1019,7 +1012,7 @@ async fn report_status_counts(store: Store, shutdown: CancellationToken) {
                 for status in SagaStatus::ALL {
                     let n = counts
                         .iter()
-                        .find(|(s, _)| s == status.as_str())
+                        .find(|(s, _)| s == status)
                         .map_or(0, |(_, n)| *n);
                     metrics::gauge!("berth_sagas", "status" => status.as_str()).set(n as f64);
                 }

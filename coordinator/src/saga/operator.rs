@@ -2,10 +2,10 @@
 //! compensation, abandon. Each is checked against the saga's state first and, when allowed,
 //! applied as a fresh claim (the epoch goes up, so no stale owner can write afterwards).
 
-use super::core::{SagaStatus, StepStatus};
 use super::engine::Engine;
 use super::step::now_ms;
 use crate::store::{NewEvent, SagaRow, StepRow, StoreError};
+use berth_shared::saga::{EventKind, SagaStatus, StepStatus};
 
 /// Why an operator action was refused.
 #[derive(Debug, thiserror::Error)]
@@ -26,14 +26,6 @@ pub enum Action {
     Skip(u32),
     ResumeCompensation,
     Abandon,
-}
-
-fn status(row: &SagaRow) -> SagaStatus {
-    row.status.parse().unwrap_or(SagaStatus::Failed)
-}
-
-fn step_status(row: &StepRow) -> StepStatus {
-    row.status.parse().unwrap_or(StepStatus::Failed)
 }
 
 impl Engine {
@@ -58,7 +50,7 @@ impl Engine {
     /// pivot the request is refused.
     pub async fn cancel(&self, id: &str, reason: &str) -> Result<(), ActionError> {
         let (saga, steps) = self.load(id).await?;
-        if status(&saga).is_final() {
+        if saga.status.is_final() {
             return Err(ActionError::Refused(format!(
                 "saga {id} is already {}; nothing to cancel",
                 saga.status
@@ -66,7 +58,7 @@ impl Engine {
         }
         if let Some(p) = steps
             .iter()
-            .find(|s| s.pivot && step_status(s) == StepStatus::Completed)
+            .find(|s| s.pivot && s.status == StepStatus::Completed)
         {
             return Err(ActionError::Refused(format!(
                 "cannot cancel saga {id}: its pivot step {} ({}) completed, so it can only go forward",
@@ -85,23 +77,23 @@ impl Engine {
     /// Runs a failed (or paused) saga again from its failed step.
     pub async fn retry(&self, id: &str, reason: &str) -> Result<(), ActionError> {
         let (saga, steps) = self.load(id).await?;
-        let st = status(&saga);
+        let st = saga.status;
         if !matches!(st, SagaStatus::Failed | SagaStatus::Paused) {
             return Err(ActionError::Refused(format!(
                 "only a failed or paused saga can be retried; saga {id} is {st}"
             )));
         }
-        let reset: Vec<(i64, &str)> = steps
+        let reset: Vec<(i64, StepStatus)> = steps
             .iter()
-            .filter(|s| step_status(s) == StepStatus::Failed)
-            .map(|s| (s.step_idx, "pending"))
+            .filter(|s| s.status == StepStatus::Failed)
+            .map(|s| (s.step_idx, StepStatus::Pending))
             .collect();
         self.transition(
             id,
-            &[st.as_str()],
-            "running",
+            st,
+            SagaStatus::Running,
             &reset,
-            "operator_retry",
+            EventKind::OperatorRetry,
             reason,
         )
         .await
@@ -115,18 +107,18 @@ impl Engine {
             index,
             count: steps.len(),
         })?;
-        let st = status(&saga);
+        let st = saga.status;
         let (allowed_step, next) = match st {
             SagaStatus::Failed | SagaStatus::Paused => (
                 matches!(
-                    step_status(step),
+                    step.status,
                     StepStatus::Failed | StepStatus::Pending | StepStatus::Running
                 ),
-                "running",
+                SagaStatus::Running,
             ),
             SagaStatus::CompensationFailed => (
-                step_status(step) == StepStatus::Compensating,
-                "compensating",
+                step.status == StepStatus::Compensating,
+                SagaStatus::Compensating,
             ),
             _ => {
                 return Err(ActionError::Refused(format!(
@@ -142,10 +134,10 @@ impl Engine {
         }
         self.transition(
             id,
-            &[st.as_str()],
+            st,
             next,
-            &[(index as i64, "skipped")],
-            "operator_skip",
+            &[(index as i64, StepStatus::Skipped)],
+            EventKind::OperatorSkip,
             reason,
         )
         .await
@@ -154,7 +146,7 @@ impl Engine {
     /// Resumes compensation of a saga in `compensation_failed` (or a paused one).
     pub async fn resume_compensation(&self, id: &str, reason: &str) -> Result<(), ActionError> {
         let (saga, _) = self.load(id).await?;
-        let st = status(&saga);
+        let st = saga.status;
         if !matches!(st, SagaStatus::CompensationFailed | SagaStatus::Paused) {
             return Err(ActionError::Refused(format!(
                 "compensation can be resumed only for a compensation_failed or paused saga; saga {id} is {st}"
@@ -162,10 +154,10 @@ impl Engine {
         }
         self.transition(
             id,
-            &[st.as_str()],
-            "compensating",
+            st,
+            SagaStatus::Compensating,
             &[],
-            "operator_resume_compensation",
+            EventKind::OperatorResumeCompensation,
             reason,
         )
         .await
@@ -174,7 +166,7 @@ impl Engine {
     /// Gives a saga up: nothing more runs. Any live owner is fenced off.
     pub async fn abandon(&self, id: &str, reason: &str) -> Result<(), ActionError> {
         let (saga, _) = self.load(id).await?;
-        let st = status(&saga);
+        let st = saga.status;
         if matches!(
             st,
             SagaStatus::Completed
@@ -188,10 +180,10 @@ impl Engine {
         }
         self.transition(
             id,
-            &[st.as_str()],
-            "abandoned",
+            st,
+            SagaStatus::Abandoned,
             &[],
-            "operator_abandon",
+            EventKind::OperatorAbandon,
             reason,
         )
         .await
@@ -200,13 +192,17 @@ impl Engine {
     async fn transition(
         &self,
         id: &str,
-        from: &[&str],
-        to: &str,
-        steps: &[(i64, &str)],
-        kind: &str,
+        from: SagaStatus,
+        to: SagaStatus,
+        steps: &[(i64, StepStatus)],
+        kind: EventKind,
         reason: &str,
     ) -> Result<(), ActionError> {
-        let message = if reason.is_empty() { to } else { reason };
+        let message = if reason.is_empty() {
+            to.as_str()
+        } else {
+            reason
+        };
         let event = NewEvent {
             kind,
             step_idx: -1,
@@ -222,7 +218,7 @@ impl Engine {
                 "saga {id} changed while the action was applied; look again"
             )));
         }
-        tracing::info!(saga_id = id, action = kind, to, "operator action");
+        tracing::info!(saga_id = id, action = %kind, %to, "operator action");
         self.notify();
         Ok(())
     }

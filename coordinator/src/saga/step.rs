@@ -1,6 +1,7 @@
 //! What a saga step is: a type with a stable name, `execute` and `compensate`, a retry policy
 //! and a pivot flag; and the context it runs in.
 
+use berth_shared::saga::EventKind;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -138,7 +139,7 @@ impl StepCtx {
     pub async fn progress(&self, message: &str, detail: &Value) -> Result<(), StepError> {
         let detail = detail.to_string();
         let event = NewEvent {
-            kind: "step_progress",
+            kind: EventKind::StepProgress,
             step_idx: self.step_index as i64,
             message,
             detail: Some(&detail),

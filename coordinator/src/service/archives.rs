@@ -12,7 +12,7 @@ use berth_shared::time::unix_ms;
 use serde_json::json;
 use tonic::{Request, Response, Status};
 
-use crate::archive::{ArchiveDetail, ArchiveEntry, Catalog, CatalogError, ListQuery};
+use crate::archive::{ArchiveDetail, ArchiveEntry, Catalog, CatalogError, ListQuery, PruneMode};
 use crate::error::ApiError;
 use crate::saga::Engine;
 use crate::store::Store;
@@ -266,9 +266,14 @@ impl pb::archive_service_server::ArchiveService for ArchivesService {
             keep_within_secs: (req.keep_within_secs != 0).then_some(req.keep_within_secs),
         };
         let now = unix_ms(SystemTime::now()) / 1000;
+        let mode = if req.dry_run {
+            PruneMode::DryRun
+        } else {
+            PruneMode::Delete
+        };
         let outcome = self
             .catalog
-            .prune(app.as_ref(), policy, req.dry_run, now)
+            .prune(app.as_ref(), policy, mode, now)
             .await
             .map_err(ApiError::from)?;
         // Orphaned uploads are the bucket's, not an app's: swept whatever `app` says.

@@ -4,6 +4,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use berth_proto::v1 as pb;
+use berth_shared::saga::EventKind;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
@@ -65,7 +66,7 @@ pub(crate) fn saga_pb(s: SagaRow, steps: Vec<StepRow>) -> pb::Saga {
     pb::Saga {
         saga_id: s.id,
         kind: s.kind,
-        status: s.status,
+        status: s.status.to_string(),
         // Secret inputs were sealed at start; only their size is shown.
         inputs_json: crate::saga::secrets::for_display(&s.inputs),
         steps: steps
@@ -73,7 +74,7 @@ pub(crate) fn saga_pb(s: SagaRow, steps: Vec<StepRow>) -> pb::Saga {
             .map(|st| pb::SagaStep {
                 index: st.step_idx as u32,
                 name: st.name,
-                status: st.status,
+                status: st.status.to_string(),
                 attempts: st.attempts as u32,
                 output_json: st.output.unwrap_or_default(),
                 error: st.error.unwrap_or_default(),
@@ -92,7 +93,7 @@ pub(crate) fn saga_pb(s: SagaRow, steps: Vec<StepRow>) -> pb::Saga {
 }
 
 pub(crate) fn event_pb(e: EventRow) -> pb::SagaEvent {
-    let progress = (e.kind == "step_progress")
+    let progress = (e.kind == EventKind::StepProgress)
         .then(|| {
             e.detail
                 .as_deref()
@@ -110,7 +111,7 @@ pub(crate) fn event_pb(e: EventRow) -> pb::SagaEvent {
     pb::SagaEvent {
         seq: e.seq as u64,
         saga_id: e.saga_id,
-        kind: e.kind,
+        kind: e.kind.to_string(),
         step_index: e.step_idx as i32,
         message: e.message,
         at_ms: e.at_ms,
@@ -218,9 +219,12 @@ impl pb::saga_service_server::SagaService for SagasService {
         req: Request<pb::ListSagasRequest>,
     ) -> Result<Response<pb::ListSagasResponse>, Status> {
         let r = req.into_inner();
-        for s in &r.statuses {
-            s.parse::<SagaStatus>().map_err(ApiError::InvalidArgument)?;
-        }
+        let statuses = r
+            .statuses
+            .iter()
+            .map(|s| s.parse::<SagaStatus>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
         let page = r.page.unwrap_or_default();
         let limit = match page.page_size {
             0 => DEFAULT_PAGE,
@@ -233,7 +237,7 @@ impl pb::saga_service_server::SagaService for SagasService {
             })?),
         };
         let filter = SagaFilter {
-            statuses: r.statuses,
+            statuses,
             kind: (!r.kind.is_empty()).then_some(r.kind),
             created_after_ms: (r.created_after_ms > 0).then_some(r.created_after_ms),
             created_before_ms: (r.created_before_ms > 0).then_some(r.created_before_ms),
@@ -321,7 +325,7 @@ impl pb::saga_service_server::SagaService for SagasService {
                 }
                 if caught_up {
                     match store.get_saga(&id).await {
-                        Ok(s) if s.status.parse::<SagaStatus>().is_ok_and(|st| st.is_final()) => {
+                        Ok(s) if s.status.is_final() => {
                             // Events written before the final status are all in by now.
                             if let Ok(rest) = store.events_after(&id, after, 500).await {
                                 for e in rest {
@@ -332,10 +336,10 @@ impl pb::saga_service_server::SagaService for SagasService {
                             let last = pb::SagaEvent {
                                 seq: after as u64,
                                 saga_id: id.clone(),
-                                kind: "watch_end".into(),
+                                kind: EventKind::WatchEnd.to_string(),
                                 step_index: -1,
                                 message: format!("saga {}", s.status),
-                                final_status: s.status,
+                                final_status: s.status.to_string(),
                                 ..Default::default()
                             };
                             let _ = tx.send(Ok(last)).await;

@@ -59,8 +59,17 @@ pub enum GoneMark {
     LeaseLost,
 }
 
+/// When a job may be claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Once its next run is due.
+    WhenDue,
+    /// At once (an operator asked for a run), as soon as its lease is free.
+    Now,
+}
+
 impl Store {
-    /// Claims `name` for `owner_id` if its lease is free and (unless `force`) it is due. A job
+    /// Claims `name` for `owner_id` if its lease is free and it is due (or `Due::Now`). A job
     /// never seen before is created first, due at `first_due_at_ms`.
     pub async fn claim_job(
         &self,
@@ -69,7 +78,7 @@ impl Store {
         now_ms: i64,
         lease_ms: i64,
         first_due_at_ms: i64,
-        force: bool,
+        due: Due,
     ) -> Result<Option<JobClaim>, StoreError> {
         sqlx::query(
             "INSERT INTO jobs (name, owner_id, epoch, lease_expires_at_ms, next_due_at_ms) \
@@ -79,10 +88,9 @@ impl Store {
         .bind(first_due_at_ms)
         .execute(self.pool())
         .await?;
-        let due = if force {
-            ""
-        } else {
-            " AND next_due_at_ms <= $3"
+        let due = match due {
+            Due::Now => "",
+            Due::WhenDue => " AND next_due_at_ms <= $3",
         };
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE jobs SET owner_id = $1, epoch = epoch + 1, lease_expires_at_ms = $2, \

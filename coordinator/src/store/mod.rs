@@ -28,7 +28,7 @@ pub use hosts::{HostRecord, HostSession};
 pub use inventory::{
     CloudResource, DesiredSpec, ObservedResource, ResourceEvent, ResourceFilter, Upserted, Writer,
 };
-pub use jobs::{GoneMark, JobClaim, JobRow};
+pub use jobs::{Due, GoneMark, JobClaim, JobRow};
 pub use migrate::{LATEST_VERSION, SchemaError};
 pub use redact::redact_url;
 pub use sagas::{
@@ -59,6 +59,12 @@ pub enum StoreError {
     LeaseLost { saga_id: String, epoch: i64 },
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A row holds a value no build of Berth writes (a status, an event kind).
+    #[error("corrupt {table} row: {source}")]
+    Corrupt {
+        table: &'static str,
+        source: berth_shared::saga::UnknownValue,
+    },
     #[error("database unavailable: {0}")]
     Unavailable(sqlx::Error),
     #[error("database error: {0}")]

@@ -7,6 +7,8 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 
+use berth_shared::saga::{EventKind, SagaStatus, StepStatus, UnknownValue};
+
 use super::signal::Signal;
 use super::sql::Sql;
 use super::{Backend, Store, StoreError};
@@ -27,7 +29,7 @@ pub struct SagaRow {
     pub id: String,
     pub kind: String,
     pub inputs: String,
-    pub status: String,
+    pub status: SagaStatus,
     pub owner_id: Option<String>,
     pub epoch: i64,
     pub lease_expires_at_ms: i64,
@@ -47,7 +49,7 @@ pub struct StepRow {
     pub step_idx: i64,
     pub name: String,
     pub pivot: bool,
-    pub status: String,
+    pub status: StepStatus,
     pub attempts: i64,
     pub checkpoint: Option<String>,
     pub output: Option<String>,
@@ -62,7 +64,7 @@ pub struct StepRow {
 pub struct EventRow {
     pub seq: i64,
     pub saga_id: String,
-    pub kind: String,
+    pub kind: EventKind,
     pub step_idx: i64,
     pub message: String,
     pub detail: Option<String>,
@@ -87,7 +89,7 @@ pub struct NewSaga<'a> {
 /// Filters for listing sagas.
 #[derive(Debug, Clone, Default)]
 pub struct SagaFilter {
-    pub statuses: Vec<String>,
+    pub statuses: Vec<SagaStatus>,
     pub kind: Option<String>,
     pub created_after_ms: Option<i64>,
     pub created_before_ms: Option<i64>,
@@ -97,9 +99,9 @@ pub struct SagaFilter {
 }
 
 /// A write to a step's row.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StepWrite<'a> {
-    pub status: &'a str,
+    pub status: StepStatus,
     pub attempts: Option<i64>,
     pub output: Option<&'a str>,
     pub error: Option<&'a str>,
@@ -107,10 +109,24 @@ pub struct StepWrite<'a> {
     pub finished: bool,
 }
 
+impl StepWrite<'_> {
+    /// A write of `status` alone (the other fields left as they are, the error cleared).
+    pub fn to(status: StepStatus) -> Self {
+        StepWrite {
+            status,
+            attempts: None,
+            output: None,
+            error: None,
+            started: false,
+            finished: false,
+        }
+    }
+}
+
 /// A write to a saga's row; `release` gives up the claim (for final statuses).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct SagaWrite<'a> {
-    pub status: &'a str,
+    pub status: SagaStatus,
     pub release: bool,
     pub error: Option<&'a str>,
     pub output: Option<&'a str>,
@@ -119,7 +135,7 @@ pub struct SagaWrite<'a> {
 /// An event to append.
 #[derive(Debug, Clone, Copy)]
 pub struct NewEvent<'a> {
-    pub kind: &'a str,
+    pub kind: EventKind,
     pub step_idx: i64,
     pub message: &'a str,
     pub detail: Option<&'a str>,
@@ -132,7 +148,20 @@ const STEP_COLUMNS: &str = "step_idx, name, pivot, status, attempts, checkpoint,
     written_epoch, started_at_ms, finished_at_ms";
 const EVENT_COLUMNS: &str = "seq, saga_id, kind, step_idx, message, detail, epoch, at_ms";
 /// Statuses an executor claims.
-const ACTIVE: &str = "('pending', 'running', 'compensating')";
+/// The SQL list of [`SagaStatus::ACTIVE`], `('pending', 'running', 'compensating')`.
+const ACTIVE: ActiveList = ActiveList;
+
+struct ActiveList;
+
+impl std::fmt::Display for ActiveList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let quoted: Vec<String> = SagaStatus::ACTIVE
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        write!(f, "({})", quoted.join(", "))
+    }
+}
 
 /// Version 10: the token that started each saga (none for sagas the coordinator starts, and
 /// for those started before), counted for the cap on a ci token's sagas in progress.
@@ -141,12 +170,23 @@ pub(super) const MIGRATION_STARTED_BY: &[&str] = &[
     "CREATE INDEX saga_runs_started_by ON saga_runs (started_by, status)",
 ];
 
+/// A stored enum value, parsed: anything else is a corrupt row.
+fn parsed<T: std::str::FromStr<Err = UnknownValue>>(
+    r: &AnyRow,
+    column: &str,
+    table: &'static str,
+) -> Result<T, StoreError> {
+    let raw: String = r.try_get(column)?;
+    raw.parse()
+        .map_err(|source| StoreError::Corrupt { table, source })
+}
+
 fn saga_row(r: &AnyRow) -> Result<SagaRow, StoreError> {
     Ok(SagaRow {
         id: r.try_get("id")?,
         kind: r.try_get("kind")?,
         inputs: r.try_get("inputs")?,
-        status: r.try_get("status")?,
+        status: parsed(r, "status", "saga_runs")?,
         owner_id: r.try_get("owner_id")?,
         epoch: r.try_get("epoch")?,
         lease_expires_at_ms: r.try_get("lease_expires_at_ms")?,
@@ -166,7 +206,7 @@ fn step_row(r: &AnyRow) -> Result<StepRow, StoreError> {
         step_idx: r.try_get("step_idx")?,
         name: r.try_get("name")?,
         pivot: r.try_get::<i64, _>("pivot")? != 0,
-        status: r.try_get("status")?,
+        status: parsed(r, "status", "saga_step_results")?,
         attempts: r.try_get("attempts")?,
         checkpoint: r.try_get("checkpoint")?,
         output: r.try_get("output")?,
@@ -181,7 +221,7 @@ fn event_row(r: &AnyRow) -> Result<EventRow, StoreError> {
     Ok(EventRow {
         seq: r.try_get("seq")?,
         saga_id: r.try_get("saga_id")?,
-        kind: r.try_get("kind")?,
+        kind: parsed(r, "kind", "saga_events")?,
         step_idx: r.try_get("step_idx")?,
         message: r.try_get("message")?,
         detail: r.try_get("detail")?,
@@ -202,7 +242,7 @@ async fn insert_event(
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(saga_id)
-    .bind(e.kind)
+    .bind(e.kind.as_str())
     .bind(e.step_idx)
     .bind(e.message)
     .bind(e.detail)
@@ -295,7 +335,7 @@ impl Store {
             .await?;
         }
         let event = NewEvent {
-            kind: "saga_started",
+            kind: EventKind::SagaStarted,
             step_idx: -1,
             message: s.kind,
             detail: None,
@@ -403,6 +443,22 @@ impl Store {
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         let (mut tx, cancel_requested) = self.fenced(f, now_ms).await?;
+        if cfg!(debug_assertions) {
+            let row = sqlx::query(
+                "SELECT status FROM saga_step_results WHERE saga_id = $1 AND step_idx = $2",
+            )
+            .bind(&f.saga_id)
+            .bind(idx)
+            .fetch_one(&mut *tx)
+            .await?;
+            let from: StepStatus = parsed(&row, "status", "saga_step_results")?;
+            assert!(
+                from.can_become(w.status),
+                "saga {} step {idx}: illegal step transition {from} -> {}",
+                f.saga_id,
+                w.status
+            );
+        }
         sqlx::query(
             "UPDATE saga_step_results SET status = $1, attempts = COALESCE($2, attempts), \
                 output = COALESCE($3, output), error = $4, written_epoch = $5, \
@@ -410,7 +466,7 @@ impl Store {
                 finished_at_ms = CASE WHEN $8 = 1 THEN $7 ELSE finished_at_ms END \
              WHERE saga_id = $9 AND step_idx = $10",
         )
-        .bind(w.status)
+        .bind(w.status.as_str())
         .bind(w.attempts)
         .bind(w.output)
         .bind(w.error)
@@ -422,7 +478,7 @@ impl Store {
         .bind(idx)
         .execute(&mut *tx)
         .await?;
-        if w.status == "completed" || w.status == "compensated" {
+        if matches!(w.status, StepStatus::Completed | StepStatus::Compensated) {
             sqlx::query("UPDATE saga_runs SET reclaim_count = 0 WHERE id = $1")
                 .bind(&f.saga_id)
                 .execute(&mut *tx)
@@ -484,6 +540,18 @@ impl Store {
             output,
         } = *w;
         let (mut tx, _) = self.fenced(f, now_ms).await?;
+        if cfg!(debug_assertions) {
+            let row = sqlx::query("SELECT status FROM saga_runs WHERE id = $1")
+                .bind(&f.saga_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let from: SagaStatus = parsed(&row, "status", "saga_runs")?;
+            assert!(
+                from.can_become(status),
+                "saga {}: illegal transition {from} -> {status}",
+                f.saga_id
+            );
+        }
         sqlx::query(
             "UPDATE saga_runs SET status = $1, error = COALESCE($2, error), \
                 output = COALESCE($3, output), \
@@ -491,7 +559,7 @@ impl Store {
                 lease_expires_at_ms = CASE WHEN $4 = 1 THEN 0 ELSE lease_expires_at_ms END \
              WHERE id = $5",
         )
-        .bind(status)
+        .bind(status.as_str())
         .bind(error)
         .bind(output)
         .bind(i64::from(release))
@@ -515,7 +583,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let event = NewEvent {
-            kind: "saga_released",
+            kind: EventKind::SagaReleased,
             step_idx: -1,
             message: &f.owner_id,
             detail: None,
@@ -608,7 +676,8 @@ impl Store {
     pub async fn list_sagas(&self, filter: &SagaFilter) -> Result<Vec<SagaRow>, StoreError> {
         let mut q = Sql::new(&format!("SELECT {SAGA_COLUMNS} FROM saga_runs WHERE 1 = 1"));
         if !filter.statuses.is_empty() {
-            q.push(" AND status IN ").text_list(&filter.statuses);
+            let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+            q.push(" AND status IN ").text_list(&statuses);
         }
         if let Some(k) = &filter.kind {
             q.push(" AND kind = ").text(k);
@@ -633,21 +702,26 @@ impl Store {
     pub async fn operator_transition(
         &self,
         saga_id: &str,
-        from: &[&str],
-        set_status: &str,
-        steps: &[(i64, &str)],
+        from: SagaStatus,
+        set_status: SagaStatus,
+        steps: &[(i64, StepStatus)],
         event: NewEvent<'_>,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        debug_assert!(
+            from.can_become(set_status),
+            "saga {saga_id}: illegal operator transition {from} -> {set_status}"
+        );
         let mut tx = self.pool().begin().await?;
         let mut q = Sql::new(
             "UPDATE saga_runs SET epoch = epoch + 1, owner_id = NULL, lease_expires_at_ms = 0, ",
         );
-        q.push("reclaim_count = 0, status = ").text(set_status);
+        q.push("reclaim_count = 0, status = ")
+            .text(set_status.as_str());
         q.push(", next_run_at_ms = ").int(now_ms);
         q.push(", updated_at_ms = ").int(now_ms);
         q.push(" WHERE id = ").text(saga_id);
-        q.push(" AND status IN ").text_list(from);
+        q.push(" AND status = ").text(from.as_str());
         let changed = q.query().execute(&mut *tx).await?.rows_affected();
         if changed != 1 {
             tx.rollback().await?;
@@ -658,11 +732,25 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         for (idx, status) in steps {
+            if cfg!(debug_assertions) {
+                let row = sqlx::query(
+                    "SELECT status FROM saga_step_results WHERE saga_id = $1 AND step_idx = $2",
+                )
+                .bind(saga_id)
+                .bind(*idx)
+                .fetch_one(&mut *tx)
+                .await?;
+                let was: StepStatus = parsed(&row, "status", "saga_step_results")?;
+                assert!(
+                    was.can_become(*status),
+                    "saga {saga_id} step {idx}: illegal operator step transition {was} -> {status}"
+                );
+            }
             sqlx::query(
                 "UPDATE saga_step_results SET status = $1, attempts = 0, error = NULL, \
                     written_epoch = $2 WHERE saga_id = $3 AND step_idx = $4",
             )
-            .bind(*status)
+            .bind(status.as_str())
             .bind(epoch)
             .bind(saga_id)
             .bind(*idx)
@@ -701,7 +789,7 @@ impl Store {
             reason
         };
         let event = NewEvent {
-            kind: "cancel_requested",
+            kind: EventKind::CancelRequested,
             step_idx: -1,
             message,
             detail: None,
@@ -715,12 +803,12 @@ impl Store {
     }
 
     /// Counts of sagas per status, for metrics.
-    pub async fn saga_status_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    pub async fn saga_status_counts(&self) -> Result<Vec<(SagaStatus, i64)>, StoreError> {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM saga_runs GROUP BY status")
             .fetch_all(self.pool())
             .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
+            .map(|r| Ok((parsed(r, "status", "saga_runs")?, r.try_get("n")?)))
             .collect()
     }
 }

@@ -95,7 +95,7 @@ async fn run(db: &TestDb, engines: usize, concurrency: usize, sagas: usize) -> S
         let counts = store.saga_status_counts().await.expect("counts");
         let done: i64 = counts
             .iter()
-            .filter(|(s, _)| s == "completed")
+            .filter(|(s, _)| *s == berth_shared::saga::SagaStatus::Completed)
             .map(|(_, n)| n)
             .sum();
         if done as usize == sagas {

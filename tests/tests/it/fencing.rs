@@ -8,6 +8,7 @@ use std::time::Duration;
 use berth_coordinator::hub::Hub;
 use berth_coordinator::saga::{Deps, Engine, EngineConfig, Registry};
 use berth_coordinator::store::{Fence, NewEvent, NewSaga, StepWrite, Store, StoreError};
+use berth_shared::saga::{EventKind, StepStatus};
 use berth_tests::TestDb;
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
@@ -80,15 +81,12 @@ async fn a_stale_owner_cannot_write_after_another_claims_the_saga() {
             lease_ms: 30_000,
         };
         let event = NewEvent {
-            kind: "step_started",
+            kind: EventKind::StepStarted,
             step_idx: 0,
             message: "stale",
             detail: None,
         };
-        let write = StepWrite {
-            status: "completed",
-            ..Default::default()
-        };
+        let write = StepWrite::to(StepStatus::Running);
         let err = store
             .write_step(&stale, 0, &write, event, now())
             .await
@@ -107,7 +105,8 @@ async fn a_stale_owner_cannot_write_after_another_claims_the_saga() {
 
         let steps = store.get_steps(&id).await.unwrap();
         assert_eq!(
-            steps[0].status, "pending",
+            steps[0].status,
+            StepStatus::Pending,
             "the stale write changed nothing"
         );
         let stale_events: i64 =
@@ -129,7 +128,7 @@ async fn a_stale_owner_cannot_write_after_another_claims_the_saga() {
             lease_ms: 30_000,
         };
         let event = NewEvent {
-            kind: "step_started",
+            kind: EventKind::StepStarted,
             step_idx: 0,
             message: "fresh",
             detail: None,

@@ -4,13 +4,18 @@
 use std::time::{Duration, Instant};
 
 use berth_proto::v1 as pb;
+use berth_shared::saga::SagaStatus;
 use berth_tests::ledger;
 use berth_tests::process::{CoordinatorProcess, SagaTiming, admin_token};
 use berth_tests::{TestDb, eventually};
 use serde_json::{Value, json};
 use sqlx::Row;
 
-const FINAL_OK: &[&str] = &["completed", "compensated", "cancelled"];
+const FINAL_OK: &[SagaStatus] = &[
+    SagaStatus::Completed,
+    SagaStatus::Compensated,
+    SagaStatus::Cancelled,
+];
 
 async fn start(p: &CoordinatorProcess, token: &str, steps: Value) -> String {
     let inputs = json!({ "steps": steps }).to_string();
@@ -118,7 +123,10 @@ async fn a_coordinator_killed_mid_saga_is_taken_over_and_every_saga_completes() 
         assert_eq!(effects, 60, "one effect per record step");
         let taken = count(&pool, "SELECT COUNT(*) FROM saga_runs WHERE epoch >= 2").await;
         assert!(taken > 0, "coord-b took sagas over from coord-a");
-        ledger::assert_clean(&ledger::check(&pool, &["completed"]).await, "kill -9");
+        ledger::assert_clean(
+            &ledger::check(&pool, &[SagaStatus::Completed]).await,
+            "kill -9",
+        );
         let dup = duplicated_effects(&pool).await;
         assert!(dup.is_empty(), "duplicated side effects: {dup:?}");
     }
@@ -188,7 +196,10 @@ async fn a_coordinator_frozen_past_its_lease_cannot_write_when_it_wakes() {
         "coord-a noticed it lost its leases:\n{}",
         a.log()
     );
-    ledger::assert_clean(&ledger::check(&pool, &["completed"]).await, "SIGSTOP");
+    ledger::assert_clean(
+        &ledger::check(&pool, &[SagaStatus::Completed]).await,
+        "SIGSTOP",
+    );
     let dup = duplicated_effects(&pool).await;
     assert!(dup.is_empty(), "duplicated side effects: {dup:?}");
 }
@@ -305,7 +316,10 @@ async fn a_coordinator_stopped_with_sigterm_hands_its_sagas_back_at_once() {
         "{}",
         b.log()
     );
-    ledger::assert_clean(&ledger::check(&pool, &["completed"]).await, "SIGTERM");
+    ledger::assert_clean(
+        &ledger::check(&pool, &[SagaStatus::Completed]).await,
+        "SIGTERM",
+    );
 }
 
 /// A tiny deterministic generator, so a failing chaos run can be replayed from its seed.
@@ -524,7 +538,7 @@ async fn a_coordinator_killed_during_compensation_is_taken_over_and_the_unwindin
     .await;
     assert_eq!(resumed, 5, "coord-b resumed each interrupted compensation");
     ledger::assert_clean(
-        &ledger::check(&pool, &["compensated"]).await,
+        &ledger::check(&pool, &[SagaStatus::Compensated]).await,
         "kill -9 during compensation",
     );
 }

@@ -121,7 +121,12 @@ impl S3Server {
             max_retries: 1,
             request_timeout: Duration::from_secs(30),
         };
-        let store = berth_objstore::Store::open(config.url().unwrap(), &settings, false).unwrap();
+        let store = berth_objstore::Store::open(
+            config.url().unwrap(),
+            &settings,
+            berth_objstore::LocalWrites::Buffered,
+        )
+        .unwrap();
         store.list_uploads("").await.unwrap()
     }
 

@@ -119,22 +119,6 @@ fn final_statuses_stay_final() {
 }
 
 #[test]
-fn statuses_round_trip_through_text() {
-    for s in SagaStatus::ALL {
-        assert_eq!(s.as_str().parse::<SagaStatus>().unwrap(), *s);
-    }
-    for s in StepStatus::ALL {
-        assert_eq!(s.as_str().parse::<StepStatus>().unwrap(), *s);
-    }
-    assert!(
-        "done"
-            .parse::<SagaStatus>()
-            .unwrap_err()
-            .contains("expected one of")
-    );
-}
-
-#[test]
 fn backoff_grows_stays_in_bounds_and_is_capped() {
     let p = RetryPolicy {
         max_attempts: 10,

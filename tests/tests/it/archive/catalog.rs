@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use berth_coordinator::archive::CatalogErrorKind;
+use berth_coordinator::archive::{CatalogErrorKind, PruneMode};
 use berth_shared::AppName;
 use berth_shared::archive::{ArchiveId, RetentionPolicy};
 use object_store::path::Path as ObjectPath;
@@ -87,7 +87,7 @@ async fn create_list_link_restore_prune_and_delete_on_every_backend() {
         };
         let pruned = b
             .catalog
-            .prune(Some(&web), policy, false, i64::MAX / 2)
+            .prune(Some(&web), policy, PruneMode::Delete, i64::MAX / 2)
             .await
             .unwrap();
         assert_eq!(pruned.deleted.len(), 1);

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use berth_coordinator::archive::{Catalog, SWEEP_JOB};
 use berth_coordinator::store::{Fence, NewEvent, NewSaga, SagaWrite, Store};
+use berth_shared::saga::{EventKind, SagaStatus};
 use berth_shared::time::unix_ms;
 use berth_tests::cli::berth_at;
 use berth_tests::s3::S3Server;
@@ -50,13 +51,13 @@ async fn saga(store: &Store, id: &str, ended: bool) {
             lease_ms: 3_600_000,
         };
         let write = SagaWrite {
-            status: "completed",
+            status: SagaStatus::Completed,
             release: true,
             error: None,
             output: None,
         };
         let event = NewEvent {
-            kind: "saga_completed",
+            kind: EventKind::SagaCompleted,
             step_idx: -1,
             message: "done",
             detail: None,
@@ -97,7 +98,10 @@ async fn the_sweep_and_prune_abort_orphaned_uploads_and_leave_the_rest() {
         TestCoordinator::start_with(&db, None, move |c| c.archive = config).await
     };
     let store = coordinator.store();
-    assert_eq!(store.get_saga(ended).await.unwrap().status, "completed");
+    assert_eq!(
+        store.get_saga(ended).await.unwrap().status,
+        SagaStatus::Completed
+    );
 
     for uuid in [ended, live, unknown] {
         let id = s3.start_upload(PREFIX, &key(uuid)).await;

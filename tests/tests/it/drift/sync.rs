@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use berth_coordinator::digitalocean::{DoApi, DropletId};
-use berth_coordinator::store::{GoneMark, ObservedResource, ResourceFilter, Store, Writer};
+use berth_coordinator::store::{Due, GoneMark, ObservedResource, ResourceFilter, Store, Writer};
 use berth_proto::v1 as pb;
 use berth_tests::TestDb;
 use berth_tests::cloud::DO_TOKEN;
@@ -154,12 +154,12 @@ async fn one_holder_of_the_sync_lease_at_a_time_and_a_stale_holder_writes_nothin
             .unwrap();
 
         let held = a
-            .claim_job("inventory.sync", "a", now, lease, now, false)
+            .claim_job("inventory.sync", "a", now, lease, now, Due::WhenDue)
             .await
             .unwrap()
             .expect("a claims the due job");
         assert!(
-            b.claim_job("inventory.sync", "b", now + 1, lease, now, true)
+            b.claim_job("inventory.sync", "b", now + 1, lease, now, Due::Now)
                 .await
                 .unwrap()
                 .is_none()
@@ -169,7 +169,7 @@ async fn one_holder_of_the_sync_lease_at_a_time_and_a_stale_holder_writes_nothin
         // a stalls past its lease; b takes over with a higher epoch.
         let later = now + 10 + lease + 1;
         let taken = b
-            .claim_job("inventory.sync", "b", later, lease, now, false)
+            .claim_job("inventory.sync", "b", later, lease, now, Due::WhenDue)
             .await
             .unwrap()
             .expect("b claims an expired lease");
@@ -217,13 +217,13 @@ async fn one_holder_of_the_sync_lease_at_a_time_and_a_stale_holder_writes_nothin
         );
         // Not due again until the interval passed, unless forced.
         assert!(
-            a.claim_job("inventory.sync", "a", later + 10, lease, 0, false)
+            a.claim_job("inventory.sync", "a", later + 10, lease, 0, Due::WhenDue)
                 .await
                 .unwrap()
                 .is_none()
         );
         let forced = a
-            .claim_job("inventory.sync", "a", later + 10, lease, 0, true)
+            .claim_job("inventory.sync", "a", later + 10, lease, 0, Due::Now)
             .await
             .unwrap();
         assert_eq!(forced.map(|c| c.epoch), Some(taken.epoch + 1));
