@@ -616,3 +616,35 @@ async fn a_graceful_stop_ends_open_watch_streams_instead_of_waiting_for_them() {
     assert!(kinds.contains(&"cancel_requested".to_owned()));
     assert_eq!(kinds.last().map(String::as_str), Some("watch_end"));
 }
+
+/// A row holding a status no build writes is corrupt: the API answers `INTERNAL` (never a
+/// made-up status), and the engine leaves the saga alone.
+#[tokio::test]
+async fn a_saga_row_with_an_unknown_status_is_answered_internal() {
+    for db in TestDb::each().await {
+        let c = TestCoordinator::start(&db).await;
+        let id = c.start_demo(json!([{"step": "noop"}])).await;
+        c.wait_saga(&id, Duration::from_secs(20)).await;
+        let pool = db.raw_pool().await;
+        sqlx::query("UPDATE saga_runs SET status = 'done' WHERE id = $1")
+            .bind(&id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let err = c
+            .sagas()
+            .await
+            .get_saga(pb::GetSagaRequest {
+                saga_id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Internal, "{err:?}");
+        assert!(
+            !err.message().contains("done"),
+            "no detail leaks: {}",
+            err.message()
+        );
+    }
+}
