@@ -1,5 +1,11 @@
-//! berth-coordinator: the central gRPC service. It authorizes every call, keeps the hosts and
-//! tokens in its store (SQLite or PostgreSQL), and holds each agent's stream in the hub.
+//! berth-coordinator: the central gRPC service. It authorizes every call by role, runs
+//! durable sagas (the engine in `saga`, its ledger in `store`, SQLite or PostgreSQL, safe
+//! against crashes and against replicas racing), hands agent work to whichever replica holds
+//! the host's stream (`hub`), provisions and watches DigitalOcean droplets (`droplet`,
+//! `digitalocean`), keeps the cloud inventory and its drift (`drift`), and catalogs the
+//! archive bucket (`archive`).
+//!
+//! Entry point: [`run`] with a [`Config`]; `server` wires the parts together.
 
 pub mod archive;
 pub mod auth;
