@@ -12,6 +12,7 @@ pub mod enroll;
 mod error;
 mod link;
 mod query;
+mod tarsafe;
 mod task;
 pub mod volume;
 pub mod warm;

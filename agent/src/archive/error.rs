@@ -61,11 +61,6 @@ pub enum ArchiveError {
         source: object_store::Error,
     },
     #[error(
-        "symlink {path} points outside the app directory (to {target:?}); restores refuse such \
-         links, so it is not archived: make it relative and inside, or remove it"
-    )]
-    EscapingLink { path: PathBuf, target: PathBuf },
-    #[error(
         "{path} is {what}, which an app-directory restore refuses, so the app is not \
          archived: {fix}"
     )]
@@ -135,7 +130,11 @@ pub enum ArchiveError {
         #[source]
         source: io::Error,
     },
-    #[error("archive entry {path:?} refused: {reason}; nothing was written outside the target")]
+    /// `reason` reads after the entry's name: "is an absolute path".
+    #[error(
+        "archive entry {path:?} {reason}: refused; nothing was written outside the target and \
+         the target was left as it was"
+    )]
     UnsafeEntry { path: String, reason: String },
     #[error("archive {key} unpacks to more than {limit} bytes: refused, {why}")]
     TooLarge {
@@ -239,7 +238,6 @@ impl ArchiveError {
             | Config(_)
             | Open(_)
             | SourceMissing { .. }
-            | EscapingLink { .. }
             | Unrestorable { .. }
             | NotFound { .. }
             | IdInUse { .. }

@@ -172,9 +172,10 @@ impl Restore {
         expected.sort();
         if found != expected {
             return Err(ArchiveError::UnsafeEntry {
-                path: found.join(", "),
+                path: "./".into(),
                 reason: format!(
-                    "a volume archive's root must hold exactly its volumes ({})",
+                    "holds {}, but a volume archive's root must hold exactly its volumes ({})",
+                    found.join(", "),
                     expected.join(", ")
                 ),
             });
@@ -183,7 +184,7 @@ impl Restore {
             if !fs::symlink_metadata(self.scratch.join(&t.archived)).is_ok_and(|m| m.is_dir()) {
                 return Err(ArchiveError::UnsafeEntry {
                     path: t.archived.clone(),
-                    reason: "a volume must be a directory".into(),
+                    reason: "is not a directory, which a volume must be".into(),
                 });
             }
         }

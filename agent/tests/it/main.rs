@@ -4,6 +4,7 @@
 mod archive;
 mod env;
 mod fake;
+mod hostile_tar;
 mod link;
 mod locks;
 mod tree;

@@ -6,58 +6,12 @@ use std::fs;
 use std::path::Path;
 
 use berth_agent::warm::{WarmError, WarmErrorKind};
-use tar::{EntryType, Header};
 
 use crate::env::{Labels, TestStack, require_docker_as_root, warm};
+use crate::hostile_tar::{
+    cases, dir, escaped, file, hard_link, outside_dir, shown, sparse, sparse_contents, symlink, tar,
+};
 use crate::warm::{go, restore_req};
-
-/// One raw tar entry: name and link bytes are written as they are (no checks).
-struct Raw<'a> {
-    name: &'a [u8],
-    kind: EntryType,
-    link: &'a [u8],
-    data: &'a [u8],
-}
-
-fn raw_tar(entries: &[Raw<'_>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for e in entries {
-        let mut h = Header::new_gnu();
-        let gnu = h.as_gnu_mut().unwrap();
-        gnu.name[..e.name.len()].copy_from_slice(e.name);
-        gnu.linkname[..e.link.len()].copy_from_slice(e.link);
-        h.set_entry_type(e.kind);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(1_000_000_000);
-        h.set_size(e.data.len() as u64);
-        h.set_cksum();
-        out.extend_from_slice(h.as_bytes());
-        out.extend_from_slice(e.data);
-        out.resize(out.len().div_ceil(512) * 512, 0);
-    }
-    out.resize(out.len() + 1024, 0);
-    out
-}
-
-fn file<'a>(name: &'a [u8], data: &'a [u8]) -> Raw<'a> {
-    Raw {
-        name,
-        kind: EntryType::Regular,
-        link: b"",
-        data,
-    }
-}
-
-fn link<'a>(name: &'a [u8], kind: EntryType, target: &'a [u8]) -> Raw<'a> {
-    Raw {
-        name,
-        kind,
-        link: target,
-        data: b"",
-    }
-}
 
 /// Writes a snapshot of `app` whose only volume's tar is `tar`.
 fn plant(root: &Path, app: &str, volume: &str, tar: &[u8]) {
@@ -68,102 +22,62 @@ fn plant(root: &Path, app: &str, volume: &str, tar: &[u8]) {
     fs::write(snap.join("meta.json"), meta.to_string()).unwrap();
 }
 
+/// Every case of the table the archive restore shares (`crate::hostile_tar`): refused
+/// before or while staging, naming the entry; nothing written outside the volume, and the
+/// volume left as it was.
 #[tokio::test]
 async fn hostile_tars_are_refused_and_nothing_is_written_outside_the_volume() {
     require_docker_as_root().await;
     let root = tempfile::tempdir().unwrap();
-    let outside = tempfile::tempdir().unwrap();
-    let out = outside.path().to_str().unwrap().as_bytes().to_vec();
-    let out_file = [out.as_slice(), b"/pwned"].concat();
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let outside = outside_dir(&tag);
+    fs::create_dir_all(&outside).unwrap();
     let w = warm(root.path()).await;
     let mut stack = TestStack::new("");
     let mp = stack.volume("v", Labels::Swarm);
     fs::write(mp.join("keep"), "original").unwrap();
     let volume = format!("{}_v", stack.name);
-    let big_pax = vec![b'x'; 2 << 20];
 
-    let cases: Vec<(&str, Vec<u8>)> = vec![
-        (
-            "dot-dot",
-            raw_tar(&[file(b"./ok", b"1"), file(b"../evil", b"x")]),
-        ),
-        ("dot-dot-inside", raw_tar(&[file(b"./a/../../evil", b"x")])),
-        ("absolute", raw_tar(&[file(&out_file, b"x")])),
-        (
-            "through-symlink",
-            raw_tar(&[
-                link(b"./esc", EntryType::Symlink, &out),
-                file(b"./esc/pwned", b"x"),
-            ]),
-        ),
-        (
-            "hardlink-up",
-            raw_tar(&[link(b"./hl", EntryType::Link, b"../../../../etc/passwd")]),
-        ),
-        (
-            "hardlink-absolute",
-            raw_tar(&[link(b"./hl", EntryType::Link, b"/etc/passwd")]),
-        ),
-        (
-            "hardlink-through-symlink",
-            raw_tar(&[
-                link(b"./esc", EntryType::Symlink, b"/etc"),
-                link(b"./hl", EntryType::Link, b"esc/passwd"),
-            ]),
-        ),
-        (
-            "pax-bomb",
-            raw_tar(&[
-                Raw {
-                    name: b"././@PaxHeader",
-                    kind: EntryType::XHeader,
-                    link: b"",
-                    data: &big_pax,
-                },
-                file(b"./f", b"x"),
-            ]),
-        ),
-        (
-            "symlink-over-root",
-            raw_tar(&[link(b"./", EntryType::Symlink, b"/")]),
-        ),
-    ];
-    for (i, (case, tar)) in cases.into_iter().enumerate() {
+    for (i, case) in cases(&tag).into_iter().enumerate() {
+        let name = case.name;
         let app = format!("hostile{i}");
-        plant(root.path(), &app, &volume, &tar);
+        plant(root.path(), &app, &volume, &tar(&case.items));
         let (p, c) = go();
         let err = w
             .restore(&restore_req(&stack, &app), p, c)
             .await
             .unwrap_err();
-        assert_eq!(err.kind(), WarmErrorKind::Invalid, "{case}: {err}");
+        let text = berth_agent::chain(&err);
+        assert_eq!(err.kind(), WarmErrorKind::Invalid, "{name}: {text}");
+        assert!(matches!(err, WarmError::UnsafeTar { .. }), "{name}: {text}");
+        assert!(text.contains("refusing to restore"), "{name}: {text}");
+        assert!(text.contains(case.reason), "{name}: {text}");
         assert!(
-            matches!(err, WarmError::UnsafeTar { .. }),
-            "{case}: {}",
-            berth_agent::chain(&err)
-        );
-        assert!(
-            err.to_string().contains("refusing to restore"),
-            "{case}: {err}"
+            text.contains(&format!("entry {}", shown(&case.entry))),
+            "{name}: {text}"
         );
         assert_eq!(
-            fs::read_dir(outside.path()).unwrap().count(),
+            fs::read_dir(&outside).unwrap().count(),
             0,
-            "{case}: wrote outside"
+            "{name}: wrote outside"
         );
-        assert!(
-            !Path::new("/evil").exists() && !mp.parent().unwrap().join("evil").exists(),
-            "{case}"
-        );
+        let esc = escaped(&tag);
+        for dir in [mp.parent().unwrap(), mp.parent().unwrap().parent().unwrap()] {
+            assert!(
+                !dir.join(&esc).exists(),
+                "{name}: wrote {esc} beside the volume"
+            );
+        }
         let names: Vec<_> = fs::read_dir(&mp)
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names, ["keep"], "{case}: the volume changed");
+        assert_eq!(names, ["keep"], "{name}: the volume changed");
         assert_eq!(fs::read_to_string(mp.join("keep")).unwrap(), "original");
         let siblings = fs::read_dir(mp.parent().unwrap()).unwrap().count();
-        assert_eq!(siblings, 1, "{case}: a staging dir was left");
+        assert_eq!(siblings, 1, "{name}: a staging dir was left");
     }
+    fs::remove_dir(&outside).unwrap();
     assert_eq!(
         fs::read_to_string("/etc/passwd").map(|s| s.is_empty()).ok(),
         Some(false)
@@ -201,7 +115,7 @@ async fn bad_volume_names_and_incomplete_snapshots_are_refused() {
         root.path(),
         "incomplete",
         &volume,
-        &raw_tar(&[file(b"./f", b"x")]),
+        &tar(&[file("./f", b"x")]),
     );
     fs::remove_file(
         root.path()
@@ -242,11 +156,8 @@ async fn symlinks_pointing_outside_are_restored_as_links_but_never_followed() {
     let out = outside.path().to_str().unwrap().as_bytes().to_vec();
     // A link out, then a file of the same name: the file replaces the link, it does not
     // write through it.
-    let tar = raw_tar(&[
-        link(b"./out", EntryType::Symlink, &out),
-        file(b"./out", b"replaced"),
-    ]);
-    plant(root.path(), "links", &volume, &tar);
+    let archive = tar(&[symlink("./out", &out), file("./out", b"replaced")]);
+    plant(root.path(), "links", &volume, &archive);
     let (p, c) = go();
     w.restore(&restore_req(&stack, "links"), p, c)
         .await
@@ -260,11 +171,66 @@ async fn symlinks_pointing_outside_are_restored_as_links_but_never_followed() {
     );
     assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
 
-    let tar = raw_tar(&[link(b"./out", EntryType::Symlink, &out)]);
-    plant(root.path(), "links", &volume, &tar);
+    let archive = tar(&[symlink("./out", &out)]);
+    plant(root.path(), "links", &volume, &archive);
     let (p, c) = go();
     w.restore(&restore_req(&stack, "links"), p, c)
         .await
         .unwrap();
     assert_eq!(fs::read_link(mp.join("out")).unwrap(), outside.path());
+}
+
+/// What a restore takes as it is: names that are not UTF-8 (Linux names are bytes) and a
+/// sparse file whose map spills into extension blocks, restored byte for byte.
+#[tokio::test]
+async fn non_utf8_names_and_long_sparse_maps_restore_byte_exact() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+
+    require_docker_as_root().await;
+    let root = tempfile::tempdir().unwrap();
+    let w = warm(root.path()).await;
+    let mut stack = TestStack::new("");
+    let mp = stack.volume("v", Labels::Swarm);
+    let volume = format!("{}_v", stack.name);
+    // 30 regions: four in the header, the rest in two extension blocks.
+    let regions: Vec<(u64, u64)> = (0..30).map(|i| (i * 8192, 512)).collect();
+    let real = 30 * 8192 + 4096;
+    let archive = tar(&[
+        dir(b"./caf\xe9/"),
+        file(b"./caf\xe9/x", b"data"),
+        hard_link(b"./h\xff", b"./caf\xe9/x"),
+        symlink(b"./l\xfe", b"caf\xe9/x"),
+        sparse("./sparse", real, &regions),
+    ]);
+    plant(root.path(), "bytes", &volume, &archive);
+    let (p, c) = go();
+    w.restore(&restore_req(&stack, "bytes"), p, c)
+        .await
+        .unwrap_or_else(|e| panic!("{}", berth_agent::chain(&e)));
+    let mut names: Vec<Vec<u8>> = fs::read_dir(&mp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+        .collect();
+    names.sort();
+    let expected: [&[u8]; 4] = [b"caf\xe9", b"h\xff", b"l\xfe", b"sparse"];
+    assert_eq!(names, expected);
+    let path = |p: &[u8]| mp.join(OsStr::from_bytes(p));
+    assert_eq!(fs::read(path(b"caf\xe9/x")).unwrap(), b"data");
+    assert_eq!(
+        fs::metadata(path(b"h\xff")).unwrap().ino(),
+        fs::metadata(path(b"caf\xe9/x")).unwrap().ino()
+    );
+    assert_eq!(
+        fs::read_link(path(b"l\xfe"))
+            .unwrap()
+            .as_os_str()
+            .as_bytes(),
+        b"caf\xe9/x"
+    );
+    assert_eq!(
+        fs::read(mp.join("sparse")).unwrap(),
+        sparse_contents(real, &regions)
+    );
 }

@@ -3,12 +3,11 @@
 //! within the data limit the check counted.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
-
-use tar::{GnuExtSparseHeader, Header};
+use std::io::Write;
 
 use super::Unpacker;
 use super::reader::BufFile;
+use crate::tarsafe::{Name, Sparse, TarReader, UntarError};
 use crate::warm::copy::{CopyError, copy_range};
 use crate::warm::error::WarmError;
 
@@ -20,27 +19,22 @@ impl Unpacker<'_> {
         at: u64,
         len: u64,
         out: &File,
-        rel: &[u8],
+        name: &Name,
     ) -> Result<(), WarmError> {
-        if self.totals.bytes + len > self.limit {
-            return Err(self.refuse(
-                rel,
-                "holds more data than the archive held when it was checked",
-            ));
-        }
+        self.within_limit(len, &name.raw)?;
         let progress = self.progress;
         let copied = copy_range(self.file, pos, out, at, len, self.cancel, |n| {
             progress.add_bytes(n)
         })
         .map_err(|e| match e {
-            CopyError::Read(e) => self.bad(e),
-            CopyError::Write(e) => self.fs_err("write", rel, e),
+            CopyError::Read(e) => self.err(UntarError::Read(e)),
+            CopyError::Write(e) => self.err(UntarError::write("write", &name.rel, e)),
             CopyError::Cancelled => WarmError::Cancelled,
         })?;
         if copied < len {
-            return Err(self.bad(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the archive ends inside a file",
+            return Err(self.err(UntarError::refused(
+                &name.raw,
+                "is cut short: the archive ends inside it (it changed since it was checked)",
             )));
         }
         self.totals.bytes += len;
@@ -50,31 +44,21 @@ impl Unpacker<'_> {
     /// Small file data, read through the archive's buffer and written at once.
     pub(super) fn small_data(
         &mut self,
-        entry: &mut tar::Entry<'_, BufFile<'_>>,
+        reader: &mut TarReader<BufFile<'_>>,
         size: u64,
-        out: &File,
-        rel: &[u8],
+        mut out: &File,
+        name: &Name,
     ) -> Result<(), WarmError> {
-        use std::io::{Read, Write};
-        if self.totals.bytes + size > self.limit {
-            return Err(self.refuse(
-                rel,
-                "holds more data than the archive held when it was checked",
-            ));
-        }
+        self.within_limit(size, &name.raw)?;
         let mut buf = std::mem::take(&mut self.small);
-        buf.clear();
-        let read = entry.take(size).read_to_end(&mut buf);
-        let result = match read {
-            Ok(n) if n as u64 == size => (&*out)
-                .write_all(&buf)
-                .map_err(|e| self.fs_err("write", rel, e)),
-            Ok(_) => Err(self.bad(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the archive ends inside a file",
-            ))),
-            Err(e) => Err(self.bad(e)),
-        };
+        buf.resize(size as usize, 0);
+        let result = reader
+            .read_data(&mut buf)
+            .and_then(|()| {
+                out.write_all(&buf)
+                    .map_err(|e| UntarError::write("write", &name.rel, e))
+            })
+            .map_err(|e| self.err(e));
         self.small = buf;
         result?;
         self.progress.add_bytes(size);
@@ -82,55 +66,31 @@ impl Unpacker<'_> {
         Ok(())
     }
 
-    /// A GNU sparse entry: its map from the header and extension blocks; each region is
-    /// copied to its offset and holes stay holes.
+    /// A GNU sparse entry: each region of its map (checked by the reader) is copied to its
+    /// offset and holes stay holes.
     pub(super) fn sparse_data(
         &mut self,
-        header: &Header,
-        header_pos: u64,
-        stored: u64,
+        data_pos: u64,
+        map: &Sparse,
         out: &File,
-        rel: &[u8],
+        name: &Name,
     ) -> Result<(), WarmError> {
-        let gnu = header
-            .as_gnu()
-            .ok_or_else(|| self.refuse(rel, "is sparse without a GNU header"))?;
-        let mut regions = Vec::new();
-        let mut push = |s: &tar::GnuSparseHeader| -> std::io::Result<()> {
-            if !s.is_empty() {
-                regions.push((s.offset()?, s.length()?));
-            }
-            Ok(())
-        };
-        for s in &gnu.sparse {
-            push(s).map_err(|e| self.bad(e))?;
+        let mut stored = 0;
+        for &(off, len) in &map.regions {
+            self.data(data_pos + stored, off, len, out, name)?;
+            stored += len;
         }
-        let mut pos = header_pos + 512;
-        let mut extended = gnu.is_extended();
-        while extended {
-            let mut ext = GnuExtSparseHeader::new();
-            self.file
-                .read_exact_at(ext.as_mut_bytes(), pos)
-                .map_err(|e| self.bad(e))?;
-            pos += 512;
-            for s in &ext.sparse {
-                push(s).map_err(|e| self.bad(e))?;
-            }
-            extended = ext.is_extended();
+        out.set_len(map.real_size)
+            .map_err(|e| self.err(UntarError::write("size", &name.rel, e)))
+    }
+
+    fn within_limit(&self, len: u64, raw: &[u8]) -> Result<(), WarmError> {
+        if self.totals.bytes + len > self.limit {
+            return Err(self.err(UntarError::refused(
+                raw,
+                "holds more data than the archive held when it was checked",
+            )));
         }
-        let real_size = gnu.real_size().map_err(|e| self.bad(e))?;
-        let mut total = 0;
-        for (off, len) in regions {
-            if off.checked_add(len).is_none_or(|end| end > real_size) {
-                return Err(self.refuse(rel, "has a sparse region past its end"));
-            }
-            self.data(pos + total, off, len, out, rel)?;
-            total += len;
-        }
-        if total != stored {
-            return Err(self.refuse(rel, "has a sparse map that disagrees with its size"));
-        }
-        out.set_len(real_size)
-            .map_err(|e| self.fs_err("size", rel, e))
+        Ok(())
     }
 }

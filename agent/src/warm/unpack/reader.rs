@@ -1,10 +1,13 @@
 //! `BufFile`: a buffered, seekable reader over a tar file. Unlike `BufReader`, a short seek
 //! forward (the padding after an entry) stays inside the buffer, so walking the headers of
-//! 200,000 small entries costs a few large reads instead of a syscall per header.
+//! 200,000 small entries costs a few large reads instead of a syscall per header. Skipping
+//! (a `tarsafe::Source`) stops at the end of the file, so a size that lies is caught.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
+
+use crate::tarsafe::Source;
 
 const CAPACITY: usize = 1 << 20;
 
@@ -17,6 +20,8 @@ pub(crate) struct BufFile<'a> {
     len: usize,
     /// Read position inside `buf`.
     at: usize,
+    /// The file's length, read at the first skip.
+    end: Option<u64>,
 }
 
 impl<'a> BufFile<'a> {
@@ -27,6 +32,7 @@ impl<'a> BufFile<'a> {
             start: 0,
             len: 0,
             at: 0,
+            end: None,
         }
     }
 
@@ -77,6 +83,18 @@ impl Seek for BufFile<'_> {
     }
 }
 
+impl Source for BufFile<'_> {
+    fn skip(&mut self, n: u64) -> io::Result<u64> {
+        let end = match self.end {
+            Some(end) => end,
+            None => *self.end.insert(self.file.metadata()?.len()),
+        };
+        let n = n.min(end.saturating_sub(self.position()));
+        self.seek(SeekFrom::Current(n as i64))?;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +122,8 @@ mod tests {
         let mut rest = Vec::new();
         r.read_to_end(&mut rest).unwrap();
         assert_eq!(rest.len(), data.len() - 10 - (2 << 20));
+        r.seek(SeekFrom::Start(2_999_000)).unwrap();
+        assert_eq!(r.skip(600).unwrap(), 600);
+        assert_eq!(r.skip(600).unwrap(), 400, "a skip stops at the end");
     }
 }

@@ -1,6 +1,7 @@
 //! Memory stays bounded whatever the archive size: a child process archives 512 MiB that do
 //! not compress to the real S3 server (running in this process) and restores it, and reports
-//! its peak resident memory (`VmHWM`) against its resident memory before starting.
+//! its peak resident memory (`VmHWM`) against its resident memory before starting. Another
+//! restores archives whose PAX record or long name holds 2 GiB: refused before reading it.
 
 use std::time::Instant;
 
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::tree::noise;
 use super::{Backend, Env};
+use crate::hostile_tar::{Item, tar_zst};
 
 const CHILD_ENV: &str = "BERTH_IT_MEMORY_CHILD";
 /// The bound the issue sets for agent memory is 128 MiB; we hold it to a good deal less.
@@ -125,4 +127,90 @@ async fn archiving_512_mib_keeps_memory_bounded() {
     );
     let restored = std::fs::read(env.app_dir("big-restored/part-3.bin")).unwrap();
     assert!(restored == noise(103, 128 << 20), "restored bytes differ");
+}
+
+const BOMB_CHILD_ENV: &str = "BERTH_IT_RECORD_BOMB_CHILD";
+/// The bound the issue sets for a record bomb.
+const MAX_BOMB_GROWTH_KIB: u64 = 64 * 1024;
+
+/// Run as a child process by the test below: restores two small archives whose PAX record
+/// and GNU long name hold 2 GiB each (all there, compressed), and reports the growth of its
+/// resident memory.
+#[tokio::test]
+async fn child_restore_record_bombs() {
+    if std::env::var(BOMB_CHILD_ENV).is_err() {
+        return; // not a child: nothing to do
+    }
+    let env = Env::new(Backend::Memory).await;
+    let mut uploads = Vec::new();
+    for (kind, entry) in [
+        (tar::EntryType::XHeader, "././@PaxHeader"),
+        (tar::EntryType::GNULongName, "././@LongLink"),
+    ] {
+        let bomb = tar_zst(&[Item::Record(kind, 2 << 30, 2 << 30)]);
+        assert!(bomb.len() < 256 << 10, "a small archive: {}", bomb.len());
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let meta = format!(
+            r#"{{"uuid":"{uuid}","app_name":"src","ts":1,"labels":["size:{}"]}}"#,
+            bomb.len()
+        );
+        env.put(&format!("_metadata/{uuid}"), meta.into_bytes())
+            .await;
+        env.put(&format!("src:{uuid}:-:1"), bomb).await;
+        uploads.push((uuid, entry));
+    }
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    let before = status_kib("VmRSS:");
+    let t = Instant::now();
+    for (uuid, entry) in uploads {
+        let err = env.restore(&uuid, "victim").await.unwrap_err();
+        let text = super::chain(&err);
+        assert!(
+            text.starts_with(&format!(
+                "archive entry {entry:?} is a long name or PAX record"
+            )),
+            "{text}"
+        );
+    }
+    println!(
+        "MEMORY before_kib={before} peak_kib={} ms={}",
+        status_kib("VmHWM:"),
+        t.elapsed().as_millis()
+    );
+}
+
+#[tokio::test]
+async fn record_bombs_are_refused_unread_and_memory_stays_flat() {
+    let out = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "archive::memory::child_restore_record_bombs",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(BOMB_CHILD_ENV, "1")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("MEMORY "))
+        .unwrap_or_else(|| panic!("no MEMORY line in:\n{stdout}"));
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+            .unwrap()
+    };
+    let growth = field("peak_kib").saturating_sub(field("before_kib"));
+    eprintln!("{line} growth_kib={growth}");
+    assert!(
+        growth < MAX_BOMB_GROWTH_KIB,
+        "peak memory grew by {growth} KiB: {line}"
+    );
+    assert!(field("ms") < 10_000, "refused quickly: {line}");
 }

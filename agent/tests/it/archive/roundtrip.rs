@@ -329,3 +329,58 @@ async fn tasks_speak_json() {
         .unwrap_err();
     assert!(matches!(err, ArchiveError::UnknownKind(_)));
 }
+
+/// Links are data: an app with links out of it (`certs -> /etc/ssl/certs`, `up -> ../..`),
+/// made by Berth or by the Go tool, restores with the links as they were; nothing is
+/// followed.
+#[tokio::test]
+async fn links_out_of_the_app_are_archived_and_restored_as_they_are() {
+    let links = [
+        ("certs", "/etc/ssl/certs"),
+        ("up", "../.."),
+        ("in", "data/sub"),
+    ];
+    // A small app: the sample tree's megabytes, made and removed by three backends at
+    // once, would move the free space other tests measure.
+    let make = |env: &Env| {
+        let app = env.app_dir("linked");
+        std::fs::create_dir_all(app.join("data/sub")).unwrap();
+        std::fs::write(app.join("data/sub/config.yml"), b"tls: on\n").unwrap();
+        std::fs::write(app.join("README.md"), b"# linked\n").unwrap();
+        for (name, target) in links {
+            std::os::unix::fs::symlink(target, env.app_dir("linked").join(name)).unwrap();
+        }
+    };
+    let same_links = |env: &Env, app: &str| {
+        for (name, target) in links {
+            let link = env.app_dir(app).join(name);
+            assert!(
+                std::fs::symlink_metadata(&link)
+                    .unwrap()
+                    .file_type()
+                    .is_symlink(),
+                "{app}/{name}"
+            );
+            assert_eq!(
+                std::fs::read_link(&link).unwrap(),
+                std::path::Path::new(target)
+            );
+        }
+    };
+    for backend in ALL {
+        let env = Env::new(backend).await;
+        make(&env);
+        let source = snapshot(&env.app_dir("linked"));
+        let out = env.create_app("linked").await;
+        env.restore(&out.uuid, "linked-copy")
+            .await
+            .unwrap_or_else(|e| panic!("{backend:?}: {}", chain(&e)));
+        same_links(&env, "linked-copy");
+        assert_same(&source, &snapshot(&env.app_dir("linked-copy")));
+        let (uuid, _) = put_go_archive(&env, "linked", "owner7", 1_650_000_000).await;
+        env.restore(&uuid, "linked-go")
+            .await
+            .unwrap_or_else(|e| panic!("{backend:?}: {}", chain(&e)));
+        same_links(&env, "linked-go");
+    }
+}

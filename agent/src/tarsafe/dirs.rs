@@ -1,7 +1,7 @@
 //! Directories under the extraction root, opened one component at a time with `O_NOFOLLOW`,
-//! so no symlink (from the archive or elsewhere) ever leads a write outside the root. The
-//! chain of the current parent stays open: archives list entries depth first, so most
-//! entries reuse it.
+//! so no symlink (from the archive or elsewhere, pointing inside or out) is ever gone
+//! through. The chain of the current parent stays open: archives list entries depth first,
+//! so most entries reuse it.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -9,7 +9,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, openat};
 use rustix::io::Errno;
 
 /// Open directories from the root down to the current parent.
-pub(crate) struct Dirs {
+pub(super) struct Dirs {
     root: OwnedFd,
     /// `(component, fd)` from the root's child down.
     chain: Vec<(Vec<u8>, OwnedFd)>,
@@ -17,7 +17,7 @@ pub(crate) struct Dirs {
 
 /// Why a directory could not be reached.
 #[derive(Debug)]
-pub(crate) enum DirError {
+pub(super) enum DirError {
     /// A component is a symlink or not a directory: the archive tries to go through it.
     NotADir(Vec<u8>),
     Io(Errno),
@@ -63,6 +63,11 @@ impl Dirs {
             .map_or(self.root.as_fd(), |(_, fd)| fd.as_fd()))
     }
 
+    /// The root directory.
+    pub fn root(&self) -> BorrowedFd<'_> {
+        self.root.as_fd()
+    }
+
     /// Forgets the open chain (after a directory in it was replaced).
     pub fn forget(&mut self) {
         self.chain.clear();
@@ -82,7 +87,7 @@ impl Dirs {
 }
 
 /// Opens (and optionally creates) one directory component, never following a symlink.
-pub(crate) fn open_dir(
+pub(super) fn open_dir(
     parent: BorrowedFd<'_>,
     name: &[u8],
     create: bool,
@@ -110,7 +115,7 @@ fn classify(e: Errno, name: &[u8]) -> DirError {
 
 /// Removes whatever is at `name` in `parent` so an entry can take its place; a directory
 /// is only removed when empty.
-pub(crate) fn remove_existing(parent: BorrowedFd<'_>, name: &[u8]) -> Result<(), Errno> {
+pub(super) fn remove_existing(parent: BorrowedFd<'_>, name: &[u8]) -> Result<(), Errno> {
     match rustix::fs::unlinkat(parent, name, AtFlags::empty()) {
         Ok(()) | Err(Errno::NOENT) => Ok(()),
         Err(Errno::ISDIR) => rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR),
