@@ -456,6 +456,11 @@ impl Archiver {
             } else {
                 unpack::DeviceNodes::Refuse
             },
+            links: if self.config.refuse_escaping_links {
+                crate::tarsafe::Links::RefuseEscaping
+            } else {
+                crate::tarsafe::Links::AsArchived
+            },
         };
         let r = restore::run(job, progress, cancel).await?;
         tracing::info!(key = %key, app = %target, entries = r.unpacked.entries, "archive restored");

@@ -16,7 +16,7 @@ use std::io;
 
 pub(crate) use entry::{Entry, Kind, Name};
 pub(crate) use read::{Head, Source, Sparse, Stream, TarReader};
-pub(crate) use tree::{Options, Tree};
+pub(crate) use tree::{Links, Options, Tree};
 
 /// Why reading or extracting an archive stopped.
 #[derive(Debug)]

@@ -79,6 +79,12 @@ pub struct ArchiveConfig {
     /// bucket is writable by every agent.
     #[serde(default)]
     pub allow_device_nodes: bool,
+    /// Refuse restoring an archive holding a symlink that leads outside its target (an
+    /// absolute link, or one that climbs out, resolved against the tree extracted so far).
+    /// Off: links are restored as archived, like GNU tar and restic; either way nothing is
+    /// ever created or written through one.
+    #[serde(default)]
+    pub refuse_escaping_links: bool,
 }
 
 fn default_store_url() -> String {
@@ -130,6 +136,7 @@ impl Default for ArchiveConfig {
             keep_free_bytes: default_keep_free_bytes(),
             max_restore_entries: default_max_restore_entries(),
             allow_device_nodes: false,
+            refuse_escaping_links: false,
         }
     }
 }

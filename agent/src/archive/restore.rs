@@ -25,6 +25,7 @@ use super::pipe::{CAPACITY, ChunkReceiver, Incoming};
 use super::store::Bucket;
 use super::unpack::{self, DeviceNodes, Expect, Specials, UnpackCounters, Unpacked};
 use super::volumes::Restore;
+use crate::tarsafe::Links;
 use crate::volume::swap::Swapped;
 
 /// A restore that passed its checks, ready to run.
@@ -48,6 +49,8 @@ pub(crate) struct Job<'a> {
     pub op: u64,
     /// Whether a volume restore recreates device nodes.
     pub device_nodes: DeviceNodes,
+    /// What happens to symlinks that lead outside the target.
+    pub links: Links,
 }
 
 /// What a restore did.
@@ -272,6 +275,7 @@ fn checks(job: &Job<'_>, trusted: Expected, dir: &Path) -> Result<Expect, Archiv
                 devices: job.device_nodes,
             },
         },
+        links: job.links,
     })
 }
 

@@ -14,7 +14,7 @@ use super::ArchiveError;
 use super::decode;
 use super::error::{BytesCap, Witness};
 use super::pipe::ChunkReceiver;
-use crate::tarsafe::{Stream, TarReader, Tree};
+use crate::tarsafe::{Links, Stream, TarReader, Tree};
 
 /// What the archive must look like, and the limits that stop bombs.
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub(crate) struct Expect {
     pub max_bytes: (u64, BytesCap),
     pub max_entries: u64,
     pub specials: Specials,
+    /// What happens to symlinks that lead outside the target.
+    pub links: Links,
 }
 
 /// Which special entries a restore takes from an archive (the bucket is untrusted: any agent

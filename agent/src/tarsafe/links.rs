@@ -1,7 +1,7 @@
 //! Where a symlink leads, resolved against the tree extracted so far and following the
-//! symlinks it holds, as the kernel would, but looking only inside the root: what hard links
-//! to symlinks need, and what no lexical check can tell (after `p -> .`,
-//! `esc -> p/p/p/p/../../../..` reads as inside and leads out).
+//! symlinks it holds, as the kernel would, but looking only inside the root: what
+//! `refuse_escaping_links` and hard links to symlinks need, and what no lexical check can
+//! tell (after `p -> .`, `esc -> p/p/p/p/../../../..` reads as inside and leads out).
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

@@ -2,7 +2,9 @@
 //! directory descriptor reached without following symlinks (`Dirs`), files with `O_EXCL |
 //! O_NOFOLLOW`, replacing (never writing through) whatever is in the way; so no entry is
 //! created or written through a link, whatever the archive holds, and nothing outside the
-//! root changes. Symlinks are data, made as written and never followed. Directory attributes
+//! root changes. Symlinks are data, made as written and never followed; under
+//! [`Links::RefuseEscaping`] those that lead outside (resolved against the tree, chains of
+//! links included, once more when the tree is complete) are refused. Directory attributes
 //! are set last, deepest first.
 
 use std::fs::File;
@@ -30,11 +32,21 @@ pub(crate) struct Attrs {
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// What extraction does with symlinks that lead outside the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Links {
+    /// Restored as archived, like GNU tar and restic: a link is data, never followed.
+    AsArchived,
+    /// Refused, naming the link (`[archive] refuse_escaping_links`).
+    RefuseEscaping,
+}
+
 /// How a tree is extracted.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Options {
     /// Restore owners (only root can).
     pub owners: bool,
+    pub links: Links,
     /// How many leading components name the directory links must stay inside: 0 for the
     /// root, 1 when each top-level directory is a target of its own (a volume archive).
     pub link_root_depth: usize,
@@ -46,6 +58,9 @@ pub(crate) struct Tree {
     options: Options,
     /// Directories whose attributes are applied at the end, in archive order.
     fixups: Vec<(Vec<u8>, Attrs)>,
+    /// Symlinks made under `RefuseEscaping`, resolved again at the end: a later entry can
+    /// change where an earlier link leads.
+    symlinks: Vec<Vec<u8>>,
 }
 
 impl Tree {
@@ -60,6 +75,7 @@ impl Tree {
             dirs: Dirs::new(fd),
             options,
             fixups: Vec::new(),
+            symlinks: Vec::new(),
         })
     }
 
@@ -113,11 +129,18 @@ impl Tree {
     /// A symlink to `target`, as written.
     pub fn symlink(&mut self, name: &Name, target: &[u8], a: &Attrs) -> Result<(), UntarError> {
         let (parent_rel, base) = name.split();
+        if self.options.links == Links::RefuseEscaping {
+            self.refuse_escaping(name, parent_rel, target)?;
+        }
         let owners = self.options.owners;
         let parent = self.dirs.get(parent_rel).map_err(|e| dir_err(name, e))?;
         replace_with(parent, base, |p, n| rustix::fs::symlinkat(target, p, n))
             .map_err(|e| UntarError::write("create symlink", &name.rel, e))?;
-        set_node_attrs(parent, base, &name.rel, a, owners, NodeMode::Keep)
+        set_node_attrs(parent, base, &name.rel, a, owners, NodeMode::Keep)?;
+        if self.options.links == Links::RefuseEscaping {
+            self.symlinks.push(name.rel.clone());
+        }
+        Ok(())
     }
 
     /// A hard link to `to`, an entry extracted before it. Refused when `to` is reached
@@ -152,6 +175,9 @@ impl Tree {
                             shown(&to.raw)
                         )));
                     }
+                }
+                if self.options.links == Links::RefuseEscaping {
+                    self.symlinks.push(name.rel.clone());
                 }
             }
             _ => {}
@@ -201,9 +227,22 @@ impl Tree {
         }
     }
 
-    /// Sets directory attributes, deepest last-listed first, so setting them disturbs
+    /// Resolves the symlinks again against the complete tree (under `RefuseEscaping`), then
+    /// sets directory attributes, deepest last-listed first, so setting them disturbs
     /// nothing.
     pub fn finish(mut self) -> Result<(), UntarError> {
+        for rel in std::mem::take(&mut self.symlinks) {
+            let name = Name::parse(&rel).expect("a clean name");
+            let (parent_rel, base) = name.split();
+            let Ok(parent) = self.dirs.open_existing(parent_rel) else {
+                continue; // replaced by something else since
+            };
+            match rustix::fs::readlinkat(&parent, base, Vec::new()) {
+                Ok(target) => self.refuse_escaping(&name, parent_rel, target.as_bytes())?,
+                Err(Errno::INVAL | Errno::NOENT) => {} // no longer a symlink
+                Err(e) => return Err(UntarError::write("read symlink", &rel, e)),
+            }
+        }
         self.dirs.forget();
         for (rel, attrs) in self.fixups.iter().rev() {
             let fd = self
@@ -218,6 +257,22 @@ impl Tree {
     fn leads(&self, dir: &[u8], target: &[u8]) -> Result<Leads, UntarError> {
         resolve(self.dirs.root(), dir, target, self.options.link_root_depth)
             .map_err(|e| UntarError::write("resolve a symlink in", dir, e))
+    }
+
+    fn refuse_escaping(&self, name: &Name, dir: &[u8], target: &[u8]) -> Result<(), UntarError> {
+        let why = match self.leads(dir, target)? {
+            Leads::Inside => return Ok(()),
+            Leads::Outside => "leads outside the target",
+            Leads::TooManyLinks => "goes through too many links (a loop)",
+        };
+        Err(UntarError::refused(
+            &name.raw,
+            format!(
+                "is a symlink to {:?}, which {why}; this agent refuses such links \
+                 ([archive] refuse_escaping_links)",
+                shown(target)
+            ),
+        ))
     }
 }
 

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::WarmError;
 use super::pack::Totals;
 use super::progress::Progress;
-use crate::tarsafe::{Entry, Head, Kind, Options, TarReader, Tree, UntarError, shown};
+use crate::tarsafe::{Entry, Head, Kind, Links, Options, TarReader, Tree, UntarError, shown};
 use reader::BufFile;
 
 /// Extracts `tar` into the existing directory `target`. `limit` is the data the check
@@ -34,6 +34,7 @@ pub(crate) fn unpack(
     let file = File::open(tar).map_err(|e| WarmError::io("open", tar, e))?;
     let options = Options {
         owners: rustix::process::geteuid().is_root(),
+        links: Links::AsArchived,
         link_root_depth: 0,
     };
     let mut tree = Tree::open(target, options).map_err(|e| WarmError::io("open", target, e))?;

@@ -19,10 +19,11 @@ use crate::tarsafe::{Entry, Kind, Options, Stream, TarReader, Tree, UntarError, 
 /// File data is copied through a buffer of this size.
 const BUFFER: usize = 256 << 10;
 
-/// Which directory symlinks must stay inside.
+/// How symlinks are restored, and which directory they must stay inside.
 pub(super) fn tree_options(expect: &Expect, owners: bool) -> Options {
     Options {
         owners,
+        links: expect.links,
         link_root_depth: match expect.specials {
             Specials::AppDir => 0,
             Specials::Volumes { .. } => 1,

@@ -1,5 +1,5 @@
 //! The tree against what hostile archives try: writing through symlinks in the way or on the
-//! path, hard links through links or to links that lead out.
+//! path, hard links to links that lead out, links that lead out only through others.
 
 use std::fs;
 
@@ -24,9 +24,10 @@ fn name(raw: &str) -> Name {
     Name::parse(raw.as_bytes()).unwrap()
 }
 
-fn tree(root: &Path) -> Tree {
+fn tree(root: &Path, links: Links) -> Tree {
     let options = Options {
         owners: false,
+        links,
         link_root_depth: 0,
     };
     Tree::open(root, options).unwrap()
@@ -43,7 +44,7 @@ fn refused(e: UntarError) -> String {
 fn nothing_is_written_through_a_symlink() {
     let root = tempfile::tempdir().unwrap();
     let outside = tempfile::tempdir().unwrap();
-    let mut t = tree(root.path());
+    let mut t = tree(root.path(), Links::AsArchived);
     t.symlink(
         &name("out"),
         outside.path().as_os_str().as_encoded_bytes(),
@@ -71,7 +72,7 @@ fn nothing_is_written_through_a_symlink() {
 #[test]
 fn hard_links_never_reach_outside() {
     let root = tempfile::tempdir().unwrap();
-    let mut t = tree(root.path());
+    let mut t = tree(root.path(), Links::AsArchived);
     t.dir(&name("a/"), attrs()).unwrap();
     t.file(&name("a/f")).unwrap();
     t.symlink(&name("etc"), b"/etc", &attrs()).unwrap();
@@ -92,5 +93,39 @@ fn hard_links_never_reach_outside() {
     assert_eq!(
         fs::read_link(root.path().join("a/h7")).unwrap(),
         Path::new("f")
+    );
+}
+
+#[test]
+fn escaping_links_are_refused_when_asked_even_when_a_later_entry_makes_them_escape() {
+    let root = tempfile::tempdir().unwrap();
+    let mut t = tree(root.path(), Links::RefuseEscaping);
+    t.symlink(&name("p"), b".", &attrs()).unwrap();
+    t.symlink(&name("ok"), b"p/p/x", &attrs()).unwrap();
+    let why = refused(
+        t.symlink(&name("esc"), b"p/p/p/p/../../../..", &attrs())
+            .unwrap_err(),
+    );
+    assert!(why.contains("leads outside"), "{why}");
+    assert!(refused(t.symlink(&name("abs"), b"/etc", &attrs()).unwrap_err()).contains("outside"));
+    // Inside when made; `d -> .` later makes it lead out.
+    t.symlink(&name("l"), b"d/..", &attrs()).unwrap();
+    t.symlink(&name("d"), b".", &attrs()).unwrap();
+    match t.finish() {
+        Err(UntarError::Refused { entry, why }) => {
+            assert_eq!(entry, b"l");
+            assert!(why.contains("leads outside"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without the option, links are data.
+    let root = tempfile::tempdir().unwrap();
+    let mut t = tree(root.path(), Links::AsArchived);
+    t.symlink(&name("abs"), b"/etc", &attrs()).unwrap();
+    t.symlink(&name("up"), b"../..", &attrs()).unwrap();
+    t.finish().unwrap();
+    assert_eq!(
+        fs::read_link(root.path().join("up")).unwrap(),
+        Path::new("../..")
     );
 }

@@ -332,7 +332,7 @@ async fn tasks_speak_json() {
 
 /// Links are data: an app with links out of it (`certs -> /etc/ssl/certs`, `up -> ../..`),
 /// made by Berth or by the Go tool, restores with the links as they were; nothing is
-/// followed.
+/// followed. With `refuse_escaping_links` those restores are refused, naming the link.
 #[tokio::test]
 async fn links_out_of_the_app_are_archived_and_restored_as_they_are() {
     let links = [
@@ -382,5 +382,102 @@ async fn links_out_of_the_app_are_archived_and_restored_as_they_are() {
             .await
             .unwrap_or_else(|e| panic!("{backend:?}: {}", chain(&e)));
         same_links(&env, "linked-go");
+    }
+
+    let env = Env::with(Backend::Memory, |c| c.refuse_escaping_links = true).await;
+    make(&env);
+    let out = env.create_app("linked").await;
+    let (go_uuid, _) = put_go_archive(&env, "linked", "owner7", 1_650_000_000).await;
+    // Berth archives in name order; GNU tar in directory order: either link comes first.
+    let refusals = |prefix: &str| {
+        [("certs", "/etc/ssl/certs"), ("up", "../..")].map(|(name, target)| {
+            format!(
+                "archive entry \"{prefix}{name}\" is a symlink to {target:?}, which leads \
+                 outside the target"
+            )
+        })
+    };
+    for (uuid, prefix) in [(out.uuid.as_str(), ""), (go_uuid.as_str(), "./")] {
+        let err = env.restore(uuid, "refused").await.unwrap_err();
+        let text = chain(&err);
+        assert!(matches!(err, ArchiveError::UnsafeEntry { .. }), "{text}");
+        assert!(
+            refusals(prefix)
+                .iter()
+                .any(|r| text.starts_with(r.as_str())),
+            "{text}"
+        );
+        assert!(!env.app_dir("refused").exists());
+    }
+    // Only `certs` and `up` lead out: without them the app restores.
+    for name in ["certs", "up"] {
+        std::fs::remove_file(env.app_dir("linked").join(name)).unwrap();
+    }
+    let out = env.create_app("linked").await;
+    env.restore(&out.uuid, "kept").await.unwrap();
+    assert_eq!(
+        std::fs::read_link(env.app_dir("kept/in")).unwrap(),
+        std::path::Path::new("data/sub")
+    );
+}
+
+/// A link made to escape through an earlier one (`p -> .`, then `esc -> p/p/p/p/../../../..`,
+/// inside as it reads) is refused under `refuse_escaping_links`: links are resolved against
+/// the tree extracted so far, and once more when it is complete.
+#[tokio::test]
+async fn escaping_link_chains_are_resolved_against_the_tree() {
+    use crate::hostile_tar::{dir, symlink, tar_zst};
+    let env = Env::with(Backend::Memory, |c| c.refuse_escaping_links = true).await;
+    let cases = [
+        (
+            vec![
+                dir("./"),
+                symlink("p", "."),
+                symlink("esc", "p/p/p/p/../../../.."),
+            ],
+            "esc",
+        ),
+        (
+            vec![
+                dir("./"),
+                symlink("p", "."),
+                symlink("esc", "p/p/p/p/../../../../.."),
+            ],
+            "esc",
+        ),
+        // Inside when made (`d` is not there yet); `d -> .` makes it lead out.
+        (
+            vec![dir("./"), symlink("l", "d/.."), symlink("d", ".")],
+            "l",
+        ),
+        (
+            vec![
+                dir("./"),
+                dir("a/b/"),
+                symlink("a/b/up", "../../.."),
+                symlink("x", "a"),
+            ],
+            "a/b/up",
+        ),
+    ];
+    for (items, entry) in cases {
+        let archive = tar_zst(&items);
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let meta = format!(
+            r#"{{"uuid":"{uuid}","app_name":"src","ts":1,"labels":["size:{}"]}}"#,
+            archive.len()
+        );
+        env.put(&format!("_metadata/{uuid}"), meta.into_bytes())
+            .await;
+        env.put(&format!("src:{uuid}:-:1"), archive).await;
+        let err = env.restore(&uuid, "victim").await.unwrap_err();
+        let text = chain(&err);
+        assert!(matches!(err, ArchiveError::UnsafeEntry { .. }), "{text}");
+        assert!(
+            text.starts_with(&format!("archive entry {entry:?} is a symlink"))
+                && text.contains("leads outside"),
+            "{text}"
+        );
+        assert!(env.apps_entries().is_empty(), "{:?}", env.apps_entries());
     }
 }
