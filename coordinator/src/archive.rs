@@ -26,7 +26,7 @@ use berth_shared::archive::{
 use object_store::ObjectStore;
 
 pub use config::{ArchiveConfig, MAX_LINK_EXPIRY_SECS};
-pub use error::{CatalogError, CatalogErrorKind};
+pub use error::CatalogError;
 pub use recorded::recorded;
 pub use step::RetentionStep;
 pub use sweep::{SWEEP_JOB, SweepOutcome, UploadSweeper};

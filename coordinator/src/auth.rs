@@ -174,6 +174,36 @@ pub enum AuthError {
     Store(#[from] StoreError),
 }
 
+impl crate::error::ServiceError for AuthError {
+    fn error_code(&self) -> crate::error::ErrorCode {
+        use crate::error::ErrorCode;
+        match self {
+            AuthError::Missing
+            | AuthError::Invalid
+            | AuthError::EnrollmentUsed { .. }
+            | AuthError::EnrollmentExpired { .. } => ErrorCode::Unauthenticated,
+            AuthError::Forbidden { .. }
+            | AuthError::UnknownMethod { .. }
+            | AuthError::EnrollmentOnly { .. }
+            | AuthError::EnrollmentRequired { .. }
+            | AuthError::EnrollmentHostMismatch { .. }
+            | AuthError::OutOfScope { .. } => ErrorCode::PermissionDenied,
+            AuthError::HostRequired(_)
+            | AuthError::HostNotAllowed(_)
+            | AuthError::ScopeNotAllowed(_)
+            | AuthError::EnrollmentTtlRequired => ErrorCode::InvalidArgument,
+            AuthError::Store(s) => s.error_code(),
+        }
+    }
+
+    fn public_message(&self) -> String {
+        match self {
+            AuthError::Store(s) => s.public_message(),
+            e => e.to_string(),
+        }
+    }
+}
+
 /// Issues and checks tokens against the store.
 #[derive(Clone, Debug)]
 pub struct Tokens {
@@ -415,7 +445,7 @@ where
                 }
                 Err(e) => {
                     tracing::debug!(path, error = %e, "request refused");
-                    Ok(crate::error::status_of_auth(e).into_http())
+                    Ok(crate::error::status_of(&e).into_http())
                 }
             }
         })

@@ -51,6 +51,24 @@ pub enum DriftError {
     Busy { job: &'static str, owner: String },
 }
 
+impl crate::error::ServiceError for DriftError {
+    fn error_code(&self) -> crate::error::ErrorCode {
+        use crate::error::ErrorCode;
+        match self {
+            DriftError::Store(s) => s.error_code(),
+            e if e.is_transient() => ErrorCode::Unavailable,
+            _ => ErrorCode::FailedPrecondition,
+        }
+    }
+
+    fn public_message(&self) -> String {
+        match self {
+            DriftError::Store(s) => s.public_message(),
+            e => e.to_string(),
+        }
+    }
+}
+
 impl DriftError {
     /// Whether asking again later may work (as opposed to fixing the config or token).
     pub fn is_transient(&self) -> bool {

@@ -1,14 +1,75 @@
-//! The one place where errors become gRPC statuses.
+//! The one place where errors become gRPC statuses: every error a service can return says
+//! which [`ErrorCode`] it is ([`ServiceError`], implemented beside each error enum), and
+//! [`status_of`] turns any of them into a `Status`, logging what the caller is not told.
 
 use tonic::{Code, Status};
 
-use crate::archive::{CatalogError, CatalogErrorKind};
-use crate::auth::AuthError;
-use crate::hub::HubError;
-use crate::limits::LimitError;
-use crate::store::StoreError;
+/// What a failure is, as a caller sees it: one gRPC code each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The request was wrong; sending it again will not help.
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    /// The request was right but the system is not in a state to do it (an operator fixes it).
+    FailedPrecondition,
+    Unauthenticated,
+    PermissionDenied,
+    /// The caller holds all it may of something shared; it can ask again once it holds less.
+    ResourceExhausted,
+    /// A dependency is down or busy: asking again later may work.
+    Unavailable,
+    /// A bug or corrupt state: the caller is told only to read the coordinator's log.
+    Internal,
+}
 
-/// What an API call can fail with, by kind.
+impl ErrorCode {
+    pub fn grpc(self) -> Code {
+        match self {
+            ErrorCode::InvalidArgument => Code::InvalidArgument,
+            ErrorCode::NotFound => Code::NotFound,
+            ErrorCode::AlreadyExists => Code::AlreadyExists,
+            ErrorCode::FailedPrecondition => Code::FailedPrecondition,
+            ErrorCode::Unauthenticated => Code::Unauthenticated,
+            ErrorCode::PermissionDenied => Code::PermissionDenied,
+            ErrorCode::ResourceExhausted => Code::ResourceExhausted,
+            ErrorCode::Unavailable => Code::Unavailable,
+            ErrorCode::Internal => Code::Internal,
+        }
+    }
+}
+
+/// An error a service may answer with: its code, and what the caller is told.
+pub trait ServiceError: std::error::Error + Send + Sync + 'static {
+    fn error_code(&self) -> ErrorCode;
+
+    /// What the caller reads: by default the error and its sources. Never asked of an
+    /// `Internal` error, whose detail stays in the log.
+    fn public_message(&self) -> String {
+        chain(self)
+    }
+}
+
+/// The one conversion of an error into a status. Internal errors are logged and answered
+/// without their detail; unavailable ones are logged as warnings.
+pub fn status_of(e: &dyn ServiceError) -> Status {
+    let code = e.error_code();
+    match code {
+        ErrorCode::Internal => {
+            tracing::error!(error = %chain(e), "internal error");
+            Status::internal("internal error; see the coordinator's log")
+        }
+        ErrorCode::Unavailable => {
+            let message = e.public_message();
+            tracing::warn!(error = %message, "unavailable");
+            Status::unavailable(message)
+        }
+        code => Status::new(code.grpc(), e.public_message()),
+    }
+}
+
+/// What an API call can fail with: a message the handler wrote, with its code, or a domain
+/// error that knows its own.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -19,115 +80,43 @@ pub enum ApiError {
     FailedPrecondition(String),
     #[error("{0}")]
     NotFound(String),
-    /// A dependency is down or busy: asking again later may work.
     #[error("{0}")]
     Unavailable(String),
-    /// The caller holds all it may of a shared resource; it can ask again once it holds less.
     #[error("{0}")]
     ResourceExhausted(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Hub(#[from] HubError),
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-    #[error(transparent)]
-    Archive(#[from] CatalogError),
-    /// A value or a caller over one of the coordinator's limits.
-    #[error(transparent)]
-    Limit(#[from] LimitError),
+    #[error("{0}")]
+    Service(Box<dyn ServiceError>),
 }
 
-impl From<berth_shared::NameError> for ApiError {
-    fn from(e: berth_shared::NameError) -> Self {
-        ApiError::InvalidArgument(e.to_string())
-    }
-}
-
-fn status_of_store(e: &StoreError) -> Status {
-    match e {
-        StoreError::NotFound { what } => Status::not_found(format!("{what} not found")),
-        StoreError::Conflict(m) => Status::already_exists(m.clone()),
-        StoreError::Unavailable(_) | StoreError::Connect { .. } => {
-            tracing::warn!(error = %e, "store unavailable");
-            Status::unavailable("the coordinator's database is unavailable; retry later")
-        }
-        _ => {
-            tracing::error!(error = %e, "store error");
-            Status::internal("internal store error; see the coordinator's log")
-        }
-    }
-}
-
-fn status_of_archive(e: &CatalogError) -> Status {
-    let message = chain(e);
-    match e.kind() {
-        CatalogErrorKind::Invalid => Status::invalid_argument(message),
-        CatalogErrorKind::NotFound => Status::not_found(message),
-        CatalogErrorKind::Precondition => {
-            tracing::warn!(error = %message, "archive store misconfigured");
-            Status::failed_precondition(message)
-        }
-        CatalogErrorKind::Unavailable => {
-            tracing::warn!(error = %message, "archive store unavailable");
-            Status::unavailable(format!("{message}; retry later"))
-        }
-    }
-}
-
-/// Maps an authentication or authorization failure to its status.
-pub fn status_of_auth(e: AuthError) -> Status {
-    match e {
-        AuthError::Missing
-        | AuthError::Invalid
-        | AuthError::EnrollmentUsed { .. }
-        | AuthError::EnrollmentExpired { .. } => Status::unauthenticated(e.to_string()),
-        AuthError::Forbidden { .. }
-        | AuthError::UnknownMethod { .. }
-        | AuthError::EnrollmentOnly { .. }
-        | AuthError::EnrollmentRequired { .. }
-        | AuthError::EnrollmentHostMismatch { .. }
-        | AuthError::OutOfScope { .. } => Status::permission_denied(e.to_string()),
-        AuthError::HostRequired(_)
-        | AuthError::HostNotAllowed(_)
-        | AuthError::ScopeNotAllowed(_)
-        | AuthError::EnrollmentTtlRequired => Status::invalid_argument(e.to_string()),
-        AuthError::Store(ref s) => status_of_store(s),
+impl<E: ServiceError> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        ApiError::Service(Box::new(e))
     }
 }
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
-        match e {
-            ApiError::InvalidArgument(m) => Status::invalid_argument(m),
-            ApiError::PermissionDenied(m) => Status::permission_denied(m),
-            ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
-            ApiError::NotFound(m) => Status::not_found(m),
-            ApiError::Unavailable(m) => Status::unavailable(m),
-            ApiError::ResourceExhausted(m) => Status::resource_exhausted(m),
-            ApiError::Store(s) => status_of_store(&s),
-            ApiError::Auth(a) => status_of_auth(a),
-            ApiError::Archive(e) => status_of_archive(&e),
-            ApiError::Limit(e) => match e {
-                LimitError::TooLong { .. } | LimitError::TooMany { .. } => {
-                    Status::invalid_argument(e.to_string())
-                }
-                LimitError::Watches { .. } => Status::resource_exhausted(e.to_string()),
-            },
-            ApiError::Hub(h) => {
-                let code = match h {
-                    HubError::NotConnected { .. } => Code::FailedPrecondition,
-                    HubError::Timeout { .. } | HubError::Gone { .. } => Code::Unavailable,
-                    HubError::Agent { .. } => Code::Internal,
-                };
-                Status::new(code, h.to_string())
-            }
-        }
+        let (code, m) = match e {
+            ApiError::Service(e) => return status_of(&*e),
+            ApiError::InvalidArgument(m) => (Code::InvalidArgument, m),
+            ApiError::PermissionDenied(m) => (Code::PermissionDenied, m),
+            ApiError::FailedPrecondition(m) => (Code::FailedPrecondition, m),
+            ApiError::NotFound(m) => (Code::NotFound, m),
+            ApiError::Unavailable(m) => (Code::Unavailable, m),
+            ApiError::ResourceExhausted(m) => (Code::ResourceExhausted, m),
+        };
+        Status::new(code, m)
+    }
+}
+
+impl ServiceError for berth_shared::NameError {
+    fn error_code(&self) -> ErrorCode {
+        ErrorCode::InvalidArgument
     }
 }
 
 /// `error` and its sources joined by ": ", so a status says what failed underneath.
-pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain<E: std::error::Error + ?Sized>(error: &E) -> String {
     let mut out = error.to_string();
     let mut source = error.source();
     while let Some(s) = source {

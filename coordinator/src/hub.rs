@@ -34,6 +34,18 @@ pub enum HubError {
     Agent { host_id: String, message: String },
 }
 
+impl crate::error::ServiceError for HubError {
+    fn error_code(&self) -> crate::error::ErrorCode {
+        use crate::error::ErrorCode;
+        match self {
+            HubError::NotConnected { .. } => ErrorCode::FailedPrecondition,
+            HubError::Timeout { .. } | HubError::Gone { .. } => ErrorCode::Unavailable,
+            // The agent's own failure, said in its words: not a coordinator bug to hide.
+            HubError::Agent { .. } => ErrorCode::FailedPrecondition,
+        }
+    }
+}
+
 struct Session {
     session_id: String,
     tx: Outbound,

@@ -118,6 +118,16 @@ pub enum LimitError {
     Watches { max: usize },
 }
 
+impl crate::error::ServiceError for LimitError {
+    fn error_code(&self) -> crate::error::ErrorCode {
+        use crate::error::ErrorCode;
+        match self {
+            LimitError::TooLong { .. } | LimitError::TooMany { .. } => ErrorCode::InvalidArgument,
+            LimitError::Watches { .. } => ErrorCode::ResourceExhausted,
+        }
+    }
+}
+
 /// `Err` naming `field` when `value` is longer than `max` bytes.
 pub fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), LimitError> {
     match value.len() {

@@ -1,20 +1,10 @@
-//! `CatalogError`: how reading and changing the archive store fails. `crate::error` maps it to
-//! gRPC codes by [`CatalogError::kind`].
+//! `CatalogError`: how reading and changing the archive store fails, and the code each
+//! failure answers with.
 
 use berth_shared::NameError;
 use berth_shared::archive::{KeyError, RetentionError, StoreUrlError};
 
-/// What a catalog failure means for the caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CatalogErrorKind {
-    /// The request was wrong.
-    Invalid,
-    NotFound,
-    /// The coordinator's archive store is misconfigured or refuses its credentials.
-    Precondition,
-    /// The store is unreachable or failing; retry later.
-    Unavailable,
-}
+use crate::error::{ErrorCode, ServiceError, chain};
 
 /// Errors of the archive catalog.
 #[derive(Debug, thiserror::Error)]
@@ -52,27 +42,37 @@ pub enum CatalogError {
     },
 }
 
-impl CatalogError {
-    pub fn kind(&self) -> CatalogErrorKind {
+impl ServiceError for CatalogError {
+    fn error_code(&self) -> ErrorCode {
         use CatalogError::*;
         use object_store::Error as E;
         match self {
-            NotFound { .. } => CatalogErrorKind::NotFound,
-            Key(_) | App(_) | Retention(_) | Invalid(_) => CatalogErrorKind::Invalid,
+            NotFound { .. } => ErrorCode::NotFound,
+            Key(_) | App(_) | Retention(_) | Invalid(_) => ErrorCode::InvalidArgument,
+            // The coordinator's archive store is misconfigured or refuses its credentials.
             NoLinks { .. } | StoreUrl(_) | Open(_) | Metadata { .. } => {
-                CatalogErrorKind::Precondition
+                ErrorCode::FailedPrecondition
             }
             Store { source, .. } => match source {
-                E::NotFound { .. } => CatalogErrorKind::NotFound,
+                E::NotFound { .. } => ErrorCode::NotFound,
                 E::Unauthenticated { .. } | E::PermissionDenied { .. } => {
-                    CatalogErrorKind::Precondition
+                    ErrorCode::FailedPrecondition
                 }
-                _ => CatalogErrorKind::Unavailable,
+                _ => ErrorCode::Unavailable,
             },
-            Sagas(_) => CatalogErrorKind::Unavailable,
+            Sagas(_) => ErrorCode::Unavailable,
         }
     }
 
+    fn public_message(&self) -> String {
+        match self.error_code() {
+            ErrorCode::Unavailable => format!("{}; retry later", chain(self)),
+            _ => chain(self),
+        }
+    }
+}
+
+impl CatalogError {
     pub(crate) fn store(
         op: &'static str,
         key: impl Into<String>,

@@ -9,6 +9,7 @@ use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 
 use super::*;
+use crate::error::{ErrorCode, ServiceError};
 
 fn uuid(n: u32) -> String {
     format!("00000000-0000-4000-8000-{n:012}")
@@ -121,7 +122,7 @@ async fn get_needs_data_and_metadata() {
     assert_eq!(d.entry.key.app().as_str(), "web");
     for missing in [2, 3] {
         let err = catalog.get(&id(missing)).await.unwrap_err();
-        assert_eq!(err.kind(), CatalogErrorKind::NotFound, "{err}");
+        assert_eq!(err.error_code(), ErrorCode::NotFound, "{err}");
     }
 }
 
@@ -130,13 +131,13 @@ async fn links_by_backend() {
     let (catalog, store) = memory();
     put(&*store, "web", 1, "-", 100, b"abc", true).await;
     let err = catalog.link(&id(1), None, 0).await.unwrap_err();
-    assert_eq!(err.kind(), CatalogErrorKind::Precondition);
+    assert_eq!(err.error_code(), ErrorCode::FailedPrecondition);
     assert!(err.to_string().contains("no download links"), "{err}");
     let err = catalog
         .link(&id(1), Some(MAX_LINK_EXPIRY_SECS + 1), 0)
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), CatalogErrorKind::Invalid);
+    assert_eq!(err.error_code(), ErrorCode::InvalidArgument);
 
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}", dir.path().display());
@@ -177,7 +178,7 @@ async fn delete_removes_data_then_metadata_and_handles_halves() {
         "everything is gone"
     );
     let err = catalog.delete(&id(1)).await.unwrap_err();
-    assert_eq!(err.kind(), CatalogErrorKind::NotFound);
+    assert_eq!(err.error_code(), ErrorCode::NotFound);
 }
 
 #[tokio::test]

@@ -47,6 +47,31 @@ pub enum SettleError {
     Store(#[from] StoreError),
 }
 
+impl crate::error::ServiceError for SettleError {
+    fn error_code(&self) -> crate::error::ErrorCode {
+        use crate::error::ErrorCode;
+        match self {
+            SettleError::NotFound(_) | SettleError::UnknownResource(_) => ErrorCode::NotFound,
+            SettleError::Start(s) => s.error_code(),
+            SettleError::Store(s) => s.error_code(),
+            SettleError::Changed(_) => ErrorCode::Unavailable,
+            SettleError::NotOpen { .. }
+            | SettleError::Reverting { .. }
+            | SettleError::NoRevert(_)
+            | SettleError::AlreadyMatches { .. }
+            | SettleError::NotConfigured => ErrorCode::FailedPrecondition,
+        }
+    }
+
+    fn public_message(&self) -> String {
+        match self {
+            SettleError::Start(s) => s.public_message(),
+            SettleError::Store(s) => s.public_message(),
+            e => e.to_string(),
+        }
+    }
+}
+
 /// The saga a revert started (or found already running).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevertStarted {

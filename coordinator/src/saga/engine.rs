@@ -102,6 +102,26 @@ pub enum StartError {
     Store(#[from] StoreError),
 }
 
+impl crate::error::ServiceError for StartError {
+    fn error_code(&self) -> crate::error::ErrorCode {
+        use crate::error::ErrorCode;
+        match self {
+            StartError::Kind(_) => ErrorCode::InvalidArgument,
+            StartError::KeyReused { .. } => ErrorCode::FailedPrecondition,
+            StartError::UnknownHost { .. } => ErrorCode::NotFound,
+            StartError::Busy { .. } => ErrorCode::ResourceExhausted,
+            StartError::Store(s) => s.error_code(),
+        }
+    }
+
+    fn public_message(&self) -> String {
+        match self {
+            StartError::Store(s) => s.public_message(),
+            e => e.to_string(),
+        }
+    }
+}
+
 /// The saga engine of one coordinator.
 #[derive(Clone)]
 pub struct Engine {

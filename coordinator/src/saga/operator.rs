@@ -18,6 +18,24 @@ pub enum ActionError {
     Store(#[from] StoreError),
 }
 
+impl crate::error::ServiceError for ActionError {
+    fn error_code(&self) -> crate::error::ErrorCode {
+        use crate::error::ErrorCode;
+        match self {
+            ActionError::Refused(_) => ErrorCode::FailedPrecondition,
+            ActionError::NoSuchStep { .. } => ErrorCode::InvalidArgument,
+            ActionError::Store(s) => s.error_code(),
+        }
+    }
+
+    fn public_message(&self) -> String {
+        match self {
+            ActionError::Store(s) => s.public_message(),
+            e => e.to_string(),
+        }
+    }
+}
+
 /// An operator action on one saga.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {

@@ -7,10 +7,10 @@ use tonic::{Request, Response, Status};
 
 use super::principal;
 use crate::drift::core::DriftStatus;
-use crate::drift::{DriftError, Inventory, SettleError, retry_busy, settle};
+use crate::drift::{Inventory, retry_busy, settle};
 use crate::error::ApiError;
 use crate::saga::Engine;
-use crate::store::{DesiredSpec, DriftFilter, DriftRow, ResourceEvent, StoreError, Writer};
+use crate::store::{DesiredSpec, DriftFilter, DriftRow, ResourceEvent, Writer};
 
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 500;
@@ -22,37 +22,6 @@ const MAX_SPEC_BYTES: usize = 64 * 1024;
 pub struct DriftService {
     pub engine: Engine,
     pub inventory: Inventory,
-}
-
-impl From<SettleError> for ApiError {
-    fn from(e: SettleError) -> Self {
-        match e {
-            SettleError::NotFound(id) => ApiError::Store(StoreError::NotFound {
-                what: format!("drift {id}"),
-            }),
-            SettleError::UnknownResource(rid) => ApiError::Store(StoreError::NotFound {
-                what: format!("resource {rid} in the inventory"),
-            }),
-            SettleError::Start(s) => ApiError::from(s),
-            SettleError::Store(s) => ApiError::Store(s),
-            SettleError::Changed(_) => ApiError::Unavailable(e.to_string()),
-            SettleError::NotOpen { .. }
-            | SettleError::Reverting { .. }
-            | SettleError::NoRevert(_)
-            | SettleError::AlreadyMatches { .. }
-            | SettleError::NotConfigured => ApiError::FailedPrecondition(e.to_string()),
-        }
-    }
-}
-
-impl From<DriftError> for ApiError {
-    fn from(e: DriftError) -> Self {
-        match e {
-            DriftError::Store(s) => ApiError::Store(s),
-            _ if e.is_transient() => ApiError::Unavailable(e.to_string()),
-            _ => ApiError::FailedPrecondition(e.to_string()),
-        }
-    }
 }
 
 fn page_size(page: &Option<pb::PageRequest>) -> u32 {
@@ -306,11 +275,9 @@ impl pb::drift_service_server::DriftService for DriftService {
             .map_err(ApiError::from)?
             .is_none()
         {
-            return Err(ApiError::Store(StoreError::NotFound {
-                what: format!(
-                    "resource {rid} in the inventory (run `berth drift sync` if it is new)"
-                ),
-            })
+            return Err(ApiError::NotFound(format!(
+                "resource {rid} in the inventory not found (run `berth drift sync` if it is new)"
+            ))
             .into());
         }
         let writer = || Writer {

@@ -9,7 +9,7 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::error::ApiError;
-use crate::saga::{Action, ActionError, Engine, SagaStatus, StartError};
+use crate::saga::{Action, Engine, SagaStatus};
 use crate::store::{EventRow, SagaFilter, SagaRow, StepRow};
 
 #[derive(Clone, Debug)]
@@ -32,28 +32,6 @@ const WATCH_TOKEN_CHECK: Duration = Duration::from_secs(2);
 const CANCEL_SETTLE: Duration = Duration::from_secs(10);
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
-
-impl From<StartError> for ApiError {
-    fn from(e: StartError) -> Self {
-        match e {
-            StartError::Kind(k) => ApiError::InvalidArgument(k.to_string()),
-            StartError::KeyReused { .. } => ApiError::FailedPrecondition(e.to_string()),
-            StartError::UnknownHost { .. } => ApiError::NotFound(e.to_string()),
-            StartError::Busy { .. } => ApiError::ResourceExhausted(e.to_string()),
-            StartError::Store(s) => ApiError::Store(s),
-        }
-    }
-}
-
-impl From<ActionError> for ApiError {
-    fn from(e: ActionError) -> Self {
-        match e {
-            ActionError::Refused(m) => ApiError::FailedPrecondition(m),
-            ActionError::NoSuchStep { .. } => ApiError::InvalidArgument(e.to_string()),
-            ActionError::Store(s) => ApiError::Store(s),
-        }
-    }
-}
 
 /// Saga ids are uuids; anything else is refused before touching the store.
 fn saga_id(id: &str) -> Result<String, ApiError> {

@@ -71,6 +71,31 @@ pub enum StoreError {
     Other(sqlx::Error),
 }
 
+impl crate::error::ServiceError for StoreError {
+    fn error_code(&self) -> crate::error::ErrorCode {
+        use crate::error::ErrorCode;
+        match self {
+            StoreError::NotFound { .. } => ErrorCode::NotFound,
+            StoreError::Conflict(_) => ErrorCode::AlreadyExists,
+            StoreError::Unavailable(_) | StoreError::Connect { .. } => ErrorCode::Unavailable,
+            StoreError::UnsupportedUrl { .. }
+            | StoreError::Schema(_)
+            | StoreError::LeaseLost { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::Other(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn public_message(&self) -> String {
+        match self {
+            StoreError::NotFound { what } => format!("{what} not found"),
+            StoreError::Conflict(m) => m.clone(),
+            // The database's own words may name its address.
+            _ => "the coordinator's database is unavailable; retry later".to_owned(),
+        }
+    }
+}
+
 impl StoreError {
     /// The one place that sorts sqlx errors by kind.
     pub(crate) fn from_sqlx(e: sqlx::Error) -> Self {

@@ -4,7 +4,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use berth_coordinator::archive::{CatalogErrorKind, PruneMode};
+use berth_coordinator::archive::PruneMode;
+use berth_coordinator::error::{ErrorCode, ServiceError};
 use berth_shared::AppName;
 use berth_shared::archive::{ArchiveId, RetentionPolicy};
 use object_store::path::Path as ObjectPath;
@@ -71,7 +72,7 @@ async fn create_list_link_restore_prune_and_delete_on_every_backend() {
             }
             Backend::Memory => {
                 let err = b.catalog.link(&id, None, 0).await.unwrap_err();
-                assert_eq!(err.kind(), CatalogErrorKind::Precondition);
+                assert_eq!(err.error_code(), ErrorCode::FailedPrecondition);
             }
         }
 

@@ -8,7 +8,7 @@ use berth_coordinator::store::HostSession;
 use berth_proto::v1 as pb;
 use berth_shared::Role;
 use berth_tests::cluster::Bearer;
-use berth_tests::{TestCoordinator, TestDb};
+use berth_tests::{TestCoordinator, TestDb, eventually};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -102,7 +102,10 @@ async fn a_ci_token_cannot_hold_every_engine_slot() {
 
         // The sagas hold their places while they wait on the host...
         for id in &started {
-            assert_eq!(c.get_saga(id).await.status, "running", "{id}");
+            eventually(Duration::from_secs(20), "the saga runs", || async {
+                (c.get_saga(id).await.status == "running").then_some(())
+            })
+            .await;
         }
         // ...and a saga that ends gives its place back.
         c.sagas()
