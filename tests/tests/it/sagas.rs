@@ -636,7 +636,6 @@ async fn a_saga_row_with_an_unknown_status_is_answered_internal() {
             .await
             .get_saga(pb::GetSagaRequest {
                 saga_id: id.clone(),
-                ..Default::default()
             })
             .await
             .unwrap_err();
