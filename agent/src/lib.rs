@@ -1,5 +1,9 @@
-//! Berth's host agent: dials out to the coordinator, holds one `AgentLink` session, describes
-//! its Docker host on request and (later) runs the tasks of saga steps.
+//! Berth's host agent: dials out to the coordinator (any of its replicas), holds one
+//! `AgentLink` session, describes its Docker host on request, and runs the tasks of saga
+//! steps exactly once (`task`, journaled in its state dir): warm snapshots and restores of a
+//! stack's volumes (`warm`), and zstd archives of an app directory or a stack's volumes to and
+//! from object storage (`archive`). Both take the one lock table of `volume`, and extract
+//! through `tarsafe`, which treats every archive as hostile.
 //!
 //! Entry points: [`run`] for the binary, [`Agent`] for tests and embedders that want to watch
 //! the [`LinkState`].

@@ -14,6 +14,41 @@ use super::{Backend, Env};
 use crate::hostile_tar::{Item, tar_zst};
 
 const CHILD_ENV: &str = "BERTH_IT_MEMORY_CHILD";
+
+/// Runs test `archive::memory::<name>` of this binary alone in a child process with `key`
+/// set to `value`, and returns the `MEMORY k=v ...` line it prints and a reader of its fields
+/// (a process of its own, so its peak RSS is its own).
+async fn memory_of_child(name: &str, key: &str, value: &str) -> (String, impl Fn(&str) -> u64) {
+    let out = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            format!("archive::memory::{name}").as_str(),
+            "--exact",
+            "--nocapture",
+        ])
+        .env(key, value)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("MEMORY "))
+        .unwrap_or_else(|| panic!("no MEMORY line in:\n{stdout}"))
+        .to_owned();
+    let fields = line.clone();
+    let field = move |name: &str| -> u64 {
+        fields
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {fields}"))
+    };
+    (line, field)
+}
 /// The bound the issue sets for agent memory is 128 MiB; we hold it to a good deal less.
 const MAX_GROWTH_KIB: u64 = 96 * 1024;
 
@@ -91,31 +126,8 @@ async fn archiving_512_mib_keeps_memory_bounded() {
         s3.secrets_dir().display(),
         env.apps.path().display()
     );
-    let out = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "archive::memory::child_archive_and_restore_512_mib",
-            "--exact",
-            "--nocapture",
-        ])
-        .env(CHILD_ENV, spec)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("MEMORY "))
-        .unwrap_or_else(|| panic!("no MEMORY line in:\n{stdout}"));
-    let field = |name: &str| -> u64 {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
-            .unwrap()
-    };
+    let (line, field) =
+        memory_of_child("child_archive_and_restore_512_mib", CHILD_ENV, &spec).await;
     let growth = field("create_peak_kib").saturating_sub(field("before_kib"));
     let restore_growth = field("restore_peak_kib").saturating_sub(field("before_kib"));
     let growth = growth.max(restore_growth);
@@ -181,31 +193,7 @@ async fn child_restore_record_bombs() {
 
 #[tokio::test]
 async fn record_bombs_are_refused_unread_and_memory_stays_flat() {
-    let out = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "archive::memory::child_restore_record_bombs",
-            "--exact",
-            "--nocapture",
-        ])
-        .env(BOMB_CHILD_ENV, "1")
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("MEMORY "))
-        .unwrap_or_else(|| panic!("no MEMORY line in:\n{stdout}"));
-    let field = |name: &str| -> u64 {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
-            .unwrap()
-    };
+    let (line, field) = memory_of_child("child_restore_record_bombs", BOMB_CHILD_ENV, "1").await;
     let growth = field("peak_kib").saturating_sub(field("before_kib"));
     eprintln!("{line} growth_kib={growth}");
     assert!(
