@@ -30,3 +30,13 @@ pub async fn heavy() -> tokio::sync::OwnedMutexGuard<()> {
         std::sync::LazyLock::new(Default::default);
     HEAVY.clone().lock_owned().await
 }
+
+/// Panics, showing the whole of `haystack`, unless it contains `needle`.
+#[track_caller]
+pub fn assert_contains(haystack: impl AsRef<str>, needle: impl AsRef<str>) {
+    let (haystack, needle) = (haystack.as_ref(), needle.as_ref());
+    assert!(
+        haystack.contains(needle),
+        "expected {needle:?} in:\n{haystack}"
+    );
+}

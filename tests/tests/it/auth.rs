@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use berth_proto::v1 as pb;
 use berth_shared::Role;
+use berth_tests::assert_contains;
 use berth_tests::cluster::Bearer;
 use berth_tests::{TestAgent, TestCoordinator, TestDb};
 use sqlx::Row;
@@ -19,11 +20,7 @@ async fn calls_without_a_token_are_unauthenticated() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
-    assert!(
-        err.message().contains("authorization: Bearer"),
-        "{}",
-        err.message()
-    );
+    assert_contains(err.message(), "authorization: Bearer");
 
     let mut client = c.hosts("berth_not-a-real-token").await;
     let err = client
@@ -66,7 +63,7 @@ async fn roles_are_enforced_per_method() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(err.message().contains("role agent"), "{}", err.message());
+    assert_contains(err.message(), "role agent");
 
     // The drift inbox and droplet destroy are admin only: operator is refused before anything runs.
     let mut drift = pb::drift_service_client::DriftServiceClient::with_interceptor(
@@ -158,11 +155,7 @@ async fn an_agent_token_cannot_say_hello_as_another_host() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert!(
-        err.message().contains("bound to host host-a"),
-        "{}",
-        err.message()
-    );
+    assert_contains(err.message(), "bound to host host-a");
 
     // The real agent, misconfigured the same way, never gets recorded.
     let _impostor = TestAgent::start(&c, "host-b", &token_for_a, |_| {}).await;

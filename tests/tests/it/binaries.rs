@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_tests::assert_contains;
 use berth_tests::{TestDb, bin};
 
 /// Runs a binary to completion with a time limit.
@@ -62,7 +63,7 @@ fn bad_config_stops_each_program_at_start_with_one_clear_line() {
         &run(Command::new(&coordinator).arg("--config").arg(&cfg)),
         "berth-coordinator",
     );
-    assert!(line.contains("listen_addr"), "{line}");
+    assert_contains(&line, "listen_addr");
 
     let cfg = write(
         dir.path(),
@@ -73,7 +74,7 @@ fn bad_config_stops_each_program_at_start_with_one_clear_line() {
         &run(Command::new(&coordinator).arg("--config").arg(&cfg)),
         "berth-coordinator",
     );
-    assert!(line.contains("/nonexistent/db-url"), "{line}");
+    assert_contains(&line, "/nonexistent/db-url");
 
     let cfg = write(
         dir.path(),
@@ -85,9 +86,9 @@ fn bad_config_stops_each_program_at_start_with_one_clear_line() {
         &run(Command::new(&coordinator).arg("--config").arg(&cfg)),
         "berth-coordinator",
     );
-    assert!(
-        line.contains("cannot connect to database postgres://berth:***@127.0.0.1:1/berth"),
-        "{line}"
+    assert_contains(
+        &line,
+        "cannot connect to database postgres://berth:***@127.0.0.1:1/berth",
     );
     assert!(
         !line.contains("s3cret"),
@@ -99,7 +100,7 @@ fn bad_config_stops_each_program_at_start_with_one_clear_line() {
         &run(Command::new(&coordinator).arg("--config").arg(&cfg)),
         "berth-coordinator",
     );
-    assert!(line.contains("insecure_plaintext"), "{line}");
+    assert_contains(&line, "insecure_plaintext");
 
     let cfg = write(
         dir.path(),
@@ -114,7 +115,7 @@ fn bad_config_stops_each_program_at_start_with_one_clear_line() {
         &run(Command::new(&agent).arg("--config").arg(&cfg)),
         "berth-agent",
     );
-    assert!(line.contains("missing.token"), "{line}");
+    assert_contains(&line, "missing.token");
 
     let cfg = write(
         dir.path(),
@@ -125,7 +126,7 @@ fn bad_config_stops_each_program_at_start_with_one_clear_line() {
         &run(Command::new(&agent).arg("--config").arg(&cfg)),
         "berth-agent",
     );
-    assert!(line.contains("tokenfile"), "{line}");
+    assert_contains(&line, "tokenfile");
 }
 
 /// The `berth` CLI's `hosts list --output json`, as a CI script would call it.

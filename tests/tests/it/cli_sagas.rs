@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use berth_cli::exit;
 use berth_proto::v1 as pb;
+use berth_tests::assert_contains;
 use berth_tests::cli::{CliRun as Run, berth_at};
 use berth_tests::process::{CoordinatorProcess, SagaTiming, admin_token};
 use berth_tests::{TestCoordinator, TestDb, eventually};
@@ -133,16 +134,8 @@ async fn a_saga_that_does_not_complete_exits_7() {
     assert_eq!(run.code(), 7, "{}\n{}", run.stderr(), run.stdout);
     assert_eq!(run.code(), exit::SAGA_NOT_COMPLETED);
     let id = run.stdout.lines().next().unwrap().to_owned();
-    assert!(
-        run.stdout.contains(" step_failed step=1 failed on purpose"),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout.contains(" step_compensated step=0 record"),
-        "{}",
-        run.stdout
-    );
+    assert_contains(&run.stdout, " step_failed step=1 failed on purpose");
+    assert_contains(&run.stdout, " step_compensated step=0 record");
     assert!(
         run.stdout.ends_with(" watch_end step=- saga compensated\n"),
         "{}",
@@ -154,11 +147,7 @@ async fn a_saga_that_does_not_complete_exits_7() {
         "{}",
         run.stderr()
     );
-    assert!(
-        run.stderr().contains(&format!("berth sagas show {id}")),
-        "{}",
-        run.stderr()
-    );
+    assert_contains(run.stderr(), format!("berth sagas show {id}"));
 
     // Watching it again replays the history and ends the same way, here as NDJSON.
     let run = berth(&c, &["sagas", "watch", &id, "--output", "json"]).await;
@@ -309,11 +298,7 @@ async fn list_filters_by_status_and_kind_and_pages() {
         page["sagas"][0]["saga_id"]
     );
     let run = berth(&c, &["sagas", "list", "--limit", "1"]).await;
-    assert!(
-        run.stdout.contains("more sagas: pass --all-pages"),
-        "{}",
-        run.stdout
-    );
+    assert_contains(&run.stdout, "more sagas: pass --all-pages");
     let run = berth(
         &c,
         &[
@@ -381,23 +366,15 @@ async fn show_prints_the_steps_and_json_parses_inputs_and_outputs() {
         "{}",
         run.stdout
     );
-    assert!(
-        run.stdout.contains("\nstatus:   completed\n"),
-        "{}",
-        run.stdout
+    assert_contains(&run.stdout, "\nstatus:   completed\n");
+    assert_contains(&run.stdout, "\nsteps:    3/3\n");
+    assert_contains(
+        &run.stdout,
+        "\nINDEX  NAME          STATUS     ATTEMPTS  PIVOT  DURATION  ERROR\n",
     );
-    assert!(run.stdout.contains("\nsteps:    3/3\n"), "{}", run.stdout);
-    assert!(
-        run.stdout
-            .contains("\nINDEX  NAME          STATUS     ATTEMPTS  PIVOT  DURATION  ERROR\n"),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout
-            .contains("\n2      destroy_like  completed  1         yes    "),
-        "{}",
-        run.stdout
+    assert_contains(
+        &run.stdout,
+        "\n2      destroy_like  completed  1         yes    ",
     );
 }
 
@@ -420,21 +397,17 @@ async fn cancel_of_a_running_sleep_saga_compensates_it() {
         "shown as `show` does: {}",
         run.stdout
     );
-    assert!(run.stdout.contains("\nINDEX  NAME "), "{}", run.stdout);
+    assert_contains(&run.stdout, "\nINDEX  NAME ");
 
     let run = berth(&c, &["sagas", "watch", &id]).await;
     assert_eq!(run.code(), exit::SAGA_NOT_COMPLETED, "{}", run.stderr());
-    assert!(
-        run.stdout.contains(" step_cancelled step=1 "),
-        "{}",
-        run.stdout
-    );
+    assert_contains(&run.stdout, " step_cancelled step=1 ");
     assert!(
         run.stdout.ends_with(" watch_end step=- saga cancelled\n"),
         "{}",
         run.stdout
     );
-    assert!(run.stderr().contains("was cancelled"), "{}", run.stderr());
+    assert_contains(run.stderr(), "was cancelled");
     let saga = get(&c, &id).await;
     assert_eq!(saga.status, "cancelled");
     assert_eq!(saga.steps[0].status, "compensated");
@@ -442,11 +415,7 @@ async fn cancel_of_a_running_sleep_saga_compensates_it() {
     // Cancelling it again is refused: it has ended.
     let run = berth(&c, &["sagas", "cancel", &id]).await;
     assert_eq!(run.code(), exit::INVALID, "{}", run.stderr());
-    assert!(
-        run.stderr().contains("nothing to cancel"),
-        "{}",
-        run.stderr()
-    );
+    assert_contains(run.stderr(), "nothing to cancel");
 }
 
 #[tokio::test]
@@ -491,11 +460,7 @@ async fn operator_actions_answer_the_coordinators_refusals_with_exit_6() {
     assert_eq!(run.json()["steps"][2]["status"], "skipped");
     let run = berth(&c, &["sagas", "watch", &failed]).await;
     assert_eq!(run.code(), exit::OK, "{}\n{}", run.stderr(), run.stdout);
-    assert!(
-        run.stdout.contains(" operator_skip step=- done by hand"),
-        "{}",
-        run.stdout
-    );
+    assert_contains(&run.stdout, " operator_skip step=- done by hand");
     assert!(
         run.stdout.ends_with(" watch_end step=- saga completed\n"),
         "{}",
@@ -505,11 +470,7 @@ async fn operator_actions_answer_the_coordinators_refusals_with_exit_6() {
     // An unknown kind or malformed inputs: refused by the coordinator, or before sending.
     let run = berth(&c, &["sagas", "start", "nope", "--inputs", "{}"]).await;
     assert_eq!(run.code(), exit::INVALID, "{}", run.stderr());
-    assert!(
-        run.stderr().contains(r#"unknown saga kind "nope""#),
-        "{}",
-        run.stderr()
-    );
+    assert_contains(run.stderr(), r#"unknown saga kind "nope""#);
     let run = berth(
         &c,
         &[
@@ -522,11 +483,7 @@ async fn operator_actions_answer_the_coordinators_refusals_with_exit_6() {
     )
     .await;
     assert_eq!(run.code(), exit::INVALID, "{}", run.stderr());
-    assert!(
-        run.stderr().contains("missing field `ms`"),
-        "{}",
-        run.stderr()
-    );
+    assert_contains(run.stderr(), "missing field `ms`");
 }
 
 #[tokio::test]
@@ -565,7 +522,7 @@ async fn a_malformed_saga_id_is_refused_without_contacting_the_coordinator() {
     ] {
         let run = berth_at(nowhere, "any-token", &args).await;
         assert_eq!(run.code(), exit::INVALID, "{args:?}: {}", run.stderr());
-        assert!(run.stderr().contains("is not a uuid"), "{}", run.stderr());
+        assert_contains(run.stderr(), "is not a uuid");
     }
     let run = berth_at(nowhere, "t", &["sagas", "start", "demo", "--inputs", "[]"]).await;
     assert_eq!(run.code(), exit::INVALID, "{}", run.stderr());

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use berth_proto::v1 as pb;
+use berth_tests::assert_contains;
 use berth_tests::docker::{Container, Volume};
 use berth_tests::fleet::Fleet;
 use berth_tests::process::SagaTiming;
@@ -527,12 +528,8 @@ async fn a_saga_for_a_host_never_seen_is_refused_at_start() {
             .await
             .expect_err("refused");
         assert_eq!(err.code(), tonic::Code::NotFound, "{kind}: {err}");
-        assert!(err.message().contains("nowhere-1"), "{}", err.message());
-        assert!(
-            err.message().contains("berth hosts list"),
-            "{}",
-            err.message()
-        );
+        assert_contains(err.message(), "nowhere-1");
+        assert_contains(err.message(), "berth hosts list");
     }
     let listed = c
         .sagas()

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use berth_proto::v1 as pb;
+use berth_tests::assert_contains;
 use berth_tests::process::{CoordinatorProcess, SagaTiming, admin_token};
 use berth_tests::{TestDb, eventually};
 use serde_json::json;
@@ -57,14 +58,8 @@ async fn saga_metrics_are_served_to_prometheus() {
         },
     )
     .await;
-    assert!(
-        text.contains("berth_saga_step_retries_total{step=\"flaky\"} 1"),
-        "{text}"
-    );
-    assert!(text.contains("berth_saga_step_seconds"), "{text}");
-    assert!(
-        text.contains("berth_sagas_started_total{kind=\"demo\"} 2"),
-        "{text}"
-    );
-    assert!(text.contains("berth_sagas{status="), "{text}");
+    assert_contains(&text, "berth_saga_step_retries_total{step=\"flaky\"} 1");
+    assert_contains(&text, "berth_saga_step_seconds");
+    assert_contains(&text, "berth_sagas_started_total{kind=\"demo\"} 2");
+    assert_contains(&text, "berth_sagas{status=");
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use berth_proto::v1 as pb;
 use berth_shared::Role;
+use berth_tests::assert_contains;
 use berth_tests::{TestCoordinator, TestDb};
 use futures::StreamExt;
 use serde_json::json;
@@ -54,11 +55,7 @@ async fn a_failure_compensates_completed_steps_in_reverse() {
             ledger(&saga),
             pairs(&[("noop", "compensated"), ("fail", "failed")])
         );
-        assert!(
-            saga.steps[1].error.contains("failed on purpose"),
-            "{}",
-            saga.steps[1].error
-        );
+        assert_contains(&saga.steps[1].error, "failed on purpose");
         assert_eq!(
             saga.steps[1].attempts, 1,
             "a permanent failure is not retried"
@@ -142,11 +139,7 @@ async fn retryable_failures_are_retried_and_exhaustion_compensates() {
     let saga = c.wait_saga(&id, WAIT).await;
     assert_eq!(saga.status, "compensated");
     assert_eq!(saga.steps[1].attempts, 4);
-    assert!(
-        saga.steps[1].error.contains("gave up after 4 attempts"),
-        "{}",
-        saga.steps[1].error
-    );
+    assert_contains(&saga.steps[1].error, "gave up after 4 attempts");
     assert_eq!(
         ledger(&saga),
         pairs(&[("record", "compensated"), ("flaky", "failed")])
@@ -218,12 +211,7 @@ async fn cancel_stops_a_long_step_and_compensates_but_is_refused_after_a_pivot()
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition);
-        assert!(
-            err.message()
-                .contains("pivot step 0 (destroy_like) completed"),
-            "{}",
-            err.message()
-        );
+        assert_contains(err.message(), "pivot step 0 (destroy_like) completed");
         c.sagas()
             .await
             .abandon_saga(pb::SagaIdRequest {
@@ -245,11 +233,7 @@ async fn a_compensation_that_fails_waits_for_an_operator_who_can_resume_or_skip(
         .await;
     let saga = c.wait_saga(&id, WAIT).await;
     assert_eq!(saga.status, "compensation_failed");
-    assert!(
-        saga.error.contains("compensation fails on purpose"),
-        "{}",
-        saga.error
-    );
+    assert_contains(&saga.error, "compensation fails on purpose");
     assert_eq!(
         ledger(&saga),
         pairs(&[
@@ -410,7 +394,7 @@ async fn the_same_idempotency_key_returns_the_same_saga() {
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition);
-        assert!(err.message().contains("ci-run-42"), "{}", err.message());
+        assert_contains(err.message(), "ci-run-42");
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM saga_runs")
             .fetch_one(&db.raw_pool().await)
             .await
@@ -493,7 +477,7 @@ async fn bad_requests_get_precise_errors_and_write_nothing() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(err.message().contains("is completed"), "{}", err.message());
+    assert_contains(err.message(), "is completed");
     let err = sagas
         .skip_step(pb::SkipStepRequest {
             saga_id: id,
@@ -503,7 +487,7 @@ async fn bad_requests_get_precise_errors_and_write_nothing() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("has 1 steps"), "{}", err.message());
+    assert_contains(err.message(), "has 1 steps");
 }
 
 #[tokio::test]

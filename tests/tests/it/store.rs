@@ -2,6 +2,7 @@
 
 use berth_coordinator::store::{HostSession, LATEST_VERSION, Store, StoreError};
 use berth_tests::TestDb;
+use berth_tests::assert_contains;
 use sqlx::Executor;
 
 fn session<'a>(host: &'a str, session: &'a str, caps: &'a [String]) -> HostSession<'a> {
@@ -47,11 +48,8 @@ async fn a_database_migrated_by_a_newer_build_is_refused_naming_both_versions() 
         let err = Store::open(&db.url).await.unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, StoreError::Schema(_)), "{msg}");
-        assert!(
-            msg.contains(&format!("version {}", LATEST_VERSION + 1)),
-            "{msg}"
-        );
-        assert!(msg.contains(&format!("up to {LATEST_VERSION}")), "{msg}");
+        assert_contains(&msg, format!("version {}", LATEST_VERSION + 1));
+        assert_contains(&msg, format!("up to {LATEST_VERSION}"));
     }
 }
 

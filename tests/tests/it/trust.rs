@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use berth_proto::v1 as pb;
 use berth_shared::Role;
 use berth_shared::time::unix_ms;
+use berth_tests::assert_contains;
 use berth_tests::cli::berth_at;
 use berth_tests::cluster::Bearer;
 use berth_tests::fake_agent::{FakeAgent, heartbeat};
@@ -106,11 +107,7 @@ async fn user_data_is_hidden_from_readers_but_reaches_digitalocean() {
             .into_inner();
         assert_eq!(saga.status, "completed", "{saga:?}");
         assert!(!format!("{saga:?}").contains("s3cret"), "{saga:?}");
-        assert!(
-            saga.inputs_json.contains(r#""user_data":"(set, 49 B)""#),
-            "{}",
-            saga.inputs_json
-        );
+        assert_contains(&saga.inputs_json, r#""user_data":"(set, 49 B)""#);
         let listed = sagas
             .list_sagas(pb::ListSagasRequest::default())
             .await
@@ -225,7 +222,7 @@ async fn a_revoked_tokens_saga_watch_ends() {
     };
     let err = end.expect_err("ended by an error");
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
-    assert!(err.message().contains("revoked"), "{}", err.message());
+    assert_contains(err.message(), "revoked");
     c.sagas()
         .await
         .cancel_saga(pb::SagaIdRequest {
@@ -260,11 +257,7 @@ async fn a_scoped_ci_token_restores_only_on_its_hosts_and_apps() {
     assert!(made.result.is_ok(), "{}", made.stderr());
     let scoped = made.stdout.trim().to_owned();
     let listed = berth_at(&c.url(), &c.admin_token, &["token", "list"]).await;
-    assert!(
-        listed.stdout.contains("ci-1 apps=keycloak"),
-        "{}",
-        listed.stdout
-    );
+    assert_contains(&listed.stdout, "ci-1 apps=keycloak");
 
     let mut warm = warm_as(&c, &scoped).await;
     let ok = warm
@@ -275,12 +268,7 @@ async fn a_scoped_ci_token_restores_only_on_its_hosts_and_apps() {
     for (host, app) in [("prod-1", "keycloak"), ("ci-1", "wiki")] {
         let err = warm.warm_restore(restore(host, app)).await.unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-        assert!(
-            err.message()
-                .contains("it is scoped to hosts ci-1; apps keycloak"),
-            "{}",
-            err.message()
-        );
+        assert_contains(err.message(), "it is scoped to hosts ci-1; apps keycloak");
     }
     // Reads stay allowed.
     c.hosts(&scoped)
@@ -393,10 +381,7 @@ async fn plaintext_off_loopback_is_refused_at_start() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("0.0.0.0:0 is not a loopback address"),
-        "{stderr}"
-    );
+    assert_contains(&stderr, "0.0.0.0:0 is not a loopback address");
     assert!(!dir.path().join("berth.db").exists(), "nothing started");
 
     let agent_cfg = dir.path().join("agent.toml");
@@ -426,5 +411,5 @@ async fn plaintext_off_loopback_is_refused_at_start() {
     );
 
     let cli = berth_at("http://10.0.0.1:7400", "berth_x", &["hosts", "list"]).await;
-    assert!(cli.stderr().contains("not loopback"), "{}", cli.stderr());
+    assert_contains(cli.stderr(), "not loopback");
 }

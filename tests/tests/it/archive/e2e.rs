@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use berth_proto::v1 as pb;
+use berth_tests::assert_contains;
 use berth_tests::cli::berth_at;
 use berth_tests::docker::{Container, Volume};
 use berth_tests::s3::S3Server;
@@ -203,7 +204,7 @@ async fn what_cannot_be_archived_or_restored_is_refused_before_anything_runs() {
     .await;
     assert_eq!(run.code(), 7, "{}\n{}", run.stdout, run.stderr());
     let all = format!("{}{}", run.stdout, run.stderr());
-    assert!(all.contains("ghost"), "{all}");
+    assert_contains(&all, "ghost");
     assert!(s3.keys().await.is_empty(), "{:?}", s3.keys().await);
 
     // An archive that is not in the store is refused at once.
@@ -371,7 +372,7 @@ async fn a_stacks_volumes_are_archived_and_restored_into_the_same_or_another_sta
     .await;
     assert_eq!(run.code(), 7, "{}\n{}", run.stdout, run.stderr());
     let all = format!("{}{}", run.stdout, run.stderr());
-    assert!(all.contains(&format!("{partial}_files")), "{all}");
+    assert_contains(&all, format!("{partial}_files"));
     assert_eq!(
         std::fs::read_to_string(partial_db.mountpoint.join("mine")).unwrap(),
         "keep"
@@ -393,7 +394,7 @@ async fn a_stacks_volumes_are_archived_and_restored_into_the_same_or_another_sta
     let run = berth_at(&url, &operator, &restore).await;
     assert_eq!(run.code(), 7, "{}\n{}", run.stdout, run.stderr());
     let all = format!("{}{}", run.stdout, run.stderr());
-    assert!(all.contains("checksum"), "{all}");
+    assert_contains(&all, "checksum");
     assert_eq!(
         std::fs::read_to_string(db_vol.mountpoint.join("PG_VERSION")).unwrap(),
         "dirty\n"

@@ -11,6 +11,7 @@ use std::time::Duration;
 use berth_coordinator::auth::Tokens;
 use berth_proto::v1 as pb;
 use berth_shared::{HostId, Role};
+use berth_tests::assert_contains;
 use berth_tests::cluster::Bearer;
 use berth_tests::{Pki, TestCoordinator, TestDb, bin};
 use tonic::Code;
@@ -146,11 +147,7 @@ async fn an_agent_enrolls_once_over_tls_and_connects_with_the_written_credential
     )
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("enrolled host enroll-1"),
-        "{}",
-        stderr(&out)
-    );
+    assert_contains(stderr(&out), "enrolled host enroll-1");
     let token_file = host.path().join("etc/secrets/agent.token");
     assert_eq!(mode(&token_file), 0o600, "the credential is private");
     assert_eq!(mode(&host.path().join("etc/secrets")), 0o700);
@@ -178,7 +175,7 @@ async fn an_agent_enrolls_once_over_tls_and_connects_with_the_written_credential
     // The same enrollment token again: refused, and the credential on disk is untouched.
     let out = enroll(&config, &token, &["--ca-file", &ca]).await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(stderr(&out).contains("already used"), "{}", stderr(&out));
+    assert_contains(stderr(&out), "already used");
     assert_eq!(std::fs::read_to_string(&token_file).unwrap(), credential);
 
     let tokens = c.store().list_tokens(false).await.unwrap();
@@ -195,11 +192,7 @@ async fn an_agent_enrolls_once_over_tls_and_connects_with_the_written_credential
         agent.expires_at_ms.is_none(),
         "the agent token is long-lived"
     );
-    assert!(
-        agent.description.contains(&spent.token_id),
-        "{}",
-        agent.description
-    );
+    assert_contains(&agent.description, &spent.token_id);
 }
 
 #[tokio::test]
@@ -214,7 +207,7 @@ async fn expired_misdirected_and_misused_enrollment_tokens_are_refused() {
     let config = agent_config(host.path(), &c.url(), "");
     let out = enroll(&config, &expired, &[]).await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(stderr(&out).contains("expired"), "{}", stderr(&out));
+    assert_contains(stderr(&out), "expired");
     assert!(!host.path().join("etc").exists(), "nothing was written");
 
     // For another host: refused, and not spent.
@@ -222,11 +215,7 @@ async fn expired_misdirected_and_misused_enrollment_tokens_are_refused() {
     let config = agent_config(host.path(), &c.url(), "host_id = \"host-b\"");
     let out = enroll(&config, &token, &[]).await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("bound to host host-a, not host-b"),
-        "{}",
-        stderr(&out)
-    );
+    assert_contains(stderr(&out), "bound to host host-a, not host-b");
     let config = agent_config(host.path(), &c.url(), "host_id = \"host-a\"");
     let out = enroll(&config, &token, &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -240,11 +229,7 @@ async fn expired_misdirected_and_misused_enrollment_tokens_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(
-        err.message().contains("may only enroll"),
-        "{}",
-        err.message()
-    );
+    assert_contains(err.message(), "may only enroll");
 
     // And no other token can enroll.
     for role in [Role::Agent, Role::Admin] {
@@ -259,11 +244,7 @@ async fn expired_misdirected_and_misused_enrollment_tokens_are_refused() {
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "{role}: {err:?}");
-        assert!(
-            err.message().contains("needs a one-time enrollment token"),
-            "{}",
-            err.message()
-        );
+        assert_contains(err.message(), "needs a one-time enrollment token");
     }
 }
 
@@ -302,7 +283,7 @@ async fn concurrent_exchanges_of_one_enrollment_token_yield_one_agent_token() {
         assert_eq!(won[0].get_ref().host_id, "race-1");
         for r in results.iter().filter_map(|r| r.as_ref().err()) {
             assert_eq!(r.code(), Code::Unauthenticated, "{r:?}");
-            assert!(r.message().contains("already used"), "{}", r.message());
+            assert_contains(r.message(), "already used");
         }
         let agents = c
             .store()
@@ -333,7 +314,7 @@ async fn enrollment_reads_its_token_off_argv_and_re_enrolling_revokes_the_old_to
     // Nothing on stdin and no file: told what to do.
     let out = enroll_with_stdin(&config, &[], Some("")).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--token-file"), "{}", stderr(&out));
+    assert_contains(stderr(&out), "--token-file");
 
     let out = enroll_with_stdin(&config, &[], Some(&format!("{first}\n"))).await;
     assert!(out.status.success(), "{}", stderr(&out));

@@ -1,6 +1,7 @@
 //! `deploy/install.sh` on a clean root (a temporary `DESTDIR`): the same tree however often it
 //! runs, and an edited config is never overwritten.
 
+use berth_tests::assert_contains;
 use std::collections::BTreeMap;
 use std::fs;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -50,11 +51,7 @@ fn installing_twice_on_a_clean_root_gives_the_same_tree() {
     for role in ["agent", "coordinator"] {
         let root = tempfile::tempdir().unwrap();
         let first = install(root.path(), &["--role", role]);
-        assert!(
-            said(&first).contains("no service was touched"),
-            "{}",
-            said(&first)
-        );
+        assert_contains(said(&first), "no service was touched");
         let once = tree(root.path());
         let second = install(root.path(), &["--role", role]);
         assert_eq!(

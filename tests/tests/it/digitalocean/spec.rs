@@ -1,6 +1,7 @@
 //! The simulator holds requests, and its own answers, to DigitalOcean's OpenAPI spec: what
 //! the client sends passes, a malformed request is caught, pagination looks like DigitalOcean's.
 
+use berth_tests::assert_contains;
 use berth_tests::dosim::spec::SPEC;
 use berth_tests::dosim::{Scope, Side};
 use serde_json::{Value, json};
@@ -145,7 +146,7 @@ async fn pagination_links_are_absolute_digitalocean_urls_with_a_total() {
         next.starts_with("https://api.digitalocean.com/v2/droplets?page=2&per_page=2"),
         "{next}"
     );
-    assert!(next.contains("tag_name=p"), "{next}");
+    assert_contains(next, "tag_name=p");
     assert!(
         first["links"]["pages"]["last"]
             .as_str()

@@ -4,6 +4,7 @@
 use berth_cli::exit;
 use berth_shared::Role;
 use berth_tests::TestDb;
+use berth_tests::assert_contains;
 use berth_tests::cli::berth_at;
 
 use super::{coordinator, sim};
@@ -31,11 +32,11 @@ async fn the_drift_inbox_from_the_command_line() {
     let spec = r#"{"size_slug": "s-2vcpu-2gb"}"#;
     let run = berth(vec!["drift", "spec", &id, spec]).await;
     assert_eq!(run.code(), exit::OK, "{}", run.stderr());
-    assert!(run.stdout.contains("version"), "{}", run.stdout);
+    assert_contains(&run.stdout, "version");
 
     let run = berth(vec!["drift", "sync"]).await;
     assert_eq!(run.code(), exit::OK, "{}", run.stderr());
-    assert!(run.stdout.contains("1 opened"), "{}", run.stdout);
+    assert_contains(&run.stdout, "1 opened");
 
     let run = berth(vec!["drift", "list", "--output", "json"]).await;
     let drift = run.json()["drift"].as_array().unwrap().clone();

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use berth_proto::v1 as pb;
 use berth_shared::Role;
+use berth_tests::assert_contains;
 use berth_tests::dosim::Timings;
 use berth_tests::{TestCoordinator, TestDb, eventually};
 use serde_json::json;
@@ -91,11 +92,7 @@ async fn a_wrong_size_is_flagged_alone_and_accepting_it_updates_the_spec() {
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-        assert!(
-            err.message().contains("accepted, not open"),
-            "{}",
-            err.message()
-        );
+        assert_contains(err.message(), "accepted, not open");
         let clean = sync(&c).await;
         assert_eq!((clean.drift_opened, clean.drift_open), (0, 0), "{clean:?}");
         assert!(list(&c, &r, &[]).await.is_empty());
@@ -183,11 +180,7 @@ async fn reverting_resizes_the_droplet_and_the_next_detection_closes_it_reverted
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition);
-        assert!(
-            err.message().contains("being reverted"),
-            "{}",
-            err.message()
-        );
+        assert_contains(err.message(), "being reverted");
         let saga = c.wait_saga(&started.saga_id, WAIT).await;
         assert_eq!(saga.status, "completed", "{saga:#?}");
         assert_eq!(sim.droplet(id).unwrap().size_slug, "s-2vcpu-2gb");
@@ -201,11 +194,7 @@ async fn reverting_resizes_the_droplet_and_the_next_detection_closes_it_reverted
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition);
-        assert!(
-            err.message().contains("already matches"),
-            "{}",
-            err.message()
-        );
+        assert_contains(err.message(), "already matches");
         let marked = &list(&c, &r, &[]).await;
         let marked = marked.iter().find(|d| d.drift_id == size_drift).unwrap();
         assert_eq!(marked.revert_saga_id, started.saga_id);

@@ -3,6 +3,7 @@
 //! complete, and arguments refused before anything is sent.
 
 use berth_cli::exit;
+use berth_tests::assert_contains;
 use berth_tests::cli::{CliRun, berth_at};
 use berth_tests::dosim::ActionFailure;
 use berth_tests::{TestCoordinator, TestDb};
@@ -41,7 +42,7 @@ async fn provision_snapshot_and_list_from_the_command_line() {
     assert_eq!(run.code(), exit::OK, "{}\n{}", run.stderr(), run.stdout);
     let saga_id = run.stdout.lines().next().unwrap();
     assert!(uuid::Uuid::parse_str(saga_id).is_ok(), "{}", run.stdout);
-    assert!(run.stdout.contains("is active at"), "{}", run.stdout);
+    assert_contains(&run.stdout, "is active at");
     let droplet = sim.droplets().pop().expect("a droplet");
 
     let run = berth(&c, &["droplet", "list", "--output", "json"]).await;
@@ -82,11 +83,7 @@ async fn provision_snapshot_and_list_from_the_command_line() {
         run.stderr(),
         run.stdout
     );
-    assert!(
-        run.stderr().contains("did not complete"),
-        "{}",
-        run.stderr()
-    );
+    assert_contains(run.stderr(), "did not complete");
 
     let run = berth(&c, &["droplet", "snapshot", id, "--output", "json"]).await;
     assert_eq!(run.code(), exit::OK, "{}", run.stderr());
@@ -94,6 +91,6 @@ async fn provision_snapshot_and_list_from_the_command_line() {
 
     let run = berth(&c, &["droplet", "resize", id, "--size", "S 2"]).await;
     assert_eq!(run.code(), exit::INVALID, "{}", run.stderr());
-    assert!(run.stderr().contains("size_slug"), "{}", run.stderr());
+    assert_contains(run.stderr(), "size_slug");
     sim.assert_no_violations();
 }

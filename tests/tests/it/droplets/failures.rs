@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use berth_coordinator::digitalocean::DoApi;
+use berth_tests::assert_contains;
 use berth_tests::dosim::{ActionFailure, Fault, Timings};
 use berth_tests::{TestCoordinator, TestDb};
 use serde_json::json;
@@ -97,11 +98,7 @@ async fn an_errored_create_is_compensated_and_leaves_no_droplet() {
     let saga = run(&c, "droplet.provision", provision("doomed")).await;
     assert_status(&saga, "compensated");
     assert_eq!(saga.steps[1].status, "failed");
-    assert!(
-        saga.steps[1].error.contains("errored"),
-        "{}",
-        saga.steps[1].error
-    );
+    assert_contains(&saga.steps[1].error, "errored");
     assert_eq!(saga.steps[0].status, "compensated");
     assert!(sim.droplets().is_empty(), "{:?}", sim.droplets());
     assert!(c.list_droplets(true).await.is_empty());
@@ -121,11 +118,7 @@ async fn an_errored_snapshot_action_compensates_the_saga() {
         "steps": ["create_droplet", "wait_droplet_active", "create_droplet_snapshot"]});
     let saga = run(&c, "droplet.drill", drill).await;
     assert_status(&saga, "compensated");
-    assert!(
-        saga.steps[2].error.contains("errored"),
-        "{}",
-        saga.steps[2].error
-    );
+    assert_contains(&saga.steps[2].error, "errored");
     assert_eq!(
         saga.steps[2].attempts, 1,
         "an errored snapshot is not retried"
@@ -274,7 +267,7 @@ async fn a_droplet_berth_does_not_manage_is_destroyed_only_by_force() {
     let id = sim.seed_droplets(1, &["someone-elses"])[0];
     let saga = run(&c, "droplet.destroy", json!({"droplet_id": id})).await;
     assert_status(&saga, "compensated");
-    assert!(saga.error.contains("managed-by-berth"), "{}", saga.error);
+    assert_contains(&saga.error, "managed-by-berth");
     assert!(sim.droplet(id).is_some(), "still there");
     assert_eq!(sim.calls("droplets_destroy"), 0);
 

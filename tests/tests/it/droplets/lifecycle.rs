@@ -5,6 +5,7 @@
 use berth_coordinator::digitalocean::{DoApi, DoErrorKind, DropletId};
 use berth_proto::v1 as pb;
 use berth_shared::Role;
+use berth_tests::assert_contains;
 use berth_tests::cloud::DO_TOKEN;
 use berth_tests::{TestCoordinator, TestDb};
 use serde_json::json;
@@ -205,11 +206,7 @@ async fn without_digitalocean_changes_fail_their_precondition_and_listing_works(
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    assert!(
-        err.message().contains("[digitalocean]"),
-        "{}",
-        err.message()
-    );
+    assert_contains(err.message(), "[digitalocean]");
     let err = api
         .snapshot_droplet(pb::SnapshotDropletRequest {
             droplet_id: 7,
@@ -226,7 +223,7 @@ async fn without_digitalocean_changes_fail_their_precondition_and_listing_works(
         .await;
     let saga = c.wait_saga(&id, WAIT).await;
     assert_eq!(saga.status, "compensated");
-    assert!(saga.error.contains("[digitalocean]"), "{}", saga.error);
+    assert_contains(&saga.error, "[digitalocean]");
 }
 
 #[tokio::test]
@@ -294,7 +291,7 @@ async fn bad_inputs_are_refused_before_a_saga_starts_or_a_request_is_sent() {
         })
         .await
         .unwrap_err();
-    assert!(err.message().contains("droplet_id"), "{}", err.message());
+    assert_contains(err.message(), "droplet_id");
     let listed = c
         .sagas()
         .await

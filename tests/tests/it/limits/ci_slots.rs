@@ -7,6 +7,7 @@ use std::time::Duration;
 use berth_coordinator::store::HostSession;
 use berth_proto::v1 as pb;
 use berth_shared::Role;
+use berth_tests::assert_contains;
 use berth_tests::cluster::Bearer;
 use berth_tests::{TestCoordinator, TestDb, eventually};
 use tonic::Code;
@@ -91,11 +92,7 @@ async fn a_ci_token_cannot_hold_every_engine_slot() {
         b.warm_restore(restore("kc", "b1")).await.unwrap();
         let err = b.warm_restore(restore("kc", "b2")).await.unwrap_err();
         assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
-        assert!(
-            err.message().contains("ci tokens together already have 3"),
-            "{}",
-            err.message()
-        );
+        assert_contains(err.message(), "ci tokens together already have 3");
         // Operators are not held to it.
         let mut admin = warm_as(&c, &c.admin_token).await;
         admin.warm_restore(restore("kc", "op1")).await.unwrap();

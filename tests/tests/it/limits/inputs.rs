@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use berth_proto::v1 as pb;
+use berth_tests::assert_contains;
 use berth_tests::{TestCoordinator, TestDb};
 use serde_json::json;
 use tonic::Code;
@@ -47,11 +48,7 @@ async fn oversized_inputs_are_refused_naming_the_field_and_the_limit() {
     for (request, expected) in cases {
         let refused = warm.warm_snapshot(request).await.expect_err("refused");
         assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
-        assert!(
-            refused.message().contains(expected),
-            "{}",
-            refused.message()
-        );
+        assert_contains(refused.message(), expected);
     }
 
     let mut sagas = c.sagas().await;
@@ -88,11 +85,7 @@ async fn oversized_inputs_are_refused_naming_the_field_and_the_limit() {
     for (request, expected) in cases {
         let refused = sagas.start_saga(request).await.expect_err("refused");
         assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
-        assert!(
-            refused.message().contains(expected),
-            "{}",
-            refused.message()
-        );
+        assert_contains(refused.message(), expected);
     }
 }
 
@@ -167,11 +160,7 @@ async fn the_demo_kind_runs_only_where_enabled() {
         .await
         .expect_err("demo is refused when not enabled");
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
-    assert!(
-        refused.message().contains("unknown saga kind \"demo\""),
-        "{}",
-        refused.message()
-    );
+    assert_contains(refused.message(), "unknown saga kind \"demo\"");
     let on = TestCoordinator::start_with(&db, None, |config| config.sagas.demo = true).await;
     let id = on.start_demo(json!([{"step": "noop"}])).await;
     let saga = on.wait_saga(&id, std::time::Duration::from_secs(20)).await;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use berth_proto::v1 as pb;
 use berth_shared::Role;
+use berth_tests::assert_contains;
 use berth_tests::process::{CoordinatorProcess, SagaTiming};
 use berth_tests::{TestCoordinator, TestDb, eventually};
 use serde_json::json;
@@ -73,11 +74,7 @@ async fn a_token_may_hold_only_so_many_watch_streams() {
         .await
         .expect_err("a third watch is refused");
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
-    assert!(
-        refused.message().contains("max_watches_per_token = 2"),
-        "{}",
-        refused.message()
-    );
+    assert_contains(refused.message(), "max_watches_per_token = 2");
     // Another token has its own share.
     let _other = watch(c.admin_token.clone())
         .await
