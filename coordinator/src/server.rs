@@ -192,11 +192,13 @@ pub async fn run(
         Catalog::open(config.archive.clone())
             .map_err(|e| StartError::Config(format!("[archive]: {:#}", anyhow::Error::new(e))))?,
     );
-    let mut registry = Registry::builtin();
+    // Every saga kind this coordinator runs, side by side.
+    let mut registry = Registry::default();
+    crate::saga::agent_kinds::register(&mut registry);
+    crate::droplet::register(&mut registry);
     if config.sagas.demo {
         registry.enable_demo();
     }
-    crate::droplet::register(&mut registry);
     let engine = Engine::new(
         store.clone(),
         registry,

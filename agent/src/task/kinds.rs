@@ -167,11 +167,23 @@ where
     loop {
         tokio::select! {
             out = &mut task => {
-                progress.replace(&(&*rx.borrow_and_update()).into());
+                progress.replace(&wire(&rx.borrow_and_update()));
                 return out.map_err(archive_failure);
             }
-            Ok(()) = rx.changed() => progress.replace(&(&*rx.borrow_and_update()).into()),
+            Ok(()) = rx.changed() => progress.replace(&wire(&rx.borrow_and_update())),
         }
+    }
+}
+
+/// An archive's progress as a task reports it: the phase carries the compression ratio.
+fn wire(p: &ArchiveProgress) -> berth_proto::v1::Progress {
+    berth_proto::v1::Progress {
+        bytes_done: p.bytes_done,
+        bytes_total: p.bytes_total,
+        entries_done: p.entries_done,
+        entries_total: p.entries_total,
+        bytes_written: p.bytes_stored,
+        phase: format!("{} (ratio {:.2})", p.phase.as_str(), p.compression_ratio()),
     }
 }
 
@@ -242,5 +254,21 @@ mod tests {
         assert!(!e.retryable && e.error.contains("unknown field"), "{e:?}");
         let e = run("frobnicate", "{}").unwrap_err();
         assert!(e.error.contains("unknown variant `frobnicate`"), "{e:?}");
+    }
+
+    #[test]
+    fn archive_progress_maps_to_the_wire() {
+        let p = ArchiveProgress {
+            phase: berth_shared::archive::Phase::Archiving,
+            bytes_done: 300,
+            bytes_total: 1000,
+            entries_done: 2,
+            entries_total: 9,
+            bytes_transformed: 100,
+            bytes_stored: 50,
+        };
+        let pb = wire(&p);
+        assert_eq!(pb.bytes_written, 50);
+        assert_eq!(pb.phase, "archiving (ratio 3.00)");
     }
 }

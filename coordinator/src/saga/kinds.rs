@@ -39,13 +39,6 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// The kinds built into this build, without `demo` (see [`Registry::enable_demo`]).
-    pub fn builtin() -> Registry {
-        let mut r = Registry::default();
-        super::agent_kinds::register(&mut r);
-        r
-    }
-
     /// Registers the `demo` kind, whose steps sleep, fail and record on request: for tests
     /// and demos only (`[sagas] demo = true`).
     pub fn enable_demo(&mut self) {
@@ -247,7 +240,7 @@ mod tests {
 
     #[test]
     fn demo_is_registered_only_when_enabled() {
-        let err = Registry::builtin()
+        let err = Registry::default()
             .build("demo", r#"{"steps":[{"step":"noop"}]}"#)
             .err()
             .unwrap();
@@ -256,7 +249,7 @@ mod tests {
 
     #[test]
     fn demo_inputs_are_checked_precisely() {
-        let mut r = Registry::builtin();
+        let mut r = Registry::default();
         r.enable_demo();
         let (_, steps) = r
             .build(

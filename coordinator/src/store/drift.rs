@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 
-use super::inventory::DesiredSpec;
+use super::inventory::{DesiredSpec, resource_event};
 use super::sql::Sql;
 use super::{Store, StoreError};
 use crate::drift::core::DriftStatus;
@@ -107,29 +107,6 @@ fn drift_row(r: &AnyRow) -> Result<DriftRow, StoreError> {
         revert_saga_id: r.try_get("revert_saga_id")?,
         revert_requested_by: r.try_get("revert_requested_by")?,
     })
-}
-
-/// Appends to `cloud_resource_events` inside the caller's transaction.
-pub(super) async fn resource_event(
-    tx: &mut Transaction<'_, Any>,
-    resource_id: &str,
-    kind: &str,
-    detail: &Value,
-    saga_id: Option<&str>,
-    now_ms: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO cloud_resource_events (resource_id, kind, detail, saga_id, at_ms) \
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(resource_id)
-    .bind(kind)
-    .bind(text(detail))
-    .bind(saga_id)
-    .bind(now_ms)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 impl Store {

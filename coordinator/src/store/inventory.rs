@@ -185,6 +185,30 @@ pub struct ResourceFilter {
     pub limit: i64,
 }
 
+/// Appends to `cloud_resource_events` inside the caller's transaction: the one place the
+/// inventory's history is written (syncs, drift, operators, sagas).
+pub(super) async fn resource_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    resource_id: &str,
+    kind: &str,
+    detail: &Value,
+    saga_id: Option<&str>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO cloud_resource_events (resource_id, kind, detail, saga_id, at_ms) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(resource_id)
+    .bind(kind)
+    .bind(json_text(detail))
+    .bind(saga_id)
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 fn json_text(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).expect("json values serialize")
 }

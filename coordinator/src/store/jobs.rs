@@ -11,7 +11,7 @@
 use serde_json::Value;
 use sqlx::Row;
 
-use super::drift::resource_event;
+use super::inventory::resource_event;
 use super::{Store, StoreError};
 
 pub(super) const JOBS: &str = "CREATE TABLE jobs (

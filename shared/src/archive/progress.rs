@@ -1,6 +1,5 @@
 //! Progress of an archive create or restore, as the agent publishes it and the wire carries it.
 
-use berth_proto::v1 as pb;
 use serde::Serialize;
 
 /// Where a create or restore is.
@@ -62,19 +61,6 @@ impl ArchiveProgress {
             1.0
         } else {
             raw as f64 / packed as f64
-        }
-    }
-}
-
-impl From<&ArchiveProgress> for pb::Progress {
-    fn from(p: &ArchiveProgress) -> Self {
-        pb::Progress {
-            bytes_done: p.bytes_done,
-            bytes_total: p.bytes_total,
-            entries_done: p.entries_done,
-            entries_total: p.entries_total,
-            bytes_written: p.bytes_stored,
-            phase: format!("{} (ratio {:.2})", p.phase.as_str(), p.compression_ratio()),
         }
     }
 }

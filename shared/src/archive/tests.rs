@@ -312,7 +312,7 @@ fn store_urls_parse() {
 }
 
 #[test]
-fn progress_maps_to_the_wire() {
+fn the_compression_ratio_is_raw_over_packed() {
     let p = ArchiveProgress {
         phase: Phase::Archiving,
         bytes_done: 300,
@@ -323,8 +323,5 @@ fn progress_maps_to_the_wire() {
         bytes_stored: 50,
     };
     assert_eq!(p.compression_ratio(), 3.0);
-    let pb: berth_proto::v1::Progress = (&p).into();
-    assert_eq!(pb.bytes_written, 50);
-    assert_eq!(pb.phase, "archiving (ratio 3.00)");
     assert_eq!(ArchiveProgress::default().compression_ratio(), 1.0);
 }

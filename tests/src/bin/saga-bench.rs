@@ -60,7 +60,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn run(db: &TestDb, engines: usize, concurrency: usize, sagas: usize) -> String {
     stamps().lock().unwrap().clear();
     let store = Store::open(&db.url).await.expect("open store");
-    let mut registry = Registry::builtin();
+    let mut registry = Registry::default();
     registry.register("bench", build);
     let shutdown = CancellationToken::new();
     let mut all = Vec::new();

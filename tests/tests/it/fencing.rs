@@ -194,7 +194,7 @@ async fn engines(db: &TestDb, n: usize, shutdown: &CancellationToken) -> Store {
         let engine = Engine::new(
             store.clone(),
             {
-                let mut registry = Registry::builtin();
+                let mut registry = Registry::default();
                 registry.enable_demo();
                 registry
             },

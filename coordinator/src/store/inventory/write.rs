@@ -52,18 +52,7 @@ impl Store {
         kind: &str,
         detail: &Value,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO cloud_resource_events (resource_id, kind, detail, saga_id, at_ms) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(resource_id)
-        .bind(kind)
-        .bind(json_text(detail))
-        .bind(w.saga_id)
-        .bind(w.now_ms)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+        super::resource_event(tx, resource_id, kind, detail, w.saga_id, w.now_ms).await
     }
 
     async fn upsert_in(
