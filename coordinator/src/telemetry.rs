@@ -1,8 +1,13 @@
-//! Logs and metrics set-up for the binary.
+//! Logs and metrics: set-up for the binary, and the gauges kept from the store.
 
 use std::net::SocketAddr;
+use std::time::Duration;
+
+use berth_shared::saga::SagaStatus;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::LogFormat;
+use crate::store::Store;
 
 /// Structured logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging(format: LogFormat) {
@@ -23,4 +28,26 @@ pub fn init_metrics(addr: SocketAddr) -> Result<(), String> {
         .with_http_listener(addr)
         .install()
         .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))
+}
+
+/// Keeps the `berth_sagas{status}` gauges current (every 15 s).
+pub(crate) async fn report_saga_gauges(store: Store, shutdown: CancellationToken) {
+    loop {
+        match store.saga_status_counts().await {
+            Ok(counts) => {
+                for status in SagaStatus::ALL {
+                    let n = counts
+                        .iter()
+                        .find(|(s, _)| s == status)
+                        .map_or(0, |(_, n)| *n);
+                    metrics::gauge!("berth_sagas", "status" => status.as_str()).set(n as f64);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot count sagas for metrics"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(15)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }

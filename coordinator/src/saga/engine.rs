@@ -1,12 +1,12 @@
-//! The executor: claims due sagas, keeps their leases, and carries out what `core::next`
-//! decides, writing every transition through the fenced store.
+//! The executor: claims due sagas (each held as a `claim::Claim`, which keeps the lease and
+//! gathers the stop signals), and carries out what `core::next` decides, writing every
+//! transition through the fenced store.
 //!
 //! Three phases per step: mark it running (one short transaction), call it with no
 //! transaction open, record the result (a second transaction). A lost lease stops the saga
 //! in this process at once; the next owner resumes from the ledger.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -16,13 +16,13 @@ use tracing::Instrument;
 
 use berth_shared::saga::EventKind;
 
+use super::claim::{Claim, Stop};
 use super::core::{self, Next, SagaStatus, SagaView, StepStatus, StepView};
 use super::kinds::{KindError, Registry};
 use super::step::{Deps, Step, StepCtx, StepError, StepErrorKind, now_ms};
 use crate::store::{
-    Fence, NewEvent, NewSaga, SagaRow, SagaWrite, Signal, StepRow, StepWrite, Store, StoreError,
+    Fence, NewEvent, NewSaga, SagaRow, SagaWrite, StepRow, StepWrite, Store, StoreError,
 };
-use tokio::sync::broadcast::error::RecvError;
 
 /// How an engine claims and runs sagas.
 #[derive(Debug, Clone)]
@@ -149,6 +149,15 @@ enum Outcome {
     Shutdown,
     /// The saga reached a final status inside a step handler: stop driving it.
     Final,
+}
+
+impl From<Stop> for Outcome {
+    fn from(stop: Stop) -> Self {
+        match stop {
+            Stop::LeaseLost => Outcome::LeaseLost,
+            Stop::Shutdown => Outcome::Shutdown,
+        }
+    }
 }
 
 impl Engine {
@@ -302,7 +311,10 @@ impl Engine {
     pub async fn run(self, shutdown: CancellationToken) {
         let slots = Arc::new(Semaphore::new(self.config.max_concurrent));
         tracing::info!(owner_id = self.config.owner_id, "saga engine running");
-        let gauges = tokio::spawn(report_status_counts(self.store.clone(), shutdown.clone()));
+        let gauges = tokio::spawn(crate::telemetry::report_saga_gauges(
+            self.store.clone(),
+            shutdown.clone(),
+        ));
         loop {
             let permit = tokio::select! {
                 p = slots.clone().acquire_owned() => p.expect("semaphore open"),
@@ -388,79 +400,14 @@ impl Engine {
                 .await;
             return;
         }
-        // Lease keeper: renews, and turns a lost lease or a cancel request into signals.
-        let lease_lost = CancellationToken::new();
-        let cancel = CancellationToken::new();
-        let cancel_requested = Arc::new(AtomicBool::new(false));
-        let keeper = {
-            let (store, fence, lost, cancel, requested) = (
-                self.store.clone(),
-                fence.clone(),
-                lease_lost.clone(),
-                cancel.clone(),
-                cancel_requested.clone(),
-            );
-            let every = self.config.renew_every;
-            let mut signals = store.subscribe();
-            tokio::spawn(
-                async move {
-                    loop {
-                        // Renew on schedule, and at once when an operator cancels this saga.
-                        let renew_at = tokio::time::Instant::now() + every;
-                        loop {
-                            tokio::select! {
-                                () = tokio::time::sleep_until(renew_at) => break,
-                                s = signals.recv() => match s {
-                                    Ok(Signal::Cancel(id)) if id == fence.saga_id => break,
-                                    Ok(_) | Err(RecvError::Lagged(_)) => continue,
-                                    Err(RecvError::Closed) => {
-                                        tokio::time::sleep_until(renew_at).await;
-                                        break;
-                                    }
-                                },
-                            }
-                        }
-                        match store.renew_lease(&fence, now_ms()).await {
-                            Ok(Some(cancel_requested)) => {
-                                if cancel_requested {
-                                    requested.store(true, Ordering::Relaxed);
-                                    cancel.cancel();
-                                }
-                            }
-                            Ok(None) => {
-                                metrics::counter!("berth_saga_lease_losses_total").increment(1);
-                                tracing::warn!(
-                                    saga_id = fence.saga_id,
-                                    epoch = fence.epoch,
-                                    "lease lost"
-                                );
-                                lost.cancel();
-                                cancel.cancel();
-                                return;
-                            }
-                            Err(e) => tracing::warn!(error = %e, "cannot renew lease; retrying"),
-                        }
-                    }
-                }
-                .in_current_span(),
-            )
-        };
-        let outcome = self
-            .drive(
-                &row,
-                &fence,
-                &cancel,
-                &cancel_requested,
-                &lease_lost,
-                &shutdown,
-            )
-            .await;
-        keeper.abort();
+        let claim = Claim::hold(&self.store, fence, self.config.renew_every, shutdown);
+        let outcome = self.drive(&row, &claim).await;
+        let fence = &claim.fence;
         match outcome {
             Ok(Outcome::Done | Outcome::Final) => {}
             Ok(Outcome::LeaseLost) => tracing::info!("stopped: another executor holds the saga"),
             Ok(Outcome::Shutdown) => {
-                if let Err(e) = self.store.release_saga(&fence, now_ms()).await {
+                if let Err(e) = self.store.release_saga(fence, now_ms()).await {
                     tracing::warn!(error = %e, "cannot hand the saga back; it is claimable when its lease ends");
                 } else {
                     tracing::info!("handed the saga back for another coordinator");
@@ -476,15 +423,8 @@ impl Engine {
     }
 
     /// Drives one claimed saga until it is final, the claim is lost, or shutdown.
-    async fn drive(
-        &self,
-        row: &SagaRow,
-        fence: &Fence,
-        cancel: &CancellationToken,
-        cancel_requested: &AtomicBool,
-        lease_lost: &CancellationToken,
-        shutdown: &CancellationToken,
-    ) -> Result<Outcome, StoreError> {
+    async fn drive(&self, row: &SagaRow, claim: &Claim) -> Result<Outcome, StoreError> {
+        let fence = &claim.fence;
         let steps = match self.registry.build(&row.kind, &row.inputs) {
             Ok((_, steps)) => steps,
             Err(e) => {
@@ -521,17 +461,13 @@ impl Engine {
         }
         let mut ledger = self.store.get_steps(&row.id).await?;
         loop {
-            if lease_lost.is_cancelled() {
-                return Ok(Outcome::LeaseLost);
-            }
-            if shutdown.is_cancelled() {
-                return Ok(Outcome::Shutdown);
+            if let Some(stop) = claim.should_stop() {
+                return Ok(stop.into());
             }
             let status: SagaStatus = saga.status;
             let view = SagaView {
                 status,
-                cancel_requested: saga.cancel_requested_at_ms.is_some()
-                    || cancel_requested.load(Ordering::Relaxed),
+                cancel_requested: saga.cancel_requested_at_ms.is_some() || claim.cancel_requested(),
                 steps: ledger
                     .iter()
                     .zip(&steps)
@@ -543,7 +479,7 @@ impl Engine {
                     .collect(),
             };
             if view.cancel_requested && !view.past_pivot() {
-                cancel.cancel();
+                claim.cancel.cancel();
             }
             if status == SagaStatus::Pending {
                 let event = NewEvent {
@@ -573,39 +509,19 @@ impl Engine {
                     let outputs = Arc::new(ledger.iter().map(output_of).collect());
                     let step = steps[i].clone();
                     let token = if step.pivot() {
-                        lease_lost.clone()
+                        claim.lease_lost.clone()
                     } else {
-                        cancel.clone()
+                        claim.cancel.clone()
                     };
-                    let ctx = self.ctx(
-                        fence,
-                        &ledger[i],
-                        inputs.clone(),
-                        outputs,
-                        token,
-                        lease_lost,
-                    );
-                    self.execute(step, ctx, &mut ledger[i], cancel_requested, shutdown)
-                        .await?
+                    let ctx = self.ctx(claim, &ledger[i], inputs.clone(), outputs, token);
+                    self.execute(step, ctx, &mut ledger[i], claim).await?
                 }
                 Next::Compensate(i) => {
                     let outputs = Arc::new(ledger.iter().map(output_of).collect());
-                    let ctx = self.ctx(
-                        fence,
-                        &ledger[i],
-                        inputs.clone(),
-                        outputs,
-                        lease_lost.clone(),
-                        lease_lost,
-                    );
-                    self.compensate(
-                        steps[i].clone(),
-                        ctx,
-                        &mut ledger[i],
-                        cancel_requested,
-                        shutdown,
-                    )
-                    .await?
+                    let token = claim.lease_lost.clone();
+                    let ctx = self.ctx(claim, &ledger[i], inputs.clone(), outputs, token);
+                    self.compensate(steps[i].clone(), ctx, &mut ledger[i], claim)
+                        .await?
                 }
                 Next::BeginCompensation => {
                     let why = if view.cancel_requested {
@@ -648,15 +564,16 @@ impl Engine {
         }
     }
 
+    /// What step `row` is called with; `cancel` is the token that stops it.
     fn ctx(
         &self,
-        fence: &Fence,
+        claim: &Claim,
         row: &StepRow,
         inputs: Arc<Value>,
         outputs: Arc<Vec<Value>>,
         cancel: CancellationToken,
-        lease_lost: &CancellationToken,
     ) -> StepCtx {
+        let fence = &claim.fence;
         StepCtx {
             saga_id: fence.saga_id.clone(),
             step_index: row.step_idx as usize,
@@ -669,7 +586,7 @@ impl Engine {
                 .and_then(|c| serde_json::from_str(c).ok()),
             attempt: row.attempts as u32,
             cancel,
-            lease_lost: lease_lost.clone(),
+            lease_lost: claim.lease_lost.clone(),
             deps: self.deps.clone(),
             fence: fence.clone(),
         }
@@ -721,8 +638,7 @@ impl Engine {
         step: Arc<dyn Step>,
         mut ctx: StepCtx,
         row: &mut StepRow,
-        cancel_requested: &AtomicBool,
-        shutdown: &CancellationToken,
+        claim: &Claim,
     ) -> Result<Outcome, StoreError> {
         let idx = row.step_idx;
         let policy = step.retry();
@@ -746,14 +662,13 @@ impl Engine {
                 started: row.started_at_ms.is_none(),
                 ..StepWrite::to(StepStatus::Running)
             };
-            self.put_step(&ctx.fence, row, cancel_requested, &write, event)
-                .await?;
+            self.put_step(claim, row, &write, event).await?;
             let started = Instant::now();
             let remaining = policy.deadline.saturating_sub(first_started.elapsed());
             let result = tokio::select! {
                 r = step.execute(&mut ctx) => r,
                 _ = tokio::time::sleep(remaining) => Err(StepError::permanent(format!("step deadline of {:?} passed", policy.deadline))),
-                _ = shutdown.cancelled() => return Ok(Outcome::Shutdown),
+                () = claim.shutting_down() => return Ok(Outcome::Shutdown),
             };
             // A checkpoint saved by the call is part of this executor's copy of the ledger,
             // so a compensation under the same claim sees it.
@@ -774,8 +689,7 @@ impl Engine {
                         finished: true,
                         ..StepWrite::to(StepStatus::Completed)
                     };
-                    self.put_step(&ctx.fence, row, cancel_requested, &write, event)
-                        .await?;
+                    self.put_step(claim, row, &write, event).await?;
                     return Ok(Outcome::Done);
                 }
                 Err(e) => e,
@@ -800,12 +714,10 @@ impl Engine {
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => continue,
                             _ = ctx.cancel.cancelled() => {}
-                            _ = shutdown.cancelled() => return Ok(Outcome::Shutdown),
+                            () = claim.shutting_down() => return Ok(Outcome::Shutdown),
                         }
                         if ctx.cancel.is_cancelled() && !step.pivot() {
-                            return self
-                                .step_failed(&ctx, row, cancel_requested, &StepError::cancelled())
-                                .await;
+                            return self.step_failed(row, claim, &StepError::cancelled()).await;
                         }
                         continue;
                     }
@@ -813,12 +725,10 @@ impl Engine {
                         "gave up after {attempts} attempts: {}",
                         err.message
                     ));
-                    return self
-                        .step_failed(&ctx, row, cancel_requested, &exhausted)
-                        .await;
+                    return self.step_failed(row, claim, &exhausted).await;
                 }
                 StepErrorKind::Permanent | StepErrorKind::Cancelled => {
-                    return self.step_failed(&ctx, row, cancel_requested, &err).await;
+                    return self.step_failed(row, claim, &err).await;
                 }
             }
         }
@@ -828,22 +738,21 @@ impl Engine {
     /// the write also reports a pending cancel request.
     async fn put_step(
         &self,
-        fence: &Fence,
+        claim: &Claim,
         row: &mut StepRow,
-        cancel_requested: &AtomicBool,
         w: &StepWrite<'_>,
         event: NewEvent<'_>,
     ) -> Result<(), StoreError> {
         let now = now_ms();
         if self
             .store
-            .write_step(fence, row.step_idx, w, event, now)
+            .write_step(&claim.fence, row.step_idx, w, event, now)
             .await?
         {
-            cancel_requested.store(true, Ordering::Relaxed);
+            claim.note_cancel_request();
         }
-        row.status = w.status.to_owned();
-        row.written_epoch = fence.epoch;
+        row.status = w.status;
+        row.written_epoch = claim.fence.epoch;
         if let Some(a) = w.attempts {
             row.attempts = a;
         }
@@ -862,9 +771,8 @@ impl Engine {
 
     async fn step_failed(
         &self,
-        ctx: &StepCtx,
         row: &mut StepRow,
-        cancel_requested: &AtomicBool,
+        claim: &Claim,
         err: &StepError,
     ) -> Result<Outcome, StoreError> {
         let idx = row.step_idx;
@@ -884,8 +792,7 @@ impl Engine {
             finished: true,
             ..StepWrite::to(StepStatus::Failed)
         };
-        self.put_step(&ctx.fence, row, cancel_requested, &write, event)
-            .await?;
+        self.put_step(claim, row, &write, event).await?;
         Ok(Outcome::Done)
     }
 
@@ -894,8 +801,7 @@ impl Engine {
         step: Arc<dyn Step>,
         mut ctx: StepCtx,
         row: &mut StepRow,
-        cancel_requested: &AtomicBool,
-        shutdown: &CancellationToken,
+        claim: &Claim,
     ) -> Result<Outcome, StoreError> {
         let idx = ctx.step_index as i64;
         let policy = step.retry();
@@ -906,21 +812,15 @@ impl Engine {
             message: step.name(),
             detail: None,
         };
-        self.put_step(
-            &ctx.fence,
-            row,
-            cancel_requested,
-            &StepWrite::to(StepStatus::Compensating),
-            event,
-        )
-        .await?;
+        self.put_step(claim, row, &StepWrite::to(StepStatus::Compensating), event)
+            .await?;
         let mut attempts = 0;
         loop {
             attempts += 1;
             ctx.attempt = attempts;
             let result = tokio::select! {
                 r = step.compensate(&mut ctx) => r,
-                _ = shutdown.cancelled() => return Ok(Outcome::Shutdown),
+                () = claim.shutting_down() => return Ok(Outcome::Shutdown),
             };
             // A checkpoint saved by the call is part of this executor's copy of the ledger,
             // so a compensation under the same claim sees it.
@@ -933,14 +833,8 @@ impl Engine {
                         message: step.name(),
                         detail: None,
                     };
-                    self.put_step(
-                        &ctx.fence,
-                        row,
-                        cancel_requested,
-                        &StepWrite::to(StepStatus::Compensated),
-                        event,
-                    )
-                    .await?;
+                    self.put_step(claim, row, &StepWrite::to(StepStatus::Compensated), event)
+                        .await?;
                     return Ok(Outcome::Done);
                 }
                 Err(e) if e.kind == StepErrorKind::LeaseLost => return Ok(Outcome::LeaseLost),
@@ -959,7 +853,7 @@ impl Engine {
                 self.store.append_event(&ctx.fence, event, now_ms()).await?;
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => continue,
-                    _ = shutdown.cancelled() => return Ok(Outcome::Shutdown),
+                    () = claim.shutting_down() => return Ok(Outcome::Shutdown),
                 }
             }
             let message = format!(
@@ -1022,26 +916,4 @@ fn output_of(s: &StepRow) -> Value {
         .as_deref()
         .and_then(|o| serde_json::from_str(o).ok())
         .unwrap_or(Value::Null)
-}
-
-/// Keeps the `berth_sagas{status}` gauges current (every 15 s).
-async fn report_status_counts(store: Store, shutdown: CancellationToken) {
-    loop {
-        match store.saga_status_counts().await {
-            Ok(counts) => {
-                for status in SagaStatus::ALL {
-                    let n = counts
-                        .iter()
-                        .find(|(s, _)| s == status)
-                        .map_or(0, |(_, n)| *n);
-                    metrics::gauge!("berth_sagas", "status" => status.as_str()).set(n as f64);
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "cannot count sagas for metrics"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(15)) => {}
-            _ = shutdown.cancelled() => return,
-        }
-    }
 }

@@ -3,6 +3,7 @@
 //! what a step is, `kinds` is the registry of saga kinds.
 
 pub mod agent_kinds;
+mod claim;
 pub mod core;
 pub mod engine;
 pub mod kinds;
