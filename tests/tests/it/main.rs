@@ -13,6 +13,7 @@ mod drift;
 mod droplets;
 mod failover;
 mod fencing;
+mod golden;
 mod hosts;
 mod limits;
 mod metrics;
