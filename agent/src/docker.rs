@@ -9,8 +9,25 @@ use std::time::Duration;
 
 use bollard::Docker;
 
-use crate::AgentError;
 use crate::error::chain;
+
+/// How a call to the Docker engine failed: the engine's own error, no answer in time, or an
+/// answer that makes no sense. Warm, archive and the host description each wrap it.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("docker engine")]
+    Api(#[source] Box<bollard::errors::Error>),
+    #[error("docker engine did not answer within {secs} s")]
+    Timeout { secs: u64 },
+    #[error("docker engine answered something unexpected: {0}")]
+    Unexpected(String),
+}
+
+impl From<bollard::errors::Error> for DockerError {
+    fn from(e: bollard::errors::Error) -> Self {
+        DockerError::Api(Box::new(e))
+    }
+}
 
 /// How long one call to the engine may take before we give up on it.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -18,7 +35,7 @@ pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A client for the local engine, speaking the highest API version both sides know.
-pub(crate) async fn connect() -> Result<Docker, AgentError> {
+pub(crate) async fn connect() -> Result<Docker, DockerError> {
     let docker = Docker::connect_with_defaults()?;
     timed(docker.negotiate_version()).await
 }
@@ -26,10 +43,10 @@ pub(crate) async fn connect() -> Result<Docker, AgentError> {
 /// Runs one engine call with `CALL_TIMEOUT`.
 pub(crate) async fn timed<T>(
     call: impl Future<Output = Result<T, bollard::errors::Error>>,
-) -> Result<T, AgentError> {
+) -> Result<T, DockerError> {
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
         Ok(result) => Ok(result?),
-        Err(_) => Err(AgentError::DockerTimeout {
+        Err(_) => Err(DockerError::Timeout {
             secs: CALL_TIMEOUT.as_secs(),
         }),
     }
@@ -45,7 +62,7 @@ pub(crate) async fn version_for_hello() -> String {
     let version = async {
         match tokio::time::timeout(HELLO_TIMEOUT, version).await {
             Ok(result) => result,
-            Err(_) => Err(AgentError::DockerTimeout {
+            Err(_) => Err(DockerError::Timeout {
                 secs: HELLO_TIMEOUT.as_secs(),
             }),
         }

@@ -77,10 +77,8 @@ pub enum AgentError {
     WelcomeTimeout { secs: u64 },
     #[error("protocol violation: {0}")]
     Protocol(String),
-    #[error("docker engine")]
-    Docker(#[source] Box<bollard::errors::Error>),
-    #[error("docker engine did not answer within {secs} s")]
-    DockerTimeout { secs: u64 },
+    #[error(transparent)]
+    Docker(#[from] crate::docker::DockerError),
     #[error("cannot measure the filesystem of {path}")]
     Statvfs {
         path: PathBuf,
@@ -118,7 +116,6 @@ impl AgentError {
             | StreamClosed
             | WelcomeTimeout { .. }
             | Docker(_)
-            | DockerTimeout { .. }
             | Statvfs { .. }
             | Join(_) => ErrorKind::Transient,
         }
@@ -131,12 +128,6 @@ impl From<tonic::Status> for AgentError {
             code: s.code(),
             message: s.message().to_owned(),
         }
-    }
-}
-
-impl From<bollard::errors::Error> for AgentError {
-    fn from(e: bollard::errors::Error) -> Self {
-        AgentError::Docker(Box::new(e))
     }
 }
 

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, LogFormat, Overrides, TlsConfig, Token};
 pub use describe::{Space, describe_host, filesystem_space};
+pub use docker::DockerError;
 pub use error::{AgentError, ErrorKind, chain};
 pub use link::LinkState;
 

@@ -14,8 +14,8 @@ use bollard::query_parameters::{ListContainersOptions, ListServicesOptions, List
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::DockerError;
 use super::timed;
-use crate::AgentError;
 
 /// Label that `docker stack deploy` puts on a stack's objects.
 pub const SWARM_LABEL: &str = "com.docker.stack.namespace";
@@ -70,7 +70,7 @@ impl StackVolume {
 pub async fn stack_volumes(
     docker: &Docker,
     stack: &StackName,
-) -> Result<Vec<StackVolume>, AgentError> {
+) -> Result<Vec<StackVolume>, DockerError> {
     let mut found = HashMap::new();
     for label in [SWARM_LABEL, COMPOSE_LABEL] {
         let filters = HashMap::from([(
@@ -87,7 +87,7 @@ pub async fn stack_volumes(
                 continue;
             }
             let name = VolumeName::new(v.name.clone()).map_err(|source| {
-                AgentError::Protocol(format!(
+                DockerError::Unexpected(format!(
                     "the engine listed a volume with a bad name: {source}"
                 ))
             })?;
@@ -108,7 +108,7 @@ pub async fn stack_volumes(
 }
 
 /// The mountpoints of every local volume of the engine (for recovery at start).
-pub async fn all_mountpoints(docker: &Docker) -> Result<Vec<PathBuf>, AgentError> {
+pub async fn all_mountpoints(docker: &Docker) -> Result<Vec<PathBuf>, DockerError> {
     let listed = timed(docker.list_volumes(None::<ListVolumesOptions>)).await?;
     Ok(listed
         .volumes
@@ -163,7 +163,7 @@ pub async fn deployment(
     docker: &Docker,
     stack: &StackName,
     volumes: &[VolumeName],
-) -> Result<Deployment, AgentError> {
+) -> Result<Deployment, DockerError> {
     let services = swarm_services(docker, stack).await?;
     let options = ListContainersOptions {
         all: true,
@@ -218,7 +218,7 @@ fn is_live(state: Option<ContainerSummaryStateEnum>) -> bool {
 }
 
 /// The stack's swarm services; none when this engine is not a swarm manager.
-async fn swarm_services(docker: &Docker, stack: &StackName) -> Result<Vec<String>, AgentError> {
+async fn swarm_services(docker: &Docker, stack: &StackName) -> Result<Vec<String>, DockerError> {
     let filters = HashMap::from([(
         "label".to_owned(),
         vec![format!("{SWARM_LABEL}={}", stack.as_str())],
@@ -229,7 +229,7 @@ async fn swarm_services(docker: &Docker, stack: &StackName) -> Result<Vec<String
     };
     let services = match timed(docker.list_services(Some(options))).await {
         Ok(services) => services,
-        Err(AgentError::Docker(e)) if is_not_swarm_manager(&e) => return Ok(Vec::new()),
+        Err(DockerError::Api(e)) if is_not_swarm_manager(&e) => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
     let mut names: Vec<String> = services
@@ -265,7 +265,7 @@ fn is_not_swarm_manager(e: &bollard::errors::Error) -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum WaitError {
     #[error("{0}")]
-    Engine(#[from] AgentError),
+    Engine(#[from] DockerError),
     #[error("still deployed: {0}")]
     Deployed(Deployment),
     #[error("cancelled while waiting for the stack to be undeployed")]

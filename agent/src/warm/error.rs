@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use berth_shared::NameError;
 
-use crate::AgentError;
 use crate::docker::stack::Deployment;
 use crate::volume::VolumeError;
 
@@ -38,8 +37,8 @@ pub enum WarmError {
     },
     #[error("invalid input: {0}")]
     Input(String),
-    #[error("docker engine")]
-    Engine(#[from] AgentError),
+    #[error(transparent)]
+    Engine(#[from] crate::docker::DockerError),
     #[error(
         "no volume is labelled {swarm}={stack} or {compose}={stack}; nothing to snapshot \
          (is the stack name right? pass it explicitly if it is not the domain with '.' → '_')",
