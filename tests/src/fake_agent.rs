@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use crate::cluster::Bearer;
+use crate::cluster::{Bearer, TestCoordinator};
 
 /// One open `AgentLink.Session`: what the test sends, and what the coordinator sends back.
 pub struct FakeAgent {
@@ -56,6 +56,36 @@ impl FakeAgent {
         }
         None
     }
+}
+
+/// A warm restore of app `kc` on host `host_id` whose agent is spoken by hand: the agent's
+/// session, the saga's id, and the task once the coordinator assigned it.
+pub async fn warm_restore_by_hand(
+    c: &TestCoordinator,
+    host_id: &str,
+) -> (FakeAgent, String, pb::TaskAssignment) {
+    let token = c.token(berth_shared::Role::Agent, Some(host_id)).await;
+    let mut agent = FakeAgent::open(c.channel().await, &token, host_id, host_id)
+        .await
+        .expect("the session opens");
+    let inputs = serde_json::json!({"host_id": host_id, "app": "kc", "domain": "kc.example.org"});
+    let saga_id = c
+        .sagas()
+        .await
+        .start_saga(pb::StartSagaRequest {
+            kind: "warm.restore".into(),
+            inputs_json: inputs.to_string(),
+            idempotency_key: String::new(),
+        })
+        .await
+        .expect("start the restore")
+        .into_inner()
+        .saga_id;
+    let task = tokio::time::timeout(std::time::Duration::from_secs(20), agent.next_task())
+        .await
+        .expect("the task is assigned")
+        .expect("the session stays open");
+    (agent, saga_id, task)
 }
 
 pub fn hello(host_id: &str, hostname: &str) -> pb::AgentMessage {

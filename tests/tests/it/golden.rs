@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use berth_proto::v1 as pb;
 use berth_proto::v1::agent_message::Msg;
-use berth_shared::Role;
-use berth_tests::fake_agent::FakeAgent;
+use berth_tests::fake_agent::warm_restore_by_hand;
 use berth_tests::{TestCoordinator, TestDb};
 use serde_json::json;
 
@@ -101,25 +100,7 @@ async fn demo_sagas_complete_compensate_and_retry_as_recorded() {
 async fn a_warm_restore_runs_on_its_agent_as_recorded() {
     let db = TestDb::sqlite();
     let c = coordinator(&db).await;
-    let token = c.token(Role::Agent, Some("ci-1")).await;
-    let mut agent = FakeAgent::open(c.channel().await, &token, "ci-1", "ci-1")
-        .await
-        .unwrap();
-    let started = c
-        .sagas()
-        .await
-        .start_saga(pb::StartSagaRequest {
-            kind: "warm.restore".into(),
-            inputs_json: r#"{"host_id":"ci-1","app":"kc","domain":"kc.example.org"}"#.into(),
-            idempotency_key: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let task = tokio::time::timeout(Duration::from_secs(20), agent.next_task())
-        .await
-        .expect("the task is assigned")
-        .expect("the session stays open");
+    let (agent, saga_id, task) = warm_restore_by_hand(&c, "ci-1").await;
     let id = task.id.clone();
     for (done, phase) in [(0, "restoring kc_db"), (4096, "restoring kc_db")] {
         let report = pb::TaskProgress {
@@ -145,7 +126,7 @@ async fn a_warm_restore_runs_on_its_agent_as_recorded() {
             }))
             .await
     );
-    let saga = c.wait_saga(&started.saga_id, Duration::from_secs(30)).await;
+    let saga = c.wait_saga(&saga_id, Duration::from_secs(30)).await;
     assert_eq!(saga.status, "completed", "{saga:?}");
-    golden("warm_restore", &text(&c.history(&started.saga_id).await));
+    golden("warm_restore", &text(&c.history(&saga_id).await));
 }

@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 
 use berth_proto::v1 as pb;
 use berth_proto::v1::agent_message::Msg;
-use berth_shared::Role;
-use berth_tests::fake_agent::FakeAgent;
+use berth_tests::fake_agent::warm_restore_by_hand;
 use berth_tests::{TestCoordinator, TestDb, eventually};
 
 #[tokio::test]
@@ -15,25 +14,7 @@ async fn a_flood_of_progress_is_written_a_few_times_per_second() {
     let _heavy = berth_tests::heavy().await;
     let db = TestDb::sqlite();
     let c = TestCoordinator::start(&db).await;
-    let token = c.token(Role::Agent, Some("ci-1")).await;
-    let mut agent = FakeAgent::open(c.channel().await, &token, "ci-1", "ci-1")
-        .await
-        .unwrap();
-    let started = c
-        .sagas()
-        .await
-        .start_saga(pb::StartSagaRequest {
-            kind: "warm.restore".into(),
-            inputs_json: r#"{"host_id":"ci-1","app":"kc","domain":"kc.example.org"}"#.into(),
-            idempotency_key: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let task = tokio::time::timeout(Duration::from_secs(20), agent.next_task())
-        .await
-        .expect("the task is assigned")
-        .expect("the session stays open");
+    let (agent, saga_id, task) = warm_restore_by_hand(&c, "ci-1").await;
     let id = task.id.clone().unwrap();
 
     let start = Instant::now();
@@ -54,7 +35,7 @@ async fn a_flood_of_progress_is_written_a_few_times_per_second() {
             sent += 1;
         }
         let asked = Instant::now();
-        c.get_saga(&started.saga_id).await;
+        c.get_saga(&saga_id).await;
         slowest = slowest.max(asked.elapsed());
     }
     assert!(
@@ -72,17 +53,13 @@ async fn a_flood_of_progress_is_written_a_few_times_per_second() {
         Duration::from_secs(20),
         "the result is recorded",
         || async {
-            let row = c
-                .store()
-                .agent_task(&started.saga_id, step)
-                .await
-                .unwrap()?;
+            let row = c.store().agent_task(&saga_id, step).await.unwrap()?;
             row.ok.is_some().then_some(row)
         },
     )
     .await;
     let took = start.elapsed().as_secs_f64();
-    let history = c.history(&started.saga_id).await;
+    let history = c.history(&saga_id).await;
     let relayed = history.iter().filter(|e| e.progress.is_some()).count();
 
     assert!(sent >= 3_000, "a flood: {sent} reports");
