@@ -47,8 +47,8 @@ pub use config::ArchiveConfig;
 pub use error::{ArchiveError, BytesCap, Witness};
 pub use journal::JournaledUpload;
 
+use crate::volume::StackError;
 use crate::volume::lock::{self, Held, Operation, Resource};
-use crate::warm::WarmError;
 use journal::Journal;
 use pack::Tree;
 
@@ -298,7 +298,7 @@ impl Archiver {
         };
         let stack = match input.stack.as_deref() {
             None | Some("") => None,
-            Some(s) => Some(StackName::new(s).map_err(|source| WarmError::Name {
+            Some(s) => Some(StackName::new(s).map_err(|source| StackError::Name {
                 what: "stack name",
                 source,
             })?),
@@ -409,16 +409,15 @@ impl Archiver {
                 let from = meta.stack.clone().unwrap_or_default();
                 let to = match input.stack.as_deref() {
                     None | Some("") if from.is_empty() => {
-                        return Err(WarmError::Input(format!(
+                        return Err(ArchiveError::Input(format!(
                             "archive {id} holds volumes but its metadata records no stack; \
                              name the stack to restore them into"
-                        ))
-                        .into());
+                        )));
                     }
                     None | Some("") => from.as_str(),
                     Some(s) => s,
                 };
-                let to = StackName::new(to).map_err(|source| WarmError::Name {
+                let to = StackName::new(to).map_err(|source| StackError::Name {
                     what: "stack name",
                     source,
                 })?;

@@ -1,20 +1,29 @@
 //! The volume mechanics warm snapshots and app archives share, as a leaf neither owns:
 //! `lock` (one operation per stack, app directory or volume at a time), `staging` (staging
 //! dirs named after their owner, and the cleanup that removes only those whose owner is
-//! provably dead) and `swap` (putting a staged dir in place of a target, journaled before its
-//! first rename where the filesystem needs two, and recovered after a crash).
+//! provably dead), `swap` (putting a staged dir in place of a target, journaled before its
+//! first rename where the filesystem needs two, and recovered after a crash), `plan` (swap
+//! or clear-and-extract, per volume), and finding a stack's volumes ([`copyable_volumes`],
+//! failing with [`StackError`]).
 //!
 //! Everything in `staging` and `swap` blocks: call it from blocking threads.
 
 mod error;
 pub mod lock;
+mod plan;
 pub(crate) mod staging;
 pub mod swap;
 
 use std::path::PathBuf;
 
-pub use error::VolumeError;
+use berth_shared::StackName;
+use bollard::Docker;
+
+use crate::docker::stack::{self, StackVolume};
+
+pub use error::{StackError, VolumeError};
 pub use lock::{Operation, Resource};
+pub(crate) use plan::{Plan, plan, staging_device};
 pub use swap::{TestCut, set_test_cut};
 
 /// The agent's start hook: takes cross-process locks under `<state_dir>/locks/` from now on,
@@ -50,6 +59,24 @@ pub async fn recover_dirs(dirs: Vec<PathBuf>) {
     if let Err(e) = done {
         tracing::warn!(error = %e, "swap recovery failed");
     }
+}
+
+/// The volumes of `stack` that Berth can copy: refuses a stack with none, or with one whose
+/// data is not at its mountpoint (see [`StackVolume::unsupported`]).
+pub async fn copyable_volumes(
+    docker: &Docker,
+    stack: &StackName,
+) -> Result<Vec<StackVolume>, StackError> {
+    let volumes = stack::stack_volumes(docker, stack).await?;
+    if volumes.is_empty() {
+        return Err(StackError::NoVolumes {
+            stack: stack.to_string(),
+        });
+    }
+    if let Some(why) = volumes.iter().find_map(StackVolume::unsupported) {
+        return Err(StackError::Unsupported(why));
+    }
+    Ok(volumes)
 }
 
 /// The directories holding the mountpoints of this engine's local volumes.

@@ -40,6 +40,7 @@ pub use restore::{RestoreMethod, RestoreOutcome, RestoreRequest, RestoredVolume}
 pub use snapshot::{SnapshotOutcome, SnapshotRequest};
 
 use crate::docker::stack::{self, WaitError};
+use crate::volume::StackError;
 use crate::volume::lock::{self, Operation, Resource};
 use layout::{AppDir, AppLock};
 
@@ -198,12 +199,13 @@ impl Warm {
             .map_err(|e| match e {
                 WaitError::Engine(e) => WarmError::Engine(e),
                 WaitError::Cancelled => WarmError::Cancelled,
-                WaitError::Deployed(running) => WarmError::Deployed {
+                WaitError::Deployed(running) => StackError::Deployed {
                     action,
                     app: target.app.to_string(),
                     stack: target.stack.to_string(),
                     running,
-                },
+                }
+                .into(),
             })
     }
 

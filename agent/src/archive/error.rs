@@ -33,9 +33,11 @@ pub enum ArchiveError {
          upgrade the agent"
     )]
     UnknownSource { id: String, source_kind: String },
+    #[error("invalid input: {0}")]
+    Input(String),
     /// A stack's volumes: not found, unsupported, still in use, or not swappable.
     #[error(transparent)]
-    Volumes(#[from] crate::warm::WarmError),
+    Stack(#[from] crate::volume::StackError),
     #[error("invalid archive store url")]
     StoreUrl(#[from] StoreUrlError),
     #[error("invalid archive store configuration: {0}")]
@@ -225,9 +227,10 @@ impl ArchiveError {
             Store { source, .. } => store_kind(source),
             Read { source, .. } | Write { source, .. } | Journal { source, .. } => io_kind(source),
             Volume(_) | Verify { .. } | Compress(_) | Join(_) | Cancelled => ErrorKind::Transient,
-            Volumes(e) if e.kind() == crate::warm::WarmErrorKind::Transient => ErrorKind::Transient,
-            Volumes(_) => ErrorKind::Invalid,
+            Stack(e) if e.is_transient() => ErrorKind::Transient,
+            Stack(_) => ErrorKind::Invalid,
             App(_)
+            | Input(_)
             | Key(_)
             | Labels(_)
             | Level(_)

@@ -13,9 +13,8 @@ use berth_shared::name::VolumeName;
 use super::ArchiveError;
 use crate::docker::stack::{self, StackVolume};
 use crate::volume::staging::{self, SCRATCH};
-use crate::volume::swap::{self, Swapped};
-use crate::warm::WarmError;
-use crate::warm::restore::volume::{self, Plan};
+use crate::volume::swap::{self, Swapped, remove_tree};
+use crate::volume::{self, Plan, StackError};
 
 /// The stack's volumes as `(name, mountpoint)`, once nothing of the stack runs.
 pub(crate) async fn for_create(
@@ -61,10 +60,12 @@ pub(crate) async fn for_restore(
     op: u64,
 ) -> Result<Restore, ArchiveError> {
     if archived.is_empty() {
-        return Err(WarmError::Input("the archive's metadata lists no volumes".into()).into());
+        return Err(ArchiveError::Input(
+            "the archive's metadata lists no volumes".into(),
+        ));
     }
     for name in archived {
-        VolumeName::new(name.as_str()).map_err(|source| WarmError::Name {
+        VolumeName::new(name.as_str()).map_err(|source| StackError::Name {
             what: "archived volume name",
             source,
         })?;
@@ -74,16 +75,8 @@ pub(crate) async fn for_restore(
     for name in archived {
         let wanted = rename(name, from, to.as_str())?;
         let Some(found) = present.iter().find(|v| v.name.as_str() == wanted) else {
-            return Err(WarmError::VolumeMissing {
-                volume: wanted,
-                stack: to.to_string(),
-                present: present
-                    .iter()
-                    .map(|v| v.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }
-            .into());
+            let names = present.iter().map(|v| v.name.as_str());
+            return Err(StackError::missing(wanted, to, names).into());
         };
         targets.push((name.clone(), found.clone()));
     }
@@ -116,7 +109,7 @@ fn plan(
         let staging = match volume::plan(&v.mountpoint, op)? {
             Plan::Swap { staging } => staging,
             Plan::Clear { reason } => {
-                return Err(WarmError::UnsupportedVolume(format!(
+                return Err(StackError::Unsupported(format!(
                     "volume {}: {reason}, so it cannot be swapped whole; restore it from a \
                      warm snapshot instead",
                     v.name
@@ -126,7 +119,7 @@ fn plan(
         };
         let dev = volume::staging_device(&v.mountpoint)?;
         if device.is_some_and(|d| d != dev) {
-            return Err(WarmError::UnsupportedVolume(format!(
+            return Err(StackError::Unsupported(format!(
                 "volume {} is on another filesystem than the stack's other volumes; an archive \
                  restore stages them all in one place",
                 v.name
@@ -207,9 +200,9 @@ impl Restore {
                     tracing::info!(volume = %t.name, "volume restored from the archive");
                     continue;
                 }
-                Ok(Swapped::Impossible(why)) => ArchiveError::from(WarmError::UnsupportedVolume(
-                    format!("volume {}: {why}", t.name),
-                )),
+                Ok(Swapped::Impossible(why)) => {
+                    ArchiveError::from(StackError::Unsupported(format!("volume {}: {why}", t.name)))
+                }
                 Err(e) => ArchiveError::from(e),
             };
             put_back(&swapped);
@@ -221,7 +214,7 @@ impl Restore {
             .map(|(_, old)| old)
             .chain([self.scratch.clone()])
         {
-            if let Err(e) = crate::warm::layout::remove_tree(&path) {
+            if let Err(e) = remove_tree(&path) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove a volume's old contents; remove it by hand");
             }
         }
@@ -232,7 +225,7 @@ impl Restore {
     fn remove_staging(&self) {
         for t in &self.targets {
             if fs::symlink_metadata(&t.staging).is_ok() {
-                let _ = crate::warm::layout::remove_tree(&t.staging);
+                let _ = remove_tree(&t.staging);
             }
         }
     }
@@ -244,7 +237,7 @@ fn put_back(swapped: &[(&Target, PathBuf)]) {
         match swap::swap(&t.mountpoint, old) {
             Ok(Swapped::Done { old: restored }) => {
                 tracing::warn!(volume = %t.name, "a later volume failed: this one is back as it was");
-                let _ = crate::warm::layout::remove_tree(&restored);
+                let _ = remove_tree(&restored);
             }
             Ok(Swapped::Impossible(why)) => {
                 tracing::error!(volume = %t.name, previous = %old.display(), why, "cannot put the volume's previous contents back; move them away from where `previous` says before the next restore of this volume removes them")
@@ -264,11 +257,10 @@ fn rename(name: &str, from: &str, to: &str) -> Result<String, ArchiveError> {
     let short = name.strip_prefix(from).and_then(|r| r.strip_prefix('_'));
     match short {
         Some(short) if !short.is_empty() => Ok(format!("{to}_{short}")),
-        _ => Err(WarmError::Input(format!(
+        _ => Err(ArchiveError::Input(format!(
             "volume {name} is not named <stack>_<volume> after its stack {from}, so it cannot \
              be mapped onto stack {to}; restore it into stack {from}"
-        ))
-        .into()),
+        ))),
     }
 }
 
@@ -279,25 +271,14 @@ async fn undeployed_volumes(
     stack: &StackName,
     action: &'static str,
 ) -> Result<Vec<StackVolume>, ArchiveError> {
-    let docker = crate::docker::connect().await.map_err(WarmError::from)?;
-    let volumes = stack::stack_volumes(&docker, stack)
-        .await
-        .map_err(WarmError::from)?;
-    if volumes.is_empty() {
-        return Err(WarmError::NoVolumes {
-            stack: stack.to_string(),
-        }
-        .into());
-    }
-    if let Some(why) = volumes.iter().find_map(StackVolume::unsupported) {
-        return Err(WarmError::UnsupportedVolume(why).into());
-    }
+    let docker = crate::docker::connect().await.map_err(StackError::from)?;
+    let volumes = volume::copyable_volumes(&docker, stack).await?;
     let names: Vec<VolumeName> = volumes.iter().map(|v| v.name.clone()).collect();
     let running = stack::deployment(&docker, stack, &names)
         .await
-        .map_err(WarmError::from)?;
+        .map_err(StackError::from)?;
     if !running.is_undeployed() {
-        return Err(WarmError::Deployed {
+        return Err(StackError::Deployed {
             action,
             app: app.to_owned(),
             stack: stack.to_string(),

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 
 use berth_shared::NameError;
 
-use crate::docker::stack::Deployment;
-use crate::volume::VolumeError;
+use crate::volume::{StackError, VolumeError};
 
 /// What a failure means for whoever decides what to do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,38 +38,14 @@ pub enum WarmError {
     Input(String),
     #[error(transparent)]
     Engine(#[from] crate::docker::DockerError),
-    #[error(
-        "no volume is labelled {swarm}={stack} or {compose}={stack}; nothing to snapshot \
-         (is the stack name right? pass it explicitly if it is not the domain with '.' → '_')",
-        swarm = crate::docker::stack::SWARM_LABEL,
-        compose = crate::docker::stack::COMPOSE_LABEL
-    )]
-    NoVolumes { stack: String },
-    #[error("{0}")]
-    UnsupportedVolume(String),
-    #[error(
-        "refusing to {action} {app} while stack {stack} is deployed ({running}); undeploy it first"
-    )]
-    Deployed {
-        action: &'static str,
-        app: String,
-        stack: String,
-        running: Deployment,
-    },
+    /// Finding the stack's volumes, or checking that nothing of it runs.
+    #[error(transparent)]
+    Stack(#[from] StackError),
     #[error("no complete warm snapshot of {app} under {root}: {why}")]
     NoSnapshot {
         app: String,
         root: PathBuf,
         why: String,
-    },
-    #[error(
-        "snapshot volume {volume} is absent from stack {stack} (its volumes: {present}); \
-         deploy the stack once so its volumes exist, or snapshot again"
-    )]
-    VolumeMissing {
-        volume: String,
-        stack: String,
-        present: String,
     },
     #[error("cannot read snapshot metadata {path}: {why}")]
     BadMeta { path: PathBuf, why: String },
@@ -131,14 +106,18 @@ impl WarmError {
     pub fn kind(&self) -> WarmErrorKind {
         use WarmError::*;
         match self {
-            Name { .. }
-            | Input(_)
-            | UnsupportedVolume(_)
-            | BadMeta { .. }
-            | UnsafeTar { .. }
-            | BadTar { .. } => WarmErrorKind::Invalid,
-            NoVolumes { .. } | NoSnapshot { .. } | VolumeMissing { .. } => WarmErrorKind::NotFound,
-            Deployed { .. } => WarmErrorKind::Conflict,
+            Name { .. } | Input(_) | BadMeta { .. } | UnsafeTar { .. } | BadTar { .. } => {
+                WarmErrorKind::Invalid
+            }
+            Stack(e) => match e {
+                StackError::Name { .. } | StackError::Unsupported(_) => WarmErrorKind::Invalid,
+                StackError::NoVolumes { .. } | StackError::VolumeMissing { .. } => {
+                    WarmErrorKind::NotFound
+                }
+                StackError::Deployed { .. } => WarmErrorKind::Conflict,
+                StackError::Engine(_) => WarmErrorKind::Transient,
+            },
+            NoSnapshot { .. } => WarmErrorKind::NotFound,
             Volume(VolumeError::Busy { .. } | VolumeError::CutForTest { .. }) => {
                 WarmErrorKind::Transient
             }

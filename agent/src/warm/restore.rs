@@ -21,6 +21,7 @@ use super::pack::Totals;
 use super::progress::Progress;
 use super::unpack::check::check;
 use super::{AppTarget, Warm, WarmError, blocking};
+use crate::volume::StackError;
 use volume::{Plan, Swapped};
 
 /// What to restore.
@@ -112,19 +113,11 @@ impl Warm {
         let mut jobs = Vec::new();
         for name in &names {
             let Some(v) = by_name.get(name) else {
-                let present: Vec<&str> = current_names.iter().map(VolumeName::as_str).collect();
-                return Err(WarmError::VolumeMissing {
-                    volume: name.to_string(),
-                    stack: target.stack.to_string(),
-                    present: if present.is_empty() {
-                        "none".into()
-                    } else {
-                        present.join(", ")
-                    },
-                });
+                let present = current_names.iter().map(VolumeName::as_str);
+                return Err(StackError::missing(name.as_str(), &target.stack, present).into());
             };
             if let Some(why) = v.unsupported() {
-                return Err(WarmError::UnsupportedVolume(why));
+                return Err(StackError::Unsupported(why).into());
             }
             jobs.push((name.clone(), app.tar(name), v.mountpoint.clone()));
         }
@@ -144,7 +137,7 @@ impl Warm {
         let plans = blocking(move || {
             mountpoints
                 .iter()
-                .map(|m| volume::plan(m, op))
+                .map(|m| volume::plan(m, op).map_err(WarmError::from))
                 .collect::<Result<Vec<_>, _>>()
         })
         .await?;
@@ -182,7 +175,8 @@ impl Warm {
         for job in jobs {
             if matches!(job.plan, Plan::Swap { .. }) {
                 let m = job.mountpoint.clone();
-                let dev = blocking(move || volume::staging_device(&m)).await?;
+                let dev =
+                    blocking(move || volume::staging_device(&m).map_err(WarmError::from)).await?;
                 let parent = job
                     .mountpoint
                     .parent()

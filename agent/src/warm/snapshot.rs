@@ -52,15 +52,7 @@ impl Warm {
             .hold_stack("warm_snapshot", target, &progress, &cancel)
             .await?;
         progress.set_phase("finding volumes");
-        let volumes = self.volumes(&target.stack).await?;
-        if volumes.is_empty() {
-            return Err(WarmError::NoVolumes {
-                stack: target.stack.to_string(),
-            });
-        }
-        if let Some(why) = volumes.iter().find_map(|v| v.unsupported()) {
-            return Err(WarmError::UnsupportedVolume(why));
-        }
+        let volumes = crate::volume::copyable_volumes(&self.docker, &target.stack).await?;
         let names: Vec<VolumeName> = volumes.iter().map(|v| v.name.clone()).collect();
         progress.set_phase("checking that the app is undeployed");
         self.ensure_undeployed("snapshot", target, &names, req.wait_undeployed, &cancel)

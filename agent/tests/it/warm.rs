@@ -6,6 +6,7 @@ use std::fs;
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_agent::volume::StackError;
 use berth_agent::warm::{
     AppTarget, Progress, RestoreMethod, RestoreRequest, SnapshotRequest, WarmError, WarmErrorKind,
 };
@@ -195,7 +196,10 @@ async fn a_stack_without_volumes_or_missing_one_is_refused_by_name() {
         .snapshot(&snapshot_req(&stack, "gone"), p, c)
         .await
         .unwrap_err();
-    assert!(matches!(err, WarmError::NoVolumes { .. }), "{err}");
+    assert!(
+        matches!(err, WarmError::Stack(StackError::NoVolumes { .. })),
+        "{err}"
+    );
     assert!(err.to_string().contains(&stack.name));
 
     let keep = stack.volume("keep", Labels::Swarm);

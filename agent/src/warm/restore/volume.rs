@@ -6,76 +6,17 @@
 
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use rustix::fs::{AtFlags, StatxAttributes, StatxFlags};
 use tokio_util::sync::CancellationToken;
 
-use crate::volume::staging;
 pub(crate) use crate::volume::swap::Swapped;
+pub(crate) use crate::volume::{Plan, plan, staging_device};
 use crate::warm::error::WarmError;
 use crate::warm::layout::remove_tree;
 use crate::warm::pack::Totals;
 use crate::warm::progress::Progress;
 use crate::warm::unpack::unpack;
-
-/// How one volume will be restored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Plan {
-    Swap { staging: PathBuf },
-    Clear { reason: String },
-}
-
-/// Decides how operation `op` restores the volume at `mountpoint`, after finishing or
-/// rolling back a swap a crash cut and removing what dead restores left beside it.
-pub(crate) fn plan(mountpoint: &Path, op: u64) -> Result<Plan, WarmError> {
-    let Some(parent) = mountpoint
-        .parent()
-        .filter(|_| mountpoint.file_name().is_some())
-    else {
-        return Ok(Plan::Clear {
-            reason: "the mountpoint has no parent directory to stage in".into(),
-        });
-    };
-    crate::volume::swap::repair(mountpoint)?;
-    let stx = rustix::fs::statx(
-        rustix::fs::CWD,
-        mountpoint,
-        AtFlags::SYMLINK_NOFOLLOW,
-        StatxFlags::BASIC_STATS,
-    )
-    .map_err(|e| WarmError::io("inspect", mountpoint, e.into()))?;
-    if stx
-        .stx_attributes_mask
-        .contains(StatxAttributes::MOUNT_ROOT)
-        && stx.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)
-    {
-        return Ok(Plan::Clear {
-            reason: "the mountpoint is a mount of its own".into(),
-        });
-    }
-    let here =
-        fs::symlink_metadata(mountpoint).map_err(|e| WarmError::io("inspect", mountpoint, e))?;
-    let above = fs::symlink_metadata(parent).map_err(|e| WarmError::io("inspect", parent, e))?;
-    if !here.is_dir() {
-        return Err(WarmError::io(
-            "restore into",
-            mountpoint,
-            std::io::Error::new(
-                std::io::ErrorKind::NotADirectory,
-                "the mountpoint is not a directory",
-            ),
-        ));
-    }
-    if here.dev() != above.dev() {
-        return Ok(Plan::Clear {
-            reason: "the mountpoint is on another filesystem than its parent".into(),
-        });
-    }
-    Ok(Plan::Swap {
-        staging: staging::path_for(mountpoint, op),
-    })
-}
 
 /// Extracts `tar` into the new dir `staging` (given the mountpoint's owner and mode until
 /// the archive's root entry sets its own) and syncs that filesystem.
@@ -135,12 +76,4 @@ pub(crate) fn clear_and_extract(
 fn sync_fs(path: &Path) -> Result<(), WarmError> {
     let dir = File::open(path).map_err(|e| WarmError::io("open", path, e))?;
     rustix::fs::syncfs(&dir).map_err(|e| WarmError::io("sync", path, e.into()))
-}
-
-/// The device of the filesystem a staging dir for `mountpoint` would use.
-pub(crate) fn staging_device(mountpoint: &Path) -> Result<u64, WarmError> {
-    let parent = mountpoint.parent().unwrap_or(mountpoint);
-    fs::metadata(parent)
-        .map(|m| m.dev())
-        .map_err(|e| WarmError::io("inspect", parent, e))
 }
