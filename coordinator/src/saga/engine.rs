@@ -1,28 +1,27 @@
-//! The executor: claims due sagas (each held as a `claim::Claim`, which keeps the lease and
-//! gathers the stop signals), and carries out what `core::next` decides, writing every
-//! transition through the fenced store.
+//! The executor: starts sagas (checking sizes, ci caps and idempotency keys), claims due
+//! ones (each held as a `claim::Claim`, which keeps the lease and gathers the stop signals)
+//! and hands each to `drive`, which carries out what `core::next` decides.
 //!
 //! Three phases per step: mark it running (one short transaction), call it with no
 //! transaction open, record the result (a second transaction). A lost lease stops the saga
 //! in this process at once; the next owner resumes from the ledger.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use berth_shared::saga::EventKind;
 
-use super::claim::{Claim, Stop};
-use super::core::{self, Next, SagaStatus, SagaView, StepStatus, StepView};
+use super::claim::Claim;
+use super::core::SagaStatus;
+use super::drive::Outcome;
 use super::kinds::{KindError, Registry};
-use super::step::{Deps, Step, StepCtx, StepError, StepErrorKind, now_ms};
-use crate::store::{
-    Fence, NewEvent, NewSaga, SagaRow, SagaWrite, StepRow, StepWrite, Store, StoreError,
-};
+use super::step::{Deps, now_ms};
+use crate::store::{Fence, NewSaga, SagaRow, SagaWrite, Store, StoreError};
 
 /// How an engine claims and runs sagas.
 #[derive(Debug, Clone)]
@@ -140,26 +139,6 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// A step's result, as the engine acts on it.
-enum Outcome {
-    Done,
-    /// The claim is gone: write nothing more.
-    LeaseLost,
-    /// Shutting down: hand the saga back.
-    Shutdown,
-    /// The saga reached a final status inside a step handler: stop driving it.
-    Final,
-}
-
-impl From<Stop> for Outcome {
-    fn from(stop: Stop) -> Self {
-        match stop {
-            Stop::LeaseLost => Outcome::LeaseLost,
-            Stop::Shutdown => Outcome::Shutdown,
-        }
-    }
-}
-
 impl Engine {
     pub fn new(store: Store, registry: Registry, deps: Deps, config: EngineConfig) -> Engine {
         Engine {
@@ -177,6 +156,10 @@ impl Engine {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub(super) fn deps(&self) -> &Deps {
+        &self.deps
     }
 
     /// Wakes the claim loop (after a start or an operator action).
@@ -378,26 +361,13 @@ impl Engine {
                 "claimed {} times without progress; paused for an operator",
                 row.reclaim_count
             );
-            let event = NewEvent {
-                kind: EventKind::SagaPaused,
-                step_idx: -1,
-                message: &message,
-                detail: None,
-            };
-            let _ = self
-                .store
-                .write_saga_status(
-                    &fence,
-                    &SagaWrite {
-                        status: SagaStatus::Paused,
-                        release: true,
-                        error: Some(&message),
-                        output: None,
-                    },
-                    event,
-                    now_ms(),
-                )
-                .await;
+            let write = SagaWrite::with_error(SagaStatus::Paused, &message);
+            if let Err(e) = self
+                .set_saga(&fence, write, EventKind::SagaPaused, &message)
+                .await
+            {
+                tracing::warn!(error = %e, "cannot pause the saga; the next claim tries again");
+            }
             return;
         }
         let claim = Claim::hold(&self.store, fence, self.config.renew_every, shutdown);
@@ -419,470 +389,6 @@ impl Engine {
             Err(e) => {
                 tracing::warn!(error = %e, "saga run interrupted by a store error; it resumes when its lease ends")
             }
-        }
-    }
-
-    /// Drives one claimed saga until it is final, the claim is lost, or shutdown.
-    async fn drive(&self, row: &SagaRow, claim: &Claim) -> Result<Outcome, StoreError> {
-        let fence = &claim.fence;
-        let steps = match self.registry.build(&row.kind, &row.inputs) {
-            Ok((_, steps)) => steps,
-            Err(e) => {
-                let message = format!("cannot run this saga: {e}");
-                let event = NewEvent {
-                    kind: EventKind::SagaFailed,
-                    step_idx: -1,
-                    message: &message,
-                    detail: None,
-                };
-                self.store
-                    .write_saga_status(
-                        fence,
-                        &SagaWrite {
-                            status: SagaStatus::Failed,
-                            release: true,
-                            error: Some(&message),
-                            output: None,
-                        },
-                        event,
-                        now_ms(),
-                    )
-                    .await?;
-                return Ok(Outcome::Done);
-            }
-        };
-        let inputs: Arc<Value> = Arc::new(serde_json::from_str(&row.inputs).unwrap_or(Value::Null));
-        // The ledger is read once: while the claim holds, this executor is its only writer,
-        // and it applies each of its own writes to this copy. A cancel request arrives through
-        // the lease keeper; an operator's change bumps the epoch and fails the next write.
-        let mut saga = self.store.get_saga(&row.id).await?;
-        if saga.epoch != fence.epoch || saga.owner_id.as_deref() != Some(fence.owner_id.as_str()) {
-            return Ok(Outcome::LeaseLost);
-        }
-        let mut ledger = self.store.get_steps(&row.id).await?;
-        loop {
-            if let Some(stop) = claim.should_stop() {
-                return Ok(stop.into());
-            }
-            let status: SagaStatus = saga.status;
-            let view = SagaView {
-                status,
-                cancel_requested: saga.cancel_requested_at_ms.is_some() || claim.cancel_requested(),
-                steps: ledger
-                    .iter()
-                    .zip(&steps)
-                    .map(|(s, def)| StepView {
-                        status: s.status,
-                        pivot: s.pivot,
-                        on_failure: def.on_failure(),
-                    })
-                    .collect(),
-            };
-            if view.cancel_requested && !view.past_pivot() {
-                claim.cancel.cancel();
-            }
-            if status == SagaStatus::Pending {
-                let event = NewEvent {
-                    kind: EventKind::SagaRunning,
-                    step_idx: -1,
-                    message: &fence.owner_id,
-                    detail: None,
-                };
-                self.store
-                    .write_saga_status(
-                        fence,
-                        &SagaWrite {
-                            status: SagaStatus::Running,
-                            release: false,
-                            error: None,
-                            output: None,
-                        },
-                        event,
-                        now_ms(),
-                    )
-                    .await?;
-                saga.status = SagaStatus::Running;
-                continue;
-            }
-            let outcome = match core::next(&view) {
-                Next::Execute(i) => {
-                    let outputs = Arc::new(ledger.iter().map(output_of).collect());
-                    let step = steps[i].clone();
-                    let token = if step.pivot() {
-                        claim.lease_lost.clone()
-                    } else {
-                        claim.cancel.clone()
-                    };
-                    let ctx = self.ctx(claim, &ledger[i], inputs.clone(), outputs, token);
-                    self.execute(step, ctx, &mut ledger[i], claim).await?
-                }
-                Next::Compensate(i) => {
-                    let outputs = Arc::new(ledger.iter().map(output_of).collect());
-                    let token = claim.lease_lost.clone();
-                    let ctx = self.ctx(claim, &ledger[i], inputs.clone(), outputs, token);
-                    self.compensate(steps[i].clone(), ctx, &mut ledger[i], claim)
-                        .await?
-                }
-                Next::BeginCompensation => {
-                    let why = if view.cancel_requested {
-                        "cancel requested"
-                    } else {
-                        "a step failed"
-                    };
-                    let event = NewEvent {
-                        kind: EventKind::CompensationStarted,
-                        step_idx: -1,
-                        message: why,
-                        detail: None,
-                    };
-                    self.store
-                        .write_saga_status(
-                            fence,
-                            &SagaWrite {
-                                status: SagaStatus::Compensating,
-                                release: false,
-                                error: None,
-                                output: None,
-                            },
-                            event,
-                            now_ms(),
-                        )
-                        .await?;
-                    saga.status = SagaStatus::Compensating;
-                    Outcome::Done
-                }
-                Next::Finish(final_status) => {
-                    self.finish(fence, final_status, &ledger).await?;
-                    metrics::counter!("berth_sagas_finished_total", "status" => final_status.as_str()).increment(1);
-                    return Ok(Outcome::Done);
-                }
-            };
-            match outcome {
-                Outcome::Done => {}
-                other => return Ok(other),
-            }
-        }
-    }
-
-    /// What step `row` is called with; `cancel` is the token that stops it.
-    fn ctx(
-        &self,
-        claim: &Claim,
-        row: &StepRow,
-        inputs: Arc<Value>,
-        outputs: Arc<Vec<Value>>,
-        cancel: CancellationToken,
-    ) -> StepCtx {
-        let fence = &claim.fence;
-        StepCtx {
-            saga_id: fence.saga_id.clone(),
-            step_index: row.step_idx as usize,
-            epoch: fence.epoch,
-            inputs,
-            outputs,
-            checkpoint: row
-                .checkpoint
-                .as_deref()
-                .and_then(|c| serde_json::from_str(c).ok()),
-            attempt: row.attempts as u32,
-            cancel,
-            lease_lost: claim.lease_lost.clone(),
-            deps: self.deps.clone(),
-            fence: fence.clone(),
-        }
-    }
-
-    async fn finish(
-        &self,
-        fence: &Fence,
-        status: SagaStatus,
-        ledger: &[StepRow],
-    ) -> Result<(), StoreError> {
-        let output = (status == SagaStatus::Completed).then(|| {
-            let by_step: serde_json::Map<String, Value> = ledger
-                .iter()
-                .map(|s| (format!("{}:{}", s.step_idx, s.name), output_of(s)))
-                .collect();
-            Value::Object(by_step).to_string()
-        });
-        let error = ledger.iter().rev().find_map(|s| s.error.clone());
-        let error = if matches!(status, SagaStatus::Completed) {
-            None
-        } else {
-            error
-        };
-        let kind = EventKind::saga_ended(status).expect("a saga finishes in a resting status");
-        let event = NewEvent {
-            kind,
-            step_idx: -1,
-            message: status.as_str(),
-            detail: None,
-        };
-        self.store
-            .write_saga_status(
-                fence,
-                &SagaWrite {
-                    status,
-                    release: true,
-                    error: error.as_deref(),
-                    output: output.as_deref(),
-                },
-                event,
-                now_ms(),
-            )
-            .await
-    }
-
-    async fn execute(
-        &self,
-        step: Arc<dyn Step>,
-        mut ctx: StepCtx,
-        row: &mut StepRow,
-        claim: &Claim,
-    ) -> Result<Outcome, StoreError> {
-        let idx = row.step_idx;
-        let policy = step.retry();
-        let first_started = Instant::now()
-            - Duration::from_millis(
-                (now_ms() - row.started_at_ms.unwrap_or_else(now_ms)).max(0) as u64
-            );
-        let mut attempts = row.attempts as u32;
-        loop {
-            attempts += 1;
-            ctx.attempt = attempts;
-            let message = format!("attempt {attempts}");
-            let event = NewEvent {
-                kind: EventKind::StepStarted,
-                step_idx: idx,
-                message: &message,
-                detail: None,
-            };
-            let write = StepWrite {
-                attempts: Some(attempts as i64),
-                started: row.started_at_ms.is_none(),
-                ..StepWrite::to(StepStatus::Running)
-            };
-            self.put_step(claim, row, &write, event).await?;
-            let started = Instant::now();
-            let remaining = policy.deadline.saturating_sub(first_started.elapsed());
-            let result = tokio::select! {
-                r = step.execute(&mut ctx) => r,
-                _ = tokio::time::sleep(remaining) => Err(StepError::permanent(format!("step deadline of {:?} passed", policy.deadline))),
-                () = claim.shutting_down() => return Ok(Outcome::Shutdown),
-            };
-            // A checkpoint saved by the call is part of this executor's copy of the ledger,
-            // so a compensation under the same claim sees it.
-            row.checkpoint = ctx.checkpoint.as_ref().map(Value::to_string);
-            metrics::histogram!("berth_saga_step_seconds", "step" => step.name())
-                .record(started.elapsed().as_secs_f64());
-            let err = match result {
-                Ok(output) => {
-                    let output = output.to_string();
-                    let event = NewEvent {
-                        kind: EventKind::StepSucceeded,
-                        step_idx: idx,
-                        message: step.name(),
-                        detail: None,
-                    };
-                    let write = StepWrite {
-                        output: Some(&output),
-                        finished: true,
-                        ..StepWrite::to(StepStatus::Completed)
-                    };
-                    self.put_step(claim, row, &write, event).await?;
-                    return Ok(Outcome::Done);
-                }
-                Err(e) => e,
-            };
-            match err.kind {
-                StepErrorKind::LeaseLost => return Ok(Outcome::LeaseLost),
-                StepErrorKind::Retryable => {
-                    let wait = policy.backoff(attempts, rand::random::<f64>());
-                    if policy.may_retry(attempts, first_started.elapsed(), wait) {
-                        metrics::counter!("berth_saga_step_retries_total", "step" => step.name())
-                            .increment(1);
-                        let detail =
-                            json!({ "wait_ms": wait.as_millis() as u64, "attempt": attempts })
-                                .to_string();
-                        let event = NewEvent {
-                            kind: EventKind::StepRetrying,
-                            step_idx: idx,
-                            message: &err.message,
-                            detail: Some(&detail),
-                        };
-                        self.store.append_event(&ctx.fence, event, now_ms()).await?;
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => continue,
-                            _ = ctx.cancel.cancelled() => {}
-                            () = claim.shutting_down() => return Ok(Outcome::Shutdown),
-                        }
-                        if ctx.cancel.is_cancelled() && !step.pivot() {
-                            return self.step_failed(row, claim, &StepError::cancelled()).await;
-                        }
-                        continue;
-                    }
-                    let exhausted = StepError::permanent(format!(
-                        "gave up after {attempts} attempts: {}",
-                        err.message
-                    ));
-                    return self.step_failed(row, claim, &exhausted).await;
-                }
-                StepErrorKind::Permanent | StepErrorKind::Cancelled => {
-                    return self.step_failed(row, claim, &err).await;
-                }
-            }
-        }
-    }
-
-    /// Writes a step's row under the claim and applies the same change to the in-memory copy;
-    /// the write also reports a pending cancel request.
-    async fn put_step(
-        &self,
-        claim: &Claim,
-        row: &mut StepRow,
-        w: &StepWrite<'_>,
-        event: NewEvent<'_>,
-    ) -> Result<(), StoreError> {
-        let now = now_ms();
-        if self
-            .store
-            .write_step(&claim.fence, row.step_idx, w, event, now)
-            .await?
-        {
-            claim.note_cancel_request();
-        }
-        row.status = w.status;
-        row.written_epoch = claim.fence.epoch;
-        if let Some(a) = w.attempts {
-            row.attempts = a;
-        }
-        if let Some(o) = w.output {
-            row.output = Some(o.to_owned());
-        }
-        row.error = w.error.map(str::to_owned);
-        if w.started {
-            row.started_at_ms = Some(now);
-        }
-        if w.finished {
-            row.finished_at_ms = Some(now);
-        }
-        Ok(())
-    }
-
-    async fn step_failed(
-        &self,
-        row: &mut StepRow,
-        claim: &Claim,
-        err: &StepError,
-    ) -> Result<Outcome, StoreError> {
-        let idx = row.step_idx;
-        let kind = if err.kind == StepErrorKind::Cancelled {
-            EventKind::StepCancelled
-        } else {
-            EventKind::StepFailed
-        };
-        let event = NewEvent {
-            kind,
-            step_idx: idx,
-            message: &err.message,
-            detail: None,
-        };
-        let write = StepWrite {
-            error: Some(&err.message),
-            finished: true,
-            ..StepWrite::to(StepStatus::Failed)
-        };
-        self.put_step(claim, row, &write, event).await?;
-        Ok(Outcome::Done)
-    }
-
-    async fn compensate(
-        &self,
-        step: Arc<dyn Step>,
-        mut ctx: StepCtx,
-        row: &mut StepRow,
-        claim: &Claim,
-    ) -> Result<Outcome, StoreError> {
-        let idx = ctx.step_index as i64;
-        let policy = step.retry();
-        let first = Instant::now();
-        let event = NewEvent {
-            kind: EventKind::CompensationStepStarted,
-            step_idx: idx,
-            message: step.name(),
-            detail: None,
-        };
-        self.put_step(claim, row, &StepWrite::to(StepStatus::Compensating), event)
-            .await?;
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            ctx.attempt = attempts;
-            let result = tokio::select! {
-                r = step.compensate(&mut ctx) => r,
-                () = claim.shutting_down() => return Ok(Outcome::Shutdown),
-            };
-            // A checkpoint saved by the call is part of this executor's copy of the ledger,
-            // so a compensation under the same claim sees it.
-            row.checkpoint = ctx.checkpoint.as_ref().map(Value::to_string);
-            let err = match result {
-                Ok(()) => {
-                    let event = NewEvent {
-                        kind: EventKind::StepCompensated,
-                        step_idx: idx,
-                        message: step.name(),
-                        detail: None,
-                    };
-                    self.put_step(claim, row, &StepWrite::to(StepStatus::Compensated), event)
-                        .await?;
-                    return Ok(Outcome::Done);
-                }
-                Err(e) if e.kind == StepErrorKind::LeaseLost => return Ok(Outcome::LeaseLost),
-                Err(e) => e,
-            };
-            let wait = policy.backoff(attempts, rand::random::<f64>());
-            if err.kind == StepErrorKind::Retryable
-                && policy.may_retry(attempts, first.elapsed(), wait)
-            {
-                let event = NewEvent {
-                    kind: EventKind::CompensationRetrying,
-                    step_idx: idx,
-                    message: &err.message,
-                    detail: None,
-                };
-                self.store.append_event(&ctx.fence, event, now_ms()).await?;
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => continue,
-                    () = claim.shutting_down() => return Ok(Outcome::Shutdown),
-                }
-            }
-            let message = format!(
-                "compensation of step {idx} ({}) failed: {}",
-                step.name(),
-                err.message
-            );
-            let event = NewEvent {
-                kind: EventKind::SagaCompensationFailed,
-                step_idx: idx,
-                message: &message,
-                detail: None,
-            };
-            self.store
-                .write_saga_status(
-                    &ctx.fence,
-                    &SagaWrite {
-                        status: SagaStatus::CompensationFailed,
-                        release: true,
-                        error: Some(&message),
-                        output: None,
-                    },
-                    event,
-                    now_ms(),
-                )
-                .await?;
-            metrics::counter!("berth_sagas_finished_total", "status" => SagaStatus::CompensationFailed.as_str())
-                .increment(1);
-            return Ok(Outcome::Final);
         }
     }
 }
@@ -909,11 +415,4 @@ fn check_start_sizes(kind: &str, inputs: &str, key: Option<&str>) -> Result<(), 
         Some(e) => Err(e),
         None => Ok(()),
     }
-}
-
-fn output_of(s: &StepRow) -> Value {
-    s.output
-        .as_deref()
-        .and_then(|o| serde_json::from_str(o).ok())
-        .unwrap_or(Value::Null)
 }

@@ -1,10 +1,12 @@
 //! Durable sagas: ordered steps with compensation, persisted in the store, run by exactly one
-//! coordinator at a time under a fenced lease. `core` decides, `engine` executes, `step` is
+//! coordinator at a time under a fenced lease. `core` decides; `engine` claims and starts sagas,
+//! holding each as a `claim`; `drive` carries out `core`'s decisions for one saga; `step` is
 //! what a step is, `kinds` is the registry of saga kinds.
 
 pub mod agent_kinds;
 mod claim;
 pub mod core;
+mod drive;
 pub mod engine;
 pub mod kinds;
 pub mod operator;

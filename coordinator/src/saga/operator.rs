@@ -221,12 +221,7 @@ impl Engine {
         } else {
             reason
         };
-        let event = NewEvent {
-            kind,
-            step_idx: -1,
-            message,
-            detail: None,
-        };
+        let event = NewEvent::saga(kind, message);
         if !self
             .store()
             .operator_transition(id, from, to, steps, event, now_ms())

@@ -123,13 +123,32 @@ impl StepWrite<'_> {
     }
 }
 
-/// A write to a saga's row; `release` gives up the claim (for final statuses).
+/// A write to a saga's row. A final status (see [`SagaStatus::is_final`]) also gives up the
+/// claim.
 #[derive(Debug, Clone, Copy)]
 pub struct SagaWrite<'a> {
     pub status: SagaStatus,
-    pub release: bool,
     pub error: Option<&'a str>,
     pub output: Option<&'a str>,
+}
+
+impl<'a> SagaWrite<'a> {
+    /// A write of `status` alone (error and output left as they are).
+    pub fn to(status: SagaStatus) -> Self {
+        SagaWrite {
+            status,
+            error: None,
+            output: None,
+        }
+    }
+
+    /// A write of `status` that records why the saga did not complete.
+    pub fn with_error(status: SagaStatus, error: &'a str) -> Self {
+        SagaWrite {
+            error: Some(error),
+            ..SagaWrite::to(status)
+        }
+    }
 }
 
 /// An event to append.
@@ -139,6 +158,23 @@ pub struct NewEvent<'a> {
     pub step_idx: i64,
     pub message: &'a str,
     pub detail: Option<&'a str>,
+}
+
+impl<'a> NewEvent<'a> {
+    /// An event of the saga as a whole.
+    pub fn saga(kind: EventKind, message: &'a str) -> Self {
+        NewEvent::step(kind, -1, message)
+    }
+
+    /// An event of step `step_idx`.
+    pub fn step(kind: EventKind, step_idx: i64, message: &'a str) -> Self {
+        NewEvent {
+            kind,
+            step_idx,
+            message,
+            detail: None,
+        }
+    }
 }
 
 const SAGA_COLUMNS: &str = "id, kind, inputs, status, owner_id, epoch, lease_expires_at_ms, \
@@ -334,12 +370,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let event = NewEvent {
-            kind: EventKind::SagaStarted,
-            step_idx: -1,
-            message: s.kind,
-            detail: None,
-        };
+        let event = NewEvent::saga(EventKind::SagaStarted, s.kind);
         insert_event(&mut tx, s.id, 0, event, s.now_ms).await?;
         super::secrets::insert(&mut tx, s.id, secrets).await?;
         tx.commit().await?;
@@ -535,10 +566,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         let SagaWrite {
             status,
-            release,
             error,
             output,
         } = *w;
+        let release = status.is_final();
         let (mut tx, _) = self.fenced(f, now_ms).await?;
         if cfg!(debug_assertions) {
             let row = sqlx::query("SELECT status FROM saga_runs WHERE id = $1")
@@ -582,12 +613,7 @@ impl Store {
         .bind(&f.saga_id)
         .execute(&mut *tx)
         .await?;
-        let event = NewEvent {
-            kind: EventKind::SagaReleased,
-            step_idx: -1,
-            message: &f.owner_id,
-            detail: None,
-        };
+        let event = NewEvent::saga(EventKind::SagaReleased, &f.owner_id);
         insert_event(&mut tx, &f.saga_id, f.epoch, event, now_ms).await?;
         tx.commit().await?;
         Ok(())
@@ -788,12 +814,7 @@ impl Store {
         } else {
             reason
         };
-        let event = NewEvent {
-            kind: EventKind::CancelRequested,
-            step_idx: -1,
-            message,
-            detail: None,
-        };
+        let event = NewEvent::saga(EventKind::CancelRequested, message);
         insert_event(&mut tx, saga_id, epoch, event, now_ms).await?;
         let signal = Signal::Cancel(saga_id.to_owned());
         self.notify_in(&mut tx, &signal).await?;

@@ -50,18 +50,8 @@ async fn saga(store: &Store, id: &str, ended: bool) {
             epoch: row.epoch,
             lease_ms: 3_600_000,
         };
-        let write = SagaWrite {
-            status: SagaStatus::Completed,
-            release: true,
-            error: None,
-            output: None,
-        };
-        let event = NewEvent {
-            kind: EventKind::SagaCompleted,
-            step_idx: -1,
-            message: "done",
-            detail: None,
-        };
+        let write = SagaWrite::to(SagaStatus::Completed);
+        let event = NewEvent::saga(EventKind::SagaCompleted, "done");
         store
             .write_saga_status(&fence, &write, event, now)
             .await
