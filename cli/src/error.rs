@@ -299,15 +299,11 @@ mod tests {
 
     #[test]
     fn a_saga_that_ends_without_completing_exits_7() {
-        for status in [
-            "failed",
-            "compensated",
-            "cancelled",
-            "compensation_failed",
-            "paused",
-            "abandoned",
-            "something_new",
-        ] {
+        let not_completed = SagaStatus::ALL
+            .iter()
+            .filter(|s| s.is_final() && **s != SagaStatus::Completed)
+            .map(|s| s.as_str());
+        for status in not_completed.chain(["something_new"]) {
             let e = CliError::SagaNotCompleted {
                 saga_id: "0197a0c2-7b1e-7cc0-9d7c-3f3f3f3f3f3f".into(),
                 status: status.into(),

@@ -12,6 +12,7 @@ use std::io::{self, Write};
 use std::time::{Duration, SystemTime};
 
 use berth_proto::v1 as pb;
+use berth_shared::saga::SagaStatus;
 use serde::Serialize;
 use tonic::Code;
 
@@ -58,7 +59,7 @@ pub struct SagaEnd {
 
 impl SagaEnd {
     pub fn completed(&self) -> bool {
-        self.final_status == "completed"
+        self.final_status == SagaStatus::Completed.as_str()
     }
 
     /// `Ok` when the saga completed; otherwise [`CliError::SagaNotCompleted`] (exit code 7).

@@ -11,12 +11,13 @@ use berth_coordinator::auth::Tokens;
 use berth_coordinator::config::{Config, TlsConfig};
 use berth_coordinator::store::Store;
 use berth_proto::v1 as pb;
+use berth_shared::saga::StepStatus;
 use berth_shared::{HostId, Role};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use crate::{Pki, TestDb};
+use crate::{Pki, SagaStatused, StepStatused, TestDb};
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
@@ -264,18 +265,27 @@ impl TestCoordinator {
     pub async fn wait_saga(&self, saga_id: &str, timeout: Duration) -> pb::Saga {
         eventually(timeout, &format!("saga {saga_id} to finish"), || async {
             let saga = self.get_saga(saga_id).await;
-            let active = ["pending", "running", "compensating"].contains(&saga.status.as_str());
-            (!active).then_some(saga)
+            saga.saga_status().is_final().then_some(saga)
         })
         .await
     }
 
     /// Waits until step `index` of the saga has `status`.
-    pub async fn wait_step(&self, saga_id: &str, index: usize, status: &str, timeout: Duration) {
+    pub async fn wait_step(
+        &self,
+        saga_id: &str,
+        index: usize,
+        status: StepStatus,
+        timeout: Duration,
+    ) {
         let what = format!("step {index} of saga {saga_id} to be {status}");
         eventually(timeout, &what, || async {
             let saga = self.get_saga(saga_id).await;
-            (saga.steps.get(index).is_some_and(|s| s.status == status)).then_some(())
+            (saga
+                .steps
+                .get(index)
+                .is_some_and(|s| s.step_status() == status))
+            .then_some(())
         })
         .await
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use berth_coordinator::auth::Tokens;
 use berth_coordinator::store::Store;
 use berth_proto::v1 as pb;
+use berth_shared::saga::SagaStatus;
 use berth_shared::{HostId, Role};
 use serde_json::Value;
 use sqlx::Row;
@@ -14,9 +15,6 @@ use sqlx::Row;
 use crate::TestDb;
 use crate::cluster::{Bearer, eventually};
 use crate::process::{AgentProcess, CoordinatorProcess, SagaTiming};
-
-/// Statuses no executor will touch again.
-pub const ACTIVE: [&str; 3] = ["pending", "running", "compensating"];
 
 pub struct Fleet {
     /// One fleet (or other heavy test) at a time on this machine.
@@ -183,20 +181,22 @@ impl Fleet {
     }
 
     /// A saga's status and error, read from the database.
-    pub async fn saga(&self, id: &str) -> (String, Option<String>) {
+    pub async fn saga(&self, id: &str) -> (SagaStatus, Option<String>) {
         let row = sqlx::query("SELECT status, error FROM saga_runs WHERE id = $1")
             .bind(id)
             .fetch_one(&self.pool)
             .await
             .unwrap();
-        (row.get("status"), row.get("error"))
+        let status: String = row.get("status");
+        let status = status.parse().unwrap_or_else(|e| panic!("saga {id}: {e}"));
+        (status, row.get("error"))
     }
 
     /// Waits until the saga is final; its status and error.
-    pub async fn wait_final(&self, id: &str, timeout: Duration) -> (String, Option<String>) {
+    pub async fn wait_final(&self, id: &str, timeout: Duration) -> (SagaStatus, Option<String>) {
         eventually(timeout, &format!("saga {id} to finish"), || async {
             let (status, error) = self.saga(id).await;
-            (!ACTIVE.contains(&status.as_str())).then_some((status, error))
+            status.is_final().then_some((status, error))
         })
         .await
     }
@@ -206,7 +206,7 @@ impl Fleet {
         let (status, error) = self.wait_final(id, timeout).await;
         assert_eq!(
             status,
-            "completed",
+            SagaStatus::Completed,
             "saga {id} ended {status}: {error:?}\n{}",
             self.logs_tail()
         );

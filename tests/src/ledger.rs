@@ -1,11 +1,43 @@
 //! Checks of a saga ledger read straight from the database, used after crash and chaos tests:
 //! final statuses, epochs that never go back, effects that match the steps, and a ledger that
-//! agrees with the event history.
+//! agrees with the event history. Also the ledger's enums read from the API's sagas and steps,
+//! which carry statuses as strings.
 
 use std::collections::HashMap;
 
+use berth_proto::v1 as pb;
 use berth_shared::saga::{EventKind, SagaStatus, StepStatus};
 use sqlx::{AnyPool, Row};
+
+/// A saga as the API shows it, its status (a string on the wire) read as the ledger's enum.
+pub trait SagaStatused {
+    /// The saga's status; panics naming the value if the ledger has no such status.
+    fn saga_status(&self) -> SagaStatus;
+}
+
+impl SagaStatused for pb::Saga {
+    #[track_caller]
+    fn saga_status(&self) -> SagaStatus {
+        self.status
+            .parse()
+            .unwrap_or_else(|e| panic!("saga {} ({}): {e}", self.saga_id, self.kind))
+    }
+}
+
+/// A step of a saga as the API shows it, its status read as the ledger's enum.
+pub trait StepStatused {
+    /// The step's status; panics naming the value if the ledger has no such status.
+    fn step_status(&self) -> StepStatus;
+}
+
+impl StepStatused for pb::SagaStep {
+    #[track_caller]
+    fn step_status(&self) -> StepStatus {
+        self.status
+            .parse()
+            .unwrap_or_else(|e| panic!("step {} ({}): {e}", self.index, self.name))
+    }
+}
 
 /// What a check found wrong, one line per problem.
 pub type Problems = Vec<String>;

@@ -20,6 +20,7 @@ pub mod s3;
 
 pub use cluster::{TestAgent, TestCoordinator, eventually};
 pub use db::{DbKind, TestDb};
+pub use ledger::{SagaStatused, StepStatused};
 pub use pki::Pki;
 
 /// Held by tests that load the whole machine (fleets of processes, floods, chaos) or whose

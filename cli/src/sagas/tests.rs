@@ -1,5 +1,6 @@
 //! `sagas` rendering with an injected "now", argument parsing and the requests they make.
 
+use berth_shared::saga::StepStatus;
 use clap::Parser;
 use serde_json::json;
 
@@ -10,12 +11,12 @@ use crate::{Cli, Command};
 const NOW: i64 = 1_750_000_000_000;
 const ID: &str = "0197a0c2-7b1e-7cc0-9d7c-1a2b3c4d5e6f";
 
-fn step(index: u32, name: &str, status: &str) -> pb::SagaStep {
+fn step(index: u32, name: &str, status: StepStatus) -> pb::SagaStep {
     pb::SagaStep {
         index,
         name: name.into(),
-        status: status.into(),
-        attempts: u32::from(status != "pending"),
+        status: status.as_str().into(),
+        attempts: u32::from(status != StepStatus::Pending),
         output_json: String::new(),
         error: String::new(),
         started_at_ms: 0,
@@ -25,25 +26,25 @@ fn step(index: u32, name: &str, status: &str) -> pb::SagaStep {
 }
 
 fn compensated_saga() -> pb::Saga {
-    let mut noop = step(0, "noop", "compensated");
+    let mut noop = step(0, "noop", StepStatus::Compensated);
     noop.output_json = "null".into();
     noop.started_at_ms = NOW - 65_000;
     noop.finished_at_ms = NOW - 64_990;
-    let mut flaky = step(1, "flaky", "completed");
+    let mut flaky = step(1, "flaky", StepStatus::Completed);
     flaky.attempts = 2;
     flaky.output_json = r#"{"attempts":2}"#.into();
     flaky.started_at_ms = NOW - 64_990;
     flaky.finished_at_ms = NOW - 63_700;
-    let mut fail = step(2, "fail", "failed");
+    let mut fail = step(2, "fail", StepStatus::Failed);
     fail.error = "failed on purpose\n(demo step `fail`)".into();
     fail.started_at_ms = NOW - 63_700;
     fail.finished_at_ms = NOW - 63_690;
-    let mut pivot = step(3, "destroy_like", "pending");
+    let mut pivot = step(3, "destroy_like", StepStatus::Pending);
     pivot.pivot = true;
     pb::Saga {
         saga_id: ID.into(),
         kind: "demo".into(),
-        status: "compensated".into(),
+        status: SagaStatus::Compensated.as_str().into(),
         inputs_json: r#"{"steps":[{"step":"noop"},{"step":"flaky","failures":1},{"step":"fail"},{"step":"destroy_like"}]}"#.into(),
         steps: vec![noop, flaky, fail, pivot],
         created_at_ms: NOW - 65_000,
@@ -56,14 +57,14 @@ fn compensated_saga() -> pb::Saga {
 }
 
 fn running_saga() -> pb::Saga {
-    let mut sleep = step(0, "sleep", "running");
+    let mut sleep = step(0, "sleep", StepStatus::Running);
     sleep.started_at_ms = NOW - 2_500;
     pb::Saga {
         saga_id: "0197a0c2-0000-7000-8000-000000000001".into(),
         kind: "demo".into(),
-        status: "running".into(),
+        status: SagaStatus::Running.as_str().into(),
         inputs_json: r#"{"steps":[{"step":"sleep","ms":9000},{"step":"record"}]}"#.into(),
-        steps: vec![sleep, step(1, "record", "pending")],
+        steps: vec![sleep, step(1, "record", StepStatus::Pending)],
         created_at_ms: NOW - 2_600,
         updated_at_ms: NOW - 2_500,
         epoch: 1,
@@ -206,7 +207,7 @@ fn list_json_is_an_object_with_sagas_and_the_next_page() {
     };
     let json = serde_json::to_value(&view).unwrap();
     assert_eq!(json["next_page_token"], Value::Null);
-    assert_eq!(json["sagas"][0]["status"], "running");
+    assert_eq!(json["sagas"][0]["status"], SagaStatus::Running.as_str());
     assert_eq!(json["sagas"][0]["inputs"]["steps"][0]["ms"], 9000);
 }
 
@@ -248,19 +249,24 @@ fn list_args(args: &[&str]) -> ListArgs {
 
 #[test]
 fn since_is_a_duration_counted_back_from_now() {
+    let (failed, paused, compensated) = (
+        SagaStatus::Failed.as_str(),
+        SagaStatus::Paused.as_str(),
+        SagaStatus::Compensated.as_str(),
+    );
     let args = list_args(&[
         "--since",
         "2h",
         "--status",
-        "failed",
+        failed,
         "--status",
-        "paused,compensated",
+        &format!("{paused},{compensated}"),
     ]);
     assert_eq!(args.since, Some(Duration::from_secs(7200)));
     let req = list_request(&args, NOW, String::new());
     assert_eq!(req.created_after_ms, NOW - 7_200_000);
     assert_eq!(req.created_before_ms, 0);
-    assert_eq!(req.statuses, ["failed", "paused", "compensated"]);
+    assert_eq!(req.statuses, [failed, paused, compensated]);
     assert_eq!(req.kind, "");
     assert_eq!(
         req.page,
@@ -296,7 +302,8 @@ fn list_flags_are_checked_by_the_parser() {
     assert!(e.to_string().contains("not a duration"), "{e}");
     let e = parse(&["list", "--status", "done"]).unwrap_err();
     assert!(
-        e.to_string().contains("compensation_failed"),
+        e.to_string()
+            .contains(SagaStatus::CompensationFailed.as_str()),
         "lists the statuses: {e}"
     );
     let e = parse(&["list", "--limit", "0"]).unwrap_err();

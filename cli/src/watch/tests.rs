@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use berth_shared::saga::StepStatus;
 use indicatif::{ProgressDrawTarget, TermLike};
 use serde_json::{Value, json};
 
@@ -63,8 +64,8 @@ fn history() -> Vec<pb::SagaEvent> {
         ),
         event(8, "step_started", 1, "attempt 2"),
         event(9, "step_succeeded", 1, "flaky"),
-        event(10, "saga_completed", -1, "completed"),
-        watch_end(10, "completed"),
+        event(10, "saga_completed", -1, SagaStatus::Completed.as_str()),
+        watch_end(10, SagaStatus::Completed.as_str()),
     ]
 }
 
@@ -158,7 +159,7 @@ fn ndjson_is_one_object_per_event_per_line() {
     );
     let last = parsed.last().unwrap();
     assert_eq!(last["kind"], "watch_end");
-    assert_eq!(last["final_status"], "completed");
+    assert_eq!(last["final_status"], SagaStatus::Completed.as_str());
     assert_eq!(
         last["at_ms"],
         NOW + 5_000,
@@ -183,16 +184,12 @@ fn only_a_completed_saga_exits_0() {
         saga_id: ID.into(),
         final_status: status.into(),
     };
-    assert!(end("completed").into_result().is_ok());
-    for status in [
-        "failed",
-        "compensated",
-        "cancelled",
-        "compensation_failed",
-        "paused",
-        "abandoned",
-    ] {
-        let e = end(status).into_result().unwrap_err();
+    assert!(end(SagaStatus::Completed.as_str()).into_result().is_ok());
+    for status in SagaStatus::ALL
+        .iter()
+        .filter(|s| s.is_final() && **s != SagaStatus::Completed)
+    {
+        let e = end(status.as_str()).into_result().unwrap_err();
         assert_eq!(exit_code(&e), exit::SAGA_NOT_COMPLETED, "{status}");
         assert!(e.to_string().contains(ID), "{e}");
     }
@@ -202,14 +199,14 @@ fn saga(steps: &[&str]) -> pb::Saga {
     pb::Saga {
         saga_id: ID.into(),
         kind: "demo".into(),
-        status: "running".into(),
+        status: SagaStatus::Running.as_str().into(),
         steps: steps
             .iter()
             .enumerate()
             .map(|(i, name)| pb::SagaStep {
                 index: i as u32,
                 name: (*name).into(),
-                status: "pending".into(),
+                status: StepStatus::Pending.as_str().into(),
                 ..Default::default()
             })
             .collect(),
@@ -269,19 +266,19 @@ fn the_live_view_ends_on_the_ledger_and_a_summary_line() {
         ProgressDrawTarget::hidden(),
     );
     let mut ended = saga(&["noop", "fail", "record"]);
-    ended.status = "failed".into();
+    ended.status = SagaStatus::Failed.as_str().into();
     ended.created_at_ms = NOW;
     ended.updated_at_ms = NOW + 1_500;
     ended.error = "failed on purpose".into();
-    ended.steps[0].status = "completed".into();
+    ended.steps[0].status = StepStatus::Completed.as_str().into();
     ended.steps[0].started_at_ms = NOW + 10;
     ended.steps[0].finished_at_ms = NOW + 15;
-    ended.steps[1].status = "skipped".into();
-    ended.steps[2].status = "failed".into();
+    ended.steps[1].status = StepStatus::Skipped.as_str().into();
+    ended.steps[2].status = StepStatus::Failed.as_str().into();
     ended.steps[2].error = "failed\non purpose".into();
     let end = SagaEnd {
         saga_id: ID.into(),
-        final_status: "failed".into(),
+        final_status: SagaStatus::Failed.as_str().into(),
     };
     let mut out = Vec::new();
     view.finish(Some(&ended), &end, &mut out).unwrap();

@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use berth_coordinator::config::Config;
 use berth_proto::v1 as pb;
+use berth_shared::saga::SagaStatus;
 use futures::future::join_all;
 
+use crate::SagaStatused;
 use crate::cluster::TestCoordinator;
 use crate::dosim::{DoSim, RateLimits, SimConfig, Timings};
 
@@ -117,13 +119,16 @@ pub async fn provision_crowd(
     let ready = t.active_after + t.ipv4_after_active;
     let polls = sagas
         .iter()
-        .filter(|s| s.status == "completed")
+        .filter(|s| s.saga_status() == SagaStatus::Completed)
         .filter_map(|s| serde_json::from_str::<serde_json::Value>(&s.steps[1].output_json).ok())
         .filter_map(|o| o["polls"].as_u64())
         .collect();
     CrowdReport {
         sagas: n,
-        completed: sagas.iter().filter(|s| s.status == "completed").count(),
+        completed: sagas
+            .iter()
+            .filter(|s| s.saga_status() == SagaStatus::Completed)
+            .count(),
         elapsed,
         calls: sim.calls_by_op(),
         refused: sim.count_status(429),

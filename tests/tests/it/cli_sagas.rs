@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use berth_cli::exit;
 use berth_proto::v1 as pb;
+use berth_shared::saga::{SagaStatus, StepStatus};
 use berth_tests::assert_contains;
 use berth_tests::cli::{CliRun as Run, berth_at};
 use berth_tests::process::{CoordinatorProcess, SagaTiming, admin_token};
-use berth_tests::{TestCoordinator, TestDb, eventually};
+use berth_tests::{SagaStatused, StepStatused, TestCoordinator, TestDb, eventually};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -95,7 +96,7 @@ async fn start_wait_of_a_completing_saga_exits_0_and_prints_each_step() {
         "{}",
         run.stdout
     );
-    assert_eq!(get(&c, id).await.status, "completed");
+    assert_eq!(get(&c, id).await.saga_status(), SagaStatus::Completed);
 
     // The same idempotency key twice: one saga, and the second start says so.
     let run = berth(
@@ -169,7 +170,7 @@ async fn a_saga_that_does_not_complete_exits_7() {
     assert_eq!(failed["step_index"], 1);
     let last = events.last().unwrap();
     assert_eq!(last["kind"], "watch_end");
-    assert_eq!(last["final_status"], "compensated");
+    assert_eq!(last["final_status"], SagaStatus::Compensated.as_str());
     assert!(last["at_ms"].as_i64().unwrap() > 0);
 }
 
@@ -192,7 +193,7 @@ async fn list_filters_by_status_and_kind_and_pages() {
             "sagas",
             "list",
             "--status",
-            "compensated",
+            SagaStatus::Compensated.as_str(),
             "--output",
             "json",
         ],
@@ -209,14 +210,14 @@ async fn list_filters_by_status_and_kind_and_pages() {
     let s = &sagas[0];
     assert_eq!(s["saga_id"], undone.as_str());
     assert_eq!(s["kind"], "demo");
-    assert_eq!(s["status"], "compensated");
+    assert_eq!(s["status"], SagaStatus::Compensated.as_str());
     assert!(s["error"].as_str().unwrap().contains("failed on purpose"));
     assert_eq!(
         s["inputs"]["steps"][1]["step"], "fail",
         "inputs are JSON, not a string"
     );
-    assert_eq!(s["steps"][0]["status"], "compensated");
-    assert_eq!(s["steps"][1]["status"], "failed");
+    assert_eq!(s["steps"][0]["status"], StepStatus::Compensated.as_str());
+    assert_eq!(s["steps"][1]["status"], StepStatus::Failed.as_str());
     assert!(s["created_at_ms"].as_i64().unwrap() > 0);
 
     // The table, with two statuses and a time window.
@@ -226,7 +227,7 @@ async fn list_filters_by_status_and_kind_and_pages() {
             "sagas",
             "list",
             "--status",
-            "completed,failed",
+            &format!("{},{}", SagaStatus::Completed, SagaStatus::Failed),
             "--kind",
             "demo",
             "--since",
@@ -257,7 +258,11 @@ async fn list_filters_by_status_and_kind_and_pages() {
     for id in [&done, &done2] {
         let row = lines.iter().find(|l| l.starts_with(id.as_str())).unwrap();
         let cells: Vec<&str> = row.split_whitespace().collect();
-        assert_eq!(&cells[1..4], ["demo", "completed", "1/1"], "{row}");
+        assert_eq!(
+            &cells[1..4],
+            ["demo", SagaStatus::Completed.as_str(), "1/1"],
+            "{row}"
+        );
         assert_eq!(cells.last(), Some(&"-"), "no error: {row}");
     }
     assert!(!run.stdout.contains(&undone), "{}", run.stdout);
@@ -337,7 +342,7 @@ async fn show_prints_the_steps_and_json_parses_inputs_and_outputs() {
     assert_eq!(run.code(), exit::OK, "{}", run.stderr());
     let s = run.json();
     assert_eq!(s["saga_id"], id.as_str());
-    assert_eq!(s["status"], "completed");
+    assert_eq!(s["status"], SagaStatus::Completed.as_str());
     assert_eq!(
         s["inputs"],
         json!({"steps": [{"step": "noop"}, {"step": "record"}, {"step": "destroy_like"}]})
@@ -386,7 +391,7 @@ async fn cancel_of_a_running_sleep_saga_compensates_it() {
         .start_demo(json!([{"step": "record"}, {"step": "sleep", "ms": 60_000}]))
         .await;
     eventually(WAIT, "the sleep step to start", || async {
-        (get(&c, &id).await.steps[1].status == "running").then_some(())
+        (get(&c, &id).await.steps[1].step_status() == StepStatus::Running).then_some(())
     })
     .await;
 
@@ -409,8 +414,8 @@ async fn cancel_of_a_running_sleep_saga_compensates_it() {
     );
     assert_contains(run.stderr(), "was cancelled");
     let saga = get(&c, &id).await;
-    assert_eq!(saga.status, "cancelled");
-    assert_eq!(saga.steps[0].status, "compensated");
+    assert_eq!(saga.saga_status(), SagaStatus::Cancelled);
+    assert_eq!(saga.steps[0].step_status(), StepStatus::Compensated);
 
     // Cancelling it again is refused: it has ended.
     let run = berth(&c, &["sagas", "cancel", &id]).await;
@@ -439,7 +444,10 @@ async fn operator_actions_answer_the_coordinators_refusals_with_exit_6() {
     let failed = c
         .start_demo(json!([{"step": "noop"}, {"step": "destroy_like"}, {"step": "fail"}]))
         .await;
-    assert_eq!(c.wait_saga(&failed, WAIT).await.status, "failed");
+    assert_eq!(
+        c.wait_saga(&failed, WAIT).await.saga_status(),
+        SagaStatus::Failed
+    );
     let run = berth(&c, &["sagas", "skip", &failed, "7"]).await;
     assert_eq!(run.code(), exit::INVALID, "no step 7: {}", run.stderr());
     let run = berth(
@@ -457,7 +465,10 @@ async fn operator_actions_answer_the_coordinators_refusals_with_exit_6() {
     )
     .await;
     assert_eq!(run.code(), exit::OK, "{}", run.stderr());
-    assert_eq!(run.json()["steps"][2]["status"], "skipped");
+    assert_eq!(
+        run.json()["steps"][2]["status"],
+        StepStatus::Skipped.as_str()
+    );
     let run = berth(&c, &["sagas", "watch", &failed]).await;
     assert_eq!(run.code(), exit::OK, "{}\n{}", run.stderr(), run.stdout);
     assert_contains(&run.stdout, " operator_skip step=- done by hand");
@@ -554,7 +565,7 @@ async fn watch_resumes_when_the_coordinator_is_killed_and_restarted() {
     let id = run.stdout.trim().to_owned();
     let sleeping = || async {
         let run = berth_at(&url, &token, &["sagas", "show", &id, "--output", "json"]).await;
-        (run.json()["steps"][1]["status"] == "running").then_some(())
+        (run.json()["steps"][1]["status"] == StepStatus::Running.as_str()).then_some(())
     };
     eventually(WAIT, "the sleep step to start", sleeping).await;
 

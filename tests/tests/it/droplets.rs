@@ -12,8 +12,9 @@ mod lifecycle;
 use std::time::Duration;
 
 use berth_proto::v1 as pb;
-use berth_tests::TestCoordinator;
+use berth_shared::saga::SagaStatus;
 use berth_tests::dosim::{DoSim, SimConfig};
+use berth_tests::{SagaStatused, TestCoordinator};
 use serde_json::{Value, json};
 
 /// Long enough for any saga against the simulator's fast timings, even on a loaded machine.
@@ -51,14 +52,14 @@ pub fn output(saga: &pb::Saga, index: usize) -> Value {
 
 /// Asserts the saga ended `status`, showing its steps otherwise.
 #[track_caller]
-pub fn assert_status(saga: &pb::Saga, status: &str) {
+pub fn assert_status(saga: &pb::Saga, status: SagaStatus) {
     let steps: Vec<String> = saga
         .steps
         .iter()
         .map(|s| format!("  {} {} {} {}", s.index, s.name, s.status, s.error))
         .collect();
     assert_eq!(
-        saga.status,
+        saga.saga_status(),
         status,
         "saga {} ({}) error {:?}:\n{}",
         saga.saga_id,
@@ -71,7 +72,7 @@ pub fn assert_status(saga: &pb::Saga, status: &str) {
 /// Provisions a droplet and returns its id.
 pub async fn provisioned(c: &TestCoordinator, name: &str) -> u64 {
     let saga = run(c, "droplet.provision", provision(name)).await;
-    assert_status(&saga, "completed");
+    assert_status(&saga, SagaStatus::Completed);
     output(&saga, 0)["droplet_id"]
         .as_u64()
         .expect("a droplet id")

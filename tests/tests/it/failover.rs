@@ -9,11 +9,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use berth_proto::v1 as pb;
+use berth_shared::saga::{SagaStatus, StepStatus};
 use berth_tests::assert_contains;
 use berth_tests::docker::{Container, Volume};
 use berth_tests::fleet::Fleet;
 use berth_tests::process::SagaTiming;
-use berth_tests::{TestCoordinator, TestDb, eventually};
+use berth_tests::{SagaStatused, TestCoordinator, TestDb, eventually};
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(120);
@@ -483,13 +484,17 @@ async fn a_restore_refused_because_the_stack_is_deployed_completes_after_undeplo
         }
     };
     let snap = start("warm.snapshot").await;
-    assert_eq!(c.wait_saga(&snap, LONG).await.status, "completed");
+    assert_eq!(
+        c.wait_saga(&snap, LONG).await.saga_status(),
+        SagaStatus::Completed
+    );
     fill(&vol.mountpoint, 4);
     let app = Container::mounting(&format!("{stack}_app"), &vol.name);
     let restore = start("warm.restore").await;
     let saga = c.wait_saga(&restore, LONG).await;
     assert_eq!(
-        saga.status, "failed",
+        saga.saga_status(),
+        SagaStatus::Failed,
         "left for an operator, not compensated"
     );
     assert!(
@@ -507,7 +512,7 @@ async fn a_restore_refused_because_the_stack_is_deployed_completes_after_undeplo
         .await
         .expect("retry");
     let saga = c.wait_saga(&restore, LONG).await;
-    assert_eq!(saga.status, "completed", "{}", saga.error);
+    assert_eq!(saga.saga_status(), SagaStatus::Completed, "{}", saga.error);
     assert_eq!(tree(&vol.mountpoint), want);
 }
 
@@ -570,7 +575,7 @@ async fn an_operators_cancel_reaches_the_agent_at_once_and_the_answer_is_the_out
         .unwrap()
         .into_inner()
         .saga_id;
-    c.wait_step(&id, 0, "running", LONG).await;
+    c.wait_step(&id, 0, StepStatus::Running, LONG).await;
     let record = agent.state_dir().join(format!("tasks/{id}-0.json"));
     eventually(LONG, "the agent to run the task", || async {
         std::fs::read_to_string(&record)
@@ -589,7 +594,11 @@ async fn an_operators_cancel_reaches_the_agent_at_once_and_the_answer_is_the_out
         .await
         .expect("cancel")
         .into_inner();
-    assert_eq!(saga.status, "cancelled", "the answer shows the outcome");
+    assert_eq!(
+        saga.saga_status(),
+        SagaStatus::Cancelled,
+        "the answer shows the outcome"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "the cancel did not wait for a lease renewal: {:?}",
@@ -622,7 +631,7 @@ async fn an_agent_away_for_two_minutes_mid_archive_comes_back_and_the_saga_compl
     fleet.agents[0].kill9();
     tokio::time::sleep(Duration::from_secs(120)).await;
     let (status, _) = fleet.saga(&create).await;
-    assert_eq!(status, "running", "still waiting for the host");
+    assert_eq!(status, SagaStatus::Running, "still waiting for the host");
     fleet.agents[0].restart();
     fleet.assert_completes(&create, LONG).await;
     // The cut run and the one that finished; one success.
@@ -687,7 +696,7 @@ async fn an_archive_cut_by_an_agent_kill_leaves_no_upload_once_cancelled_nor_aft
         .await
         .expect("cancel")
         .into_inner();
-    assert_eq!(saga.status, "cancelled", "{saga:?}");
+    assert_eq!(saga.saga_status(), SagaStatus::Cancelled, "{saga:?}");
     assert_eq!(
         mine().await,
         0,

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use berth_proto::v1 as pb;
 use berth_proto::v1::agent_message::Msg;
+use berth_shared::saga::SagaStatus;
 use berth_tests::fake_agent::warm_restore_by_hand;
-use berth_tests::{TestCoordinator, TestDb};
+use berth_tests::{SagaStatused, TestCoordinator, TestDb};
 use serde_json::json;
 
 /// A coordinator whose name in the histories is always the same.
@@ -127,6 +128,6 @@ async fn a_warm_restore_runs_on_its_agent_as_recorded() {
             .await
     );
     let saga = c.wait_saga(&saga_id, Duration::from_secs(30)).await;
-    assert_eq!(saga.status, "completed", "{saga:?}");
+    assert_eq!(saga.saga_status(), SagaStatus::Completed, "{saga:?}");
     golden("warm_restore", &text(&c.history(&saga_id).await));
 }

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use berth_proto::v1 as pb;
 use berth_shared::Role;
+use berth_shared::saga::{SagaStatus, StepStatus};
 use berth_tests::assert_contains;
-use berth_tests::{TestCoordinator, TestDb};
+use berth_tests::{SagaStatused, StepStatused, TestCoordinator, TestDb};
 use futures::StreamExt;
 use serde_json::json;
 use sqlx::Row;
@@ -14,17 +15,15 @@ use tonic::Code;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn ledger(saga: &pb::Saga) -> Vec<(String, String)> {
+fn ledger(saga: &pb::Saga) -> Vec<(String, StepStatus)> {
     saga.steps
         .iter()
-        .map(|s| (s.name.clone(), s.status.clone()))
+        .map(|s| (s.name.clone(), s.step_status()))
         .collect()
 }
 
-fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-    v.iter()
-        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-        .collect()
+fn pairs(v: &[(&str, StepStatus)]) -> Vec<(String, StepStatus)> {
+    v.iter().map(|(a, b)| ((*a).to_owned(), *b)).collect()
 }
 
 /// (step, phase) → calls of the demo `record` step's side effect, read from the database.
@@ -50,10 +49,13 @@ async fn a_failure_compensates_completed_steps_in_reverse() {
             .start_demo(json!([{"step": "noop"}, {"step": "fail"}]))
             .await;
         let saga = c.wait_saga(&id, WAIT).await;
-        assert_eq!(saga.status, "compensated", "{:?}", db.kind);
+        assert_eq!(saga.saga_status(), SagaStatus::Compensated, "{:?}", db.kind);
         assert_eq!(
             ledger(&saga),
-            pairs(&[("noop", "compensated"), ("fail", "failed")])
+            pairs(&[
+                ("noop", StepStatus::Compensated),
+                ("fail", StepStatus::Failed)
+            ])
         );
         assert_contains(&saga.steps[1].error, "failed on purpose");
         assert_eq!(
@@ -67,7 +69,7 @@ async fn a_failure_compensates_completed_steps_in_reverse() {
             )
             .await;
         let saga = c.wait_saga(&id, WAIT).await;
-        assert_eq!(saga.status, "compensated");
+        assert_eq!(saga.saga_status(), SagaStatus::Compensated);
         let e = effects(&db, &id).await;
         assert_eq!(
             e,
@@ -97,13 +99,13 @@ async fn a_failure_after_a_pivot_fails_forward_without_compensating_the_pivot() 
             .start_demo(json!([{"step": "noop"}, {"step": "destroy_like"}, {"step": "fail"}]))
             .await;
         let saga = c.wait_saga(&id, WAIT).await;
-        assert_eq!(saga.status, "failed", "{:?}", db.kind);
+        assert_eq!(saga.saga_status(), SagaStatus::Failed, "{:?}", db.kind);
         assert_eq!(
             ledger(&saga),
             pairs(&[
-                ("noop", "completed"),
-                ("destroy_like", "completed"),
-                ("fail", "failed")
+                ("noop", StepStatus::Completed),
+                ("destroy_like", StepStatus::Completed),
+                ("fail", StepStatus::Failed)
             ])
         );
         assert!(saga.steps[1].pivot);
@@ -123,7 +125,7 @@ async fn retryable_failures_are_retried_and_exhaustion_compensates() {
         .start_demo(json!([{"step": "record"}, {"step": "flaky", "failures": 2}]))
         .await;
     let saga = c.wait_saga(&id, WAIT).await;
-    assert_eq!(saga.status, "completed");
+    assert_eq!(saga.saga_status(), SagaStatus::Completed);
     assert_eq!(saga.steps[1].attempts, 3);
     let events = c.history(&id).await;
     let retries: Vec<_> = events
@@ -137,12 +139,15 @@ async fn retryable_failures_are_retried_and_exhaustion_compensates() {
         .start_demo(json!([{"step": "record"}, {"step": "flaky", "failures": 10}]))
         .await;
     let saga = c.wait_saga(&id, WAIT).await;
-    assert_eq!(saga.status, "compensated");
+    assert_eq!(saga.saga_status(), SagaStatus::Compensated);
     assert_eq!(saga.steps[1].attempts, 4);
     assert_contains(&saga.steps[1].error, "gave up after 4 attempts");
     assert_eq!(
         ledger(&saga),
-        pairs(&[("record", "compensated"), ("flaky", "failed")])
+        pairs(&[
+            ("record", StepStatus::Compensated),
+            ("flaky", StepStatus::Failed)
+        ])
     );
 }
 
@@ -160,7 +165,7 @@ async fn watch_streams_history_then_live_events_and_ends_with_the_final_status()
     let last = events.last().unwrap();
     assert_eq!(
         (last.kind.as_str(), last.final_status.as_str()),
-        ("watch_end", "completed")
+        ("watch_end", SagaStatus::Completed.as_str())
     );
     let seqs: Vec<u64> = events[..events.len() - 1].iter().map(|e| e.seq).collect();
     assert!(
@@ -176,7 +181,7 @@ async fn cancel_stops_a_long_step_and_compensates_but_is_refused_after_a_pivot()
         let id = c
             .start_demo(json!([{"step": "record"}, {"step": "sleep", "ms": 60_000}]))
             .await;
-        c.wait_step(&id, 1, "running", WAIT).await;
+        c.wait_step(&id, 1, StepStatus::Running, WAIT).await;
         let started = std::time::Instant::now();
         c.sagas()
             .await
@@ -191,16 +196,19 @@ async fn cancel_stops_a_long_step_and_compensates_but_is_refused_after_a_pivot()
             started.elapsed() < Duration::from_secs(10),
             "the sleep was interrupted"
         );
-        assert_eq!(saga.status, "cancelled", "{:?}", db.kind);
+        assert_eq!(saga.saga_status(), SagaStatus::Cancelled, "{:?}", db.kind);
         assert_eq!(
             ledger(&saga),
-            pairs(&[("record", "compensated"), ("sleep", "failed")])
+            pairs(&[
+                ("record", StepStatus::Compensated),
+                ("sleep", StepStatus::Failed)
+            ])
         );
 
         let id = c
             .start_demo(json!([{"step": "destroy_like"}, {"step": "sleep", "ms": 60_000}]))
             .await;
-        c.wait_step(&id, 0, "completed", WAIT).await;
+        c.wait_step(&id, 0, StepStatus::Completed, WAIT).await;
         let err = c
             .sagas()
             .await
@@ -220,7 +228,10 @@ async fn cancel_stops_a_long_step_and_compensates_but_is_refused_after_a_pivot()
             })
             .await
             .unwrap();
-        assert_eq!(c.wait_saga(&id, WAIT).await.status, "abandoned");
+        assert_eq!(
+            c.wait_saga(&id, WAIT).await.saga_status(),
+            SagaStatus::Abandoned
+        );
     }
 }
 
@@ -232,14 +243,14 @@ async fn a_compensation_that_fails_waits_for_an_operator_who_can_resume_or_skip(
         .start_demo(json!([{"step": "record"}, {"step": "fail_compensate"}, {"step": "fail"}]))
         .await;
     let saga = c.wait_saga(&id, WAIT).await;
-    assert_eq!(saga.status, "compensation_failed");
+    assert_eq!(saga.saga_status(), SagaStatus::CompensationFailed);
     assert_contains(&saga.error, "compensation fails on purpose");
     assert_eq!(
         ledger(&saga),
         pairs(&[
-            ("record", "completed"),
-            ("fail_compensate", "compensating"),
-            ("fail", "failed")
+            ("record", StepStatus::Completed),
+            ("fail_compensate", StepStatus::Compensating),
+            ("fail", StepStatus::Failed)
         ])
     );
 
@@ -253,7 +264,10 @@ async fn a_compensation_that_fails_waits_for_an_operator_who_can_resume_or_skip(
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(c.wait_saga(&id, WAIT).await.status, "compensation_failed");
+    assert_eq!(
+        c.wait_saga(&id, WAIT).await.saga_status(),
+        SagaStatus::CompensationFailed
+    );
 
     // Skipping the stuck compensation lets the unwinding finish.
     let err = sagas
@@ -274,13 +288,13 @@ async fn a_compensation_that_fails_waits_for_an_operator_who_can_resume_or_skip(
         .await
         .unwrap();
     let saga = c.wait_saga(&id, WAIT).await;
-    assert_eq!(saga.status, "compensated");
+    assert_eq!(saga.saga_status(), SagaStatus::Compensated);
     assert_eq!(
         ledger(&saga),
         pairs(&[
-            ("record", "compensated"),
-            ("fail_compensate", "skipped"),
-            ("fail", "failed")
+            ("record", StepStatus::Compensated),
+            ("fail_compensate", StepStatus::Skipped),
+            ("fail", StepStatus::Failed)
         ])
     );
 }
@@ -292,7 +306,10 @@ async fn an_operator_retries_or_skips_the_failed_step_of_a_saga_that_failed_forw
     let id = c
         .start_demo(json!([{"step": "destroy_like"}, {"step": "fail"}, {"step": "record"}]))
         .await;
-    assert_eq!(c.wait_saga(&id, WAIT).await.status, "failed");
+    assert_eq!(
+        c.wait_saga(&id, WAIT).await.saga_status(),
+        SagaStatus::Failed
+    );
     let mut sagas = c.sagas().await;
     sagas
         .retry_saga(pb::SagaIdRequest {
@@ -302,7 +319,11 @@ async fn an_operator_retries_or_skips_the_failed_step_of_a_saga_that_failed_forw
         .await
         .unwrap();
     let saga = c.wait_saga(&id, WAIT).await;
-    assert_eq!(saga.status, "failed", "the step fails again");
+    assert_eq!(
+        saga.saga_status(),
+        SagaStatus::Failed,
+        "the step fails again"
+    );
     assert_eq!(
         saga.steps[1].attempts, 1,
         "attempts restart on an operator retry"
@@ -316,13 +337,13 @@ async fn an_operator_retries_or_skips_the_failed_step_of_a_saga_that_failed_forw
         .await
         .unwrap();
     let saga = c.wait_saga(&id, WAIT).await;
-    assert_eq!(saga.status, "completed");
+    assert_eq!(saga.saga_status(), SagaStatus::Completed);
     assert_eq!(
         ledger(&saga),
         pairs(&[
-            ("destroy_like", "completed"),
-            ("fail", "skipped"),
-            ("record", "completed")
+            ("destroy_like", StepStatus::Completed),
+            ("fail", StepStatus::Skipped),
+            ("record", StepStatus::Completed)
         ])
     );
     let kinds: Vec<String> = c.history(&id).await.into_iter().map(|e| e.kind).collect();
@@ -468,7 +489,10 @@ async fn bad_requests_get_precise_errors_and_write_nothing() {
     assert_eq!(n, 0, "nothing was written");
 
     let id = c.start_demo(json!([{"step": "noop"}])).await;
-    assert_eq!(c.wait_saga(&id, WAIT).await.status, "completed");
+    assert_eq!(
+        c.wait_saga(&id, WAIT).await.saga_status(),
+        SagaStatus::Completed
+    );
     let err = sagas
         .retry_saga(pb::SagaIdRequest {
             saga_id: id.clone(),
@@ -535,7 +559,7 @@ async fn sagas_are_listed_with_filters_and_pages_and_ci_may_read_but_not_start()
         assert_eq!(seen, expected, "newest first, every saga once");
         let done = sagas
             .list_sagas(pb::ListSagasRequest {
-                statuses: vec!["completed".into()],
+                statuses: vec![SagaStatus::Completed.as_str().into()],
                 ..Default::default()
             })
             .await
@@ -578,7 +602,7 @@ async fn a_graceful_stop_ends_open_watch_streams_instead_of_waiting_for_them() {
     assert!(stream.next().await.is_some(), "the watch is open");
     // Claimed first, so the stop has a saga to hand back (on a loaded machine the claim can
     // come after the first event).
-    c.wait_step(&id, 0, "running", Duration::from_secs(20))
+    c.wait_step(&id, 0, StepStatus::Running, Duration::from_secs(20))
         .await;
     c.restart().await; // panics if the stop waits for the stream
     let saga = c

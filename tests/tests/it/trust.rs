@@ -7,12 +7,13 @@ use std::time::{Duration, SystemTime};
 
 use berth_proto::v1 as pb;
 use berth_shared::Role;
+use berth_shared::saga::SagaStatus;
 use berth_shared::time::unix_ms;
 use berth_tests::assert_contains;
 use berth_tests::cli::berth_at;
 use berth_tests::cluster::Bearer;
 use berth_tests::fake_agent::{FakeAgent, heartbeat};
-use berth_tests::{Pki, TestCoordinator, TestDb, bin};
+use berth_tests::{Pki, SagaStatused, TestCoordinator, TestDb, bin};
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -95,7 +96,12 @@ async fn user_data_is_hidden_from_readers_but_reaches_digitalocean() {
         {
             events.push(format!("{e:?}"));
         }
-        assert!(events.iter().any(|e| e.contains("completed")), "{events:?}");
+        assert!(
+            events
+                .iter()
+                .any(|e| e.contains(SagaStatus::Completed.as_str())),
+            "{events:?}"
+        );
         assert!(!events.iter().any(|e| e.contains("s3cret")), "{events:?}");
 
         let saga = sagas
@@ -105,7 +111,7 @@ async fn user_data_is_hidden_from_readers_but_reaches_digitalocean() {
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(saga.status, "completed", "{saga:?}");
+        assert_eq!(saga.saga_status(), SagaStatus::Completed, "{saga:?}");
         assert!(!format!("{saga:?}").contains("s3cret"), "{saga:?}");
         assert_contains(&saga.inputs_json, r#""user_data":"(set, 49 B)""#);
         let listed = sagas

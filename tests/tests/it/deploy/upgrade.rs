@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use berth_coordinator::store::{LATEST_VERSION, Store};
 use berth_proto::v1 as pb;
 use berth_shared::Role;
+use berth_shared::saga::SagaStatus;
 use berth_tests::docker::{Container, Volume};
-use berth_tests::{TestAgent, TestCoordinator, TestDb, bin, eventually};
+use berth_tests::{SagaStatused, TestAgent, TestCoordinator, TestDb, bin, eventually};
 use sqlx::Executor;
 
 #[tokio::test]
@@ -138,7 +139,7 @@ async fn an_agent_restarted_mid_task_reports_it_failed_retryable_and_the_saga_re
     second.wait_connected(Duration::from_secs(10)).await;
     let started = Instant::now();
     let saga = c.wait_saga(&saga_id, Duration::from_secs(90)).await;
-    assert_eq!(saga.status, "completed", "{saga:?}");
+    assert_eq!(saga.saga_status(), SagaStatus::Completed, "{saga:?}");
     let step = &saga.steps[0];
     assert!(
         step.attempts > 1,

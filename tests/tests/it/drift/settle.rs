@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use berth_proto::v1 as pb;
 use berth_shared::Role;
+use berth_shared::saga::SagaStatus;
 use berth_tests::assert_contains;
 use berth_tests::dosim::Timings;
-use berth_tests::{TestCoordinator, TestDb, eventually};
+use berth_tests::{SagaStatused, TestCoordinator, TestDb, eventually};
 use serde_json::json;
 use tonic::Code;
 
@@ -182,7 +183,7 @@ async fn reverting_resizes_the_droplet_and_the_next_detection_closes_it_reverted
         assert_eq!(err.code(), Code::FailedPrecondition);
         assert_contains(err.message(), "being reverted");
         let saga = c.wait_saga(&started.saga_id, WAIT).await;
-        assert_eq!(saga.status, "completed", "{saga:#?}");
+        assert_eq!(saga.saga_status(), SagaStatus::Completed, "{saga:#?}");
         assert_eq!(sim.droplet(id).unwrap().size_slug, "s-2vcpu-2gb");
         // The saga refreshed the inventory: asking again now says the next detection closes it.
         let err = drift(&c)
@@ -242,7 +243,7 @@ async fn a_resize_behind_berths_back_opens_drift_and_resizing_back_closes_it_sta
         )
         .await;
     let saga = c.wait_saga(&id, WAIT).await;
-    assert_eq!(saga.status, "completed", "{saga:#?}");
+    assert_eq!(saga.saga_status(), SagaStatus::Completed, "{saga:#?}");
     let droplet: u64 = serde_json::from_str::<serde_json::Value>(&saga.steps[0].output_json)
         .unwrap()["droplet_id"]
         .as_u64()

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use berth_coordinator::digitalocean::{DoApi, DropletId};
 use berth_coordinator::store::{Due, GoneMark, ObservedResource, ResourceFilter, Store, Writer};
 use berth_proto::v1 as pb;
-use berth_tests::TestDb;
+use berth_shared::saga::SagaStatus;
 use berth_tests::cloud::DO_TOKEN;
 use berth_tests::eventually;
+use berth_tests::{SagaStatused, TestDb};
 use serde_json::json;
 
 use super::{WAIT, coordinator, drift, event_kinds, list, record_spec, rid, sim, sync};
@@ -71,7 +72,10 @@ async fn a_droplet_deleted_out_of_band_is_gone_and_drifts_but_one_berth_destroye
         let saga = c
             .start_saga("droplet.destroy", json!({"droplet_id": ours}))
             .await;
-        assert_eq!(c.wait_saga(&saga, WAIT).await.status, "completed");
+        assert_eq!(
+            c.wait_saga(&saga, WAIT).await.saga_status(),
+            SagaStatus::Completed
+        );
 
         let gone = eventually(WAIT, "the sync to find the droplet gone", || async {
             let r = sync(&c).await;

@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use berth_proto::v1 as pb;
+use berth_shared::saga::{SagaStatus, StepStatus};
 use berth_tests::cloud::{digitalocean_toml, fast_droplets, write_token};
 use berth_tests::dosim::{DoSim, Fault};
 use berth_tests::process::{CoordinatorProcess, SagaTiming, admin_token};
-use berth_tests::{TestDb, eventually};
+use berth_tests::{SagaStatused, TestDb, eventually};
 use serde_json::{Value, json};
 use sqlx::Row;
 
@@ -42,14 +43,13 @@ async fn wait_final(p: &CoordinatorProcess, token: &str, id: &str) -> pb::Saga {
             .await
             .ok()?
             .into_inner();
-        let active = ["pending", "running", "compensating"].contains(&saga.status.as_str());
-        (!active).then_some(saga)
+        saga.saga_status().is_final().then_some(saga)
     })
     .await
 }
 
 /// The step's checkpoint as the dead coordinator left it.
-async fn checkpoint(db: &TestDb, saga_id: &str, step: i64) -> (String, Value) {
+async fn checkpoint(db: &TestDb, saga_id: &str, step: i64) -> (StepStatus, Value) {
     let pool = db.raw_pool().await;
     let row = sqlx::query(
         "SELECT status, checkpoint FROM saga_step_results WHERE saga_id = $1 AND step_idx = $2",
@@ -61,7 +61,11 @@ async fn checkpoint(db: &TestDb, saga_id: &str, step: i64) -> (String, Value) {
     .unwrap();
     let cp: Option<String> = row.get("checkpoint");
     let cp = cp.map_or(Value::Null, |c| serde_json::from_str(&c).unwrap());
-    (row.get("status"), cp)
+    let status: String = row.get("status");
+    let status = status
+        .parse()
+        .unwrap_or_else(|e| panic!("saga {saga_id} step {step}: {e}"));
+    (status, cp)
 }
 
 async fn coordinator(db: &TestDb, sim: &DoSim, tokens: &tempfile::TempDir) -> CoordinatorProcess {
@@ -85,7 +89,7 @@ async fn a_coordinator_killed_between_create_and_its_record_adopts_the_droplet()
         .await;
         p.kill9();
         let (status, cp) = checkpoint(&db, &id, 0).await;
-        assert_eq!(status, "running", "{:?}", db.kind);
+        assert_eq!(status, StepStatus::Running, "{:?}", db.kind);
         assert_eq!(cp["create_sent"], true, "{cp}");
         assert!(
             cp["droplet_id"].is_null(),
@@ -94,7 +98,7 @@ async fn a_coordinator_killed_between_create_and_its_record_adopts_the_droplet()
 
         p.restart().await;
         let saga = wait_final(&p, &admin, &id).await;
-        assert_status(&saga, "completed");
+        assert_status(&saga, SagaStatus::Completed);
         assert_eq!(output(&saga, 0)["adopted"], true);
         assert_eq!(
             sim.droplets().len(),
@@ -116,7 +120,7 @@ async fn a_coordinator_killed_after_posting_a_snapshot_adopts_it() {
     let p = coordinator(&db, &sim, &tokens).await;
     let provision = start(&p, &admin, "droplet.provision", provision("crash-snap")).await;
     let saga = wait_final(&p, &admin, &provision).await;
-    assert_status(&saga, "completed");
+    assert_status(&saga, SagaStatus::Completed);
     let droplet = output(&saga, 0)["droplet_id"].as_u64().unwrap();
 
     sim.inject(Fault::delay("dropletActions_post", HELD).after_processing());
@@ -143,7 +147,7 @@ async fn a_coordinator_killed_after_posting_a_snapshot_adopts_it() {
 
     p.restart().await;
     let saga = wait_final(&p, &admin, &id).await;
-    assert_status(&saga, "completed");
+    assert_status(&saga, SagaStatus::Completed);
     let snapshots = sim.snapshots();
     assert_eq!(snapshots.len(), 1, "exactly one snapshot: {snapshots:?}");
     assert_eq!(

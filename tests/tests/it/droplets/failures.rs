@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use berth_coordinator::digitalocean::DoApi;
+use berth_shared::saga::{SagaStatus, StepStatus};
 use berth_tests::assert_contains;
 use berth_tests::dosim::{ActionFailure, Fault, Timings};
-use berth_tests::{TestCoordinator, TestDb};
+use berth_tests::{StepStatused, TestCoordinator, TestDb};
 use serde_json::json;
 
 use super::{assert_status, output, provision, provisioned, run, sim};
@@ -20,17 +21,17 @@ async fn a_snapshot_then_a_failure_rolls_back_and_leaves_no_snapshot() {
         let id = provisioned(&c, "snap-fail").await;
         let drill = json!({"droplet_id": id, "steps": ["create_droplet_snapshot", "fail"]});
         let saga = run(&c, "droplet.drill", drill).await;
-        assert_status(&saga, "compensated");
-        let steps: Vec<(&str, &str)> = saga
+        assert_status(&saga, SagaStatus::Compensated);
+        let steps: Vec<(&str, StepStatus)> = saga
             .steps
             .iter()
-            .map(|s| (s.name.as_str(), s.status.as_str()))
+            .map(|s| (s.name.as_str(), s.step_status()))
             .collect();
         assert_eq!(
             steps,
             [
-                ("create_droplet_snapshot", "compensated"),
-                ("fail", "failed")
+                ("create_droplet_snapshot", StepStatus::Compensated),
+                ("fail", StepStatus::Failed)
             ]
         );
         assert!(output(&saga, 0)["snapshot_id"].as_u64().is_some());
@@ -56,7 +57,7 @@ async fn a_failure_after_each_provision_step_leaves_no_droplet_and_no_row() {
         steps.push("fail");
         let drill = json!({"provision": provision(&format!("drill-{n}")), "steps": steps});
         let saga = run(&c, "droplet.drill", drill).await;
-        assert_status(&saga, "compensated");
+        assert_status(&saga, SagaStatus::Compensated);
         let id = output(&saga, 0)["droplet_id"].as_u64().unwrap();
         assert!(
             sim.droplet(id).is_none(),
@@ -96,10 +97,10 @@ async fn an_errored_create_is_compensated_and_leaves_no_droplet() {
         kind: Some("create".into()),
     });
     let saga = run(&c, "droplet.provision", provision("doomed")).await;
-    assert_status(&saga, "compensated");
-    assert_eq!(saga.steps[1].status, "failed");
+    assert_status(&saga, SagaStatus::Compensated);
+    assert_eq!(saga.steps[1].step_status(), StepStatus::Failed);
     assert_contains(&saga.steps[1].error, "errored");
-    assert_eq!(saga.steps[0].status, "compensated");
+    assert_eq!(saga.steps[0].step_status(), StepStatus::Compensated);
     assert!(sim.droplets().is_empty(), "{:?}", sim.droplets());
     assert!(c.list_droplets(true).await.is_empty());
     sim.assert_no_violations();
@@ -117,7 +118,7 @@ async fn an_errored_snapshot_action_compensates_the_saga() {
     let drill = json!({"provision": provision("snap-errored"),
         "steps": ["create_droplet", "wait_droplet_active", "create_droplet_snapshot"]});
     let saga = run(&c, "droplet.drill", drill).await;
-    assert_status(&saga, "compensated");
+    assert_status(&saga, SagaStatus::Compensated);
     assert_contains(&saga.steps[2].error, "errored");
     assert_eq!(
         saga.steps[2].attempts, 1,
@@ -141,7 +142,7 @@ async fn a_snapshot_listed_later_than_one_poll_is_still_found() {
     let c = TestCoordinator::start_with_digitalocean(&db, &sim).await;
     let id = provisioned(&c, "laggy").await;
     let saga = run(&c, "droplet.snapshot", json!({"droplet_id": id})).await;
-    assert_status(&saga, "completed");
+    assert_status(&saga, SagaStatus::Completed);
     assert_eq!(saga.steps[0].attempts, 1);
     assert!(
         sim.calls("droplets_list_snapshots") >= 3,
@@ -168,7 +169,7 @@ async fn a_snapshot_listed_later_than_the_lookup_is_found_by_a_retry() {
     let c = TestCoordinator::start_with_digitalocean(&db, &sim).await;
     let id = provisioned(&c, "very-laggy").await;
     let saga = run(&c, "droplet.snapshot", json!({"droplet_id": id})).await;
-    assert_status(&saga, "completed");
+    assert_status(&saga, SagaStatus::Completed);
     assert!(saga.steps[0].attempts >= 2, "{}", saga.steps[0].attempts);
     assert_eq!(
         sim.calls("dropletActions_post"),
@@ -186,7 +187,7 @@ async fn a_lost_create_answer_is_adopted_not_repeated() {
     let c = TestCoordinator::start_with_digitalocean(&db, &sim).await;
     sim.inject(Fault::drop_connection("droplets_create").after_processing());
     let saga = run(&c, "droplet.provision", provision("lost-answer")).await;
-    assert_status(&saga, "completed");
+    assert_status(&saga, SagaStatus::Completed);
     assert_eq!(output(&saga, 0)["adopted"], true);
     assert_eq!(sim.calls("droplets_create"), 1);
     assert_eq!(sim.droplets().len(), 1);
@@ -206,7 +207,7 @@ async fn a_lost_snapshot_answer_makes_one_snapshot() {
         json!({"droplet_id": id, "label": "x"}),
     )
     .await;
-    assert_status(&saga, "completed");
+    assert_status(&saga, SagaStatus::Completed);
     let snapshots = sim.snapshots();
     assert_eq!(snapshots.len(), 1, "{snapshots:?}");
     assert_eq!(
@@ -234,7 +235,7 @@ async fn a_busy_droplet_delays_the_resize_without_failing_it() {
         json!({"droplet_id": id, "size_slug": "s-2vcpu-2gb"}),
     )
     .await;
-    assert_status(&saga, "completed");
+    assert_status(&saga, SagaStatus::Completed);
     assert!(sim.count_status(422) >= 1, "the droplet was busy at first");
     assert_eq!(sim.droplet(id).unwrap().size_slug, "s-2vcpu-2gb");
     assert_eq!(sim.droplet(id).unwrap().status, "active");
@@ -250,7 +251,7 @@ async fn a_resize_is_undone_when_a_later_step_fails() {
     let drill = json!({"droplet_id": id, "size_slug": "s-2vcpu-2gb",
         "steps": ["resize_droplet", "fail"]});
     let saga = run(&c, "droplet.drill", drill).await;
-    assert_status(&saga, "compensated");
+    assert_status(&saga, SagaStatus::Compensated);
     let live = sim.droplet(id).unwrap();
     assert_eq!(
         (live.size_slug.as_str(), live.status),
@@ -266,7 +267,7 @@ async fn a_droplet_berth_does_not_manage_is_destroyed_only_by_force() {
     let c = TestCoordinator::start_with_digitalocean(&db, &sim).await;
     let id = sim.seed_droplets(1, &["someone-elses"])[0];
     let saga = run(&c, "droplet.destroy", json!({"droplet_id": id})).await;
-    assert_status(&saga, "compensated");
+    assert_status(&saga, SagaStatus::Compensated);
     assert_contains(&saga.error, "managed-by-berth");
     assert!(sim.droplet(id).is_some(), "still there");
     assert_eq!(sim.calls("droplets_destroy"), 0);
@@ -277,7 +278,7 @@ async fn a_droplet_berth_does_not_manage_is_destroyed_only_by_force() {
         json!({"droplet_id": id, "force": true}),
     )
     .await;
-    assert_status(&saga, "completed");
+    assert_status(&saga, SagaStatus::Completed);
     assert!(sim.droplet(id).is_none());
     // Destroying again: already gone is success.
     let saga = run(
@@ -286,7 +287,7 @@ async fn a_droplet_berth_does_not_manage_is_destroyed_only_by_force() {
         json!({"droplet_id": id, "force": true}),
     )
     .await;
-    assert_status(&saga, "completed");
+    assert_status(&saga, SagaStatus::Completed);
     assert_eq!(output(&saga, 0)["already_gone"], true);
     sim.assert_no_violations();
 }
@@ -316,8 +317,8 @@ async fn a_cancel_while_waiting_for_the_droplet_destroys_it() {
         .await
         .expect("cancel");
     let saga = c.wait_saga(&id, super::WAIT).await;
-    assert_status(&saga, "cancelled");
-    assert_eq!(saga.steps[0].status, "compensated");
+    assert_status(&saga, SagaStatus::Cancelled);
+    assert_eq!(saga.steps[0].step_status(), StepStatus::Compensated);
     assert!(sim.droplets().is_empty(), "{:?}", sim.droplets());
     sim.assert_no_violations();
 }

@@ -5,9 +5,10 @@
 use berth_coordinator::digitalocean::{DoApi, DoErrorKind, DropletId};
 use berth_proto::v1 as pb;
 use berth_shared::Role;
+use berth_shared::saga::SagaStatus;
 use berth_tests::assert_contains;
 use berth_tests::cloud::DO_TOKEN;
-use berth_tests::{TestCoordinator, TestDb};
+use berth_tests::{SagaStatused, TestCoordinator, TestDb};
 use serde_json::json;
 use tonic::Code;
 
@@ -45,7 +46,7 @@ async fn provision_snapshot_resize_and_destroy_through_the_api() {
             (started.saga_id.as_str(), true)
         );
         let saga = c.wait_saga(&started.saga_id, WAIT).await;
-        assert_status(&saga, "completed");
+        assert_status(&saga, SagaStatus::Completed);
         let id = output(&saga, 0)["droplet_id"].as_u64().unwrap();
         let ip = output(&saga, 1)["public_ipv4"].as_str().unwrap().to_owned();
 
@@ -108,7 +109,7 @@ async fn provision_snapshot_resize_and_destroy_through_the_api() {
             .unwrap()
             .into_inner();
         let snap = c.wait_saga(&snap.saga_id, WAIT).await;
-        assert_status(&snap, "completed");
+        assert_status(&snap, SagaStatus::Completed);
         let snapshot_id = output(&snap, 0)["snapshot_id"].as_u64().unwrap();
         let snapshots = sim.snapshots();
         assert_eq!(snapshots.len(), 1);
@@ -130,7 +131,7 @@ async fn provision_snapshot_resize_and_destroy_through_the_api() {
             .unwrap()
             .into_inner();
         let resize = c.wait_saga(&resize.saga_id, WAIT).await;
-        assert_status(&resize, "completed");
+        assert_status(&resize, SagaStatus::Completed);
         let live = sim.droplet(id).unwrap();
         assert_eq!(
             (live.size_slug.as_str(), live.status),
@@ -156,7 +157,7 @@ async fn provision_snapshot_resize_and_destroy_through_the_api() {
             .unwrap()
             .into_inner();
         let destroy = c.wait_saga(&destroy.saga_id, WAIT).await;
-        assert_status(&destroy, "completed");
+        assert_status(&destroy, SagaStatus::Completed);
         assert!(destroy.steps[0].pivot);
         let err = sim
             .client("dop_v1_reader")
@@ -222,7 +223,7 @@ async fn without_digitalocean_changes_fail_their_precondition_and_listing_works(
         .start_saga("droplet.snapshot", json!({"droplet_id": 7}))
         .await;
     let saga = c.wait_saga(&id, WAIT).await;
-    assert_eq!(saga.status, "compensated");
+    assert_eq!(saga.saga_status(), SagaStatus::Compensated);
     assert_contains(&saga.error, "[digitalocean]");
 }
 

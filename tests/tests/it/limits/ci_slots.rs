@@ -7,9 +7,10 @@ use std::time::Duration;
 use berth_coordinator::store::HostSession;
 use berth_proto::v1 as pb;
 use berth_shared::Role;
+use berth_shared::saga::SagaStatus;
 use berth_tests::assert_contains;
 use berth_tests::cluster::Bearer;
-use berth_tests::{TestCoordinator, TestDb, eventually};
+use berth_tests::{SagaStatused, TestCoordinator, TestDb, eventually};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -100,7 +101,7 @@ async fn a_ci_token_cannot_hold_every_engine_slot() {
         // The sagas hold their places while they wait on the host...
         for id in &started {
             eventually(Duration::from_secs(20), "the saga runs", || async {
-                (c.get_saga(id).await.status == "running").then_some(())
+                (c.get_saga(id).await.saga_status() == SagaStatus::Running).then_some(())
             })
             .await;
         }
@@ -114,7 +115,7 @@ async fn a_ci_token_cannot_hold_every_engine_slot() {
             .await
             .unwrap();
         let ended = c.wait_saga(&started[0], Duration::from_secs(30)).await;
-        assert_ne!(ended.status, "running");
+        assert_ne!(ended.saga_status(), SagaStatus::Running);
         a.warm_restore(restore("kc", "a3")).await.unwrap();
     }
 }

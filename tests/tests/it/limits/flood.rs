@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use berth_proto::v1 as pb;
+use berth_shared::saga::{SagaStatus, StepStatus};
 use berth_tests::cluster::Bearer;
-use berth_tests::{TestCoordinator, TestDb};
+use berth_tests::{SagaStatused, TestCoordinator, TestDb};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde_json::json;
@@ -63,7 +64,8 @@ async fn flood_while_sagas_run(db: TestDb) {
         ids
     };
     for id in &sagas {
-        c.wait_step(id, 0, "running", Duration::from_secs(10)).await;
+        c.wait_step(id, 0, StepStatus::Running, Duration::from_secs(10))
+            .await;
     }
 
     let done = Arc::new(AtomicBool::new(false));
@@ -99,7 +101,7 @@ async fn flood_while_sagas_run(db: TestDb) {
             .sagas
             .iter()
             .filter(|s| sagas.contains(&s.saga_id))
-            .all(|s| !["pending", "running"].contains(&s.status.as_str()));
+            .all(|s| !matches!(s.saga_status(), SagaStatus::Pending | SagaStatus::Running));
         if finished {
             break;
         }
@@ -121,7 +123,11 @@ async fn flood_while_sagas_run(db: TestDb) {
     );
     for id in &sagas {
         let saga = c.get_saga(id).await;
-        assert_eq!(saga.status, "completed", "saga {id}: {saga:?}");
+        assert_eq!(
+            saga.saga_status(),
+            SagaStatus::Completed,
+            "saga {id}: {saga:?}"
+        );
         let row = c.store().get_saga(id).await.expect("saga row");
         assert_eq!(
             (row.reclaim_count, row.epoch),

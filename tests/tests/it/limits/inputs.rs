@@ -5,8 +5,9 @@
 use std::collections::HashSet;
 
 use berth_proto::v1 as pb;
+use berth_shared::saga::SagaStatus;
 use berth_tests::assert_contains;
-use berth_tests::{TestCoordinator, TestDb};
+use berth_tests::{SagaStatused, TestCoordinator, TestDb};
 use serde_json::json;
 use tonic::Code;
 
@@ -164,5 +165,5 @@ async fn the_demo_kind_runs_only_where_enabled() {
     let on = TestCoordinator::start_with(&db, None, |config| config.sagas.demo = true).await;
     let id = on.start_demo(json!([{"step": "noop"}])).await;
     let saga = on.wait_saga(&id, std::time::Duration::from_secs(20)).await;
-    assert_eq!(saga.status, "completed");
+    assert_eq!(saga.saga_status(), SagaStatus::Completed);
 }
