@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bollard::Docker;
 
-use crate::error::chain;
+use crate::error_kind::chain;
 
 /// How a call to the Docker engine failed: the engine's own error, no answer in time, or an
 /// answer that makes no sense. Warm, archive and the host description each wrap it.

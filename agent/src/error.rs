@@ -5,18 +5,7 @@ use std::path::PathBuf;
 
 use berth_shared::NameError;
 
-/// What a failure means for whoever decides to retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// Bad configuration or local files: retrying will not help until an operator acts.
-    Invalid,
-    /// The coordinator refused our credentials.
-    Unauthorized,
-    /// The network, the coordinator or Docker may be back later.
-    Transient,
-    /// The peer broke the protocol.
-    Protocol,
-}
+use crate::error_kind::ErrorKind;
 
 /// Errors of the agent library.
 #[derive(Debug, thiserror::Error)]
@@ -129,16 +118,4 @@ impl From<tonic::Status> for AgentError {
             message: s.message().to_owned(),
         }
     }
-}
-
-/// `error` and its sources joined by ": ", for logs and error strings sent on the wire.
-pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -14,6 +14,7 @@ mod describe;
 mod docker;
 pub mod enroll;
 mod error;
+mod error_kind;
 mod link;
 mod query;
 mod tarsafe;
@@ -29,7 +30,8 @@ use tokio_util::sync::CancellationToken;
 pub use config::{Config, LogFormat, Overrides, TlsConfig, Token};
 pub use describe::{Space, describe_host, filesystem_space};
 pub use docker::DockerError;
-pub use error::{AgentError, ErrorKind, chain};
+pub use error::AgentError;
+pub use error_kind::{ErrorKind, chain};
 pub use link::LinkState;
 
 /// Runs the agent until `shutdown` is cancelled.

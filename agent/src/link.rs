@@ -17,7 +17,8 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use tracing::{error, info, warn};
 
 use crate::config::{Config, Token};
-use crate::error::{AgentError, ErrorKind, chain};
+use crate::error::AgentError;
+use crate::error_kind::{ErrorKind, chain};
 use crate::task;
 use backoff::Backoff;
 

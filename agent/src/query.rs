@@ -8,7 +8,7 @@ use berth_shared::AppName;
 use pb::query::Kind;
 use pb::query_reply::Reply;
 
-use crate::error::chain;
+use crate::error_kind::chain;
 use crate::{describe, warm};
 
 /// How long a query may take before the agent answers with an error instead.

@@ -126,7 +126,7 @@ pub(crate) async fn save(ctx: &mut StepCtx, cp: &impl serde::Serialize) -> Resul
 
 /// The client and pace, or a permanent error saying how to configure them.
 pub(crate) fn cloud(ctx: &StepCtx) -> Result<Arc<Cloud>, StepError> {
-    ctx.deps.digitalocean.clone().ok_or_else(|| {
+    ctx.deps.get::<Arc<Cloud>>().cloned().ok_or_else(|| {
         StepError::permanent(
             "digitalocean is not configured on this coordinator: add a [digitalocean] section \
              with a provisioning_token_file to its config, restart it, then retry the saga",

@@ -115,17 +115,7 @@ impl ServiceError for berth_shared::NameError {
     }
 }
 
-/// `error` and its sources joined by ": ", so a status says what failed underneath.
-pub(crate) fn chain<E: std::error::Error + ?Sized>(error: &E) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
+pub(crate) use berth_shared::chain;
 
 /// The answer of an RPC whose capability is not built yet.
 pub fn not_built(what: &str, arrives_with: &str) -> Status {

@@ -16,6 +16,7 @@ pub mod droplet;
 pub mod error;
 pub mod hub;
 pub mod limits;
+pub mod remote;
 pub mod saga;
 pub mod server;
 pub mod service;

@@ -18,7 +18,8 @@ use crate::drift::Inventory;
 use crate::droplet::Cloud;
 use crate::hub::Hub;
 use crate::limits::WatchSlots;
-use crate::saga::{AgentTaskSettings, CiCaps, Deps, Engine, EngineConfig, Registry};
+use crate::remote::AgentTaskSettings;
+use crate::saga::{CiCaps, Deps, Engine, EngineConfig, Registry};
 use crate::service::agent_link::AgentLinkService;
 use crate::service::archives::ArchivesService;
 use crate::service::drift::DriftService;
@@ -194,25 +195,25 @@ pub async fn run(
     );
     // Every saga kind this coordinator runs, side by side.
     let mut registry = Registry::default();
-    crate::saga::agent_kinds::register(&mut registry);
+    crate::remote::kinds::register(&mut registry);
     crate::droplet::register(&mut registry);
     if config.sagas.demo {
         registry.enable_demo();
     }
+    let mut deps = Deps::new(store.clone())
+        .with(catalog.clone())
+        .with(AgentTaskSettings {
+            offline_wait: Duration::from_secs(config.sagas.agent_offline_wait_secs),
+            heartbeat_timeout: Duration::from_secs(u64::from(config.heartbeat_timeout_secs)),
+            ..AgentTaskSettings::default()
+        });
+    if let Some(cloud) = &cloud {
+        deps = deps.with(cloud.clone());
+    }
     let engine = Engine::new(
         store.clone(),
         registry,
-        Deps {
-            store: store.clone(),
-            hub: hub.clone(),
-            digitalocean: cloud.clone(),
-            archives: Some(catalog.clone()),
-            agent_tasks: AgentTaskSettings {
-                offline_wait: Duration::from_secs(config.sagas.agent_offline_wait_secs),
-                heartbeat_timeout: Duration::from_secs(u64::from(config.heartbeat_timeout_secs)),
-                ..AgentTaskSettings::default()
-            },
-        },
+        deps,
         EngineConfig {
             owner_id: instance_id.clone(),
             lease: Duration::from_millis(config.sagas.lease_ms),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use berth_shared::NameError;
 use berth_shared::archive::{KeyError, LabelError, StoreUrlError};
 
-use crate::ErrorKind;
+use crate::error_kind::ErrorKind;
 
 /// Errors of app archives on the agent.
 #[derive(Debug, thiserror::Error)]

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use super::ArchiveError;
 use super::journal::{Journal, JournaledUpload};
 use super::store::Bucket;
-use crate::error::chain;
+use crate::error_kind::chain;
 
 /// An upload just started, and its journal entry (none for `memory://`).
 pub(crate) struct Started {

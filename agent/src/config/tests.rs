@@ -195,7 +195,7 @@ fn configured_host_id_wins_and_a_bad_remembered_one_is_refused() {
 
     c.host_id = None;
     fs::write(dir.path().join("host_id"), "not/valid\n").unwrap();
-    let err = crate::error::chain(&c.resolve_host_id().unwrap_err());
+    let err = crate::error_kind::chain(&c.resolve_host_id().unwrap_err());
     assert!(
         err.contains("host_id") && err.contains("separator"),
         "{err}"

@@ -23,7 +23,7 @@ use berth_shared::{AppName, StackName};
 use tokio_util::sync::CancellationToken;
 
 use crate::archive::{self, ArchiveError, ArchiveProgress, Archiver};
-use crate::error::chain;
+use crate::error_kind::chain;
 use crate::warm::{
     AppTarget, Progress, RestoreRequest, SnapshotRequest, Warm, WarmError, WarmErrorKind,
 };

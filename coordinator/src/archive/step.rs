@@ -3,6 +3,7 @@
 //! way, so a store that cannot be pruned is reported in the step's output and the logs, and
 //! the next archive (or `berth archive prune`) tries again.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use berth_shared::AppName;
@@ -10,7 +11,7 @@ use berth_shared::archive::RetentionPolicy;
 use berth_shared::time::unix_ms;
 use serde_json::{Value, json};
 
-use super::PruneMode;
+use super::{Catalog, PruneMode};
 use crate::saga::{Step, StepCtx, StepError};
 
 /// `archive_retention`: prunes the saga's app with the coordinator's retention defaults.
@@ -28,7 +29,7 @@ impl Step for RetentionStep {
             .as_str()
             .and_then(|a| AppName::new(a).ok())
             .ok_or_else(|| StepError::permanent("the saga's inputs name no valid app"))?;
-        let Some(catalog) = ctx.deps.archives.clone() else {
+        let Some(catalog) = ctx.deps.get::<Arc<Catalog>>().cloned() else {
             return Ok(json!({ "skipped": "this coordinator has no archive store" }));
         };
         if catalog.config().retention().is_empty() {

@@ -4,57 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::str::FromStr;
 
 use serde_json::{Map, Value, json};
 
-/// Where a drift row is in its life. Only `Open` rows are unsettled; the others are history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum DriftStatus {
-    Open,
-    /// The live value became the desired one.
-    Accepted,
-    /// A saga changed the resource back and a detection confirmed it.
-    Reverted,
-    /// The field matched again without being settled here.
-    Stale,
-}
-
-impl DriftStatus {
-    pub const ALL: [DriftStatus; 4] = [
-        DriftStatus::Open,
-        DriftStatus::Accepted,
-        DriftStatus::Reverted,
-        DriftStatus::Stale,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DriftStatus::Open => "open",
-            DriftStatus::Accepted => "accepted",
-            DriftStatus::Reverted => "reverted",
-            DriftStatus::Stale => "stale",
-        }
-    }
-}
-
-impl FromStr for DriftStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|d| d.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown drift status {s:?}; use one of open, accepted, reverted, stale")
-            })
-    }
-}
-
-impl fmt::Display for DriftStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::store::DriftStatus;
 
 /// A live resource as the inventory holds it: its top-level fields and its full attributes.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,14 +3,12 @@
 //! holding each as a `claim`; `drive` carries out `core`'s decisions for one saga; `step` is
 //! what a step is, `kinds` is the registry of saga kinds.
 
-pub mod agent_kinds;
 mod claim;
 pub mod core;
 mod drive;
 pub mod engine;
 pub mod kinds;
 pub mod operator;
-pub mod remote;
 pub mod secrets;
 pub mod step;
 
@@ -18,5 +16,4 @@ pub use self::core::{OnFailure, RetryPolicy, SagaStatus, StepStatus};
 pub use engine::{CiCaps, Engine, EngineConfig, StartError, StartedBy};
 pub use kinds::{KindError, Registry};
 pub use operator::{Action, ActionError};
-pub use remote::AgentTaskSettings;
 pub use step::{Deps, Step, StepCtx, StepError, StepErrorKind};

@@ -1,16 +1,18 @@
 //! What a saga step is: a type with a stable name, `execute` and `compensate`, a retry policy
 //! and a pivot flag; and the context it runs in.
 
-use berth_shared::saga::EventKind;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
+
+use berth_shared::saga::EventKind;
 
 use berth_shared::time::unix_ms;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::core::RetryPolicy;
-use crate::hub::Hub;
 use crate::store::{Fence, NewEvent, Store, StoreError};
 
 /// Why a step's `execute` or `compensate` did not succeed.
@@ -73,17 +75,42 @@ impl From<StoreError> for StepError {
     }
 }
 
-/// What steps may use: the store, the agent hub, and (as they arrive) cloud clients.
-#[derive(Clone, Debug)]
+/// What steps may use: the store, and whatever each kind of step was given at start (the
+/// DigitalOcean client, the archive catalog, how agent steps wait), looked up by type so the
+/// engine names none of the modules that implement steps. A step that finds its part missing
+/// fails with a message saying how to configure it.
+#[derive(Clone)]
 pub struct Deps {
     pub store: Store,
-    pub hub: Hub,
-    /// DigitalOcean, when `[digitalocean]` is configured (droplet steps fail clearly without).
-    pub digitalocean: Option<Arc<crate::droplet::Cloud>>,
-    /// The archive store, for the retention that follows each archive.
-    pub archives: Option<Arc<crate::archive::Catalog>>,
-    /// How agent steps wait for their tasks.
-    pub agent_tasks: super::remote::AgentTaskSettings,
+    parts: Arc<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+}
+
+impl Deps {
+    pub fn new(store: Store) -> Self {
+        Deps {
+            store,
+            parts: Arc::default(),
+        }
+    }
+
+    /// These deps and `part`, replacing one of the same type.
+    pub fn with<T: Any + Send + Sync>(mut self, part: T) -> Self {
+        Arc::make_mut(&mut self.parts).insert(TypeId::of::<T>(), Arc::new(part));
+        self
+    }
+
+    /// The part of type `T`, if it was given.
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.parts.get(&TypeId::of::<T>())?.downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for Deps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deps")
+            .field("parts", &self.parts.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A step's view of its saga while it runs.

@@ -6,6 +6,9 @@
 //! write is conditional on the row still being what the caller saw (`status = 'open'`, the
 //! revert saga it read), so a racing writer changes nothing and writes no event.
 
+use std::fmt;
+use std::str::FromStr;
+
 use serde_json::{Map, Value, json};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AssertSqlSafe, Row, Transaction};
@@ -13,7 +16,54 @@ use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 use super::inventory::{DesiredSpec, resource_event};
 use super::sql::Sql;
 use super::{Store, StoreError};
-use crate::drift::core::DriftStatus;
+
+/// Where a drift row is in its life. Only `Open` rows are unsettled; the others are history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DriftStatus {
+    Open,
+    /// The live value became the desired one.
+    Accepted,
+    /// A saga changed the resource back and a detection confirmed it.
+    Reverted,
+    /// The field matched again without being settled here.
+    Stale,
+}
+
+impl DriftStatus {
+    pub const ALL: [DriftStatus; 4] = [
+        DriftStatus::Open,
+        DriftStatus::Accepted,
+        DriftStatus::Reverted,
+        DriftStatus::Stale,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftStatus::Open => "open",
+            DriftStatus::Accepted => "accepted",
+            DriftStatus::Reverted => "reverted",
+            DriftStatus::Stale => "stale",
+        }
+    }
+}
+
+impl FromStr for DriftStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown drift status {s:?}; use one of open, accepted, reverted, stale")
+            })
+    }
+}
+
+impl fmt::Display for DriftStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// DDL of the drift migration (the same on both backends).
 pub(super) const MIGRATION: &[&str] = &[

@@ -23,7 +23,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use agent_tasks::{AgentTaskRow, NewAgentTask, Opened, TaskResultWrite};
-pub use drift::{Accepted, DriftFilter, DriftRow};
+pub use drift::{Accepted, DriftFilter, DriftRow, DriftStatus};
 pub use hosts::{HostRecord, HostSession};
 pub use inventory::{
     CloudResource, DesiredSpec, ObservedResource, ResourceEvent, ResourceFilter, Upserted, Writer,

@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use berth_coordinator::hub::Hub;
 use berth_coordinator::saga::{Deps, Engine, EngineConfig, Registry, Step, StepCtx, StepError};
 use berth_coordinator::store::Store;
 use berth_tests::TestDb;
@@ -71,13 +70,7 @@ async fn run(db: &TestDb, engines: usize, concurrency: usize, sagas: usize) -> S
         all.push(Engine::new(
             store.clone(),
             registry.clone(),
-            Deps {
-                store: store.clone(),
-                hub: Hub::default(),
-                digitalocean: None,
-                archives: None,
-                agent_tasks: Default::default(),
-            },
+            Deps::new(store.clone()),
             config,
         ));
     }

@@ -5,7 +5,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_coordinator::hub::Hub;
 use berth_coordinator::saga::{Deps, Engine, EngineConfig, Registry};
 use berth_coordinator::store::{Fence, NewEvent, NewSaga, StepWrite, Store, StoreError};
 use berth_shared::saga::{EventKind, StepStatus};
@@ -198,13 +197,7 @@ async fn engines(db: &TestDb, n: usize, shutdown: &CancellationToken) -> Store {
                 registry.enable_demo();
                 registry
             },
-            Deps {
-                store: store.clone(),
-                hub: Hub::default(),
-                digitalocean: None,
-                archives: None,
-                agent_tasks: Default::default(),
-            },
+            Deps::new(store.clone()),
             config,
         );
         tokio::spawn(engine.run(shutdown.clone()));

@@ -10,6 +10,9 @@
 //! - A host that is offline makes the step wait (saying so in the history) for
 //!   `agent_offline_wait`, long enough for a reboot, then fail.
 
+pub mod kinds;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_shared::task::Task;
@@ -17,11 +20,20 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use super::core::{OnFailure, RetryPolicy};
-use super::step::{Step, StepCtx, StepError, now_ms};
+use crate::archive::Catalog;
+use crate::saga::step::now_ms;
+use crate::saga::{OnFailure, RetryPolicy, Step, StepCtx, StepError};
 use crate::store::{AgentTaskRow, NewAgentTask, Opened, Signal};
 
-/// How agent steps wait; part of the engine's `Deps`.
+/// The settings the coordinator gave agent steps, or the defaults.
+fn settings(ctx: &StepCtx) -> AgentTaskSettings {
+    ctx.deps
+        .get::<AgentTaskSettings>()
+        .copied()
+        .unwrap_or_default()
+}
+
+/// How agent steps wait; a part of the engine's `Deps` (the defaults where none is given).
 #[derive(Debug, Clone, Copy)]
 pub struct AgentTaskSettings {
     /// How long a step waits for an offline host to come back before it fails.
@@ -128,7 +140,7 @@ impl AgentStep {
             return Ok(());
         }
         w.host_checked = Some(Instant::now());
-        let settings = ctx.deps.agent_tasks;
+        let settings = settings(ctx);
         let record = ctx.deps.store.get_host(host).await?;
         let online = record.is_online(now_ms(), settings.heartbeat_timeout.as_millis() as i64);
         match (online, w.offline_since) {
@@ -168,7 +180,7 @@ impl AgentStep {
         signals: &mut tokio::sync::broadcast::Receiver<Signal>,
         w: &mut Wait,
     ) -> Result<(), StepError> {
-        let poll = tokio::time::sleep(ctx.deps.agent_tasks.poll);
+        let poll = tokio::time::sleep(settings(ctx).poll);
         tokio::pin!(poll);
         loop {
             tokio::select! {
@@ -199,7 +211,7 @@ impl AgentStep {
     /// away. Best effort: the agent aborts what it journaled when it is back, and the upload
     /// sweep catches what both missed.
     async fn abort_uploads(&self, ctx: &StepCtx, task: &Task) {
-        let (Task::ArchiveCreate(t), Some(catalog)) = (task, &ctx.deps.archives) else {
+        let (Task::ArchiveCreate(t), Some(catalog)) = (task, ctx.deps.get::<Arc<Catalog>>()) else {
             return;
         };
         let Some(id) = &t.uuid else { return };

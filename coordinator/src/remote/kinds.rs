@@ -8,10 +8,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::kinds::Registry;
-use super::remote::{AgentStep, task_of};
-use super::step::Step;
+use super::{AgentStep, task_of};
 use crate::archive::RetentionStep;
+use crate::saga::{Registry, Step};
 
 /// Checks a saga's inputs as the task they become (`berth_shared::task::Task`), so a bad
 /// input is refused at start, before anything is written. The saga id is not known yet; a
