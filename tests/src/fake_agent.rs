@@ -64,21 +64,32 @@ pub async fn warm_restore_by_hand(
     c: &TestCoordinator,
     host_id: &str,
 ) -> (FakeAgent, String, pb::TaskAssignment) {
+    let inputs = serde_json::json!({"host_id": host_id, "app": "kc", "domain": "kc.example.org"});
+    saga_by_hand(c, "warm.restore", inputs).await
+}
+
+/// A saga of `kind` whose first step runs on the host `inputs` names, with that host's
+/// agent spoken by hand: the agent's session, the saga's id, and the task once assigned.
+pub async fn saga_by_hand(
+    c: &TestCoordinator,
+    kind: &str,
+    inputs: serde_json::Value,
+) -> (FakeAgent, String, pb::TaskAssignment) {
+    let host_id = inputs["host_id"].as_str().expect("the inputs name a host");
     let token = c.token(berth_shared::Role::Agent, Some(host_id)).await;
     let mut agent = FakeAgent::open(c.channel().await, &token, host_id, host_id)
         .await
         .expect("the session opens");
-    let inputs = serde_json::json!({"host_id": host_id, "app": "kc", "domain": "kc.example.org"});
     let saga_id = c
         .sagas()
         .await
         .start_saga(pb::StartSagaRequest {
-            kind: "warm.restore".into(),
+            kind: kind.into(),
             inputs_json: inputs.to_string(),
             idempotency_key: String::new(),
         })
         .await
-        .expect("start the restore")
+        .expect("start the saga")
         .into_inner()
         .saga_id;
     let task = tokio::time::timeout(std::time::Duration::from_secs(20), agent.next_task())

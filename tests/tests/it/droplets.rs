@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use berth_proto::v1 as pb;
 use berth_shared::saga::SagaStatus;
-use berth_tests::dosim::{DoSim, SimConfig};
-use berth_tests::{SagaStatused, TestCoordinator};
+use berth_tests::dosim::{DoSim, SimConfig, Timings};
+use berth_tests::{SagaStatused, TestCoordinator, TestDb};
 use serde_json::{Value, json};
 
 /// Long enough for any saga against the simulator's fast timings, even on a loaded machine.
@@ -24,6 +24,52 @@ pub async fn sim() -> DoSim {
     DoSim::start(SimConfig::fast())
         .await
         .expect("the simulator starts")
+}
+
+/// One scenario's world: a coordinator on a fresh SQLite database talking to a fresh
+/// simulator. Dropping it (unless the test already failed) asserts that the simulator saw no
+/// request DigitalOcean's spec forbids.
+pub struct Scenario {
+    pub sim: DoSim,
+    pub c: TestCoordinator,
+    _db: TestDb,
+}
+
+impl Scenario {
+    pub async fn start() -> Self {
+        Self::start_with(Timings::fast()).await
+    }
+
+    /// A scenario whose simulator keeps `timings` (how long actions and listings take).
+    pub async fn start_with(timings: Timings) -> Self {
+        Self::on(TestDb::sqlite(), timings).await
+    }
+
+    /// A scenario on `db` (SQLite or PostgreSQL).
+    pub async fn on(db: TestDb, timings: Timings) -> Self {
+        let sim = sim().await;
+        sim.set_timings(timings);
+        let c = TestCoordinator::start_with_digitalocean(&db, &sim).await;
+        Scenario { sim, c, _db: db }
+    }
+
+    /// Runs a saga of `kind` to its end and returns it.
+    pub async fn run(&self, kind: &str, inputs: Value) -> pb::Saga {
+        run(&self.c, kind, inputs).await
+    }
+
+    /// Provisions a droplet named `name` and returns its id.
+    pub async fn provisioned(&self, name: &str) -> u64 {
+        provisioned(&self.c, name).await
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.sim.assert_no_violations();
+        }
+    }
 }
 
 /// Inputs of a `droplet.provision` saga.

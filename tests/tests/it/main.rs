@@ -15,6 +15,7 @@ mod failover;
 mod fencing;
 mod golden;
 mod hosts;
+mod layout;
 mod limits;
 mod metrics;
 mod saga_crash;

@@ -8,19 +8,19 @@ use berth_coordinator::digitalocean::DoApi;
 use berth_shared::saga::{SagaStatus, StepStatus};
 use berth_tests::assert_contains;
 use berth_tests::dosim::{ActionFailure, Fault, Timings};
-use berth_tests::{StepStatused, TestCoordinator, TestDb};
+use berth_tests::{StepStatused, TestDb};
 use serde_json::json;
 
-use super::{assert_status, output, provision, provisioned, run, sim};
+use super::{Scenario, assert_status, output, provision};
 
 #[tokio::test]
 async fn a_snapshot_then_a_failure_rolls_back_and_leaves_no_snapshot() {
     for db in TestDb::each().await {
-        let sim = sim().await;
-        let c = TestCoordinator::start_with_digitalocean(&db, &sim).await;
-        let id = provisioned(&c, "snap-fail").await;
+        let s = Scenario::on(db, Timings::fast()).await;
+        let sim = &s.sim;
+        let id = s.provisioned("snap-fail").await;
         let drill = json!({"droplet_id": id, "steps": ["create_droplet_snapshot", "fail"]});
-        let saga = run(&c, "droplet.drill", drill).await;
+        let saga = s.run("droplet.drill", drill).await;
         assert_status(&saga, SagaStatus::Compensated);
         let steps: Vec<(&str, StepStatus)> = saga
             .steps
@@ -42,21 +42,19 @@ async fn a_snapshot_then_a_failure_rolls_back_and_leaves_no_snapshot() {
             1,
             "the droplet was not the drill's to undo"
         );
-        sim.assert_no_violations();
     }
 }
 
 #[tokio::test]
 async fn a_failure_after_each_provision_step_leaves_no_droplet_and_no_row() {
-    let db = TestDb::sqlite();
-    let sim = sim().await;
-    let c = TestCoordinator::start_with_digitalocean(&db, &sim).await;
+    let s = Scenario::start().await;
+    let (sim, c) = (&s.sim, &s.c);
     let all = ["create_droplet", "wait_droplet_active", "register_droplet"];
     for n in 1..=all.len() {
         let mut steps: Vec<&str> = all[..n].to_vec();
         steps.push("fail");
         let drill = json!({"provision": provision(&format!("drill-{n}")), "steps": steps});
-        let saga = run(&c, "droplet.drill", drill).await;
+        let saga = s.run("droplet.drill", drill).await;
         assert_status(&saga, SagaStatus::Compensated);
         let id = output(&saga, 0)["droplet_id"].as_u64().unwrap();
         assert!(
@@ -84,40 +82,36 @@ async fn a_failure_after_each_provision_step_leaves_no_droplet_and_no_row() {
         }
     }
     assert_eq!(sim.calls("droplets_destroy"), 3);
-    sim.assert_no_violations();
 }
 
 #[tokio::test]
 async fn an_errored_create_is_compensated_and_leaves_no_droplet() {
-    let db = TestDb::sqlite();
-    let sim = sim().await;
-    let c = TestCoordinator::start_with_digitalocean(&db, &sim).await;
+    let s = Scenario::start().await;
+    let (sim, c) = (&s.sim, &s.c);
     sim.fail_next_action(ActionFailure {
         droplet: None,
         kind: Some("create".into()),
     });
-    let saga = run(&c, "droplet.provision", provision("doomed")).await;
+    let saga = s.run("droplet.provision", provision("doomed")).await;
     assert_status(&saga, SagaStatus::Compensated);
     assert_eq!(saga.steps[1].step_status(), StepStatus::Failed);
     assert_contains(&saga.steps[1].error, "errored");
     assert_eq!(saga.steps[0].step_status(), StepStatus::Compensated);
     assert!(sim.droplets().is_empty(), "{:?}", sim.droplets());
     assert!(c.list_droplets(true).await.is_empty());
-    sim.assert_no_violations();
 }
 
 #[tokio::test]
 async fn an_errored_snapshot_action_compensates_the_saga() {
-    let db = TestDb::sqlite();
-    let sim = sim().await;
-    let c = TestCoordinator::start_with_digitalocean(&db, &sim).await;
+    let s = Scenario::start().await;
+    let sim = &s.sim;
     sim.fail_next_action(ActionFailure {
         droplet: None,
         kind: Some("snapshot".into()),
     });
     let drill = json!({"provision": provision("snap-errored"),
         "steps": ["create_droplet", "wait_droplet_active", "create_droplet_snapshot"]});
-    let saga = run(&c, "droplet.drill", drill).await;
+    let saga = s.run("droplet.drill", drill).await;
     assert_status(&saga, SagaStatus::Compensated);
     assert_contains(&saga.steps[2].error, "errored");
     assert_eq!(
@@ -126,22 +120,20 @@ async fn an_errored_snapshot_action_compensates_the_saga() {
     );
     assert!(sim.droplets().is_empty());
     assert!(sim.snapshots().is_empty());
-    sim.assert_no_violations();
 }
 
 /// The snapshot shows in the listing 600 ms after its action completed: a dozen polls, one
 /// attempt.
 #[tokio::test]
 async fn a_snapshot_listed_later_than_one_poll_is_still_found() {
-    let db = TestDb::sqlite();
-    let sim = sim().await;
-    sim.set_timings(Timings {
+    let s = Scenario::start_with(Timings {
         snapshot_listing_lag: Duration::from_millis(600),
         ..Timings::fast()
-    });
-    let c = TestCoordinator::start_with_digitalocean(&db, &sim).await;
-    let id = provisioned(&c, "laggy").await;
-    let saga = run(&c, "droplet.snapshot", json!({"droplet_id": id})).await;
+    })
+    .await;
+    let sim = &s.sim;
+    let id = s.provisioned("laggy").await;
+    let saga = s.run("droplet.snapshot", json!({"droplet_id": id})).await;
     assert_status(&saga, SagaStatus::Completed);
     assert_eq!(saga.steps[0].attempts, 1);
     assert!(
@@ -154,21 +146,19 @@ async fn a_snapshot_listed_later_than_one_poll_is_still_found() {
         output(&saga, 0)["snapshot_id"].as_u64(),
         Some(sim.snapshots()[0].id)
     );
-    sim.assert_no_violations();
 }
 
 /// Longer than the step's whole lookup (10 × 100 ms): the step retries and finds it then.
 #[tokio::test]
 async fn a_snapshot_listed_later_than_the_lookup_is_found_by_a_retry() {
-    let db = TestDb::sqlite();
-    let sim = sim().await;
-    sim.set_timings(Timings {
+    let s = Scenario::start_with(Timings {
         snapshot_listing_lag: Duration::from_millis(2_500),
         ..Timings::fast()
-    });
-    let c = TestCoordinator::start_with_digitalocean(&db, &sim).await;
-    let id = provisioned(&c, "very-laggy").await;
-    let saga = run(&c, "droplet.snapshot", json!({"droplet_id": id})).await;
+    })
+    .await;
+    let sim = &s.sim;
+    let id = s.provisioned("very-laggy").await;
+    let saga = s.run("droplet.snapshot", json!({"droplet_id": id})).await;
     assert_status(&saga, SagaStatus::Completed);
     assert!(saga.steps[0].attempts >= 2, "{}", saga.steps[0].attempts);
     assert_eq!(
@@ -177,36 +167,29 @@ async fn a_snapshot_listed_later_than_the_lookup_is_found_by_a_retry() {
         "the action was not posted again"
     );
     assert_eq!(sim.snapshots().len(), 1);
-    sim.assert_no_violations();
 }
 
 #[tokio::test]
 async fn a_lost_create_answer_is_adopted_not_repeated() {
-    let db = TestDb::sqlite();
-    let sim = sim().await;
-    let c = TestCoordinator::start_with_digitalocean(&db, &sim).await;
+    let s = Scenario::start().await;
+    let sim = &s.sim;
     sim.inject(Fault::drop_connection("droplets_create").after_processing());
-    let saga = run(&c, "droplet.provision", provision("lost-answer")).await;
+    let saga = s.run("droplet.provision", provision("lost-answer")).await;
     assert_status(&saga, SagaStatus::Completed);
     assert_eq!(output(&saga, 0)["adopted"], true);
     assert_eq!(sim.calls("droplets_create"), 1);
     assert_eq!(sim.droplets().len(), 1);
-    sim.assert_no_violations();
 }
 
 #[tokio::test]
 async fn a_lost_snapshot_answer_makes_one_snapshot() {
-    let db = TestDb::sqlite();
-    let sim = sim().await;
-    let c = TestCoordinator::start_with_digitalocean(&db, &sim).await;
-    let id = provisioned(&c, "lost-snapshot").await;
+    let s = Scenario::start().await;
+    let sim = &s.sim;
+    let id = s.provisioned("lost-snapshot").await;
     sim.inject(Fault::drop_connection("dropletActions_post").after_processing());
-    let saga = run(
-        &c,
-        "droplet.snapshot",
-        json!({"droplet_id": id, "label": "x"}),
-    )
-    .await;
+    let saga = s
+        .run("droplet.snapshot", json!({"droplet_id": id, "label": "x"}))
+        .await;
     assert_status(&saga, SagaStatus::Completed);
     let snapshots = sim.snapshots();
     assert_eq!(snapshots.len(), 1, "{snapshots:?}");
@@ -214,93 +197,79 @@ async fn a_lost_snapshot_answer_makes_one_snapshot() {
         output(&saga, 0)["snapshot_id"].as_u64(),
         Some(snapshots[0].id)
     );
-    sim.assert_no_violations();
 }
 
 #[tokio::test]
 async fn a_busy_droplet_delays_the_resize_without_failing_it() {
-    let db = TestDb::sqlite();
-    let sim = sim().await;
-    let c = TestCoordinator::start_with_digitalocean(&db, &sim).await;
-    let id = provisioned(&c, "busy").await;
+    let s = Scenario::start().await;
+    let sim = &s.sim;
+    let id = s.provisioned("busy").await;
     // Someone else's snapshot is running when the resize begins.
     let other = sim.client("dop_v1_someone_else");
     other
         .snapshot(id.into(), "not-berths")
         .await
         .expect("a snapshot starts");
-    let saga = run(
-        &c,
-        "droplet.resize",
-        json!({"droplet_id": id, "size_slug": "s-2vcpu-2gb"}),
-    )
-    .await;
+    let saga = s
+        .run(
+            "droplet.resize",
+            json!({"droplet_id": id, "size_slug": "s-2vcpu-2gb"}),
+        )
+        .await;
     assert_status(&saga, SagaStatus::Completed);
     assert!(sim.count_status(422) >= 1, "the droplet was busy at first");
     assert_eq!(sim.droplet(id).unwrap().size_slug, "s-2vcpu-2gb");
     assert_eq!(sim.droplet(id).unwrap().status, "active");
-    sim.assert_no_violations();
 }
 
 #[tokio::test]
 async fn a_resize_is_undone_when_a_later_step_fails() {
-    let db = TestDb::sqlite();
-    let sim = sim().await;
-    let c = TestCoordinator::start_with_digitalocean(&db, &sim).await;
-    let id = provisioned(&c, "undo-resize").await;
+    let s = Scenario::start().await;
+    let sim = &s.sim;
+    let id = s.provisioned("undo-resize").await;
     let drill = json!({"droplet_id": id, "size_slug": "s-2vcpu-2gb",
         "steps": ["resize_droplet", "fail"]});
-    let saga = run(&c, "droplet.drill", drill).await;
+    let saga = s.run("droplet.drill", drill).await;
     assert_status(&saga, SagaStatus::Compensated);
     let live = sim.droplet(id).unwrap();
     assert_eq!(
         (live.size_slug.as_str(), live.status),
         ("s-1vcpu-1gb", "active")
     );
-    sim.assert_no_violations();
 }
 
 #[tokio::test]
 async fn a_droplet_berth_does_not_manage_is_destroyed_only_by_force() {
-    let db = TestDb::sqlite();
-    let sim = sim().await;
-    let c = TestCoordinator::start_with_digitalocean(&db, &sim).await;
+    let s = Scenario::start().await;
+    let sim = &s.sim;
     let id = sim.seed_droplets(1, &["someone-elses"])[0];
-    let saga = run(&c, "droplet.destroy", json!({"droplet_id": id})).await;
+    let saga = s.run("droplet.destroy", json!({"droplet_id": id})).await;
     assert_status(&saga, SagaStatus::Compensated);
     assert_contains(&saga.error, "managed-by-berth");
     assert!(sim.droplet(id).is_some(), "still there");
     assert_eq!(sim.calls("droplets_destroy"), 0);
 
-    let saga = run(
-        &c,
-        "droplet.destroy",
-        json!({"droplet_id": id, "force": true}),
-    )
-    .await;
+    let saga = s
+        .run("droplet.destroy", json!({"droplet_id": id, "force": true}))
+        .await;
     assert_status(&saga, SagaStatus::Completed);
     assert!(sim.droplet(id).is_none());
     // Destroying again: already gone is success.
-    let saga = run(
-        &c,
-        "droplet.destroy",
-        json!({"droplet_id": id, "force": true}),
-    )
-    .await;
+    let saga = s
+        .run("droplet.destroy", json!({"droplet_id": id, "force": true}))
+        .await;
     assert_status(&saga, SagaStatus::Completed);
     assert_eq!(output(&saga, 0)["already_gone"], true);
-    sim.assert_no_violations();
 }
 
 #[tokio::test]
 async fn a_cancel_while_waiting_for_the_droplet_destroys_it() {
-    let db = TestDb::sqlite();
-    let sim = sim().await;
-    sim.set_timings(Timings {
+    let s = Scenario::start_with(Timings {
         active_after: Duration::from_secs(20),
         ..Timings::fast()
-    });
-    let c = TestCoordinator::start_with_digitalocean(&db, &sim).await;
+    })
+    .await;
+    let (sim, c) = (&s.sim, &s.c);
     let id = c
         .start_saga("droplet.provision", provision("cancelled"))
         .await;
@@ -320,5 +289,4 @@ async fn a_cancel_while_waiting_for_the_droplet_destroys_it() {
     assert_status(&saga, SagaStatus::Cancelled);
     assert_eq!(saga.steps[0].step_status(), StepStatus::Compensated);
     assert!(sim.droplets().is_empty(), "{:?}", sim.droplets());
-    sim.assert_no_violations();
 }
