@@ -21,6 +21,7 @@ mod pack;
 mod parts;
 mod pipe;
 mod restore;
+mod seal;
 mod store;
 mod unpack;
 mod upload;
@@ -32,8 +33,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use berth_shared::archive::{
-    ArchiveId, ArchiveKey, SOURCE_APP_DIR, SOURCE_VOLUMES, index_value, index_value_from_labels,
-    validate_labels,
+    ArchiveId, ArchiveKey, ArchiveMeta, SOURCE_APP_DIR, SOURCE_VOLUMES, index_value,
+    index_value_from_labels, validate_labels,
 };
 use berth_shared::task::Recorded;
 use berth_shared::{AppName, StackName};
@@ -51,6 +52,7 @@ use crate::volume::StackError;
 use crate::volume::lock::{self, Held, Operation, Resource};
 use journal::Journal;
 use pack::Tree;
+use seal::{Identities, Recipients};
 
 /// Task kind: archive an app directory. Inputs [`CreateInput`], output [`CreateOutput`].
 pub const CREATE_TASK: &str = "archive_create";
@@ -192,6 +194,13 @@ impl Archiver {
         config
             .validate()
             .map_err(|e| ArchiveError::Config(format!("{e:#}")))?;
+        // Keys that do not parse fail the start, not the first archive or restore.
+        if let Some(recipients) = Recipients::of(&config, &[])? {
+            tracing::info!(recipients = ?recipients.names, "archives are encrypted");
+        }
+        if let Some(path) = &config.identity_file {
+            Identities::read(path)?;
+        }
         let bucket = store::Bucket::open(&config)?;
         tracing::info!(store = %config.store_url, "archive store opened");
         let journal = Journal::open(state_dir);
@@ -358,6 +367,7 @@ impl Archiver {
             key: key.clone(),
             labels,
             plan,
+            recipients: Recipients::of(&self.config, &[])?.map(Arc::new),
         };
         let created = create::run(job, progress, cancel).await?;
         tracing::info!(key = %key, size = created.size, entries = created.entries, "archive created");
@@ -399,6 +409,7 @@ impl Archiver {
                     id: id.to_string(),
                     app: app.to_string(),
                 })?;
+        let identities = self.identities_for(&id, &key, size, &meta).await?;
         let target = target.unwrap_or(app);
         let op = Operation::new(RESTORE_TASK, format!("app {target}"))
             .on_behalf_of(format!("archive {id}"));
@@ -460,6 +471,7 @@ impl Archiver {
             } else {
                 crate::tarsafe::Links::AsArchived
             },
+            identities,
         };
         let r = restore::run(job, progress, cancel).await?;
         tracing::info!(key = %key, app = %target, entries = r.unpacked.entries, "archive restored");
@@ -475,6 +487,63 @@ impl Archiver {
             owners_restored: r.owners,
             volumes: restored_volumes,
         })
+    }
+
+    /// For an age-encrypted archive (known by its first bytes: an archive made with
+    /// `tar | zstd | age` may carry the Go tool's metadata, which does not say), this agent's
+    /// identities, checked against the archive's header before anything is written.
+    async fn identities_for(
+        &self,
+        id: &ArchiveId,
+        key: &ArchiveKey,
+        size: u64,
+        meta: &ArchiveMeta,
+    ) -> Result<Option<Arc<Identities>>, ArchiveError> {
+        let head = self
+            .bucket
+            .head_bytes(key, size.min(seal::HEADER_PROBE))
+            .await?;
+        let sealed = head.starts_with(seal::AGE_MAGIC);
+        let refuse = |why: &str| ArchiveError::Encryption {
+            id: id.to_string(),
+            why: why.to_owned(),
+        };
+        match (meta.encryption.as_deref(), sealed) {
+            (None, false) => return Ok(None),
+            (None | Some(seal::ENCRYPTION_AGE), true) => {}
+            (Some(seal::ENCRYPTION_AGE), false) => {
+                return Err(refuse(
+                    "its metadata says age, but the object is not an age stream (it was \
+                     rewritten)",
+                ));
+            }
+            (Some(other), _) => {
+                return Err(refuse(&format!(
+                    "it is encrypted with {other:?}, which this agent does not know; upgrade \
+                     the agent"
+                )));
+            }
+        }
+        let recipients = match &meta.recipients {
+            Some(r) if !r.is_empty() => r.join(", "),
+            _ => "recipients its metadata does not name".to_owned(),
+        };
+        let Some(path) = &self.config.identity_file else {
+            return Err(ArchiveError::NoIdentity {
+                id: id.to_string(),
+                recipients,
+            });
+        };
+        let identities = Identities::read(path)?;
+        match identities.check_header(&head) {
+            Ok(()) => Ok(Some(Arc::new(identities))),
+            Err(age::DecryptError::NoMatchingKeys) => Err(ArchiveError::NotForThisHost {
+                id: id.to_string(),
+                recipients,
+                identity: path.clone(),
+            }),
+            Err(e) => Err(refuse(&format!("its age header is damaged ({e})"))),
+        }
     }
 
     /// The lock table's key of `app`'s directory.

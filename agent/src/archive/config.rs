@@ -85,6 +85,21 @@ pub struct ArchiveConfig {
     /// ever created or written through one.
     #[serde(default)]
     pub refuse_escaping_links: bool,
+    /// Encrypt every archive to these recipients: age public keys (`age1…`, from
+    /// `age-keygen -y`) or SSH public keys (`ssh-ed25519 …`, `ssh-rsa …`). This host can
+    /// write archives it cannot read. Empty (and no `recipients_file`): not encrypted.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// A file of more recipients, one per line (`#` comments and blank lines skipped).
+    #[serde(default)]
+    pub recipients_file: Option<PathBuf>,
+    /// The identity that decrypts encrypted archives on restore: age identities
+    /// (`AGE-SECRET-KEY-1…`, from `age-keygen`) or an unencrypted SSH private key. Give it
+    /// only to hosts that restore, ideally as a systemd credential
+    /// (`LoadCredential=age-identity:/etc/berth/age-identity`, then
+    /// `identity_file = "/run/credentials/berth-agent.service/age-identity"`).
+    #[serde(default)]
+    pub identity_file: Option<PathBuf>,
 }
 
 fn default_store_url() -> String {
@@ -137,6 +152,9 @@ impl Default for ArchiveConfig {
             max_restore_entries: default_max_restore_entries(),
             allow_device_nodes: false,
             refuse_escaping_links: false,
+            recipients: Vec::new(),
+            recipients_file: None,
+            identity_file: None,
         }
     }
 }

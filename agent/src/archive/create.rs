@@ -22,9 +22,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::journal::{Journal, JournaledUpload};
-use super::pack::{self, PackCounters, Packed, Totals, Tree};
+use super::pack::{self, Compression, PackCounters, Packed, Totals, Tree};
 use super::parts::PartWriter;
 use super::pipe::{CAPACITY, ChunkSender};
+use super::seal::{ENCRYPTION_AGE, Recipients};
 use super::store::Bucket;
 use super::{ArchiveError, Plan, upload};
 
@@ -45,6 +46,8 @@ pub(crate) struct Job<'a> {
     pub plan: Plan,
     /// The stack a volume archive was made of, recorded in its metadata.
     pub stack: Option<StackName>,
+    /// Who the archive is encrypted to (`None`: not encrypted).
+    pub recipients: Option<Arc<Recipients>>,
 }
 
 /// What a create produced.
@@ -82,10 +85,15 @@ pub(crate) async fn run(
     let (tx, mut rx) = mpsc::channel::<Bytes>(CAPACITY);
     let producer = {
         let (tree, counters, stop) = (job.tree.clone(), counters.clone(), stop.clone());
-        let (level, workers) = (job.plan.level, job.plan.workers);
+        let recipients = job.recipients.clone();
+        let compression = Compression {
+            level: job.plan.level,
+            workers: job.plan.workers,
+        };
         tokio::task::spawn_blocking(move || {
             let out = ChunkSender::new(tx, counters.compressed.clone());
-            pack::pack(&tree, out, level, workers, &counters, &stop)
+            let seal = recipients.as_deref();
+            pack::pack(&tree, out, compression, seal, &counters, &stop)
         })
     };
     let report = |phase| {
@@ -168,6 +176,11 @@ pub(crate) async fn run(
     meta.index = Some(job.key.index().unwrap_or("-").to_owned());
     meta.tar_bytes = Some(packed.tar_bytes);
     meta.entries = Some(packed.entries);
+    if let Some(recipients) = &job.recipients {
+        meta.encryption = Some(ENCRYPTION_AGE.to_owned());
+        meta.recipients = Some(recipients.names.clone());
+        meta.plaintext_sha256 = packed.plaintext_sha256.clone();
+    }
     match job.tree {
         Tree::AppDir(_) => meta.source = Some(SOURCE_APP_DIR.to_owned()),
         Tree::Volumes(volumes) => {

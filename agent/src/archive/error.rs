@@ -35,6 +35,23 @@ pub enum ArchiveError {
     UnknownSource { id: String, source_kind: String },
     #[error("invalid input: {0}")]
     Input(String),
+    #[error(
+        "archive {id} is encrypted to {recipients}, and this agent has no \
+         archive.identity_file: restore it on a host given the identity of one of them"
+    )]
+    NoIdentity { id: String, recipients: String },
+    #[error(
+        "archive {id} is encrypted to {recipients}, and none of them is this agent's identity \
+         ({identity}): restore it on a host that holds one of their identities, or set \
+         archive.identity_file to one; nothing was written"
+    )]
+    NotForThisHost {
+        id: String,
+        recipients: String,
+        identity: PathBuf,
+    },
+    #[error("archive {id} cannot be decrypted: {why}; nothing was written")]
+    Encryption { id: String, why: String },
     /// A stack's volumes: not found, unsupported, still in use, or not swappable.
     #[error(transparent)]
     Stack(#[from] crate::volume::StackError),
@@ -231,6 +248,9 @@ impl ArchiveError {
             Stack(_) => ErrorKind::Invalid,
             App(_)
             | Input(_)
+            | NoIdentity { .. }
+            | NotForThisHost { .. }
+            | Encryption { .. }
             | Key(_)
             | Labels(_)
             | Level(_)

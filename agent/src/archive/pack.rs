@@ -1,6 +1,7 @@
 //! Making an archive on a blocking thread: walk a directory (or a stack's volumes) in name
 //! order and write tar entries that keep numeric owners, modes, mtimes, symlinks, hard links,
-//! fifos and device nodes, compressed by multithreaded zstd into a [`ChunkSender`].
+//! fifos and device nodes, compressed by multithreaded zstd into a [`ChunkSender`], through
+//! age encryption when the archive has recipients (`super::seal`).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -14,6 +15,7 @@ use tar::{EntryType, Header, HeaderMode};
 
 use super::ArchiveError;
 use super::pipe::ChunkSender;
+use super::seal::{Recipients, Sealer};
 use super::walk::{Entry, walk};
 
 /// Bytes read from a source file at a time.
@@ -74,10 +76,13 @@ pub(crate) struct Totals {
 /// What a finished pack produced.
 #[derive(Debug, Clone)]
 pub(crate) struct Packed {
+    /// SHA-256 and length of the stored object.
     pub sha256: String,
     pub size: u64,
     pub tar_bytes: u64,
     pub entries: u64,
+    /// For an encrypted archive: SHA-256 of the tar+zstd inside the age stream.
+    pub plaintext_sha256: Option<String>,
 }
 
 /// Counts entries and file bytes of `tree`, the way [`pack`] will walk it.
@@ -136,15 +141,19 @@ fn restorable_in_app_dir(e: &Entry<'_>) -> Result<(), ArchiveError> {
 pub(crate) fn pack(
     tree: &Tree,
     out: ChunkSender,
-    level: i32,
-    workers: u32,
+    compression: Compression,
+    seal: Option<&Recipients>,
     counters: &PackCounters,
     cancel: &AtomicBool,
 ) -> Result<Packed, ArchiveError> {
+    let sink = match seal {
+        None => Sink::Plain(out),
+        Some(recipients) => Sink::Sealed(recipients.seal(out).map_err(ArchiveError::Compress)?),
+    };
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(PIPE_DEPTH);
     let (tarred, compressed) = std::thread::scope(|scope| {
         let tar = scope.spawn(move || tar_stage(tree, tx, counters, cancel));
-        let compressed = compress_stage(rx, out, level, workers);
+        let compressed = compress_stage(rx, sink, compression);
         let tarred = tar.join().unwrap_or_else(|_| {
             Err(ArchiveError::Compress(io::Error::other(
                 "the tar thread panicked",
@@ -152,7 +161,7 @@ pub(crate) fn pack(
         });
         (tarred, compressed)
     });
-    let (sha256, size) = match (tarred, compressed) {
+    let ((sha256, size), plaintext_sha256) = match (tarred, compressed) {
         (Ok(()), Ok(done)) => done,
         // A problem with the source explains everything after it.
         (Err(e @ (ArchiveError::Read { .. } | ArchiveError::Cancelled)), _) => return Err(e),
@@ -163,7 +172,50 @@ pub(crate) fn pack(
         size,
         tar_bytes: counters.tar_bytes.load(Ordering::Relaxed),
         entries: counters.entries.load(Ordering::Relaxed),
+        plaintext_sha256,
     })
+}
+
+/// zstd's level and worker threads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Compression {
+    pub level: i32,
+    pub workers: u32,
+}
+
+/// Where zstd's output goes: straight to the upload, or through age first.
+enum Sink {
+    Plain(ChunkSender),
+    Sealed(Sealer<ChunkSender>),
+}
+
+impl Sink {
+    /// The stored object's SHA-256 and length, and the plaintext's SHA-256 when sealed.
+    fn finish(self) -> io::Result<((String, u64), Option<String>)> {
+        match self {
+            Sink::Plain(out) => Ok((out.finish()?, None)),
+            Sink::Sealed(sealer) => {
+                let (plaintext, out) = sealer.finish()?;
+                Ok((out.finish()?, Some(plaintext)))
+            }
+        }
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Plain(out) => out.write(data),
+            Sink::Sealed(sealer) => sealer.write(data),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Plain(out) => out.flush(),
+            Sink::Sealed(sealer) => sealer.flush(),
+        }
+    }
 }
 
 fn tar_stage(
@@ -222,15 +274,15 @@ fn tar_stage(
 
 fn compress_stage(
     rx: mpsc::Receiver<Vec<u8>>,
-    out: ChunkSender,
-    level: i32,
-    workers: u32,
-) -> Result<(String, u64), ArchiveError> {
+    out: Sink,
+    compression: Compression,
+) -> Result<((String, u64), Option<String>), ArchiveError> {
     let compress = ArchiveError::Compress;
-    let mut encoder = zstd::stream::write::Encoder::new(out, level).map_err(compress)?;
+    let mut encoder =
+        zstd::stream::write::Encoder::new(out, compression.level).map_err(compress)?;
     encoder.include_checksum(true).map_err(compress)?;
-    if workers > 0 {
-        encoder.multithread(workers).map_err(compress)?;
+    if compression.workers > 0 {
+        encoder.multithread(compression.workers).map_err(compress)?;
         // zstd's default job for level 3 is 8 MiB, and it keeps a few in and out per worker
         // (about 70 MiB with two workers); 2 MiB jobs cost about 3% of ratio on text and
         // keep the compressor near 25 MiB.
@@ -241,10 +293,7 @@ fn compress_stage(
     for buf in rx {
         encoder.write_all(&buf).map_err(compress)?;
     }
-    encoder
-        .finish()
-        .and_then(ChunkSender::finish)
-        .map_err(compress)
+    encoder.finish().and_then(Sink::finish).map_err(compress)
 }
 
 /// Appends `entry`, named `<prefix>/<its path>` in the archive when `prefix` is given.

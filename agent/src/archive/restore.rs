@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::ArchiveError;
 use super::error::{BytesCap, Witness};
 use super::pipe::{CAPACITY, ChunkReceiver, Incoming};
+use super::seal::Identities;
 use super::store::Bucket;
 use super::unpack::{self, DeviceNodes, Expect, Specials, UnpackCounters, Unpacked};
 use super::volumes::Restore;
@@ -51,6 +52,9 @@ pub(crate) struct Job<'a> {
     pub device_nodes: DeviceNodes,
     /// What happens to symlinks that lead outside the target.
     pub links: Links,
+    /// For an age-encrypted archive: the identities that open it (checked against its
+    /// header already).
+    pub identities: Option<Arc<Identities>>,
 }
 
 /// What a restore did.
@@ -305,8 +309,12 @@ async fn unpack_into(
     let unpacker = {
         let (staging, counters, stop) = (staging.to_owned(), counters.clone(), stop.clone());
         let receiver = ChunkReceiver::new(rx, counters.downloaded.clone());
+        let identities = job.identities.clone();
         tokio::task::spawn_blocking(move || {
-            unpack::unpack(receiver, &staging, &expect, &counters, &stop, owners)
+            let opener = identities.as_deref();
+            unpack::unpack(
+                receiver, &staging, &expect, &counters, &stop, owners, opener,
+            )
         })
     };
     let entries_total = job.meta.entries.unwrap_or(0);

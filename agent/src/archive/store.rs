@@ -145,6 +145,19 @@ impl Bucket {
             .find(|(k, _)| k.id() == id))
     }
 
+    /// The first `len` bytes of the object `key` (all of it when shorter).
+    pub async fn head_bytes(
+        &self,
+        key: &ArchiveKey,
+        len: u64,
+    ) -> Result<bytes::Bytes, ArchiveError> {
+        let path = Path::from(key.as_str());
+        self.store
+            .get_range(&path, 0..len)
+            .await
+            .map_err(|e| ArchiveError::store("download the start of", key.as_str(), e))
+    }
+
     /// Deletes `key`; a missing object is not an error.
     pub async fn delete_quietly(&self, key: &str) {
         match self.store.delete(&Path::from(key)).await {

@@ -14,6 +14,7 @@ use super::ArchiveError;
 use super::decode;
 use super::error::{BytesCap, Witness};
 use super::pipe::ChunkReceiver;
+use super::seal::Identities;
 use crate::tarsafe::{Links, Stream, TarReader, Tree};
 
 /// What the archive must look like, and the limits that stop bombs.
@@ -91,6 +92,7 @@ pub(crate) fn unpack(
     counters: &UnpackCounters,
     cancel: &AtomicBool,
     owners: bool,
+    opener: Option<&Identities>,
 ) -> Result<Unpacked, ArchiveError> {
     let format = |source| ArchiveError::Format {
         key: expect.key.clone(),
@@ -100,7 +102,7 @@ pub(crate) fn unpack(
     let (tx, rx) = mpsc::sync_channel(decode::PIPE_DEPTH);
     let (outcome, mut receiver) = std::thread::scope(|scope| {
         let count = counters.tar_bytes.clone();
-        let decoder = scope.spawn(move || decode::run(receiver, tx, limit, count));
+        let decoder = scope.spawn(move || decode::run(receiver, opener, tx, limit, count));
         let mut reader = TarReader::new(Stream(decode::PipeReader::new(rx)));
         let extracted = Tree::open(staging, extract::tree_options(expect, owners))
             .map_err(|source| {

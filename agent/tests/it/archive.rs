@@ -1,6 +1,7 @@
 //! App archives: one conformance suite over `file://`, `memory://` and the real S3 server
 //! (s3s-fs in process), through the agent's public `Archiver`.
 
+mod encrypted;
 mod failures;
 mod hostile;
 mod memory;

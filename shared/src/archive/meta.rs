@@ -92,6 +92,18 @@ pub struct ArchiveMeta {
     /// For a volume archive: the volumes, each the top-level directory of its contents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<Vec<String>>,
+    /// `age` when the object is an age stream around the tar+zstd (absent: not encrypted).
+    /// The Go tool ignores it, and its restore of such an archive fails at the zstd magic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<String>,
+    /// For an encrypted archive: who can read it, each recipient as an operator recognises
+    /// it (`age1…`, or `ssh-ed25519 SHA256:…` as `ssh-keygen -l` shows an SSH key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipients: Option<Vec<String>>,
+    /// For an encrypted archive: hex SHA-256 of the tar+zstd inside the age stream (`sha256`
+    /// is the stored object's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plaintext_sha256: Option<String>,
     /// Keys written by other tools, kept as they were.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -123,6 +135,9 @@ impl ArchiveMeta {
             source: None,
             stack: None,
             volumes: None,
+            encryption: None,
+            recipients: None,
+            plaintext_sha256: None,
             extra: serde_json::Map::new(),
         }
     }

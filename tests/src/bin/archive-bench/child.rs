@@ -1,6 +1,7 @@
 //! What the benchmark runs in child processes, so each contender's time and peak memory are
-//! its own (the S3 server stays in the parent): Berth's create and restore, and the old
-//! tool's upload and download of a temp file with the same object_store client.
+//! its own (the S3 server stays in the parent): Berth's create and restore (plain, and
+//! age-encrypted), and the old tool's upload and download of a temp file with the same
+//! object_store client.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -92,12 +93,18 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     rt.block_on(async move {
         let t = Instant::now();
         let line = match (op.as_str(), rest) {
-            ("create" | "create-memory", [apps, app]) => {
-                let config = if op == "create" {
-                    target.agent_config()
-                } else {
+            ("create" | "create-memory" | "create-sealed", [apps, app, more @ ..]) => {
+                let mut config = if op == "create-memory" {
                     ArchiveConfig::for_url("memory://")
+                } else {
+                    target.agent_config()
                 };
+                if op == "create-sealed" {
+                    let [recipient] = more else {
+                        bail!("child create-sealed: expected APPS APP RECIPIENT");
+                    };
+                    config.recipients = vec![recipient.clone()];
+                }
                 let state = tempfile::tempdir()?;
                 let archiver = Archiver::new(config, apps, state.path())?;
                 let (progress, _) = watch::channel(ArchiveProgress::default());
@@ -113,9 +120,16 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     out.uuid, out.key, out.size, out.tar_bytes, out.entries
                 )
             }
-            ("restore", [apps, uuid, target_app]) => {
+            ("restore" | "restore-sealed", [apps, uuid, target_app, more @ ..]) => {
+                let mut config = target.agent_config();
+                if op == "restore-sealed" {
+                    let [identity] = more else {
+                        bail!("child restore-sealed: expected APPS UUID TARGET IDENTITY_FILE");
+                    };
+                    config.identity_file = Some(identity.into());
+                }
                 let state = tempfile::tempdir()?;
-                let archiver = Archiver::new(target.agent_config(), apps, state.path())?;
+                let archiver = Archiver::new(config, apps, state.path())?;
                 let (progress, _) = watch::channel(ArchiveProgress::default());
                 let input = RestoreInput {
                     uuid: uuid.clone(),

@@ -5,7 +5,9 @@
 //!   tool's way (`tar -acf tmp.tar.zst ./`, then upload the file with the same client) vs the
 //!   compression ceiling `tar -cf - . | zstd -T0 -3 > /dev/null`;
 //! - restore: Berth's restore (download, verify, untar, swap) vs downloading the file with the
-//!   same client then `zstd -d -c tmp.tar.zst | tar -x`.
+//!   same client then `zstd -d -c tmp.tar.zst | tar -x`;
+//! - encryption: Berth's create and restore with age (one X25519 recipient) beside the same
+//!   without, interleaved in each run.
 //!
 //!   cargo run --release -p berth-tests --bin archive-bench [-- --runs 3 --work DIR --sets mixed,small]
 //!
@@ -172,6 +174,17 @@ fn result_field<'a>(stdout: &'a str, name: &str) -> anyhow::Result<&'a str> {
         .with_context(|| format!("no {name} in {stdout:?}"))
 }
 
+/// `min–max` of `v`, or `—` when empty.
+fn spread(v: &[f64]) -> String {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if v.is_empty() {
+        "—".into()
+    } else {
+        format!("{min:.2}–{max:.2}")
+    }
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
@@ -257,7 +270,16 @@ async fn bench_set(
     let (mut old_tar, mut old_up) = (Sample::default(), Sample::default());
     let (mut berth_restore, mut cli_restore) = (Sample::default(), Sample::default());
     let (mut cli_down, mut cli_x) = (Sample::default(), Sample::default());
+    let (mut sealed, mut sealed_restore) = (Sample::default(), Sample::default());
     let (mut berth_size, mut berth_tar, mut old_size) = (0u64, 0u64, 0u64);
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public().to_string();
+    let key_file = work.join("bench-age.key");
+    {
+        use age::secrecy::ExposeSecret;
+        std::fs::write(&key_file, identity.to_string().expose_secret())?;
+    }
+    let key_s = key_file.display().to_string();
     let root_s = root.display().to_string();
     let tmp_s = tmp.display().to_string();
     for run in 0..runs {
@@ -281,6 +303,16 @@ async fn bench_set(
         let key = result_field(&b.stdout, "key")?.to_owned();
         berth_size = result_field(&b.stdout, "size")?.parse()?;
         berth_tar = result_field(&b.stdout, "tar_bytes")?.parse()?;
+
+        let cpu0 = own_cpu();
+        let e = timed(
+            app,
+            &exe,
+            &child_args("create-sealed", &[&root_s, "app", &recipient]),
+        )?;
+        sealed.add(&[&e], own_cpu() - cpu0);
+        let sealed_uuid = result_field(&e.stdout, "uuid")?.to_owned();
+        let sealed_key = result_field(&e.stdout, "key")?.to_owned();
 
         let _ = std::fs::remove_file(&tmp);
         let cpu0 = own_cpu();
@@ -307,6 +339,13 @@ async fn bench_set(
             check_same(app, &restored, entries, bytes)?;
             std::fs::remove_dir_all(&restored)?;
 
+            let cpu0 = own_cpu();
+            let args = [root_s.as_str(), &sealed_uuid, "restored", &key_s];
+            let r = timed(app, &exe, &child_args("restore-sealed", &args))?;
+            sealed_restore.add(&[&r], own_cpu() - cpu0);
+            check_same(app, &restored, entries, bytes)?;
+            std::fs::remove_dir_all(&restored)?;
+
             let cli_dir = root.join("cli-restored");
             let _ = std::fs::remove_dir_all(&cli_dir);
             std::fs::create_dir(&cli_dir)?;
@@ -329,7 +368,13 @@ async fn bench_set(
             std::fs::remove_file(&tmp)?;
         }
 
-        for k in [key, format!("_metadata/{uuid}"), old_key] {
+        for k in [
+            key,
+            format!("_metadata/{uuid}"),
+            old_key,
+            sealed_key,
+            format!("_metadata/{sealed_uuid}"),
+        ] {
             store.delete(&ObjectPath::from(k.as_str())).await?;
         }
     }
@@ -385,6 +430,14 @@ async fn bench_set(
     )?;
     row(
         &mut s,
+        "Berth archive → S3, encrypted",
+        "the same, age (one X25519 recipient) between zstd and the upload",
+        &sealed,
+        true,
+        None,
+    )?;
+    row(
+        &mut s,
         "Berth archive → memory://",
         "the same pipeline, no network or server",
         &berth_mem,
@@ -430,6 +483,14 @@ async fn bench_set(
             "**Berth restore**",
             restore_cmd,
             &berth_restore,
+            true,
+            None,
+        )?;
+        row(
+            &mut s,
+            "Berth restore, encrypted",
+            "the same, age -d before zstd -d",
+            &sealed_restore,
             true,
             None,
         )?;
@@ -484,6 +545,27 @@ async fn bench_set(
             cpu(&berth_restore) / cpu(&cli_restore)
         )?;
     }
+    writeln!(
+        s,
+        "- encryption (age): create **{:.2}×**, restore **{:.2}×** the unencrypted time \
+         (goal < 1.10×); peak memory {:.0} / {:.0} MiB",
+        sealed.median() / berth.median(),
+        if restores {
+            sealed_restore.median() / berth_restore.median()
+        } else {
+            f64::NAN
+        },
+        sealed.mib(),
+        sealed_restore.mib()
+    )?;
+    writeln!(
+        s,
+        "- spread (min–max s): create {}, encrypted {}; restore {}, encrypted {}",
+        spread(&berth.secs),
+        spread(&sealed.secs),
+        spread(&berth_restore.secs),
+        spread(&sealed_restore.secs)
+    )?;
     writeln!(
         s,
         "- peak memory: create {:.0} MiB, restore {:.0} MiB (goal < 128 MiB)\n",

@@ -1,0 +1,338 @@
+//! age encryption as one more streaming stage: on create between zstd and the upload, on
+//! restore before zstd. An agent that archives holds only recipients (age X25519 or SSH
+//! public keys, `[archive] recipients` / `recipients_file`); only a host given an identity
+//! (`[archive] identity_file`) can restore, so a stolen host reads none of the backups it
+//! wrote.
+//!
+//! The stream is plain age (the format of `age -r`), so `age -d -i key | zstd -d | tar -x`
+//! reads an archive, and `tar | zstd | age -r` makes one Berth restores.
+
+use std::fmt;
+use std::io::{self, BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+
+use age::{Identity, Recipient};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use sha2::{Digest, Sha256};
+
+use super::ArchiveError;
+use super::config::ArchiveConfig;
+
+/// [`berth_shared::archive::ArchiveMeta::encryption`] of an age-encrypted archive.
+pub const ENCRYPTION_AGE: &str = "age";
+
+/// How every age stream starts.
+pub(crate) const AGE_MAGIC: &[u8] = b"age-encryption.org/v1\n";
+
+/// Bytes of an archive's start fetched to check an identity against its header before a
+/// restore writes anything (age headers of a few dozen recipients fit).
+pub(crate) const HEADER_PROBE: u64 = 64 << 10;
+
+/// The recipients an archive is encrypted to, with the names its metadata gives them.
+pub(crate) struct Recipients {
+    keys: Vec<Box<dyn Recipient + Send + Sync>>,
+    /// Each recipient as an operator recognises it: an age recipient as itself (`age1…`),
+    /// an SSH key as `ssh-keygen -l` shows it (`ssh-ed25519 SHA256:…`).
+    pub names: Vec<String>,
+}
+
+impl fmt::Debug for Recipients {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(&self.names).finish()
+    }
+}
+
+impl Recipients {
+    /// The agent's own recipients (`recipients`, then the lines of `recipients_file`) and a
+    /// create's `extra` ones; `None` when there are none, and the archive is not encrypted.
+    pub fn of(config: &ArchiveConfig, extra: &[String]) -> Result<Option<Self>, ArchiveError> {
+        let mut lines: Vec<(String, String)> = Vec::new();
+        for r in &config.recipients {
+            lines.push((r.clone(), "archive.recipients".to_owned()));
+        }
+        if let Some(path) = &config.recipients_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ArchiveError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if !line.is_empty() && !line.starts_with('#') {
+                    lines.push((
+                        line.to_owned(),
+                        format!("{} line {}", path.display(), n + 1),
+                    ));
+                }
+            }
+        }
+        for r in extra {
+            lines.push((r.clone(), "the create's recipients".to_owned()));
+        }
+        if lines.is_empty() {
+            return Ok(None);
+        }
+        let mut keys = Vec::new();
+        let mut names: Vec<String> = Vec::new();
+        for (text, origin) in lines {
+            let (key, name) = parse_recipient(text.trim()).map_err(|why| {
+                ArchiveError::Config(format!("recipient {text:?} in {origin}: {why}"))
+            })?;
+            if !names.contains(&name) {
+                keys.push(key);
+                names.push(name);
+            }
+        }
+        Ok(Some(Recipients { keys, names }))
+    }
+
+    /// Wraps `out` so that what is written to it is encrypted to these recipients, and its
+    /// plaintext hashed.
+    pub fn seal<W: Write>(&self, out: W) -> io::Result<Sealer<W>> {
+        let encryptor =
+            age::Encryptor::with_recipients(self.keys.iter().map(|k| k.as_ref() as &dyn Recipient))
+                .map_err(io::Error::other)?;
+        Ok(Sealer {
+            writer: encryptor.wrap_output(out)?,
+            hasher: Sha256::new(),
+        })
+    }
+}
+
+/// One recipient and its name, or why the text is not one.
+fn parse_recipient(text: &str) -> Result<(Box<dyn Recipient + Send + Sync>, String), String> {
+    if text.starts_with("age1") {
+        let key: age::x25519::Recipient = text.parse().map_err(|e: &str| e.to_owned())?;
+        return Ok((Box::new(key), text.to_owned()));
+    }
+    if text.starts_with("ssh-") {
+        let key: age::ssh::Recipient = text
+            .parse()
+            .map_err(|e: age::ssh::ParseRecipientKeyError| format!("{e:?}"))?;
+        return Ok((Box::new(key), ssh_fingerprint(text)?));
+    }
+    Err("not an age recipient (age1…) nor an SSH public key (ssh-ed25519 …, ssh-rsa …)".into())
+}
+
+/// `ssh-ed25519 SHA256:…`, as `ssh-keygen -l` names the key.
+fn ssh_fingerprint(text: &str) -> Result<String, String> {
+    let mut fields = text.split_whitespace();
+    let kind = fields.next().unwrap_or_default();
+    let blob = fields
+        .next()
+        .and_then(|b| STANDARD.decode(b).ok())
+        .ok_or("its key is not base64")?;
+    let digest = STANDARD_NO_PAD.encode(Sha256::digest(&blob));
+    Ok(format!("{kind} SHA256:{digest}"))
+}
+
+/// The create's end of the stage: encrypts what zstd writes and hashes the plaintext.
+pub(crate) struct Sealer<W: Write> {
+    writer: age::stream::StreamWriter<W>,
+    hasher: Sha256,
+}
+
+impl<W: Write> Sealer<W> {
+    /// Writes age's last chunk; gives the plaintext's SHA-256 (hex) and the inner writer.
+    pub fn finish(self) -> io::Result<(String, W)> {
+        let inner = self.writer.finish()?;
+        Ok((hex::encode(self.hasher.finalize()), inner))
+    }
+}
+
+impl<W: Write> Write for Sealer<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.writer.write(data)?;
+        self.hasher.update(&data[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()
+    }
+}
+
+/// The identities a restoring agent holds, and the file they came from.
+pub(crate) struct Identities {
+    keys: Vec<Box<dyn Identity + Send + Sync>>,
+    path: PathBuf,
+}
+
+impl fmt::Debug for Identities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the keys themselves.
+        f.debug_struct("Identities")
+            .field("path", &self.path)
+            .field("keys", &self.keys.len())
+            .finish()
+    }
+}
+
+impl Identities {
+    /// Reads `path`: age identities (`AGE-SECRET-KEY-1…` lines, as `age-keygen` writes) or
+    /// one unencrypted SSH private key.
+    pub fn read(path: &Path) -> Result<Self, ArchiveError> {
+        let bad = |why: String| {
+            ArchiveError::Config(format!("archive.identity_file {}: {why}", path.display()))
+        };
+        let data = std::fs::read(path).map_err(|source| ArchiveError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let keys: Vec<Box<dyn Identity + Send + Sync>> = if String::from_utf8_lossy(&data)
+            .contains("AGE-SECRET-KEY-")
+        {
+            age::IdentityFile::from_buffer(io::BufReader::new(&data[..]))
+                .map_err(|e| bad(e.to_string()))?
+                .into_identities()
+                .map_err(|e| bad(e.to_string()))?
+        } else {
+            let name = Some(path.display().to_string());
+            match age::ssh::Identity::from_buffer(io::BufReader::new(&data[..]), name) {
+                Ok(key @ age::ssh::Identity::Unencrypted(_)) => vec![Box::new(key)],
+                Ok(age::ssh::Identity::Encrypted(_)) => {
+                    return Err(bad(
+                        "a passphrase-protected SSH key cannot be used unattended; give \
+                             the agent an unencrypted key readable only by it (a systemd \
+                             credential), or an age identity"
+                            .into(),
+                    ));
+                }
+                Ok(age::ssh::Identity::Unsupported(_)) => {
+                    return Err(bad("an SSH key type age does not support".into()));
+                }
+                Err(_) => {
+                    return Err(bad(
+                        "neither age identities (AGE-SECRET-KEY-1…) nor an SSH private key".into(),
+                    ));
+                }
+            }
+        };
+        if keys.is_empty() {
+            return Err(bad("it holds no identity".into()));
+        }
+        Ok(Identities {
+            keys,
+            path: path.to_owned(),
+        })
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &dyn Identity> {
+        self.keys.iter().map(|k| k.as_ref() as &dyn Identity)
+    }
+
+    /// Checks that one of these identities opens the age header at the start of `head`.
+    pub fn check_header(&self, head: &[u8]) -> Result<(), age::DecryptError> {
+        let decryptor = age::Decryptor::new_buffered(head)?;
+        decryptor.decrypt(self.iter()).map(drop)
+    }
+
+    /// Wraps `input`, an age stream, so that reading it gives the plaintext; every chunk is
+    /// authenticated as it is read, and a stream cut short is an error.
+    pub fn open<R: Read>(&self, input: R) -> io::Result<impl Read> {
+        let decryptor = age::Decryptor::new(input).map_err(io::Error::other)?;
+        decryptor.decrypt(self.iter()).map_err(io::Error::other)
+    }
+}
+
+/// Reads `r` to its end, so that age authenticates its last chunk.
+pub(crate) fn drain(mut r: impl BufRead) -> io::Result<()> {
+    loop {
+        let n = r.fill_buf()?.len();
+        if n == 0 {
+            return Ok(());
+        }
+        r.consume(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use age::secrecy::ExposeSecret;
+
+    use super::*;
+
+    fn config(recipients: &[&str]) -> ArchiveConfig {
+        ArchiveConfig {
+            recipients: recipients.iter().map(|r| r.to_string()).collect(),
+            ..ArchiveConfig::default()
+        }
+    }
+
+    #[test]
+    fn what_is_sealed_to_two_recipients_opens_with_either_identity_alone() {
+        let (a, b) = (
+            age::x25519::Identity::generate(),
+            age::x25519::Identity::generate(),
+        );
+        let (ra, rb) = (a.to_public().to_string(), b.to_public().to_string());
+        let recipients = Recipients::of(&config(&[&ra]), std::slice::from_ref(&rb))
+            .unwrap()
+            .unwrap();
+        assert_eq!(recipients.names, [ra, rb]);
+        let mut sealer = recipients.seal(Vec::new()).unwrap();
+        sealer.write_all(b"zstd frames").unwrap();
+        let (plain_sha, sealed) = sealer.finish().unwrap();
+        assert_eq!(plain_sha, hex::encode(Sha256::digest(b"zstd frames")));
+        for key in [a, b] {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("key");
+            std::fs::write(&file, key.to_string().expose_secret()).unwrap();
+            let ids = Identities::read(&file).unwrap();
+            ids.check_header(&sealed).unwrap();
+            let mut out = Vec::new();
+            ids.open(&sealed[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(out, b"zstd frames");
+        }
+    }
+
+    #[test]
+    fn a_stranger_s_identity_is_refused_at_the_header() {
+        let owner = age::x25519::Identity::generate();
+        let recipients = Recipients::of(&config(&[&owner.to_public().to_string()]), &[])
+            .unwrap()
+            .unwrap();
+        let mut sealer = recipients.seal(Vec::new()).unwrap();
+        sealer.write_all(b"x").unwrap();
+        let (_, sealed) = sealer.finish().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("key");
+        let stranger = age::x25519::Identity::generate();
+        std::fs::write(&file, stranger.to_string().expose_secret()).unwrap();
+        let err = Identities::read(&file).unwrap().check_header(&sealed);
+        assert!(
+            matches!(err, Err(age::DecryptError::NoMatchingKeys)),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn recipients_are_checked_and_named() {
+        assert!(Recipients::of(&config(&[]), &[]).unwrap().is_none());
+        let err = Recipients::of(&config(&["age1nope"]), &[]).unwrap_err();
+        assert_contains(
+            &err.to_string(),
+            "recipient \"age1nope\" in archive.recipients",
+        );
+        let err = Recipients::of(&config(&["hunter2"]), &[]).unwrap_err();
+        assert_contains(&err.to_string(), "nor an SSH public key");
+        let ssh = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHxOGSHTYt5qRVJ07xhNTCZmIszQCo6AQAns5DS+Ygch ops@example";
+        let named = Recipients::of(&config(&[ssh]), &[]).unwrap().unwrap();
+        assert!(
+            named.names[0].starts_with("ssh-ed25519 SHA256:"),
+            "{:?}",
+            named.names
+        );
+    }
+
+    #[track_caller]
+    fn assert_contains(haystack: &str, needle: &str) {
+        assert!(
+            haystack.contains(needle),
+            "expected {needle:?} in {haystack}"
+        );
+    }
+}
