@@ -84,6 +84,9 @@ pub struct CreateInput {
     /// instead of made again. Absent: a fresh v7 uuid.
     #[serde(default)]
     pub uuid: Option<String>,
+    /// More age recipients for this archive, beside `[archive] recipients`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub recipients: Vec<String>,
 }
 
 /// Saga inputs may carry `null` for an absent value.
@@ -367,7 +370,7 @@ impl Archiver {
             key: key.clone(),
             labels,
             plan,
-            recipients: Recipients::of(&self.config, &[])?.map(Arc::new),
+            recipients: Recipients::of(&self.config, &input.recipients)?.map(Arc::new),
         };
         let created = create::run(job, progress, cancel).await?;
         tracing::info!(key = %key, size = created.size, entries = created.entries, "archive created");

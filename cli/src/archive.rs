@@ -81,6 +81,10 @@ pub struct CreateArgs {
     /// zstd level, 1 to 19 (default: the agent's, 3)
     #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(i32).range(1..=19))]
     pub zstd_level: Option<i32>,
+    /// Also encrypt to this age recipient (repeatable): a public key, `age1…` or
+    /// `ssh-ed25519 …`, beside the agent's [archive] recipients
+    #[arg(long = "recipient", value_name = "PUBLIC_KEY")]
+    pub recipients: Vec<String>,
     #[arg(long, value_name = "KEY")]
     pub key: Option<String>,
     /// Follow the saga with a progress bar (exit 7 if it does not complete)
@@ -196,6 +200,7 @@ pub async fn run(
                 index_label: a.index_label.unwrap_or_default(),
                 zstd_level: a.zstd_level.unwrap_or(0),
                 idempotency_key: a.key.unwrap_or_default(),
+                recipients: a.recipients,
             };
             let started = client.create_archive(req).await.map_err(err)?.into_inner();
             follow(&conn, started, a.wait, how, out).await

@@ -19,6 +19,10 @@ pub const MAX_VERSION: usize = 128;
 pub const MAX_LABELS: usize = 32;
 pub const MAX_LABEL: usize = 256;
 pub const MAX_INDEX_LABEL: usize = 128;
+/// Most extra recipients one archive create may name, and the longest (an SSH RSA key of
+/// 8192 bits is about 1.4 KB).
+pub const MAX_RECIPIENTS: usize = 16;
+pub const MAX_RECIPIENT: usize = 2048;
 
 /// `Err` naming `field` and the limit when `value` is longer than `max` bytes.
 fn bounded(field: &str, value: &str, max: usize) -> Result<(), String> {
@@ -94,6 +98,10 @@ pub struct ArchiveCreate {
     /// finds) the same archive.
     #[serde(default)]
     pub uuid: Option<ArchiveId>,
+    /// More age recipients for this archive, beside the agent's own: public keys (`age1…`,
+    /// `ssh-ed25519 …`, `ssh-rsa …`). The agent parses them; here only their shape is held.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub recipients: Vec<String>,
 }
 
 /// What the saga that created an archive recorded about it. A restore checks the archive
@@ -229,6 +237,21 @@ impl Task {
                     bounded("labels", label, MAX_LABEL)?;
                 }
                 bounded("index_label", &t.index_label, MAX_INDEX_LABEL)?;
+                if t.recipients.len() > MAX_RECIPIENTS {
+                    return Err(format!(
+                        "recipients has {} entries; the limit is {MAX_RECIPIENTS}",
+                        t.recipients.len()
+                    ));
+                }
+                for r in &t.recipients {
+                    bounded("recipients", r, MAX_RECIPIENT)?;
+                    if !(r.starts_with("age1") || r.starts_with("ssh-")) {
+                        return Err("a recipient is not an age public key (age1…) nor an \
+                             SSH public key (ssh-ed25519 …, ssh-rsa …); give public keys only \
+                             (it is not repeated here, in case it was a secret key)"
+                            .to_owned());
+                    }
+                }
                 Task::check_zstd(t)
             }
             Task::ArchiveRestore(_) => Ok(()),
@@ -265,6 +288,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(Task::from_json("warm_restore", &w.to_json()).unwrap(), w);
+    }
+
+    #[test]
+    fn a_create_s_recipients_are_public_keys_within_limits() {
+        let parse = |r: serde_json::Value| {
+            Task::parse("archive_create", &json!({"app": "kc", "recipients": r}))
+        };
+        let age = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+        assert!(parse(json!([age, "ssh-ed25519 AAAA"])).is_ok());
+        assert!(parse(json!(null)).is_ok());
+        let e = parse(json!(["AGE-SECRET-KEY-1QQQ"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("give public keys only"), "{e}");
+        assert!(!e.contains("QQQ"), "a pasted secret is not echoed: {e}");
+        let e = parse(json!(vec![age; 17])).unwrap_err().to_string();
+        assert!(
+            e.contains("recipients has 17 entries; the limit is 16"),
+            "{e}"
+        );
+        let e = parse(json!([format!("ssh-rsa {}", "A".repeat(2100))]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("recipients") && e.contains("2048"), "{e}");
     }
 
     #[test]

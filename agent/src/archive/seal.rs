@@ -76,7 +76,13 @@ impl Recipients {
         let mut names: Vec<String> = Vec::new();
         for (text, origin) in lines {
             let (key, name) = parse_recipient(text.trim()).map_err(|why| {
-                ArchiveError::Config(format!("recipient {text:?} in {origin}: {why}"))
+                // A public key may be shown; anything else might be a pasted secret key.
+                let shown = if text.starts_with("age1") || text.starts_with("ssh-") {
+                    format!("recipient {text:?}")
+                } else {
+                    "a recipient".to_owned()
+                };
+                ArchiveError::Config(format!("{shown} in {origin}: {why}"))
             })?;
             if !names.contains(&name) {
                 keys.push(key);
@@ -317,8 +323,12 @@ mod tests {
             &err.to_string(),
             "recipient \"age1nope\" in archive.recipients",
         );
-        let err = Recipients::of(&config(&["hunter2"]), &[]).unwrap_err();
+        let err = Recipients::of(&config(&["AGE-SECRET-KEY-1QQQ"]), &[]).unwrap_err();
         assert_contains(&err.to_string(), "nor an SSH public key");
+        assert!(
+            !err.to_string().contains("QQQ"),
+            "a secret is not echoed: {err}"
+        );
         let ssh = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHxOGSHTYt5qRVJ07xhNTCZmIszQCo6AQAns5DS+Ygch ops@example";
         let named = Recipients::of(&config(&[ssh]), &[]).unwrap().unwrap();
         assert!(

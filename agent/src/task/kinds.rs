@@ -98,6 +98,7 @@ impl Executor for AgentKinds {
                         index_label: t.index_label,
                         zstd_level: t.zstd_level,
                         uuid: t.uuid.map(String::from),
+                        recipients: t.recipients,
                     };
                     run_archive(&progress, |tx| {
                         let archiver = archiver.clone();

@@ -106,6 +106,7 @@ impl pb::archive_service_server::ArchiveService for ArchivesService {
             "labels": r.labels,
             "index_label": (!r.index_label.is_empty()).then_some(r.index_label),
             "zstd_level": (r.zstd_level != 0).then_some(r.zstd_level),
+            "recipients": r.recipients,
         });
         Ok(Response::new(
             super::start_saga(

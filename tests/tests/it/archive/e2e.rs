@@ -410,3 +410,78 @@ async fn a_stacks_volumes_are_archived_and_restored_into_the_same_or_another_sta
 fn run_cp(from: &std::path::Path, to: &std::path::Path) {
     super::run(std::process::Command::new("cp").arg("-a").arg(from).arg(to));
 }
+
+/// `berth archive create --recipient` seals the archive to an age key the archiving host
+/// does not hold: that host's restore is refused naming the recipient and writes nothing; a
+/// host whose agent holds the identity restores it.
+#[tokio::test]
+async fn an_archive_sealed_from_the_cli_is_restored_only_where_the_identity_is() {
+    use age::secrecy::ExposeSecret;
+    use object_store::ObjectStoreExt;
+
+    let r = rig("sealed", "web-1", None).await;
+    let apps = r.agent.dir.path().join("apps");
+    build_app(&apps.join("web"));
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public().to_string();
+    let key_dir = tempfile::tempdir().unwrap();
+    let key_file = key_dir.path().join("age-identity");
+    std::fs::write(&key_file, identity.to_string().expose_secret()).unwrap();
+    let vault_token = r.c.token(berth_shared::Role::Agent, Some("vault-1")).await;
+    let mut vault_archive = r.s3.agent_config("sealed");
+    vault_archive.identity_file = Some(key_file);
+    let vault = TestAgent::start(&r.c, "vault-1", &vault_token, move |a| {
+        a.archive = vault_archive
+    })
+    .await;
+    vault.wait_connected(Duration::from_secs(10)).await;
+
+    let create = [
+        "archive",
+        "create",
+        "--host",
+        "web-1",
+        "--app",
+        "web",
+        "--recipient",
+        &recipient,
+        "--wait",
+    ];
+    let run = berth_at(&r.url, &r.operator, &create).await;
+    assert_eq!(run.code(), 0, "{}\n{}", run.stdout, run.stderr());
+    let uuid = saga_of(&run.stdout);
+    let meta =
+        r.s3.client("sealed")
+            .get(&object_store::path::Path::from(format!("_metadata/{uuid}")))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(&meta).unwrap();
+    assert_eq!(meta["encryption"], "age", "{meta}");
+    assert_eq!(meta["recipients"], serde_json::json!([recipient]), "{meta}");
+
+    let restore = [
+        "archive", "restore", &uuid, "--host", "web-1", "--as", "web2", "--wait",
+    ];
+    let refused = berth_at(&r.url, &r.operator, &restore).await;
+    assert_eq!(
+        refused.code(),
+        7,
+        "{}\n{}",
+        refused.stdout,
+        refused.stderr()
+    );
+    let saga = r.c.get_saga(&saga_of(&refused.stdout)).await;
+    assert_contains(&saga.error, "no archive.identity_file");
+    assert_contains(&saga.error, &recipient);
+    assert!(!apps.join("web2").exists(), "nothing written");
+
+    let restore = [
+        "archive", "restore", &uuid, "--host", "vault-1", "--as", "web", "--wait",
+    ];
+    let run = berth_at(&r.url, &r.operator, &restore).await;
+    assert_eq!(run.code(), 0, "{}\n{}", run.stdout, run.stderr());
+    assert_same_tree(&apps.join("web"), &vault.dir.path().join("apps/web"));
+}
