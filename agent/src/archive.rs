@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use berth_shared::Secret;
 use berth_shared::archive::{
     ArchiveId, ArchiveKey, ArchiveMeta, SOURCE_APP_DIR, SOURCE_VOLUMES, index_value,
     index_value_from_labels, validate_labels,
@@ -52,7 +53,7 @@ use crate::volume::StackError;
 use crate::volume::lock::{self, Held, Operation, Resource};
 use journal::Journal;
 use pack::Tree;
-use seal::{Identities, Recipients};
+use seal::{Identities, ONE_OFF, Recipients};
 
 /// Task kind: archive an app directory. Inputs [`CreateInput`], output [`CreateOutput`].
 pub const CREATE_TASK: &str = "archive_create";
@@ -134,6 +135,10 @@ pub struct RestoreInput {
     /// in use); absent or empty: the stack it was made of.
     #[serde(default)]
     pub stack: Option<String>,
+    /// An age identity for this one restore, instead of `[archive] identity_file`; held in
+    /// memory only.
+    #[serde(default)]
+    pub identity: Option<Secret>,
 }
 
 /// Output of [`RESTORE_TASK`].
@@ -412,7 +417,9 @@ impl Archiver {
                     id: id.to_string(),
                     app: app.to_string(),
                 })?;
-        let identities = self.identities_for(&id, &key, size, &meta).await?;
+        let identities = self
+            .identities_for(&id, &key, size, &meta, input.identity.as_ref())
+            .await?;
         let target = target.unwrap_or(app);
         let op = Operation::new(RESTORE_TASK, format!("app {target}"))
             .on_behalf_of(format!("archive {id}"));
@@ -501,6 +508,7 @@ impl Archiver {
         key: &ArchiveKey,
         size: u64,
         meta: &ArchiveMeta,
+        one_off: Option<&Secret>,
     ) -> Result<Option<Arc<Identities>>, ArchiveError> {
         let head = self
             .bucket
@@ -531,19 +539,22 @@ impl Archiver {
             Some(r) if !r.is_empty() => r.join(", "),
             _ => "recipients its metadata does not name".to_owned(),
         };
-        let Some(path) = &self.config.identity_file else {
-            return Err(ArchiveError::NoIdentity {
-                id: id.to_string(),
-                recipients,
-            });
+        let identities = match (one_off, &self.config.identity_file) {
+            (Some(secret), _) => Identities::parse(secret.expose().as_bytes(), ONE_OFF)?,
+            (None, Some(path)) => Identities::read(path)?,
+            (None, None) => {
+                return Err(ArchiveError::NoIdentity {
+                    id: id.to_string(),
+                    recipients,
+                });
+            }
         };
-        let identities = Identities::read(path)?;
         match identities.check_header(&head) {
             Ok(()) => Ok(Some(Arc::new(identities))),
             Err(age::DecryptError::NoMatchingKeys) => Err(ArchiveError::NotForThisHost {
                 id: id.to_string(),
                 recipients,
-                identity: path.clone(),
+                identity: identities.origin().to_owned(),
             }),
             Err(e) => Err(refuse(&format!("its age header is damaged ({e})"))),
         }

@@ -104,10 +104,31 @@ pub struct RestoreArgs {
     /// made of)
     #[arg(long, value_name = "STACK")]
     pub stack: Option<StackName>,
+    /// For an encrypted archive, when the host holds no identity of its own: a file (e.g. a
+    /// credential) with the age identity or unencrypted SSH private key for this one restore
+    #[arg(long, value_name = "FILE")]
+    pub identity_file: Option<std::path::PathBuf>,
     #[arg(long, value_name = "KEY")]
     pub key: Option<String>,
     #[arg(long)]
     pub wait: bool,
+}
+
+/// The one-off identity in `path` (never echoed: it is a private key).
+fn read_identity(path: &std::path::Path) -> Result<String, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::InvalidArgument(format!(
+            "cannot read the identity file {}: {e}",
+            path.display()
+        ))
+    })?;
+    if text.trim().is_empty() {
+        return Err(CliError::InvalidArgument(format!(
+            "the identity file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(text)
 }
 
 /// One archive as `--output json` shows it.
@@ -206,12 +227,17 @@ pub async fn run(
             follow(&conn, started, a.wait, how, out).await
         }
         ArchiveCommand::Restore(a) => {
+            let identity = match &a.identity_file {
+                None => String::new(),
+                Some(path) => read_identity(path)?,
+            };
             let req = pb::RestoreArchiveRequest {
                 host_id: a.host.to_string(),
                 uuid: uuid_arg.unwrap_or_default(),
                 target_app: a.target_app.map(|t| t.to_string()).unwrap_or_default(),
                 stack: a.stack.map(|s| s.to_string()).unwrap_or_default(),
                 idempotency_key: a.key.unwrap_or_default(),
+                identity,
             };
             let started = client.restore_archive(req).await.map_err(err)?.into_inner();
             follow(&conn, started, a.wait, how, out).await

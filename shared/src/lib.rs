@@ -7,11 +7,13 @@ pub mod name;
 pub mod net;
 pub mod role;
 pub mod saga;
+pub mod secret;
 pub mod task;
 pub mod time;
 
 pub use name::{AppName, HostId, NameError, StackName};
 pub use role::Role;
+pub use secret::Secret;
 pub use task::Task;
 
 /// `error` and its sources joined by ": ", so a log line or an answer says what failed

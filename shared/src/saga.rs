@@ -134,6 +134,13 @@ impl SagaStatus {
         !self.is_active()
     }
 
+    /// Nothing, not even an operator, can run the saga again: no change is legal from here.
+    pub fn is_over(self) -> bool {
+        !Self::ALL
+            .iter()
+            .any(|&next| next != self && self.can_become(next))
+    }
+
     /// Whether a saga in `self` may be written as `next`: the one table of legal changes
     /// (an executor's or an operator's). Writing the same status again is always legal.
     pub fn can_become(self, next: SagaStatus) -> bool {
@@ -251,6 +258,17 @@ mod tests {
         for s in SagaStatus::ALL {
             assert!(EventKind::saga_ended(*s).is_some() == s.is_final(), "{s}");
         }
+    }
+
+    #[test]
+    fn a_saga_is_over_only_when_no_change_is_legal() {
+        use SagaStatus::*;
+        let over: Vec<SagaStatus> = SagaStatus::ALL
+            .iter()
+            .copied()
+            .filter(|s| s.is_over())
+            .collect();
+        assert_eq!(over, [Completed, Compensated, Cancelled, Abandoned]);
     }
 
     #[test]

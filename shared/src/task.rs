@@ -6,7 +6,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::archive::ArchiveId;
-use crate::{AppName, StackName};
+use crate::{AppName, Secret, StackName};
+
+/// The field of [`ArchiveRestore`] holding a one-off identity: a secret saga input, sealed at
+/// start and added only to the task sent to the agent.
+pub const IDENTITY_FIELD: &str = "identity";
 
 /// Longest wait for a stack to be undeployed that a task may ask for, in seconds.
 pub const MAX_WAIT_UNDEPLOYED_SECS: u64 = 3600;
@@ -134,6 +138,11 @@ pub struct ArchiveRestore {
     /// For a volume archive: the stack whose volumes receive it; absent: its own stack.
     #[serde(default)]
     pub stack: Option<StackName>,
+    /// An age identity for this one restore (the operator's, from a credential file). The
+    /// coordinator keeps it sealed apart from the saga's inputs, adds it only to the task it
+    /// sends, and drops it once the step is over; the agent never writes it down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Secret>,
 }
 
 /// Saga inputs may carry `null` for an absent value.

@@ -37,7 +37,8 @@ pub enum ArchiveError {
     Input(String),
     #[error(
         "archive {id} is encrypted to {recipients}, and this agent has no \
-         archive.identity_file: restore it on a host given the identity of one of them"
+         archive.identity_file: restore it on a host given the identity of one of them, or \
+         pass one for this restore (berth archive restore --identity-file FILE)"
     )]
     NoIdentity { id: String, recipients: String },
     #[error(
@@ -48,7 +49,8 @@ pub enum ArchiveError {
     NotForThisHost {
         id: String,
         recipients: String,
-        identity: PathBuf,
+        /// Where the identity came from (a file, or the restore's one-off identity).
+        identity: String,
     },
     #[error("archive {id} cannot be decrypted: {why}; nothing was written")]
     Encryption { id: String, why: String },

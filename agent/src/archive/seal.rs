@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use age::{Identity, Recipient};
 use base64::Engine as _;
@@ -158,43 +158,49 @@ impl<W: Write> Write for Sealer<W> {
     }
 }
 
-/// The identities a restoring agent holds, and the file they came from.
+/// How a one-off identity (sent with a restore task) is named in messages.
+pub(crate) const ONE_OFF: &str = "the restore's one-off identity";
+
+/// The identities a restoring agent holds, and where they came from.
 pub(crate) struct Identities {
     keys: Vec<Box<dyn Identity + Send + Sync>>,
-    path: PathBuf,
+    origin: String,
 }
 
 impl fmt::Debug for Identities {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the keys themselves.
         f.debug_struct("Identities")
-            .field("path", &self.path)
+            .field("origin", &self.origin)
             .field("keys", &self.keys.len())
             .finish()
     }
 }
 
 impl Identities {
-    /// Reads `path`: age identities (`AGE-SECRET-KEY-1…` lines, as `age-keygen` writes) or
-    /// one unencrypted SSH private key.
+    /// Reads `path` (`[archive] identity_file`); see [`Identities::parse`].
     pub fn read(path: &Path) -> Result<Self, ArchiveError> {
-        let bad = |why: String| {
-            ArchiveError::Config(format!("archive.identity_file {}: {why}", path.display()))
-        };
         let data = std::fs::read(path).map_err(|source| ArchiveError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let keys: Vec<Box<dyn Identity + Send + Sync>> = if String::from_utf8_lossy(&data)
+        Self::parse(&data, &format!("archive.identity_file {}", path.display()))
+    }
+
+    /// Age identities (`AGE-SECRET-KEY-1…` lines, as `age-keygen` writes) or one unencrypted
+    /// SSH private key, from `origin` (named in errors; the key never is).
+    pub fn parse(data: &[u8], origin: &str) -> Result<Self, ArchiveError> {
+        let bad = |why: String| ArchiveError::Config(format!("{origin}: {why}"));
+        let keys: Vec<Box<dyn Identity + Send + Sync>> = if String::from_utf8_lossy(data)
             .contains("AGE-SECRET-KEY-")
         {
-            age::IdentityFile::from_buffer(io::BufReader::new(&data[..]))
+            age::IdentityFile::from_buffer(io::BufReader::new(data))
                 .map_err(|e| bad(e.to_string()))?
                 .into_identities()
                 .map_err(|e| bad(e.to_string()))?
         } else {
-            let name = Some(path.display().to_string());
-            match age::ssh::Identity::from_buffer(io::BufReader::new(&data[..]), name) {
+            let name = Some(origin.to_owned());
+            match age::ssh::Identity::from_buffer(io::BufReader::new(data), name) {
                 Ok(key @ age::ssh::Identity::Unencrypted(_)) => vec![Box::new(key)],
                 Ok(age::ssh::Identity::Encrypted(_)) => {
                     return Err(bad(
@@ -219,8 +225,13 @@ impl Identities {
         }
         Ok(Identities {
             keys,
-            path: path.to_owned(),
+            origin: origin.to_owned(),
         })
+    }
+
+    /// Where these identities came from, for messages.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     fn iter(&self) -> impl Iterator<Item = &dyn Identity> {

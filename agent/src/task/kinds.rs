@@ -113,6 +113,7 @@ impl Executor for AgentKinds {
                         recorded: t.recorded,
                         target_app: t.target_app.map(String::from),
                         stack: t.stack.map(String::from),
+                        identity: t.identity,
                     };
                     run_archive(&progress, |tx| {
                         let archiver = archiver.clone();

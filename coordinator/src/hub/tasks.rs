@@ -19,7 +19,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use super::Outbound;
-use crate::store::{AgentTaskRow, Signal, Store, TaskResultWrite};
+use crate::store::{AgentTaskRow, Signal, Store, StoreError, TaskResultWrite};
 
 /// Whether the session's agent token is still live (not revoked, not expired); a store
 /// error counts as live (the next check decides).
@@ -88,6 +88,25 @@ fn message(row: &AgentTaskRow) -> pb::CoordinatorMessage {
     pb::CoordinatorMessage { msg: Some(msg) }
 }
 
+/// `row` with the secret inputs its task takes added back (an archive restore's one-off
+/// identity): they stay sealed in `saga_secrets`, never in `agent_tasks`, and exist only in
+/// the message sent to the agent.
+async fn with_secrets(store: &Store, mut row: AgentTaskRow) -> Result<AgentTaskRow, StoreError> {
+    if row.kind != "archive_restore" || row.cancel_requested {
+        return Ok(row);
+    }
+    let field = berth_shared::task::IDENTITY_FIELD;
+    let Some(identity) = store.saga_secret(&row.saga_id, field).await? else {
+        return Ok(row);
+    };
+    let mut inputs: serde_json::Value = serde_json::from_str(&row.inputs).unwrap_or_default();
+    if let Some(o) = inputs.as_object_mut() {
+        o.insert(field.to_owned(), serde_json::Value::String(identity));
+        row.inputs = inputs.to_string();
+    }
+    Ok(row)
+}
+
 /// Delivers `host_id`'s tasks down `tx` until `stop` fires or the stream closes.
 pub async fn deliver(
     store: Store,
@@ -145,7 +164,14 @@ pub async fn deliver(
                         cancel = row.cancel_requested,
                         "sending task to agent"
                     );
-                    if tx.send(Ok(message(&row))).await.is_err() {
+                    let sent = match with_secrets(&store, row.clone()).await {
+                        Ok(row) => message(&row),
+                        Err(e) => {
+                            tracing::warn!(host_id, saga_id = row.saga_id, error = %e, "cannot read the task's sealed inputs; sending it again later");
+                            continue;
+                        }
+                    };
+                    if tx.send(Ok(sent)).await.is_err() {
                         return;
                     }
                     told.insert(key, now);

@@ -5,8 +5,9 @@
 
 use serde_json::{Map, Value};
 
-/// Input fields that are secrets: a droplet's cloud-init user data can hold passwords and keys.
-pub const SECRET_FIELDS: &[&str] = &["user_data"];
+/// Input fields that are secrets: a droplet's cloud-init user data can hold passwords and
+/// keys; an archive restore's one-off age identity is a private key.
+pub const SECRET_FIELDS: &[&str] = &["user_data", berth_shared::task::IDENTITY_FIELD];
 
 /// The marker left in the inputs for a sealed field.
 fn marker(field: &str) -> String {
@@ -33,6 +34,13 @@ fn seal_object(object: &mut Map<String, Value>, sealed: &mut Vec<(&'static str, 
             object.insert(marker(field), Value::from(secret.len() as u64));
             sealed.push((*field, secret));
         }
+    }
+}
+
+/// Removes the markers [`seal`] left at the top of `inputs`, so they parse as a task again.
+pub fn strip_markers(inputs: &mut Map<String, Value>) {
+    for field in SECRET_FIELDS {
+        inputs.remove(&marker(field));
     }
 }
 

@@ -134,6 +134,8 @@ impl pb::archive_service_server::ArchiveService for ArchivesService {
             "uuid": uuid.to_string(),
             "target_app": (!r.target_app.is_empty()).then_some(r.target_app),
             "stack": (!r.stack.is_empty()).then_some(r.stack),
+            // Sealed into saga_secrets when the saga starts (`saga::secrets`).
+            berth_shared::task::IDENTITY_FIELD: (!r.identity.is_empty()).then_some(r.identity),
         });
         Ok(Response::new(
             super::start_saga(

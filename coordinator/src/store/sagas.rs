@@ -598,6 +598,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         insert_event(&mut tx, &f.saga_id, f.epoch, event, now_ms).await?;
+        if status.is_over() {
+            super::secrets::forget_all(&mut tx, &f.saga_id).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -784,6 +787,9 @@ impl Store {
             .await?;
         }
         insert_event(&mut tx, saga_id, epoch, event, now_ms).await?;
+        if set_status.is_over() {
+            super::secrets::forget_all(&mut tx, saga_id).await?;
+        }
         tx.commit().await?;
         Ok(true)
     }

@@ -1,7 +1,9 @@
 //! `saga_secrets`: inputs of a saga too sensitive for `saga_runs.inputs`, which every reader
-//! of sagas (the `ci` role included) sees. Today that is a droplet's cloud-init `user_data`.
-//! A secret is written with its saga, read only by the step that needs it, and dropped once
-//! that step is done with it. No API returns a row of this table.
+//! of sagas (the `ci` role included) sees: a droplet's cloud-init `user_data`, an archive
+//! restore's one-off age identity. A secret is written with its saga, read only by the step
+//! (or the task delivery) that needs it, dropped once that step is done with it, and in any
+//! case when the saga is over (completed, compensated, cancelled, abandoned). No API returns a
+//! row of this table.
 
 use sqlx::{Any, Transaction};
 
@@ -28,6 +30,18 @@ pub(super) async fn insert(
             .execute(&mut **tx)
             .await?;
     }
+    Ok(())
+}
+
+/// Forgets every secret of saga `saga_id`, in the transaction that ends it.
+pub(super) async fn forget_all(
+    tx: &mut Transaction<'_, Any>,
+    saga_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM saga_secrets WHERE saga_id = $1")
+        .bind(saga_id)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

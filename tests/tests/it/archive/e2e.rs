@@ -484,4 +484,62 @@ async fn an_archive_sealed_from_the_cli_is_restored_only_where_the_identity_is()
     let run = berth_at(&r.url, &r.operator, &restore).await;
     assert_eq!(run.code(), 0, "{}\n{}", run.stdout, run.stderr());
     assert_same_tree(&apps.join("web"), &vault.dir.path().join("apps/web"));
+
+    // A one-off identity from a credential file: the archiving host restores this once. The
+    // key shows nowhere: not in the saga's inputs, not in the agent task the store keeps,
+    // not on the agent's disk, and it is forgotten when the saga is over.
+    let key_path = key_dir.path().join("age-identity").display().to_string();
+    let restore = [
+        "archive",
+        "restore",
+        &uuid,
+        "--host",
+        "web-1",
+        "--as",
+        "web3",
+        "--identity-file",
+        &key_path,
+        "--wait",
+    ];
+    let run = berth_at(&r.url, &r.operator, &restore).await;
+    assert_eq!(run.code(), 0, "{}\n{}", run.stdout, run.stderr());
+    assert_same_tree(&apps.join("web"), &apps.join("web3"));
+    let secret = identity.to_string();
+    let secret = secret.expose_secret();
+    let saga_id = saga_of(&run.stdout);
+    let saga = r.c.get_saga(&saga_id).await;
+    assert!(!saga.inputs_json.contains(secret), "{}", saga.inputs_json);
+    assert_contains(&saga.inputs_json, r#""identity":"(set,"#);
+    let task = r.c.store().agent_task(&saga_id, 0).await.unwrap().unwrap();
+    assert!(!task.inputs.contains("AGE-SECRET-KEY"), "{}", task.inputs);
+    let field = berth_shared::task::IDENTITY_FIELD;
+    assert_eq!(
+        r.c.store().saga_secret(&saga_id, field).await.unwrap(),
+        None
+    );
+    let shown = berth_at(&r.url, &r.operator, &["sagas", "show", &saga_id]).await;
+    assert!(!shown.stdout.contains("AGE-SECRET-KEY"), "{}", shown.stdout);
+    assert_eq!(
+        grep_tree(r.agent.dir.path(), secret.as_bytes()),
+        None::<std::path::PathBuf>
+    );
+}
+
+/// The first file under `dir` holding `needle`, if any.
+fn grep_tree(dir: &std::path::Path, needle: &[u8]) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()? {
+        let path = entry.ok()?.path();
+        let meta = std::fs::symlink_metadata(&path).ok()?;
+        if meta.is_dir() {
+            if let Some(found) = grep_tree(&path, needle) {
+                return Some(found);
+            }
+        } else if meta.is_file()
+            && std::fs::read(&path)
+                .is_ok_and(|data| data.windows(needle.len()).any(|w| w == needle))
+        {
+            return Some(path);
+        }
+    }
+    None
 }
