@@ -1,12 +1,12 @@
-//! The restore's first stage, on its own thread: hash the arriving archive bytes, decrypt them
-//! when the archive is sealed (`super::seal`), zstd-decode them, hold the tar stream to its
-//! size limit, and pass it on through a bounded pipe to the thread that untars (as
-//! `age -d | zstd -d | tar -x` splits the work).
+//! The restore's first stages, each on its own thread: hash the arriving archive bytes and,
+//! when the archive is sealed (`super::seal`), decrypt them; zstd-decode them, hold the tar
+//! stream to its size limit, and pass it on through a bounded pipe to the thread that untars
+//! (as `age -d | zstd -d | tar -x` splits the work).
 
 use std::io::{self, Read};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use super::pipe::{ChunkReceiver, Limited};
 use super::seal::{self, Identities};
@@ -25,23 +25,34 @@ pub(crate) fn run(
     limit: u64,
     count: Arc<AtomicU64>,
 ) -> ChunkReceiver {
-    if let Err(e) = decode(&mut receiver, opener, &tx, limit, count) {
+    let decoded = match opener {
+        None => decode(&mut receiver, &tx, limit, count),
+        // Decryption gets a thread of its own: beside zstd it would lengthen the one path
+        // every byte takes.
+        Some(identities) => std::thread::scope(|scope| {
+            let (ptx, prx) = sync_channel(PIPE_DEPTH);
+            let receiver = &mut receiver;
+            let decrypting = scope.spawn(move || decrypt(receiver, identities, ptx));
+            let decoded = decode(PipeReader::new(prx), &tx, limit, count);
+            // The decrypter stops once its pipe is gone (the reader above is dropped).
+            let _ = decrypting.join();
+            decoded
+        }),
+    };
+    if let Err(e) = decoded {
         let _ = tx.send(Err(e));
     }
     receiver
 }
 
+/// zstd over `source` into `tx`, then the rest of `source` read to its end (for a sealed
+/// archive, age authenticates its last chunk only when that chunk is read).
 fn decode(
-    receiver: &mut ChunkReceiver,
-    opener: Option<&Identities>,
+    source: impl Read,
     tx: &SyncSender<io::Result<Vec<u8>>>,
     limit: u64,
     count: Arc<AtomicU64>,
 ) -> io::Result<()> {
-    let source: Box<dyn Read + '_> = match opener {
-        None => Box::new(receiver),
-        Some(identities) => Box::new(identities.open(receiver)?),
-    };
     let mut limited = Limited::new(zstd::stream::read::Decoder::new(source)?, limit, count);
     loop {
         let mut buf = vec![0u8; BUFFER];
@@ -55,9 +66,39 @@ fn decode(
             }
         }
     }
-    // What follows the zstd frame, read to its end: age authenticates its last chunk only
-    // when that chunk is read (for a plain archive this only hashes the rest).
     seal::drain(limited.into_inner().finish())
+}
+
+/// age over `receiver` into `tx`, to the end (or an error, sent on as the last item, or the
+/// decoder hanging up).
+fn decrypt(
+    receiver: &mut ChunkReceiver,
+    identities: &Identities,
+    tx: SyncSender<io::Result<Vec<u8>>>,
+) {
+    let mut plain = match identities.open(receiver) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = tx.send(Err(e));
+            return;
+        }
+    };
+    loop {
+        let mut buf = vec![0u8; BUFFER];
+        match fill(&mut plain, &mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                buf.truncate(n);
+                if tx.send(Ok(buf)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        }
+    }
 }
 
 /// Reads until `buf` is full or the stream ends.

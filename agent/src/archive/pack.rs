@@ -15,7 +15,7 @@ use tar::{EntryType, Header, HeaderMode};
 
 use super::ArchiveError;
 use super::pipe::ChunkSender;
-use super::seal::{Recipients, Sealer};
+use super::seal::Recipients;
 use super::walk::{Entry, walk};
 
 /// Bytes read from a source file at a time.
@@ -146,14 +146,33 @@ pub(crate) fn pack(
     counters: &PackCounters,
     cancel: &AtomicBool,
 ) -> Result<Packed, ArchiveError> {
-    let sink = match seal {
-        None => Sink::Plain(out),
-        Some(recipients) => Sink::Sealed(recipients.seal(out).map_err(ArchiveError::Compress)?),
-    };
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(PIPE_DEPTH);
     let (tarred, compressed) = std::thread::scope(|scope| {
         let tar = scope.spawn(move || tar_stage(tree, tx, counters, cancel));
-        let compressed = compress_stage(rx, sink, compression);
+        let compressed = match seal {
+            None => compress_stage(rx, out, compression)
+                .and_then(|out| out.finish().map_err(ArchiveError::Compress))
+                .map(|stored| (stored, None)),
+            // Encryption and its hash get a thread of their own: on the compressor's thread
+            // they would lengthen the one path every byte takes.
+            Some(recipients) => {
+                let (ztx, zrx) = mpsc::sync_channel::<Vec<u8>>(PIPE_DEPTH);
+                let sealer = scope.spawn(move || seal_stage(zrx, recipients, out));
+                let sent = AtomicU64::new(0);
+                let pipe = Pipe::new(ztx, &sent);
+                let zipped = compress_stage(rx, pipe, compression)
+                    .and_then(|pipe| pipe.finish().map_err(ArchiveError::Compress));
+                let sealed = sealer.join().unwrap_or_else(|_| {
+                    Err(ArchiveError::Compress(io::Error::other(
+                        "the encryption thread panicked",
+                    )))
+                });
+                // The compressor's error explains a sealer that lost its input.
+                zipped
+                    .and(sealed)
+                    .map(|(stored, plain)| (stored, Some(plain)))
+            }
+        };
         let tarred = tar.join().unwrap_or_else(|_| {
             Err(ArchiveError::Compress(io::Error::other(
                 "the tar thread panicked",
@@ -183,52 +202,13 @@ pub(crate) struct Compression {
     pub workers: u32,
 }
 
-/// Where zstd's output goes: straight to the upload, or through age first.
-enum Sink {
-    Plain(ChunkSender),
-    Sealed(Sealer<ChunkSender>),
-}
-
-impl Sink {
-    /// The stored object's SHA-256 and length, and the plaintext's SHA-256 when sealed.
-    fn finish(self) -> io::Result<((String, u64), Option<String>)> {
-        match self {
-            Sink::Plain(out) => Ok((out.finish()?, None)),
-            Sink::Sealed(sealer) => {
-                let (plaintext, out) = sealer.finish()?;
-                Ok((out.finish()?, Some(plaintext)))
-            }
-        }
-    }
-}
-
-impl Write for Sink {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        match self {
-            Sink::Plain(out) => out.write(data),
-            Sink::Sealed(sealer) => sealer.write(data),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Sink::Plain(out) => out.flush(),
-            Sink::Sealed(sealer) => sealer.flush(),
-        }
-    }
-}
-
 fn tar_stage(
     tree: &Tree,
     tx: mpsc::SyncSender<Vec<u8>>,
     counters: &PackCounters,
     cancel: &AtomicBool,
 ) -> Result<(), ArchiveError> {
-    let pipe = TarPipe {
-        tx,
-        buf: Vec::with_capacity(WRITE_BUFFER),
-        count: &counters.tar_bytes,
-    };
+    let pipe = Pipe::new(tx, &counters.tar_bytes);
     let mut builder = tar::Builder::new(pipe);
     builder.mode(HeaderMode::Complete);
     builder.follow_symlinks(false);
@@ -268,15 +248,16 @@ fn tar_stage(
     builder.finish().map_err(ArchiveError::Compress)?;
     builder
         .into_inner()
-        .and_then(TarPipe::finish)
+        .and_then(Pipe::finish)
         .map_err(ArchiveError::Compress)
 }
 
-fn compress_stage(
+/// zstd over what arrives on `rx`, into `out`; gives `out` back once the frame is finished.
+fn compress_stage<W: Write>(
     rx: mpsc::Receiver<Vec<u8>>,
-    out: Sink,
+    out: W,
     compression: Compression,
-) -> Result<((String, u64), Option<String>), ArchiveError> {
+) -> Result<W, ArchiveError> {
     let compress = ArchiveError::Compress;
     let mut encoder =
         zstd::stream::write::Encoder::new(out, compression.level).map_err(compress)?;
@@ -293,7 +274,23 @@ fn compress_stage(
     for buf in rx {
         encoder.write_all(&buf).map_err(compress)?;
     }
-    encoder.finish().and_then(Sink::finish).map_err(compress)
+    encoder.finish().map_err(compress)
+}
+
+/// age over the zstd stream arriving on `rx`, into `out`: the stored object's SHA-256 and
+/// length, and the plaintext's SHA-256.
+fn seal_stage(
+    rx: mpsc::Receiver<Vec<u8>>,
+    recipients: &Recipients,
+    out: ChunkSender,
+) -> Result<((String, u64), String), ArchiveError> {
+    let compress = ArchiveError::Compress;
+    let mut sealer = recipients.seal(out).map_err(compress)?;
+    for buf in rx {
+        sealer.write_all(&buf).map_err(compress)?;
+    }
+    let (plaintext, out) = sealer.finish().map_err(compress)?;
+    Ok((out.finish().map_err(compress)?, plaintext))
 }
 
 /// Appends `entry`, named `<prefix>/<its path>` in the archive when `prefix` is given.
@@ -465,15 +462,23 @@ impl Read for Source<'_> {
     }
 }
 
-/// The tar thread's end of the pipe: gathers tar's small writes (512-byte headers, 8 KiB
-/// pieces of data) into [`WRITE_BUFFER`]s for the compressor, counting them.
-struct TarPipe<'a> {
+/// A thread's end of the pipe to the next stage: gathers small writes (tar's 512-byte headers
+/// and 8 KiB pieces of data, zstd's output) into [`WRITE_BUFFER`]s, counting them.
+struct Pipe<'a> {
     tx: mpsc::SyncSender<Vec<u8>>,
     buf: Vec<u8>,
     count: &'a AtomicU64,
 }
 
-impl TarPipe<'_> {
+impl<'a> Pipe<'a> {
+    fn new(tx: mpsc::SyncSender<Vec<u8>>, count: &'a AtomicU64) -> Self {
+        Pipe {
+            tx,
+            buf: Vec::with_capacity(WRITE_BUFFER),
+            count,
+        }
+    }
+
     fn send(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
@@ -482,7 +487,7 @@ impl TarPipe<'_> {
         self.count.fetch_add(full.len() as u64, Ordering::Relaxed);
         self.tx
             .send(full)
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the compressor stopped"))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the next stage stopped"))
     }
 
     fn finish(mut self) -> io::Result<()> {
@@ -490,7 +495,7 @@ impl TarPipe<'_> {
     }
 }
 
-impl Write for TarPipe<'_> {
+impl Write for Pipe<'_> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let n = data.len().min(WRITE_BUFFER - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);

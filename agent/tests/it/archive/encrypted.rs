@@ -3,6 +3,7 @@
 //! flipped byte is refused with the target untouched; and interop both ways with Debian's
 //! `age`, `zstd` and `tar`.
 
+use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -28,26 +29,26 @@ struct Key {
 
 fn keygen(dir: &Path, name: &str) -> Key {
     let file = dir.join(name);
-    let out = Command::new("age-keygen")
-        .arg("-o")
-        .arg(&file)
-        .output()
-        .expect("Debian's age CLI is needed: apt-get install -y age");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let public = Command::new("age-keygen")
-        .arg("-y")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(public.status.success());
+    tool("age-keygen", &["-o".as_ref(), file.as_os_str()]);
+    let public = tool("age-keygen", &["-y".as_ref(), file.as_os_str()]);
     Key {
         file,
-        recipient: String::from_utf8(public.stdout).unwrap().trim().to_owned(),
+        recipient: String::from_utf8(public).unwrap().trim().to_owned(),
     }
+}
+
+/// Runs one of Debian's tools; its stdout, or a failure that says how to install it.
+fn tool(program: &str, args: &[&OsStr]) -> Vec<u8> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}; install it: apt-get install -y age zstd tar"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 /// Two keys and a stranger's, in their own folder.
@@ -242,24 +243,19 @@ async fn debian_s_age_and_zstd_read_what_berth_sealed() {
     let sealed = dir.path().join("archive.age");
     std::fs::write(&sealed, env.get(&out.key).await).unwrap();
 
-    let plain = Command::new("age")
-        .arg("-d")
-        .arg("-i")
-        .arg(&keys.a.file)
-        .arg(&sealed)
-        .output()
-        .expect("Debian's age CLI is needed: apt-get install -y age");
-    assert!(
-        plain.status.success(),
-        "{}",
-        String::from_utf8_lossy(&plain.stderr)
-    );
+    let args = [
+        "-d".as_ref(),
+        "-i".as_ref(),
+        keys.a.file.as_os_str(),
+        sealed.as_os_str(),
+    ];
+    let plain = tool("age", &args);
     let meta = ArchiveMeta::from_json(&env.get(&format!("_metadata/{}", out.uuid)).await).unwrap();
     assert_eq!(
-        Some(hex::encode(Sha256::digest(&plain.stdout))),
+        Some(hex::encode(Sha256::digest(&plain))),
         meta.plaintext_sha256
     );
-    let listing = String::from_utf8(pipe("zstd -d | tar -t", &plain.stdout)).unwrap();
+    let listing = String::from_utf8(pipe("zstd -d | tar -t", &plain)).unwrap();
     assert!(
         listing.lines().any(|l| l.ends_with("README.md")),
         "{listing}"
