@@ -54,6 +54,10 @@ pub enum ArchiveError {
     },
     #[error("archive {id} cannot be decrypted: {why}; nothing was written")]
     Encryption { id: String, why: String },
+    /// A recipient or identity that is not a usable key (named by where it came from; a
+    /// value that may be secret is never shown).
+    #[error("{0}")]
+    AgeKey(String),
     /// A stack's volumes: not found, unsupported, still in use, or not swappable.
     #[error(transparent)]
     Stack(#[from] crate::volume::StackError),
@@ -253,6 +257,7 @@ impl ArchiveError {
             | NoIdentity { .. }
             | NotForThisHost { .. }
             | Encryption { .. }
+            | AgeKey(_)
             | Key(_)
             | Labels(_)
             | Level(_)

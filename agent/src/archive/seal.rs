@@ -82,7 +82,7 @@ impl Recipients {
                 } else {
                     "a recipient".to_owned()
                 };
-                ArchiveError::Config(format!("{shown} in {origin}: {why}"))
+                ArchiveError::AgeKey(format!("{shown} in {origin}: {why}"))
             })?;
             if !names.contains(&name) {
                 keys.push(key);
@@ -190,7 +190,7 @@ impl Identities {
     /// Age identities (`AGE-SECRET-KEY-1…` lines, as `age-keygen` writes) or one unencrypted
     /// SSH private key, from `origin` (named in errors; the key never is).
     pub fn parse(data: &[u8], origin: &str) -> Result<Self, ArchiveError> {
-        let bad = |why: String| ArchiveError::Config(format!("{origin}: {why}"));
+        let bad = |why: String| ArchiveError::AgeKey(format!("{origin}: {why}"));
         let keys: Vec<Box<dyn Identity + Send + Sync>> = if String::from_utf8_lossy(data)
             .contains("AGE-SECRET-KEY-")
         {

@@ -294,6 +294,9 @@ impl Engine {
     pub async fn run(self, shutdown: CancellationToken) {
         let slots = Arc::new(Semaphore::new(self.config.max_concurrent));
         tracing::info!(owner_id = self.config.owner_id, "saga engine running");
+        // Only sagas this coordinator can run: one of a kind it lacks waits for a replica
+        // that has it (a rolling upgrade, the demo kind on one replica), never failed here.
+        let kinds = self.registry.kinds();
         let gauges = tokio::spawn(crate::telemetry::report_saga_gauges(
             self.store.clone(),
             shutdown.clone(),
@@ -305,10 +308,11 @@ impl Engine {
             };
             match self
                 .store
-                .claim_saga(
+                .claim_saga_of(
                     &self.config.owner_id,
                     now_ms(),
                     self.config.lease.as_millis() as i64,
+                    &kinds,
                 )
                 .await
             {

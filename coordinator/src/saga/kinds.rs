@@ -41,6 +41,11 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// Registers the `demo` kind, whose steps sleep, fail and record on request: for tests
     /// and demos only (`[sagas] demo = true`).
+    /// The kinds registered, in name order.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        self.kinds.keys().copied().collect()
+    }
+
     pub fn enable_demo(&mut self) {
         self.register("demo", build_demo);
     }

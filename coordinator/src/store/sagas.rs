@@ -377,17 +377,51 @@ impl Store {
         Ok((s.id.to_owned(), true))
     }
 
-    /// Claims one due saga for `owner_id`: bumps its epoch and sets a lease. A saga whose
-    /// previous owner's lease ran out counts a reclaim.
+    /// Claims one due saga of any kind for `owner_id`; see [`Store::claim_saga_of`].
     pub async fn claim_saga(
         &self,
         owner_id: &str,
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<Option<SagaRow>, StoreError> {
+        self.claim(owner_id, now_ms, lease_ms, None).await
+    }
+
+    /// Claims one due saga of one of `kinds` for `owner_id`: bumps its epoch and sets a
+    /// lease. A saga whose previous owner's lease ran out counts a reclaim. A saga of a kind
+    /// this coordinator does not run (a replica of another version, one without the demo
+    /// kind) is left for one that does.
+    pub async fn claim_saga_of(
+        &self,
+        owner_id: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        kinds: &[&str],
+    ) -> Result<Option<SagaRow>, StoreError> {
+        self.claim(owner_id, now_ms, lease_ms, Some(kinds)).await
+    }
+
+    async fn claim(
+        &self,
+        owner_id: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        kinds: Option<&[&str]>,
+    ) -> Result<Option<SagaRow>, StoreError> {
         let lock = match self.backend() {
             Backend::Postgres => "FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
+        };
+        let of_kinds = match kinds {
+            None => String::new(),
+            Some([]) => " AND 1 = 0".to_owned(),
+            Some(kinds) => {
+                let quoted: Vec<String> = kinds
+                    .iter()
+                    .map(|k| format!("'{}'", k.replace('\'', "''")))
+                    .collect();
+                format!(" AND kind IN ({})", quoted.join(", "))
+            }
         };
         let sql = format!(
             "UPDATE saga_runs SET epoch = epoch + 1, owner_id = $1, lease_expires_at_ms = $2, \
@@ -395,7 +429,7 @@ impl Store {
                                      ELSE reclaim_count + 1 END, \
                 updated_at_ms = $3 \
              WHERE id = (SELECT id FROM saga_runs WHERE status IN {ACTIVE} \
-                         AND next_run_at_ms <= $3 AND lease_expires_at_ms < $3 \
+                         AND next_run_at_ms <= $3 AND lease_expires_at_ms < $3{of_kinds} \
                          ORDER BY next_run_at_ms LIMIT 1 {lock}) \
                AND status IN {ACTIVE} AND lease_expires_at_ms < $3 \
              RETURNING {SAGA_COLUMNS}"

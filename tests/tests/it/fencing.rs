@@ -39,6 +39,33 @@ async fn insert_demo(store: &Store, n: usize) -> Vec<String> {
     ids
 }
 
+/// A coordinator claims only sagas of kinds it runs, on both databases: one of another kind
+/// waits for a replica that has it, instead of being failed by one that does not.
+#[tokio::test]
+async fn a_saga_is_claimed_only_by_a_coordinator_that_runs_its_kind() {
+    for db in TestDb::each().await {
+        let store = Store::open(&db.url).await.unwrap();
+        let id = insert_demo(&store, 1).await.remove(0);
+        for kinds in [&[][..], &["droplet.provision", "warm.restore"][..]] {
+            let claimed = store
+                .claim_saga_of("no-demo", now(), 30_000, kinds)
+                .await
+                .unwrap();
+            assert!(
+                claimed.is_none(),
+                "{:?}: {kinds:?} claimed {claimed:?}",
+                db.kind
+            );
+        }
+        let claimed = store
+            .claim_saga_of("demo", now(), 30_000, &["demo", "it's"])
+            .await
+            .unwrap()
+            .expect("the replica with the kind claims it");
+        assert_eq!((claimed.id.as_str(), claimed.epoch), (id.as_str(), 1));
+    }
+}
+
 #[tokio::test]
 async fn a_stale_owner_cannot_write_after_another_claims_the_saga() {
     for db in TestDb::each().await {

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use berth_proto::v1 as pb;
-use berth_shared::saga::SagaStatus;
+use berth_shared::saga::{EventKind, SagaStatus};
 use berth_tests::assert_contains;
 use berth_tests::{SagaStatused, TestCoordinator, TestDb};
 use serde_json::json;
@@ -149,7 +149,11 @@ async fn list_pages_are_capped_in_bytes_and_page_through_everything() {
 #[tokio::test]
 async fn the_demo_kind_runs_only_where_enabled() {
     let db = TestDb::sqlite();
-    let off = TestCoordinator::start_with(&db, None, |config| config.sagas.demo = false).await;
+    let mut off = TestCoordinator::start_with(&db, None, |config| {
+        config.sagas.demo = false;
+        config.instance_id = Some("no-demo".into());
+    })
+    .await;
     let refused = off
         .sagas()
         .await
@@ -162,8 +166,25 @@ async fn the_demo_kind_runs_only_where_enabled() {
         .expect_err("demo is refused when not enabled");
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     assert_contains(refused.message(), "unknown saga kind \"demo\"");
+    // Both run on one database: the replica without the demo kind never claims the demo
+    // saga (it would fail it), and the saga completes on the one that has the kind.
     let on = TestCoordinator::start_with(&db, None, |config| config.sagas.demo = true).await;
-    let id = on.start_demo(json!([{"step": "noop"}])).await;
-    let saga = on.wait_saga(&id, std::time::Duration::from_secs(20)).await;
-    assert_eq!(saga.saga_status(), SagaStatus::Completed);
+    for _ in 0..5 {
+        let id = on.start_demo(json!([{"step": "noop"}])).await;
+        let saga = on.wait_saga(&id, std::time::Duration::from_secs(20)).await;
+        assert_eq!(saga.saga_status(), SagaStatus::Completed, "{saga:?}");
+        let owners: Vec<String> = on
+            .history(&id)
+            .await
+            .into_iter()
+            .filter(|e| e.kind == EventKind::SagaRunning.as_str())
+            .map(|e| e.message)
+            .collect();
+        assert!(!owners.is_empty(), "{id} ran");
+        assert!(
+            !owners.iter().any(|o| o == "no-demo"),
+            "the replica without the demo kind claimed {id}: {owners:?}"
+        );
+    }
+    off.stop().await;
 }
