@@ -8,28 +8,9 @@ use std::path::{Path, PathBuf};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 
+pub use berth_shared::Secret;
+
 use crate::error::CliError;
-
-/// A string that must not be printed: `Debug` shows only that it is there.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    /// The secret itself, for the one place that sends or shows it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
 
 /// Where the token for this run comes from, after precedence was applied.
 #[derive(Debug, Clone, PartialEq, Eq)]

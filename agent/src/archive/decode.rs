@@ -54,17 +54,8 @@ fn decode(
     count: Arc<AtomicU64>,
 ) -> io::Result<()> {
     let mut limited = Limited::new(zstd::stream::read::Decoder::new(source)?, limit, count);
-    loop {
-        let mut buf = vec![0u8; BUFFER];
-        match fill(&mut limited, &mut buf)? {
-            0 => break,
-            n => {
-                buf.truncate(n);
-                if tx.send(Ok(buf)).is_err() {
-                    return Ok(()); // the untar stopped; its error says why
-                }
-            }
-        }
+    if forward(&mut limited, tx)? == Forwarded::HungUp {
+        return Ok(()); // the untar stopped; its error says why
     }
     seal::drain(limited.into_inner().finish())
 }
@@ -76,26 +67,33 @@ fn decrypt(
     identities: &Identities,
     tx: SyncSender<io::Result<Vec<u8>>>,
 ) {
-    let mut plain = match identities.open(receiver) {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = tx.send(Err(e));
-            return;
-        }
-    };
+    let forwarded = identities
+        .open(receiver)
+        .and_then(|mut plain| forward(&mut plain, &tx));
+    if let Err(e) = forwarded {
+        let _ = tx.send(Err(e));
+    }
+}
+
+/// How [`forward`] ended without an error.
+#[derive(Debug, PartialEq, Eq)]
+enum Forwarded {
+    End,
+    /// The next stage stopped reading.
+    HungUp,
+}
+
+/// Sends what `r` reads to `tx` in [`BUFFER`]s until its end or `tx` hanging up.
+fn forward(r: &mut impl Read, tx: &SyncSender<io::Result<Vec<u8>>>) -> io::Result<Forwarded> {
     loop {
         let mut buf = vec![0u8; BUFFER];
-        match fill(&mut plain, &mut buf) {
-            Ok(0) => return,
-            Ok(n) => {
+        match fill(r, &mut buf)? {
+            0 => return Ok(Forwarded::End),
+            n => {
                 buf.truncate(n);
                 if tx.send(Ok(buf)).is_err() {
-                    return;
+                    return Ok(Forwarded::HungUp);
                 }
-            }
-            Err(e) => {
-                let _ = tx.send(Err(e));
-                return;
             }
         }
     }
