@@ -115,6 +115,8 @@ pub fn policy(path: &str) -> Access {
         ("berth.v1.SagaService", "GetSaga" | "ListSagas" | "WatchSaga") => READ,
         ("berth.v1.SagaService", _) => OPERATE,
         ("berth.v1.HostService", _) => READ,
+        ("berth.v1.ScheduleService", "ListSchedules" | "GetSchedule") => READ,
+        ("berth.v1.ScheduleService", _) => OPERATE,
         _ => return Access::Unknown,
     };
     Access::Roles(roles)

@@ -63,6 +63,12 @@ pub struct Config {
     /// What one caller or connection may take (`[limits]`).
     #[serde(default)]
     pub limits: crate::limits::LimitsConfig,
+    /// How coordinators take turns firing schedules (`[schedules]`).
+    #[serde(default)]
+    pub schedules: crate::schedule::ScheduleConfig,
+    /// Where alerts are posted (`[alerts]`).
+    #[serde(default)]
+    pub alerts: crate::alert::AlertConfig,
 }
 
 /// The saga engine's settings.
@@ -227,6 +233,8 @@ impl Config {
         self.droplets.check()?;
         self.archive.check()?;
         self.inventory.check()?;
+        self.schedules.check()?;
+        self.alerts.check()?;
         Ok(())
     }
 

@@ -7,6 +7,7 @@
 //!
 //! Entry point: [`run`] with a [`Config`]; `server` wires the parts together.
 
+pub mod alert;
 pub mod archive;
 pub mod auth;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod hub;
 pub mod limits;
 pub mod remote;
 pub mod saga;
+pub mod schedule;
 pub mod server;
 pub mod service;
 pub mod store;

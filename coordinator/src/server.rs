@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
+use crate::alert::Alerter;
 use crate::archive::{Catalog, UploadSweeper};
 use crate::auth::{AuthLayer, Tokens};
 use crate::config::Config;
@@ -20,12 +21,14 @@ use crate::hub::Hub;
 use crate::limits::WatchSlots;
 use crate::remote::AgentTaskSettings;
 use crate::saga::{CiCaps, Deps, Engine, EngineConfig, Registry};
+use crate::schedule::Scheduler;
 use crate::service::agent_link::AgentLinkService;
 use crate::service::archives::ArchivesService;
 use crate::service::drift::DriftService;
 use crate::service::droplets::DropletsService;
 use crate::service::hosts::HostsService;
 use crate::service::sagas::SagasService;
+use crate::service::schedules::SchedulesService;
 use crate::service::tokens::TokensService;
 use crate::service::warm::WarmsService;
 use crate::store::{Store, StoreError, redact_url};
@@ -228,6 +231,18 @@ pub async fn run(
         },
     );
     let sweeper = UploadSweeper::new(catalog.clone(), store.clone(), instance_id.clone());
+    let scheduler = Scheduler::new(
+        engine.clone(),
+        instance_id.clone(),
+        config.schedules.clone(),
+    );
+    let alerter = Alerter::new(store.clone(), instance_id.clone(), &config.alerts)
+        .map_err(StartError::Config)?;
+    let schedules = SchedulesService {
+        engine: engine.clone(),
+        scheduler: scheduler.clone(),
+        config: config.schedules.clone(),
+    };
     let archives = ArchivesService {
         catalog,
         engine: engine.clone(),
@@ -287,7 +302,10 @@ pub async fn run(
         .add_service(pb::archive_service_server::ArchiveServiceServer::new(
             archives,
         ))
-        .add_service(pb::drift_service_server::DriftServiceServer::new(drift));
+        .add_service(pb::drift_service_server::DriftServiceServer::new(drift))
+        .add_service(pb::schedule_service_server::ScheduleServiceServer::new(
+            schedules,
+        ));
 
     let addr = listener.local_addr().ok();
     tracing::info!(
@@ -299,6 +317,8 @@ pub async fn run(
     let engine_task = tokio::spawn(engine.run(shutdown.clone()));
     let inventory_task = tokio::spawn(inventory.run(shutdown.clone()));
     let sweep_task = tokio::spawn(sweeper.run(shutdown.clone()));
+    let schedule_task = tokio::spawn(scheduler.run(shutdown.clone()));
+    let alert_task = tokio::spawn(alerter.run(shutdown.clone()));
     ready();
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
@@ -312,6 +332,8 @@ pub async fn run(
     let _ = engine_task.await;
     let _ = inventory_task.await;
     let _ = sweep_task.await;
+    let _ = schedule_task.await;
+    let _ = alert_task.await;
     served?;
     store.close().await;
     tracing::info!("coordinator stopped");

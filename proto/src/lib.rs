@@ -19,6 +19,7 @@ pub mod v1 {
         "berth.v1.DriftService",
         "berth.v1.HostService",
         "berth.v1.TokenService",
+        "berth.v1.ScheduleService",
         "berth.v1.AgentLink",
     ];
 }

@@ -85,29 +85,7 @@ impl pb::archive_service_server::ArchiveService for ArchivesService {
     ) -> Result<Response<pb::SagaRef>, Status> {
         let caller = super::principal(&req)?;
         let r = req.into_inner();
-        let stack = match (r.volumes, r.stack.is_empty()) {
-            (_, false) => Some(r.stack),
-            (true, true) => {
-                berth_shared::StackName::new(r.app.as_str()).map_err(|e| {
-                    Status::invalid_argument(format!(
-                        "volumes without a stack use the app's name as the stack, but {}; \
-                         name the stack",
-                        e
-                    ))
-                })?;
-                Some(r.app.clone())
-            }
-            (false, true) => None,
-        };
-        let inputs = json!({
-            "host_id": r.host_id,
-            "app": r.app,
-            "stack": stack,
-            "labels": r.labels,
-            "index_label": (!r.index_label.is_empty()).then_some(r.index_label),
-            "zstd_level": (r.zstd_level != 0).then_some(r.zstd_level),
-            "recipients": r.recipients,
-        });
+        let inputs = create_inputs(&r)?;
         Ok(Response::new(
             super::start_saga(
                 &self.engine,
@@ -303,4 +281,31 @@ impl pb::archive_service_server::ArchiveService for ArchivesService {
             outcome.deleted.into_iter().map(|e| e.key.id().clone()),
         ))
     }
+}
+
+/// The `archive.create` saga's inputs for a request (also what a schedule's run starts with).
+pub(crate) fn create_inputs(r: &pb::CreateArchiveRequest) -> Result<serde_json::Value, Status> {
+    let stack = match (r.volumes, r.stack.is_empty()) {
+        (_, false) => Some(r.stack.clone()),
+        (true, true) => {
+            berth_shared::StackName::new(r.app.as_str()).map_err(|e| {
+                Status::invalid_argument(format!(
+                    "volumes without a stack use the app's name as the stack, but {}; \
+                     name the stack",
+                    e
+                ))
+            })?;
+            Some(r.app.clone())
+        }
+        (false, true) => None,
+    };
+    Ok(json!({
+        "host_id": r.host_id,
+        "app": r.app,
+        "stack": stack,
+        "labels": r.labels,
+        "index_label": (!r.index_label.is_empty()).then_some(&r.index_label),
+        "zstd_level": (r.zstd_level != 0).then_some(r.zstd_level),
+        "recipients": r.recipients,
+    }))
 }

@@ -7,6 +7,7 @@ pub mod droplets;
 pub mod hosts;
 pub mod not_built;
 pub mod sagas;
+pub mod schedules;
 pub mod tokens;
 pub mod warm;
 

@@ -37,6 +37,18 @@ fn target_inputs(t: Option<pb::AppTarget>, wait_secs: u32) -> Result<Map<String,
     Ok(m)
 }
 
+/// The `warm.snapshot` saga's inputs for a request (also what a schedule's run starts with).
+pub(crate) fn snapshot_inputs(r: &pb::WarmSnapshotRequest) -> Result<Map<String, Value>, ApiError> {
+    let mut inputs = target_inputs(r.target.clone(), r.wait_undeployed_secs)?;
+    if !r.commit.is_empty() {
+        inputs.insert("commit".into(), json!(r.commit));
+    }
+    if !r.version.is_empty() {
+        inputs.insert("version".into(), json!(r.version));
+    }
+    Ok(inputs)
+}
+
 #[tonic::async_trait]
 impl pb::warm_service_server::WarmService for WarmsService {
     async fn warm_snapshot(
@@ -45,13 +57,7 @@ impl pb::warm_service_server::WarmService for WarmsService {
     ) -> Result<Response<pb::SagaRef>, Status> {
         let caller = super::principal(&req)?;
         let r = req.into_inner();
-        let mut inputs = target_inputs(r.target, r.wait_undeployed_secs)?;
-        if !r.commit.is_empty() {
-            inputs.insert("commit".into(), json!(r.commit));
-        }
-        if !r.version.is_empty() {
-            inputs.insert("version".into(), json!(r.version));
-        }
+        let inputs = snapshot_inputs(&r)?;
         Ok(Response::new(
             super::start_saga(
                 &self.engine,

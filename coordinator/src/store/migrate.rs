@@ -133,6 +133,21 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: super::sagas::MIGRATION_STARTED_BY,
         postgres: None,
     },
+    Migration {
+        version: 11,
+        name: "schedules and the alert outbox",
+        sqlite: MIGRATION_SCHEDULES,
+        postgres: None,
+    },
+];
+
+/// Version 11: `schedules`, `schedule_runs` and `alert_outbox`.
+const MIGRATION_SCHEDULES: &[&str] = &[
+    super::schedules::MIGRATION[0],
+    super::schedules::MIGRATION[1],
+    super::schedules::MIGRATION[2],
+    super::alerts::MIGRATION[0],
+    super::alerts::MIGRATION[1],
 ];
 
 /// Version 9: the scope of ci tokens (`api_tokens`) and `saga_secrets`.

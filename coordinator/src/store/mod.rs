@@ -3,6 +3,7 @@
 
 mod agent_queries;
 mod agent_tasks;
+mod alerts;
 mod drift;
 mod hosts;
 mod inventory;
@@ -10,6 +11,7 @@ mod jobs;
 mod migrate;
 mod redact;
 mod sagas;
+mod schedules;
 mod secrets;
 mod signal;
 mod sql;
@@ -23,6 +25,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use agent_tasks::{AgentTaskRow, NewAgentTask, Opened, TaskResultWrite};
+pub use alerts::{AlertRow, NewAlert};
 pub use drift::{Accepted, DriftFilter, DriftRow, DriftStatus};
 pub use hosts::{HostRecord, HostSession};
 pub use inventory::{
@@ -34,6 +37,7 @@ pub use redact::redact_url;
 pub use sagas::{
     EventRow, Fence, NewEvent, NewSaga, SagaFilter, SagaRow, SagaWrite, StepRow, StepWrite,
 };
+pub use schedules::{Fired, NewRun, RunRow, ScheduleRow, Trigger};
 pub use signal::Signal;
 pub use tokens::{NewToken, TokenRecord, TokenScope};
 

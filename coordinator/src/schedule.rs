@@ -1,0 +1,349 @@
+//! Schedules: sagas started by the clock. A schedule is a cron expression in a time zone and
+//! what each occurrence runs (a saga kind and its inputs, checked when the schedule is made).
+//!
+//! Every coordinator runs a [`Scheduler`]; each tick, the one holding the `schedule.fire` job
+//! (the `jobs` lease) fires what is due. An occurrence's saga is started with the idempotency
+//! key `schedule:<name>:<slot>`, then the run is recorded and the cursor moved under the lease
+//! ([`Store::record_fire`]): a firer killed in between leaves a saga the next firer finds by
+//! its key, so an occurrence runs once. Occurrences missed while no coordinator ran are folded
+//! into one run of the newest (`catch_up`) or recorded as missed; never one run per slot.
+//!
+//! The same tick settles runs whose saga ended (outcome, `berth_schedule_runs_total`, an alert
+//! for a failure) and raises an alert for a schedule with no success within its window.
+
+mod config;
+mod timing;
+
+use std::time::SystemTime;
+
+use berth_shared::saga::SagaStatus;
+use berth_shared::time::unix_ms;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+pub use config::ScheduleConfig;
+pub use timing::{Decision, Timing, TimingError};
+
+use crate::alert::alert;
+use crate::saga::Engine;
+use crate::store::{Due, Fired, JobClaim, NewRun, RunRow, ScheduleRow, Store, StoreError, Trigger};
+
+/// The `jobs` row whose holder fires schedules.
+pub const FIRE_JOB: &str = "schedule.fire";
+
+/// How a run ended, as `schedule_runs.outcome` and the metric's label.
+pub mod outcome {
+    pub const SUCCEEDED: &str = "succeeded";
+    pub const FAILED: &str = "failed";
+    pub const MISSED: &str = "missed";
+}
+
+/// The idempotency key of an occurrence's saga.
+pub fn start_key(name: &str, slot_ms: i64) -> String {
+    format!("schedule:{name}:{slot_ms}")
+}
+
+/// A schedule's timing, from its row.
+pub fn timing_of(s: &ScheduleRow) -> Result<Timing, TimingError> {
+    Timing::new(&s.name, &s.cron, &s.timezone, s.jitter_secs)
+}
+
+/// Fires schedules on one coordinator (taking turns with the others); cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    store: Store,
+    engine: Engine,
+    owner_id: String,
+    config: ScheduleConfig,
+}
+
+impl Scheduler {
+    pub fn new(engine: Engine, owner_id: impl Into<String>, config: ScheduleConfig) -> Self {
+        Scheduler {
+            store: engine.store().clone(),
+            engine,
+            owner_id: owner_id.into(),
+            config,
+        }
+    }
+
+    /// Ticks until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            if let Err(e) = self.tick().await {
+                tracing::warn!(error = %e, "schedule tick failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.tick()) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// One look at the clock: fire what is due, settle ended runs, raise overdue alerts.
+    pub async fn tick(&self) -> Result<(), StoreError> {
+        let now = unix_ms(SystemTime::now());
+        let schedules = self.store.list_schedules().await?;
+        for s in &schedules {
+            if let Some(ms) = s.last_success_ms {
+                metrics::gauge!("berth_schedule_last_success_timestamp_seconds", "schedule" => s.name.clone())
+                    .set(ms as f64 / 1000.0);
+            }
+        }
+        let lease = self.config.lease_secs as i64 * 1000;
+        let Some(claim) = self
+            .store
+            .claim_job(FIRE_JOB, &self.owner_id, now, lease, now, Due::WhenDue)
+            .await?
+        else {
+            return Ok(());
+        };
+        let result = self.fire_due(&claim, &schedules, now).await;
+        let settled = self.settle_runs().await;
+        let overdue = self.raise_overdue(&schedules).await;
+        let done = unix_ms(SystemTime::now());
+        let next = done + self.config.tick_ms as i64;
+        if !self
+            .store
+            .finish_job(&claim, done, next, &json!({}))
+            .await?
+        {
+            tracing::warn!(
+                job = FIRE_JOB,
+                "schedule fire lease lost before the tick ended"
+            );
+        }
+        result.and(settled).and(overdue)
+    }
+
+    async fn fire_due(
+        &self,
+        claim: &JobClaim,
+        schedules: &[ScheduleRow],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let grace = self.config.late_grace_secs as i64 * 1000;
+        for s in schedules.iter().filter(|s| !s.paused) {
+            let timing = match timing_of(s) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(schedule = s.name, error = %e, "schedule cannot fire");
+                    continue;
+                }
+            };
+            let Decision::Fire { slot_ms, trigger } =
+                timing.decide(s.cursor_ms, now, s.catch_up, grace)
+            else {
+                continue;
+            };
+            if self.fire(Some(claim), s, slot_ms, trigger).await? == Fired::LeaseLost {
+                tracing::warn!(
+                    schedule = s.name,
+                    "schedule fire lease lost; another coordinator fires"
+                );
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one occurrence: starts its saga (or records it missed) and records the run.
+    /// `claim` is `None` for an operator's `run-now`.
+    pub async fn fire(
+        &self,
+        claim: Option<&JobClaim>,
+        s: &ScheduleRow,
+        slot_ms: i64,
+        trigger: Trigger,
+    ) -> Result<Fired, StoreError> {
+        let now = unix_ms(SystemTime::now());
+        let mut run = NewRun {
+            schedule: &s.name,
+            slot_ms,
+            trigger,
+            saga_id: None,
+            outcome: None,
+            detail: None,
+            now_ms: now,
+        };
+        let detail;
+        let saga_id;
+        if trigger == Trigger::Missed {
+            run.outcome = Some(outcome::MISSED);
+            run.detail =
+                Some("no coordinator ran when it fell due, and the schedule does not catch up");
+        } else {
+            let key = start_key(&s.name, slot_ms);
+            match self.engine.start(&s.kind, &s.inputs, Some(&key)).await {
+                Ok((id, _)) => {
+                    saga_id = id;
+                    run.saga_id = Some(&saga_id);
+                }
+                Err(e) => {
+                    // The saga could not start (its host was removed, its inputs no longer
+                    // pass): a failed run, alerted like any other.
+                    detail = format!("cannot start the {} saga: {e}", s.kind);
+                    run.outcome = Some(outcome::FAILED);
+                    run.detail = Some(&detail);
+                }
+            }
+        }
+        let fired = self.store.record_fire(claim, &run).await?;
+        if fired == Fired::Recorded {
+            tracing::info!(
+                schedule = s.name,
+                slot_ms,
+                trigger = trigger.as_str(),
+                saga_id = run.saga_id,
+                outcome = run.outcome,
+                "schedule fired"
+            );
+            if let Some(o) = run.outcome {
+                self.count(&s.name, o);
+                if o == outcome::FAILED {
+                    let a = run_failed_alert(&s.name, slot_ms, None, run.detail);
+                    self.store.queue_alert(&a, now).await?;
+                }
+            }
+        }
+        Ok(fired)
+    }
+
+    fn count(&self, schedule: &str, outcome: &str) {
+        metrics::counter!(
+            "berth_schedule_runs_total",
+            "schedule" => schedule.to_owned(),
+            "outcome" => outcome.to_owned()
+        )
+        .increment(1);
+    }
+
+    /// Records the outcome of runs whose saga reached a resting status.
+    async fn settle_runs(&self) -> Result<(), StoreError> {
+        for run in self.store.open_schedule_runs().await? {
+            let Some(saga_id) = run.saga_id.as_deref() else {
+                continue;
+            };
+            let saga = match self.store.get_saga(saga_id).await {
+                Ok(s) => s,
+                Err(StoreError::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            if saga.status.is_active() {
+                continue;
+            }
+            self.settle(&run, saga_id, saga.status, saga.error.as_deref())
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn settle(
+        &self,
+        run: &RunRow,
+        saga_id: &str,
+        status: SagaStatus,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let now = unix_ms(SystemTime::now());
+        let succeeded = status == SagaStatus::Completed;
+        let (o, detail, alert) = if succeeded {
+            (outcome::SUCCEEDED, None, None)
+        } else {
+            let detail = format!(
+                "saga {saga_id} ended {}{}",
+                status.as_str(),
+                error.map(|e| format!(": {e}")).unwrap_or_default()
+            );
+            let a = run_failed_alert(&run.schedule, run.slot_ms, Some(saga_id), Some(&detail));
+            (outcome::FAILED, Some(detail), Some(a))
+        };
+        let recorded = self
+            .store
+            .finish_schedule_run(run, o, succeeded, detail.as_deref(), alert.as_ref(), now)
+            .await?;
+        if recorded {
+            tracing::info!(
+                schedule = run.schedule,
+                saga_id,
+                outcome = o,
+                "scheduled run ended"
+            );
+            self.count(&run.schedule, o);
+            if succeeded {
+                metrics::gauge!("berth_schedule_last_success_timestamp_seconds", "schedule" => run.schedule.clone())
+                    .set(now as f64 / 1000.0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues one alert per schedule and baseline when no run succeeded within its window.
+    async fn raise_overdue(&self, schedules: &[ScheduleRow]) -> Result<(), StoreError> {
+        let now = unix_ms(SystemTime::now());
+        for s in schedules
+            .iter()
+            .filter(|s| !s.paused && s.alert_after_secs > 0)
+        {
+            let baseline = s.last_success_ms.unwrap_or(0).max(s.since_ms);
+            if now - baseline <= s.alert_after_secs * 1000 {
+                continue;
+            }
+            if s.overdue_alerted_ms.is_some_and(|b| b >= baseline) {
+                continue;
+            }
+            let message = match s.last_success_ms {
+                Some(ms) => format!(
+                    "schedule {} has not succeeded since {} (window {} s)",
+                    s.name,
+                    rfc3339(ms),
+                    s.alert_after_secs
+                ),
+                None => format!(
+                    "schedule {} has not succeeded once since {} (window {} s)",
+                    s.name,
+                    rfc3339(s.since_ms),
+                    s.alert_after_secs
+                ),
+            };
+            let a = alert(
+                "schedule.overdue",
+                format!("schedule.overdue:{}:{baseline}", s.name),
+                message,
+                json!({ "schedule": s.name, "last_success_ms": s.last_success_ms }),
+            );
+            if self
+                .store
+                .mark_schedule_overdue(&s.name, baseline, &a, now)
+                .await?
+            {
+                tracing::warn!(schedule = s.name, "schedule overdue; alert queued");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn run_failed_alert(
+    schedule: &str,
+    slot_ms: i64,
+    saga_id: Option<&str>,
+    detail: Option<&str>,
+) -> crate::store::NewAlert {
+    alert(
+        "schedule.run_failed",
+        format!("schedule.run_failed:{schedule}:{slot_ms}"),
+        format!(
+            "scheduled run of {schedule} for {} failed: {}",
+            rfc3339(slot_ms),
+            detail.unwrap_or("no detail")
+        ),
+        json!({ "schedule": schedule, "slot_ms": slot_ms, "saga_id": saga_id }),
+    )
+}
