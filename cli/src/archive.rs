@@ -61,6 +61,18 @@ pub enum ArchiveCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct CreateArgs {
+    #[command(flatten)]
+    pub what: ArchiveWhat,
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+    /// Follow the saga with a progress bar (exit 7 if it does not complete)
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// What an archive create archives, and how (also a schedule's archive action).
+#[derive(Debug, Clone, Args)]
+pub struct ArchiveWhat {
     #[arg(long, value_name = "HOST")]
     pub host: HostId,
     #[arg(long, value_name = "APP")]
@@ -85,11 +97,23 @@ pub struct CreateArgs {
     /// `ssh-ed25519 …`, beside the agent's [archive] recipients
     #[arg(long = "recipient", value_name = "PUBLIC_KEY")]
     pub recipients: Vec<String>,
-    #[arg(long, value_name = "KEY")]
-    pub key: Option<String>,
-    /// Follow the saga with a progress bar (exit 7 if it does not complete)
-    #[arg(long)]
-    pub wait: bool,
+}
+
+impl ArchiveWhat {
+    /// The create request (a schedule sends it without a key).
+    pub fn request(self, key: Option<String>) -> pb::CreateArchiveRequest {
+        pb::CreateArchiveRequest {
+            host_id: self.host.to_string(),
+            app: self.app.to_string(),
+            volumes: self.volumes,
+            stack: self.stack.map(|s| s.to_string()).unwrap_or_default(),
+            labels: self.labels,
+            index_label: self.index_label.unwrap_or_default(),
+            zstd_level: self.zstd_level.unwrap_or(0),
+            idempotency_key: key.unwrap_or_default(),
+            recipients: self.recipients,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -212,17 +236,7 @@ pub async fn run(
     };
     match command {
         ArchiveCommand::Create(a) => {
-            let req = pb::CreateArchiveRequest {
-                host_id: a.host.to_string(),
-                app: a.app.to_string(),
-                volumes: a.volumes,
-                stack: a.stack.map(|s| s.to_string()).unwrap_or_default(),
-                labels: a.labels,
-                index_label: a.index_label.unwrap_or_default(),
-                zstd_level: a.zstd_level.unwrap_or(0),
-                idempotency_key: a.key.unwrap_or_default(),
-                recipients: a.recipients,
-            };
+            let req = a.what.request(a.key);
             let started = client.create_archive(req).await.map_err(err)?.into_inner();
             follow(&conn, started, a.wait, how, out).await
         }

@@ -91,6 +91,15 @@ impl Connection {
         )
     }
 
+    pub fn schedules(
+        &self,
+    ) -> berth_proto::v1::schedule_service_client::ScheduleServiceClient<AuthedChannel> {
+        berth_proto::v1::schedule_service_client::ScheduleServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.bearer.clone(),
+        )
+    }
+
     pub fn tokens(&self) -> TokenServiceClient<AuthedChannel> {
         TokenServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod hosts;
 pub mod output;
 pub mod sagas;
+pub mod schedules;
 pub mod tokens;
 pub mod warm;
 pub mod watch;
@@ -89,6 +90,9 @@ pub enum Command {
     /// The drift inbox (admin only): where live resources differ from their spec; settle it
     #[command(subcommand)]
     Drift(drift::DriftCommand),
+    /// Schedules: archives and warm snapshots started by a cron expression
+    #[command(subcommand, visible_alias = "schedules")]
+    Schedule(schedules::ScheduleCommand),
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -206,6 +210,14 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
                 now_ms,
             };
             drift::run(command, &settings, how, out).await
+        }
+        Command::Schedule(command) => {
+            let how = sagas::Presentation {
+                format,
+                terminal: stdout_is_terminal,
+                now_ms,
+            };
+            schedules::run(command, &settings, how, out).await
         }
     }
 }

@@ -31,7 +31,7 @@ pub enum WarmCommand {
 
 /// Which app on which host.
 #[derive(Debug, Clone, Args)]
-pub struct TargetArgs {
+pub struct Target {
     /// The host whose agent does the work
     #[arg(long, value_name = "HOST")]
     pub host: HostId,
@@ -47,6 +47,13 @@ pub struct TargetArgs {
     /// Wait this long for a stack that is being removed to be gone
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub wait_undeployed: u32,
+}
+
+/// Which app on which host, and how to start the saga.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    #[command(flatten)]
+    pub target: Target,
     /// Idempotency key: the same key returns the same saga
     #[arg(long, value_name = "KEY")]
     pub key: Option<String>,
@@ -59,6 +66,13 @@ pub struct TargetArgs {
 pub struct SnapshotArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub record: Recorded,
+}
+
+/// What a snapshot records in its meta.json.
+#[derive(Debug, Clone, Args)]
+pub struct Recorded {
     /// The app's commit, recorded in meta.json
     #[arg(long)]
     pub commit: Option<String>,
@@ -67,7 +81,22 @@ pub struct SnapshotArgs {
     pub version: Option<String>,
 }
 
-fn target(a: &TargetArgs) -> pb::AppTarget {
+/// The snapshot request for `target` (a schedule sends it without a key).
+pub fn snapshot_request(
+    target: &Target,
+    record: &Recorded,
+    key: Option<&str>,
+) -> pb::WarmSnapshotRequest {
+    pb::WarmSnapshotRequest {
+        target: Some(app_target(target)),
+        commit: record.commit.clone().unwrap_or_default(),
+        version: record.version.clone().unwrap_or_default(),
+        wait_undeployed_secs: target.wait_undeployed,
+        idempotency_key: key.unwrap_or_default().to_owned(),
+    }
+}
+
+fn app_target(a: &Target) -> pb::AppTarget {
     pb::AppTarget {
         host_id: a.host.to_string(),
         app: a.app.to_string(),
@@ -140,13 +169,7 @@ pub async fn run(
     let conn = Connection::open(settings).await?;
     match command {
         WarmCommand::Snapshot(a) => {
-            let req = pb::WarmSnapshotRequest {
-                target: Some(target(&a.target)),
-                commit: a.commit.unwrap_or_default(),
-                version: a.version.unwrap_or_default(),
-                wait_undeployed_secs: a.target.wait_undeployed,
-                idempotency_key: a.target.key.clone().unwrap_or_default(),
-            };
+            let req = snapshot_request(&a.target.target, &a.record, a.target.key.as_deref());
             let started = conn
                 .warm()
                 .warm_snapshot(req)
@@ -157,8 +180,8 @@ pub async fn run(
         }
         WarmCommand::Restore(a) => {
             let req = pb::WarmRestoreRequest {
-                target: Some(target(&a)),
-                wait_undeployed_secs: a.wait_undeployed,
+                target: Some(app_target(&a.target)),
+                wait_undeployed_secs: a.target.wait_undeployed,
                 idempotency_key: a.key.clone().unwrap_or_default(),
             };
             let started = conn

@@ -162,6 +162,11 @@ impl Scheduler {
             slot_ms,
             trigger,
             saga_id: None,
+            fired_by: if claim.is_some() {
+                &self.owner_id
+            } else {
+                "api"
+            },
             outcome: None,
             detail: None,
             now_ms: now,

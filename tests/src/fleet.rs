@@ -44,6 +44,18 @@ impl Fleet {
         timing: SagaTiming,
         archive_toml: Option<String>,
     ) -> Fleet {
+        Self::start_configured(coordinators, agents, timing, archive_toml, "").await
+    }
+
+    /// Like `start_with_archive`, with `coordinator_toml` (whole tables, e.g. `[schedules]`)
+    /// appended to every coordinator's config.
+    pub async fn start_configured(
+        coordinators: usize,
+        agents: usize,
+        timing: SagaTiming,
+        archive_toml: Option<String>,
+        coordinator_toml: &str,
+    ) -> Fleet {
         let heavy = crate::heavy().await;
         let db = TestDb::postgres().await;
         let store = Store::open(&db.url).await.expect("open store");
@@ -60,7 +72,8 @@ impl Fleet {
             )
         });
         let extra = format!(
-            "heartbeat_interval_secs = 1\nheartbeat_timeout_secs = 3\n\n[archive]\n{archive_toml}"
+            "heartbeat_interval_secs = 1\nheartbeat_timeout_secs = 3\n\n[archive]\n{archive_toml}\n\
+             {coordinator_toml}"
         );
         let mut coords = Vec::new();
         for i in 0..coordinators {

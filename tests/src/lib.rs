@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod pki;
 pub mod process;
 pub mod s3;
+pub mod webhook;
 
 pub use cluster::{TestAgent, TestCoordinator, eventually};
 pub use db::{DbKind, TestDb};

@@ -107,6 +107,7 @@ fn run_view(r: &RunRow) -> pb::ScheduleRun {
         outcome: r.outcome.clone().unwrap_or_default(),
         finished_at_ms: r.finished_at_ms.unwrap_or(0),
         detail: r.detail.clone().unwrap_or_default(),
+        fired_by: r.fired_by.clone(),
     }
 }
 

@@ -35,6 +35,7 @@ pub(super) const MIGRATION: &[&str] = &[
     slot_ms BIGINT NOT NULL,
     trigger_kind TEXT NOT NULL,
     saga_id TEXT,
+    fired_by TEXT NOT NULL,
     started_at_ms BIGINT NOT NULL,
     outcome TEXT,
     finished_at_ms BIGINT,
@@ -106,6 +107,8 @@ pub struct RunRow {
     /// `scheduled`, `catch_up`, `missed` or `manual` ([`Trigger::as_str`]).
     pub trigger: String,
     pub saga_id: Option<String>,
+    /// The coordinator that handled it (or `api` for an operator's run).
+    pub fired_by: String,
     pub started_at_ms: i64,
     /// `None` while its saga runs; then `succeeded`, `failed`, `skipped` or `unchanged`.
     pub outcome: Option<String>,
@@ -120,6 +123,7 @@ pub struct NewRun<'a> {
     pub slot_ms: i64,
     pub trigger: Trigger,
     pub saga_id: Option<&'a str>,
+    pub fired_by: &'a str,
     /// Set for a run that ends as it is recorded (missed, unchanged).
     pub outcome: Option<&'a str>,
     pub detail: Option<&'a str>,
@@ -160,8 +164,8 @@ fn schedule_row(r: &sqlx::any::AnyRow) -> Result<ScheduleRow, StoreError> {
     })
 }
 
-const RUN_COLUMNS: &str = "schedule, slot_ms, trigger_kind, saga_id, started_at_ms, outcome, \
-    finished_at_ms, detail";
+const RUN_COLUMNS: &str = "schedule, slot_ms, trigger_kind, saga_id, fired_by, started_at_ms, \
+    outcome, finished_at_ms, detail";
 
 fn run_row(r: &sqlx::any::AnyRow) -> Result<RunRow, StoreError> {
     Ok(RunRow {
@@ -169,6 +173,7 @@ fn run_row(r: &sqlx::any::AnyRow) -> Result<RunRow, StoreError> {
         slot_ms: r.try_get("slot_ms")?,
         trigger: r.try_get("trigger_kind")?,
         saga_id: r.try_get("saga_id")?,
+        fired_by: r.try_get("fired_by")?,
         started_at_ms: r.try_get("started_at_ms")?,
         outcome: r.try_get("outcome")?,
         finished_at_ms: r.try_get("finished_at_ms")?,
@@ -311,13 +316,14 @@ impl Store {
             return Ok(Fired::LeaseLost);
         }
         let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO schedule_runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+            "INSERT INTO schedule_runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (schedule, slot_ms) DO NOTHING"
         )))
         .bind(run.schedule)
         .bind(run.slot_ms)
         .bind(run.trigger.as_str())
         .bind(run.saga_id)
+        .bind(run.fired_by)
         .bind(run.now_ms)
         .bind(run.outcome)
         .bind(run.outcome.map(|_| run.now_ms))

@@ -20,6 +20,7 @@ mod limits;
 mod metrics;
 mod saga_crash;
 mod sagas;
+mod schedules;
 mod store;
 mod tls;
 mod trust;

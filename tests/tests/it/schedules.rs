@@ -1,0 +1,412 @@
+//! Schedules end to end: archives started by the clock through real coordinators and agents,
+//! under the faults schedules meet (the firing replica killed, every replica down across
+//! occurrences), and alerts posted to a webhook receiver on loopback.
+
+use std::time::{Duration, SystemTime};
+
+use berth_coordinator::store::{RunRow, Store};
+use berth_shared::Role;
+use berth_shared::saga::SagaStatus;
+use berth_shared::time::unix_ms;
+use berth_tests::cli::berth_at;
+use berth_tests::fleet::Fleet;
+use berth_tests::process::SagaTiming;
+use berth_tests::s3::S3Server;
+use berth_tests::webhook::Webhook;
+use berth_tests::{TestAgent, TestCoordinator, TestDb, eventually};
+use serde_json::Value;
+use sqlx::Row;
+
+const LONG: Duration = Duration::from_secs(120);
+
+/// `[schedules]` for process tests: fast ticks, a short fire lease, schedules every second
+/// allowed, and `grace_secs` of lateness counted as on time.
+fn fast(grace_secs: u64) -> String {
+    format!(
+        "[schedules]\ntick_ms = 200\nlease_secs = 2\nmin_interval_secs = 1\n\
+         late_grace_secs = {grace_secs}\n"
+    )
+}
+
+async fn runs(store: &Store, schedule: &str) -> Vec<RunRow> {
+    let mut runs = store.schedule_runs(schedule, 1000).await.unwrap();
+    runs.reverse();
+    runs
+}
+
+/// Creates `name` through the CLI on `url`: an archive of app `site` on `host-0`.
+async fn create(url: &str, token: &str, name: &str, cron: &str, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "--output", "json", "schedule", "create", name, "--cron", cron,
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["archive", "--host", "host-0", "--app", "site"]);
+    let run = berth_at(url, token, &args).await;
+    assert_eq!(run.code(), 0, "schedule create failed: {}", run.stderr());
+    run.json()
+}
+
+fn make_site(root: &std::path::Path) {
+    std::fs::create_dir_all(root.join("site/data")).unwrap();
+    std::fs::write(
+        root.join("site/data/index.html"),
+        "<h1>hi</h1>\n".repeat(50),
+    )
+    .unwrap();
+}
+
+/// How many sagas carry each occurrence's idempotency key (`schedule:<name>:<slot>`).
+async fn sagas_per_slot(f: &Fleet, name: &str) -> Vec<(String, i64)> {
+    sqlx::query(
+        "SELECT start_key, COUNT(*) AS n FROM saga_runs WHERE start_key LIKE $1 \
+         GROUP BY start_key ORDER BY start_key",
+    )
+    .bind(format!("schedule:{name}:%"))
+    .fetch_all(&f.pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get("start_key"), r.get("n")))
+    .collect()
+}
+
+#[tokio::test]
+async fn the_firing_replica_killed_just_after_an_occurrence_runs_it_exactly_once() {
+    let f = Fleet::start_configured(2, 1, SagaTiming::default(), None, &fast(60)).await;
+    make_site(&f.agents[0].apps_root());
+    let url = f.coordinators[0].url();
+    let created = create(&url, &f.admin_token, "often", "*/4 * * * * *", &[]).await;
+    assert_eq!(created["next_runs_ms"].as_array().unwrap().len(), 5);
+
+    // The moment the first occurrence's saga exists, kill the replica holding the fire job.
+    let (saga, firer) = eventually(
+        Duration::from_secs(30),
+        "a first scheduled saga",
+        || async {
+            let row = sqlx::query(
+                "SELECT s.id, j.owner_id FROM saga_runs s, jobs j \
+             WHERE s.start_key LIKE 'schedule:often:%' AND j.name = 'schedule.fire'",
+            )
+            .fetch_optional(&f.pool)
+            .await
+            .unwrap()?;
+            let owner: Option<String> = row.get("owner_id");
+            Some((row.get::<String, _>("id"), owner?))
+        },
+    )
+    .await;
+    let killed = f.replica(&firer);
+    f.coordinators[killed].kill9();
+    let survivor = f.coordinators[1 - killed].name.clone();
+
+    // The survivor takes over firing; the first occurrence is recorded with the saga that
+    // was started for it, and runs once.
+    let all = eventually(LONG, "three settled runs", || async {
+        let r = runs(&f.store, "often").await;
+        (r.len() >= 3 && r[..3].iter().all(|x| x.outcome.is_some())).then_some(r)
+    })
+    .await;
+    assert_eq!(all[0].saga_id.as_deref(), Some(saga.as_str()), "{all:?}");
+    for run in &all[..3] {
+        assert_eq!(
+            run.outcome.as_deref(),
+            Some("succeeded"),
+            "{run:?}\n{}",
+            f.logs_tail()
+        );
+        let id = run.saga_id.as_deref().unwrap();
+        assert_eq!(f.saga(id).await.0, SagaStatus::Completed);
+        assert_eq!(
+            f.agents[0].runs(id, 0).0,
+            1,
+            "saga {id}'s archive ran more than once"
+        );
+    }
+    assert!(all[1..].iter().any(|r| r.fired_by == survivor), "{all:?}");
+    let slots: Vec<i64> = all.iter().map(|r| r.slot_ms).collect();
+    let mut unique = slots.clone();
+    unique.dedup();
+    assert_eq!(slots, unique, "an occurrence was recorded twice");
+    assert!(
+        sagas_per_slot(&f, "often")
+            .await
+            .iter()
+            .all(|(_, n)| *n == 1)
+    );
+}
+
+/// Waits until the wall clock is `offset` past a multiple of `period`.
+async fn sleep_until_phase(period: Duration, offset: Duration) {
+    let now = unix_ms(SystemTime::now()) as u64;
+    let p = period.as_millis() as u64;
+    let target = (now / p + 1) * p + offset.as_millis() as u64;
+    tokio::time::sleep(Duration::from_millis(target - now)).await;
+}
+
+#[tokio::test]
+async fn occurrences_missed_while_every_replica_was_down_run_once_or_not_at_all() {
+    let f = Fleet::start_configured(2, 1, SagaTiming::default(), None, &fast(2)).await;
+    make_site(&f.agents[0].apps_root());
+    let url = f.coordinators[0].url();
+    create(
+        &url,
+        &f.admin_token,
+        "catch",
+        "*/10 * * * * *",
+        &["--catch-up", "true"],
+    )
+    .await;
+    create(
+        &url,
+        &f.admin_token,
+        "skip",
+        "*/10 * * * * *",
+        &["--catch-up", "false"],
+    )
+    .await;
+    for name in ["catch", "skip"] {
+        eventually(LONG, "a first run to succeed", || async {
+            let r = runs(&f.store, name).await;
+            r.iter()
+                .any(|x| x.outcome.as_deref() == Some("succeeded"))
+                .then_some(())
+        })
+        .await;
+    }
+    // Down from just after one occurrence until 4 s after the second one after it.
+    sleep_until_phase(Duration::from_secs(10), Duration::from_millis(500)).await;
+    for c in &f.coordinators {
+        c.kill9();
+    }
+    let down_at = unix_ms(SystemTime::now());
+    let before = (
+        runs(&f.store, "catch").await.len(),
+        runs(&f.store, "skip").await.len(),
+    );
+    sleep_until_phase(Duration::from_secs(10), Duration::ZERO).await;
+    sleep_until_phase(Duration::from_secs(10), Duration::from_secs(4)).await;
+    let last_missed = (unix_ms(SystemTime::now()) / 10_000) * 10_000;
+    f.coordinators[0].restart().await;
+
+    let after = |name: &'static str, n: usize| {
+        let store = f.store.clone();
+        async move {
+            eventually(Duration::from_secs(20), "the catch-up decision", || async {
+                let r = runs(&store, name).await;
+                (r.len() > n).then(|| r[n..].to_vec())
+            })
+            .await
+        }
+    };
+    let caught = after("catch", before.0).await;
+    let skipped = after("skip", before.1).await;
+    // One run for both missed occurrences, standing for the newer one; never two.
+    assert_eq!(caught[0].trigger, "catch_up", "{caught:?}");
+    assert_eq!(caught[0].slot_ms, last_missed, "{caught:?}");
+    assert!(caught[0].saga_id.is_some());
+    assert_eq!(skipped[0].trigger, "missed", "{skipped:?}");
+    assert_eq!(skipped[0].slot_ms, last_missed);
+    assert_eq!(skipped[0].saga_id, None, "a missed run must start nothing");
+    assert_eq!(skipped[0].outcome.as_deref(), Some("missed"));
+    for r in caught.iter().chain(&skipped) {
+        assert!(
+            r.slot_ms == last_missed || r.slot_ms > last_missed,
+            "an occurrence from the outage ran on its own: {r:?}"
+        );
+        assert!(r.slot_ms > down_at);
+    }
+    let catch_up = caught[0].saga_id.clone().unwrap();
+    f.assert_completes(&catch_up, LONG).await;
+    // Both go on at the next occurrence, on time.
+    for name in ["catch", "skip"] {
+        eventually(
+            Duration::from_secs(30),
+            "an on-time run after the outage",
+            || async {
+                let r = runs(&f.store, name).await;
+                r.iter()
+                    .any(|x| x.slot_ms > last_missed && x.trigger == "scheduled")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_failed_run_and_an_overdue_schedule_reach_the_webhook_signed_once_each() {
+    // The receiver fails the first delivery; the alert is retried and delivered once.
+    let hook = Webhook::start(&[500]).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let secret_file = secrets.path().join("alert-secret");
+    std::fs::write(&secret_file, "s3cret-signing-key\n").unwrap();
+    let db = TestDb::sqlite();
+    let (url, secret) = (hook.url.clone(), secret_file.clone());
+    let c = TestCoordinator::start_with(&db, None, move |c| {
+        c.schedules.tick_ms = 200;
+        c.schedules.lease_secs = 2;
+        c.schedules.min_interval_secs = 1;
+        c.alerts.webhook_url = Some(url);
+        c.alerts.webhook_secret_file = Some(secret);
+    })
+    .await;
+    let token = c.token(Role::Agent, Some("host-0")).await;
+    let agent = TestAgent::start(&c, "host-0", &token, |_| {}).await;
+    agent.wait_connected(Duration::from_secs(10)).await;
+    let operator = c.token(Role::Operator, None).await;
+    // No `site` directory on the host: every run fails.
+    create(
+        &c.url(),
+        &operator,
+        "broken",
+        "*/3 * * * * *",
+        &["--alert-after", "4s"],
+    )
+    .await;
+
+    let failed = eventually(LONG, "a failed run", || async {
+        let r = runs(c.store(), "broken").await;
+        r.into_iter()
+            .find(|x| x.outcome.as_deref() == Some("failed"))
+    })
+    .await;
+    let failed_id = format!("schedule.run_failed:broken:{}", failed.slot_ms);
+    let overdue_prefix = "schedule.overdue:broken:";
+    let got = eventually(LONG, "both alerts delivered", || async {
+        let got = hook.received();
+        let ok = |p: &dyn Fn(&str) -> bool| got.iter().any(|r| p(&r.event_id) && r.answered == 200);
+        (ok(&|id| id == failed_id) && ok(&|id| id.starts_with(overdue_prefix))).then_some(got)
+    })
+    .await;
+    assert_eq!(
+        got[0].answered, 500,
+        "the first attempt was meant to fail: {got:?}"
+    );
+    for r in &got {
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["id"], r.event_id.as_str());
+        assert_eq!(body["kind"], r.event.as_str());
+        assert_eq!(body["schedule"], "broken");
+        let ts: i64 = r.timestamp.parse().unwrap();
+        assert_eq!(
+            r.signature,
+            berth_coordinator::alert::signature("s3cret-signing-key", ts, &r.body),
+            "bad signature on {}",
+            r.event_id
+        );
+    }
+    let failed_alert = got.iter().find(|r| r.event_id == failed_id).unwrap();
+    let body: Value = serde_json::from_str(&failed_alert.body).unwrap();
+    assert_eq!(body["kind"], "schedule.run_failed");
+    assert_eq!(body["saga_id"], failed.saga_id.as_deref().unwrap());
+    assert!(
+        body["message"].as_str().unwrap().contains("broken"),
+        "{body}"
+    );
+    // Delivered once per event id: the 500 is followed by exactly one 200, and the overdue
+    // alert is raised once however many ticks see the schedule overdue.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = hook.received();
+    let delivered = |id: &str| {
+        got.iter()
+            .filter(|r| r.event_id == id && r.answered == 200)
+            .count()
+    };
+    assert_eq!(delivered(&failed_id), 1, "{got:?}");
+    let overdue: Vec<_> = got
+        .iter()
+        .filter(|r| r.event_id.starts_with(overdue_prefix))
+        .collect();
+    assert_eq!(overdue.len(), 1, "{overdue:?}");
+    // The alert whose first delivery failed was sent again, with the same id, and once.
+    let first = &got[0].event_id;
+    assert_eq!(delivered(first), 1, "{got:?}");
+    let outbox = c.store().list_alerts(100).await.unwrap();
+    let row = outbox.iter().find(|a| &a.event_id == first).unwrap();
+    assert!(row.delivered_at_ms.is_some());
+    assert_eq!(row.attempts, 2, "{row:?}");
+    // The secret never reaches the outbox or the webhook body.
+    assert!(outbox.iter().all(|a| !a.body.contains("s3cret")));
+}
+
+#[tokio::test]
+async fn a_minutely_schedule_archives_an_app_each_minute_and_retention_keeps_the_last_two() {
+    let db = TestDb::sqlite();
+    let s3 = S3Server::start().await;
+    let mut archive = s3.coordinator_config("minutely");
+    archive.keep_last = Some(2);
+    let c = TestCoordinator::start_with(&db, None, move |c| {
+        c.archive = archive;
+        c.schedules.tick_ms = 500;
+    })
+    .await;
+    let token = c.token(Role::Agent, Some("host-0")).await;
+    let agent_archive = s3.agent_config("minutely");
+    let agent = TestAgent::start(&c, "host-0", &token, move |a| a.archive = agent_archive).await;
+    agent.wait_connected(Duration::from_secs(10)).await;
+    make_site(&agent.dir.path().join("apps"));
+    let operator = c.token(Role::Operator, None).await;
+    let shown = create(&c.url(), &operator, "minutely", "* * * * *", &[]).await;
+    let next: Vec<i64> = shown["next_runs_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert!(next.windows(2).all(|w| w[1] - w[0] == 60_000), "{next:?}");
+
+    let done = eventually(
+        Duration::from_secs(300),
+        "three runs a minute apart",
+        || async {
+            let r = runs(c.store(), "minutely").await;
+            (r.len() >= 3 && r[..3].iter().all(|x| x.outcome.is_some())).then_some(r)
+        },
+    )
+    .await;
+    let three = &done[..3];
+    for r in three {
+        assert_eq!(r.outcome.as_deref(), Some("succeeded"), "{r:?}");
+        assert_eq!(r.trigger, "scheduled");
+        assert_eq!(r.slot_ms % 60_000, 0);
+    }
+    assert!(
+        three
+            .windows(2)
+            .all(|w| w[1].slot_ms - w[0].slot_ms == 60_000)
+    );
+    // Each create ends with retention: the bucket holds the newest two, the third is gone.
+    let listed = berth_at(
+        &c.url(),
+        &operator,
+        &["--output", "json", "archive", "list", "--app", "site"],
+    )
+    .await;
+    assert_eq!(listed.code(), 0, "{}", listed.stderr());
+    let uuids: Vec<String> = listed
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["uuid"].as_str().unwrap().to_owned())
+        .collect();
+    let newest: Vec<String> = done
+        .iter()
+        .rev()
+        .take(2)
+        .map(|r| r.saga_id.clone().unwrap())
+        .collect();
+    assert_eq!(uuids.len(), 2, "{uuids:?}");
+    assert!(
+        newest.iter().all(|id| uuids.contains(id)),
+        "{uuids:?} vs {newest:?}"
+    );
+    // `list` shows the last run and the next; `show` the history.
+    let list = berth_at(&c.url(), &operator, &["schedule", "list"]).await;
+    assert_eq!(list.code(), 0);
+    assert!(
+        list.stdout.contains("minutely") && list.stdout.contains("succeeded"),
+        "{}",
+        list.stdout
+    );
+}
