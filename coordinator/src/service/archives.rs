@@ -267,6 +267,7 @@ impl pb::archive_service_server::ArchiveService for ArchivesService {
         let policy = RetentionPolicy {
             keep_last: (req.keep_last != 0).then_some(req.keep_last),
             keep_within_secs: (req.keep_within_secs != 0).then_some(req.keep_within_secs),
+            ..RetentionPolicy::default()
         };
         let now = unix_ms(SystemTime::now()) / 1000;
         let mode = if req.dry_run {
