@@ -303,6 +303,7 @@ impl pb::archive_service_server::ArchiveService for ArchivesService {
             a => Some(app(a)?),
         };
         let policy = policy(&req)?;
+        let zone = policy.or(self.catalog.config().retention()).zone();
         let now = unix_ms(SystemTime::now()) / 1000;
         let mode = if req.dry_run {
             PruneMode::DryRun
@@ -350,6 +351,7 @@ impl pb::archive_service_server::ArchiveService for ArchivesService {
                 .iter()
                 .map(|(e, reasons)| pruned_to_pb(e, reasons))
                 .collect(),
+            timezone: zone.name().to_owned(),
         }))
     }
 }
