@@ -15,6 +15,8 @@ use crate::error::CliError;
 use crate::output::{OutputFormat, Table, human_bytes, relative_time, write_json};
 use crate::sagas::{Presentation, follow};
 
+mod prune;
+
 #[derive(Debug, Clone, Subcommand)]
 pub enum ArchiveCommand {
     /// Archive an app's directory (or, with --volumes, its stack's volumes) on a host into
@@ -45,18 +47,9 @@ pub enum ArchiveCommand {
         #[arg(long, value_name = "APP", conflicts_with = "uuid")]
         all_of: Option<AppName>,
     },
-    /// Apply retention to an app: keep the last N and/or those younger than a duration
-    Prune {
-        #[arg(long, value_name = "APP")]
-        app: AppName,
-        #[arg(long, value_name = "N", default_value_t = 0)]
-        keep_last: u32,
-        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-        keep_within: Option<std::time::Duration>,
-        /// Show what would be deleted without deleting
-        #[arg(long)]
-        dry_run: bool,
-    },
+    /// Apply retention to an app's archives (or every app's): keep the last N, the newest of
+    /// each of the last N hours/days/weeks/months/years, those younger than a duration
+    Prune(prune::PruneArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -315,25 +308,13 @@ pub async fn run(
             .into_inner();
             deleted_list(&deleted.deleted_uuids, how.format, out)
         }
-        ArchiveCommand::Prune {
-            app,
-            keep_last,
-            keep_within,
-            dry_run,
-        } => {
-            if keep_last == 0 && keep_within.is_none() {
-                return Err(CliError::InvalidArgument(
-                    "give --keep-last N and/or --keep-within DURATION; prune never deletes everything".into(),
-                ));
-            }
-            let req = pb::PruneArchivesRequest {
-                app: app.to_string(),
-                keep_last,
-                keep_within_secs: keep_within.map_or(0, |d| d.as_secs()),
-                dry_run,
-            };
-            let deleted = client.prune_archives(req).await.map_err(err)?.into_inner();
-            deleted_list(&deleted.deleted_uuids, how.format, out)
+        ArchiveCommand::Prune(a) => {
+            let resp = client
+                .prune_archives(a.request())
+                .await
+                .map_err(err)?
+                .into_inner();
+            prune::write(&resp, a.dry_run, how.format, out)
         }
     }
 }

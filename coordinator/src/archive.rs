@@ -74,7 +74,8 @@ pub enum PruneMode {
 #[derive(Debug, Clone, Default)]
 pub struct PruneOutcome {
     pub deleted: Vec<ArchiveEntry>,
-    pub kept: Vec<(ArchiveEntry, KeepReason)>,
+    /// Each survivor with every rule that keeps it.
+    pub kept: Vec<(ArchiveEntry, Vec<KeepReason>)>,
 }
 
 /// The archive store, as the coordinator's API sees it.
@@ -271,13 +272,14 @@ impl Catalog {
                 id: e.key.id().to_string(),
                 ts: e.key.ts(),
                 good: *good,
+                covers: Vec::new(),
             })
             .collect();
         let plan = plan_retention(&candidates, policy, now_secs)?;
         let entries = history.into_iter().map(|(e, _)| e);
         for (entry, verdict) in entries.zip(plan.verdicts) {
             match verdict {
-                Verdict::Keep(reason) => outcome.kept.push((entry, reason)),
+                Verdict::Keep(reasons) => outcome.kept.push((entry, reasons)),
                 Verdict::Delete => {
                     if mode == PruneMode::Delete {
                         self.delete_entry(&entry).await?;

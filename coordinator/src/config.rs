@@ -305,6 +305,25 @@ mod tests {
     }
 
     #[test]
+    fn retention_zones_and_tier_counts_are_checked_at_load() {
+        let err = Config::parse("[archive]\nretention_timezone = \"Europe/Berln\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Europe/Berln")
+                && err.contains("IANA")
+                && err.contains("retention_timezone"),
+            "{err}"
+        );
+        let c = Config::parse("insecure_plaintext = true\n[archive]\nkeep_weekly = 0").unwrap();
+        let err = c.check().unwrap_err().to_string();
+        assert!(
+            err.contains("archive.keep_weekly must be at least 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn database_defaults_to_sqlite_in_data_dir() {
         let c = Config::parse("insecure_plaintext = true\ndata_dir = \"/srv/b\"").unwrap();
         assert_eq!(
@@ -341,6 +360,9 @@ mod example_tests {
         );
         assert!(c.archive.url().unwrap().is_s3());
         assert_eq!(c.archive.keep_last, Some(14));
+        let retention = c.archive.retention();
+        assert_eq!(retention.keep_monthly, Some(12));
+        assert_eq!(retention.zone().name(), "Europe/Berlin");
         assert_eq!(c.inventory, crate::drift::InventoryConfig::default());
     }
 }

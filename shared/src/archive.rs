@@ -20,14 +20,16 @@ use std::fmt;
 
 use crate::name::AppName;
 
+/// The zone type of [`RetentionPolicy::timezone`], so callers need no `chrono-tz` of their own.
+pub use chrono_tz::Tz;
 pub use meta::{
     ArchiveMeta, FORMAT_TAR_ZSTD, LabelError, SIZE_LABEL, SOURCE_APP_DIR, SOURCE_VOLUMES,
     validate_labels,
 };
 pub use progress::{ArchiveProgress, Phase};
 pub use retention::{
-    KeepReason, RetentionEntry, RetentionError, RetentionPlan, RetentionPolicy, Verdict,
-    plan_retention,
+    KeepReason, RetentionEntry, RetentionError, RetentionPlan, RetentionPolicy, Rule, Verdict,
+    parse_timezone, plan_retention,
 };
 pub use store_url::{StoreUrl, StoreUrlError};
 

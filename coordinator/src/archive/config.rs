@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use berth_shared::archive::{RetentionPolicy, StoreUrl};
+use berth_shared::archive::{RetentionPolicy, StoreUrl, Tz, parse_timezone};
 use serde::Deserialize;
 
 /// S3 presigned URLs live at most 7 days.
@@ -57,6 +57,26 @@ pub struct ArchiveConfig {
     /// Retention default: keep archives younger than this many seconds.
     #[serde(default)]
     pub keep_within_secs: Option<u64>,
+    /// Retention default: keep the newest archive of each of the last N hours that have one
+    /// (restic's `forget` tiers; only complete archives fill them).
+    #[serde(default)]
+    pub keep_hourly: Option<u32>,
+    /// Retention default: … of each of the last N days.
+    #[serde(default)]
+    pub keep_daily: Option<u32>,
+    /// Retention default: … of each of the last N ISO weeks.
+    #[serde(default)]
+    pub keep_weekly: Option<u32>,
+    /// Retention default: … of each of the last N months.
+    #[serde(default)]
+    pub keep_monthly: Option<u32>,
+    /// Retention default: … of each of the last N years.
+    #[serde(default)]
+    pub keep_yearly: Option<u32>,
+    /// The IANA time zone whose hours, days, weeks, months and years the tiers count in,
+    /// e.g. `Europe/Berlin` (default UTC).
+    #[serde(default, deserialize_with = "timezone")]
+    pub retention_timezone: Option<Tz>,
     /// How often one coordinator sweeps the bucket for multipart uploads that no live
     /// `archive.create` saga owns, and aborts them (seconds; 0: never, `berth archive prune`
     /// still sweeps).
@@ -66,6 +86,14 @@ pub struct ArchiveConfig {
     /// whose saga the sweep cannot see yet.
     #[serde(default = "default_upload_grace_secs")]
     pub upload_grace_secs: u64,
+}
+
+/// Reads `retention_timezone`, refusing a name that is not an IANA zone.
+fn timezone<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Tz>, D::Error> {
+    let name = String::deserialize(d)?;
+    parse_timezone(&name)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("archive.retention_timezone: {e}")))
 }
 
 fn default_store_url() -> String {
@@ -109,6 +137,12 @@ impl Default for ArchiveConfig {
             max_link_expiry_secs: default_max_link_expiry_secs(),
             keep_last: None,
             keep_within_secs: None,
+            keep_hourly: None,
+            keep_daily: None,
+            keep_weekly: None,
+            keep_monthly: None,
+            keep_yearly: None,
+            retention_timezone: None,
             upload_sweep_interval_secs: default_upload_sweep_interval_secs(),
             upload_grace_secs: default_upload_grace_secs(),
         }
@@ -132,7 +166,13 @@ impl ArchiveConfig {
     pub fn retention(&self) -> RetentionPolicy {
         RetentionPolicy {
             keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
             keep_within_secs: self.keep_within_secs,
+            timezone: self.retention_timezone,
         }
     }
 
@@ -176,8 +216,17 @@ impl ArchiveConfig {
                 self.max_link_expiry_secs
             );
         }
-        if self.keep_last == Some(0) {
-            bail!("archive.keep_last must be at least 1 (absent: no count rule)");
+        for (key, n) in [
+            ("keep_last", self.keep_last),
+            ("keep_hourly", self.keep_hourly),
+            ("keep_daily", self.keep_daily),
+            ("keep_weekly", self.keep_weekly),
+            ("keep_monthly", self.keep_monthly),
+            ("keep_yearly", self.keep_yearly),
+        ] {
+            if n == Some(0) {
+                bail!("archive.{key} must be at least 1 (absent: no such rule)");
+            }
         }
         if self.keep_within_secs == Some(0) {
             bail!("archive.keep_within_secs must be at least 1 (absent: no age rule)");

@@ -34,7 +34,7 @@ impl Step for RetentionStep {
         };
         if catalog.config().retention().is_empty() {
             return Ok(json!({
-                "skipped": "no retention configured ([archive] keep_last / keep_within_secs)"
+                "skipped": "no retention configured ([archive] keep_last, keep_daily, … keep_within_secs)"
             }));
         }
         let now = unix_ms(SystemTime::now()) / 1000;

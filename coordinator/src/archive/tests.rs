@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use berth_shared::archive::{ArchiveMeta, RetentionError};
+use berth_shared::archive::{ArchiveMeta, RetentionError, Rule};
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -217,13 +217,18 @@ async fn prune_follows_the_policy_and_keeps_the_newest_good_one() {
     put(&*store, "other", 9, "-", 100, b"a", true).await;
     let last1 = RetentionPolicy {
         keep_last: Some(1),
-        keep_within_secs: None,
+        ..RetentionPolicy::default()
     };
     let dry = catalog
         .prune(Some(&app("web")), last1, PruneMode::DryRun, 1000)
         .await
         .unwrap();
-    assert_eq!(uuids(&dry.deleted), vec![uuid(4), uuid(2), uuid(1)]);
+    // Incomplete archives take no slot of keep_last, however new: the newest good one is the
+    // last one kept.
+    assert_eq!(
+        uuids(&dry.deleted),
+        vec![uuid(5), uuid(4), uuid(2), uuid(1)]
+    );
     assert_eq!(
         catalog.list(&ListQuery::default()).await.unwrap().len(),
         6,
@@ -234,18 +239,24 @@ async fn prune_follows_the_policy_and_keeps_the_newest_good_one() {
         .prune(Some(&app("web")), last1, PruneMode::Delete, 1000)
         .await
         .unwrap();
-    assert_eq!(uuids(&done.deleted), vec![uuid(4), uuid(2), uuid(1)]);
+    assert_eq!(
+        uuids(&done.deleted),
+        vec![uuid(5), uuid(4), uuid(2), uuid(1)]
+    );
     let kept: Vec<_> = done
         .kept
         .iter()
-        .map(|(e, r)| (e.key.id().to_string(), *r))
+        .map(|(e, r)| (e.key.id().to_string(), r.clone()))
         .collect();
     assert_eq!(
         kept,
-        vec![
-            (uuid(5), KeepReason::Last),
-            (uuid(3), KeepReason::NewestGood)
-        ]
+        vec![(
+            uuid(3),
+            vec![KeepReason {
+                rule: Rule::Last,
+                bucket: String::new()
+            }]
+        )]
     );
     assert!(
         catalog.get(&id(2)).await.is_err(),
@@ -266,12 +277,13 @@ async fn prune_follows_the_policy_and_keeps_the_newest_good_one() {
     let mut config = ArchiveConfig::for_url("memory://");
     config.keep_within_secs = Some(1);
     let catalog = Catalog::with_store(config, store.clone());
+    // Everything old: each app keeps only its newest good archive.
+    put(&*store, "web", 6, "-", 50, b"a", true).await;
     let all = catalog
         .prune(None, RetentionPolicy::default(), PruneMode::Delete, 1000)
         .await
         .unwrap();
-    // Everything old: each app keeps only its newest good archive (5 has no metadata).
-    assert_eq!(uuids(&all.deleted), vec![uuid(5)]);
+    assert_eq!(uuids(&all.deleted), vec![uuid(6)]);
 }
 
 #[tokio::test]
@@ -295,7 +307,7 @@ async fn an_apps_volume_archives_and_directory_archives_are_pruned_as_two_histor
     }
     let last1 = RetentionPolicy {
         keep_last: Some(1),
-        keep_within_secs: None,
+        ..RetentionPolicy::default()
     };
     let out = catalog
         .prune(Some(&app("kc")), last1, PruneMode::Delete, 1000)
@@ -323,8 +335,8 @@ async fn a_size_mismatch_is_not_good() {
         .await
         .unwrap();
     let p = RetentionPolicy {
-        keep_last: None,
         keep_within_secs: Some(1),
+        ..RetentionPolicy::default()
     };
     let out = catalog
         .prune(None, p, PruneMode::Delete, 1000)

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use berth_proto::v1 as pb;
 use berth_shared::AppName;
-use berth_shared::archive::{ArchiveId, RetentionPolicy};
+use berth_shared::archive::{ArchiveId, KeepReason, RetentionPolicy, parse_timezone};
 use berth_shared::time::unix_ms;
 use serde_json::json;
 use tonic::{Request, Response, Status};
@@ -60,7 +60,45 @@ fn app(name: &str) -> Result<AppName, Status> {
 fn deleted(ids: impl IntoIterator<Item = ArchiveId>) -> Response<pb::DeleteArchivesResponse> {
     Response::new(pb::DeleteArchivesResponse {
         deleted_uuids: ids.into_iter().map(|i| i.to_string()).collect(),
+        ..Default::default()
     })
+}
+
+/// A prune request's rules (0: unset) and zone; an unknown zone is refused naming the field.
+fn policy(req: &pb::PruneArchivesRequest) -> Result<RetentionPolicy, Status> {
+    let set = |n: u32| (n != 0).then_some(n);
+    let timezone = match req.timezone.as_str() {
+        "" => None,
+        name => Some(
+            parse_timezone(name).map_err(|e| Status::invalid_argument(format!("timezone: {e}")))?,
+        ),
+    };
+    Ok(RetentionPolicy {
+        keep_last: set(req.keep_last),
+        keep_hourly: set(req.keep_hourly),
+        keep_daily: set(req.keep_daily),
+        keep_weekly: set(req.keep_weekly),
+        keep_monthly: set(req.keep_monthly),
+        keep_yearly: set(req.keep_yearly),
+        keep_within_secs: (req.keep_within_secs != 0).then_some(req.keep_within_secs),
+        timezone,
+    })
+}
+
+fn pruned_to_pb(e: &ArchiveEntry, reasons: &[KeepReason]) -> pb::PrunedArchive {
+    pb::PrunedArchive {
+        uuid: e.key.id().to_string(),
+        app: e.key.app().to_string(),
+        key: e.key.to_string(),
+        ts_ms: e.key.ts().saturating_mul(1000),
+        reasons: reasons
+            .iter()
+            .map(|r| pb::KeepReason {
+                rule: r.rule.as_str().to_owned(),
+                bucket: r.bucket.clone(),
+            })
+            .collect(),
+    }
 }
 
 /// `<ts>.<uuid>` of the last archive of a page: the next page starts after it.
@@ -242,10 +280,8 @@ impl pb::archive_service_server::ArchiveService for ArchivesService {
             "" => None,
             a => Some(app(a)?),
         };
-        let policy = RetentionPolicy {
-            keep_last: (req.keep_last != 0).then_some(req.keep_last),
-            keep_within_secs: (req.keep_within_secs != 0).then_some(req.keep_within_secs),
-        };
+        let policy = policy(&req)?;
+        let zone = policy.or(self.catalog.config().retention()).zone();
         let now = unix_ms(SystemTime::now()) / 1000;
         let mode = if req.dry_run {
             PruneMode::DryRun
@@ -277,9 +313,24 @@ impl pb::archive_service_server::ArchiveService for ArchivesService {
             token_id = who.token_id,
             "prune on request"
         );
-        Ok(deleted(
-            outcome.deleted.into_iter().map(|e| e.key.id().clone()),
-        ))
+        Ok(Response::new(pb::DeleteArchivesResponse {
+            deleted_uuids: outcome
+                .deleted
+                .iter()
+                .map(|e| e.key.id().to_string())
+                .collect(),
+            pruned: outcome
+                .deleted
+                .iter()
+                .map(|e| pruned_to_pb(e, &[]))
+                .collect(),
+            kept: outcome
+                .kept
+                .iter()
+                .map(|(e, reasons)| pruned_to_pb(e, reasons))
+                .collect(),
+            timezone: zone.name().to_owned(),
+        }))
     }
 }
 

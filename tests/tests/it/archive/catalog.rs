@@ -84,7 +84,7 @@ async fn create_list_link_restore_prune_and_delete_on_every_backend() {
         let web = AppName::new("web").unwrap();
         let policy = RetentionPolicy {
             keep_last: Some(1),
-            keep_within_secs: None,
+            ..RetentionPolicy::default()
         };
         let pruned = b
             .catalog

@@ -180,8 +180,8 @@ async fn the_archive_service_answers_over_grpc() {
         .prune_archives(pb::PruneArchivesRequest {
             app: "web".into(),
             keep_last: 2,
-            keep_within_secs: 0,
             dry_run: true,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -191,8 +191,8 @@ async fn the_archive_service_answers_over_grpc() {
         .prune_archives(pb::PruneArchivesRequest {
             app: "web".into(),
             keep_last: 2,
-            keep_within_secs: 0,
             dry_run: false,
+            ..Default::default()
         })
         .await
         .unwrap()
