@@ -145,7 +145,7 @@ async fn sleep_until_phase(period: Duration, offset: Duration) {
 
 #[tokio::test]
 async fn occurrences_missed_while_every_replica_was_down_run_once_or_not_at_all() {
-    let f = Fleet::start_configured(2, 1, SagaTiming::default(), None, &fast(2)).await;
+    let f = Fleet::start_configured(2, 1, SagaTiming::default(), None, &fast(3)).await;
     make_site(&f.agents[0].apps_root());
     let url = f.coordinators[0].url();
     create(
