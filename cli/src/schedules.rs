@@ -57,8 +57,52 @@ pub struct CreateArgs {
     /// Create it paused
     #[arg(long)]
     pub paused: bool,
+    #[command(flatten)]
+    pub retention: Keep,
     #[command(subcommand)]
     pub action: Action,
+}
+
+/// Retention after each archive the schedule makes (restic `forget` rules, in --timezone);
+/// rules left out fall back to the coordinator's [archive] defaults.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Keep {
+    /// Keep the N newest archives
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest archive of each of the last N hours
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// … of each of the last N days
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// … of each of the last N ISO weeks
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// … of each of the last N months
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// … of each of the last N years
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every archive younger than this, e.g. 30d
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub keep_within: Option<std::time::Duration>,
+}
+
+impl Keep {
+    fn rules(&self) -> Option<pb::Retention> {
+        let r = pb::Retention {
+            keep_last: self.keep_last.unwrap_or(0),
+            keep_hourly: self.keep_hourly.unwrap_or(0),
+            keep_daily: self.keep_daily.unwrap_or(0),
+            keep_weekly: self.keep_weekly.unwrap_or(0),
+            keep_monthly: self.keep_monthly.unwrap_or(0),
+            keep_yearly: self.keep_yearly.unwrap_or(0),
+            keep_within_secs: self.keep_within.map_or(0, |d| d.as_secs()),
+        };
+        (r != pb::Retention::default()).then_some(r)
+    }
 }
 
 /// What each occurrence runs.
@@ -257,6 +301,7 @@ pub async fn run(
                 catch_up: a.catch_up,
                 alert_after_secs: a.alert_after.map_or(0, |d| d.as_secs()),
                 paused: a.paused,
+                retention: a.retention.rules(),
                 action: Some(action),
             };
             show(

@@ -28,7 +28,7 @@ use object_store::ObjectStore;
 pub use config::{ArchiveConfig, MAX_LINK_EXPIRY_SECS};
 pub use error::CatalogError;
 pub use recorded::recorded;
-pub use step::RetentionStep;
+pub use step::{RetentionInputs, RetentionStep};
 pub use sweep::{SWEEP_JOB, SweepOutcome, UploadSweeper};
 
 use bucket::Bucket;

@@ -79,6 +79,10 @@ pub fn task_of(kind: &str, saga_id: &str, inputs: &Value) -> Result<(String, Tas
     let mut task_inputs = inputs.clone();
     if let Some(o) = task_inputs.as_object_mut() {
         o.remove("host_id");
+        // A create's retention rules are the coordinator's retention step's, not the agent's.
+        if kind == "archive_create" {
+            o.remove("retention");
+        }
         crate::saga::secrets::strip_markers(o);
         if kind == "archive_create" && o.get("uuid").is_none_or(Value::is_null) {
             o.insert("uuid".into(), json!(saga_id));

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{AgentStep, task_of};
-use crate::archive::RetentionStep;
+use crate::archive::{RetentionInputs, RetentionStep};
 use crate::saga::{Registry, Step};
 
 /// Checks a saga's inputs as the task they become (`berth_shared::task::Task`), so a bad
@@ -39,6 +39,7 @@ fn warm_restore(v: &Value) -> Result<Vec<Arc<dyn Step>>, String> {
 
 fn archive_create(v: &Value) -> Result<Vec<Arc<dyn Step>>, String> {
     check("archive_create", v)?;
+    RetentionInputs::of(v)?;
     Ok(vec![
         Arc::new(AgentStep {
             name: "archive_create",
@@ -95,6 +96,31 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("out of range"));
+        // A schedule's retention rides in the create's inputs, checked at start and never
+        // sent to the agent.
+        r.build(
+            "archive.create",
+            r#"{"host_id":"h","app":"a","retention":{"keep_daily":7,"timezone":"Europe/Berlin"}}"#,
+        )
+        .unwrap();
+        let err = r
+            .build(
+                "archive.create",
+                r#"{"host_id":"h","app":"a","retention":{"keep_daily":7,"timezone":"Mars"}}"#,
+            )
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("retention: unknown time zone"),
+            "{err}"
+        );
+        let (_, task) = super::super::task_of(
+            "archive_create",
+            "00000000-0000-7000-8000-000000000000",
+            &serde_json::json!({"host_id":"h","app":"a","retention":{"keep_last":2}}),
+        )
+        .unwrap();
+        assert!(!serde_json::to_string(&task).unwrap().contains("retention"));
         let err = r
             .build("archive.restore", r#"{"host_id":"h","uuid":"nope"}"#)
             .err()

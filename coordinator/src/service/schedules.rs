@@ -8,6 +8,7 @@ use berth_proto::v1 as pb;
 use berth_shared::time::unix_ms;
 use tonic::{Request, Response, Status};
 
+use crate::archive::RetentionInputs;
 use crate::error::ApiError;
 use crate::saga::Engine;
 use crate::schedule::{ScheduleConfig, Scheduler, Timing, timing_of};
@@ -97,6 +98,22 @@ impl SchedulesService {
     }
 }
 
+/// A schedule's retention rules as its creates' inputs carry them, counted in its zone.
+fn retention_inputs(r: &pb::Retention, zone: &str) -> serde_json::Value {
+    let set = |n: u32| (n != 0).then_some(n);
+    serde_json::to_value(RetentionInputs {
+        keep_last: set(r.keep_last),
+        keep_hourly: set(r.keep_hourly),
+        keep_daily: set(r.keep_daily),
+        keep_weekly: set(r.keep_weekly),
+        keep_monthly: set(r.keep_monthly),
+        keep_yearly: set(r.keep_yearly),
+        keep_within_secs: (r.keep_within_secs != 0).then_some(r.keep_within_secs),
+        timezone: Some(zone.to_owned()),
+    })
+    .expect("retention serializes")
+}
+
 fn run_view(r: &RunRow) -> pb::ScheduleRun {
     pb::ScheduleRun {
         schedule: r.schedule.clone(),
@@ -131,7 +148,15 @@ impl pb::schedule_service_server::ScheduleService for SchedulesService {
         timing
             .check(&r.cron, now, self.config.min_interval_secs as i64)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let (kind, inputs) = Self::action(&r)?;
+        let (kind, mut inputs) = Self::action(&r)?;
+        if let Some(rules) = &r.retention {
+            if kind != "archive.create" {
+                return Err(Status::invalid_argument(
+                    "retention applies to archive schedules only; drop it",
+                ));
+            }
+            inputs["retention"] = retention_inputs(rules, zone);
+        }
         let inputs = inputs.to_string();
         // The action is checked now as the saga it starts, and its host must be known.
         let (checked, _) = self

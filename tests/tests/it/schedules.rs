@@ -225,9 +225,7 @@ async fn occurrences_missed_while_every_replica_was_down_run_once_or_not_at_all(
             "a run after the outage",
             || async {
                 let r = runs(&f.store, name).await;
-                r.iter()
-                    .any(|x| x.slot_ms > last_missed)
-                    .then_some(())
+                r.iter().any(|x| x.slot_ms > last_missed).then_some(())
             },
         )
         .await;
@@ -331,11 +329,10 @@ async fn a_failed_run_and_an_overdue_schedule_reach_the_webhook_signed_once_each
 }
 
 #[tokio::test]
-async fn a_minutely_schedule_archives_an_app_each_minute_and_retention_keeps_the_last_two() {
+async fn a_minutely_schedule_archives_an_app_each_minute_and_its_retention_keeps_the_last_two() {
     let db = TestDb::sqlite();
     let s3 = S3Server::start().await;
-    let mut archive = s3.coordinator_config("minutely");
-    archive.keep_last = Some(2);
+    let archive = s3.coordinator_config("minutely");
     let c = TestCoordinator::start_with(&db, None, move |c| {
         c.archive = archive;
         c.schedules.tick_ms = 500;
@@ -347,7 +344,15 @@ async fn a_minutely_schedule_archives_an_app_each_minute_and_retention_keeps_the
     agent.wait_connected(Duration::from_secs(10)).await;
     make_site(&agent.dir.path().join("apps"));
     let operator = c.token(Role::Operator, None).await;
-    let shown = create(&c.url(), &operator, "minutely", "* * * * *", &[]).await;
+    let shown = create(
+        &c.url(),
+        &operator,
+        "minutely",
+        "* * * * *",
+        &["--keep-last", "2"],
+    )
+    .await;
+    assert_eq!(shown["inputs"]["retention"]["keep_last"], 2, "{shown}");
     let next: Vec<i64> = shown["next_runs_ms"]
         .as_array()
         .unwrap()
@@ -376,7 +381,8 @@ async fn a_minutely_schedule_archives_an_app_each_minute_and_retention_keeps_the
             .windows(2)
             .all(|w| w[1].slot_ms - w[0].slot_ms == 60_000)
     );
-    // Each create ends with retention: the bucket holds the newest two, the third is gone.
+    // Each create ends with the schedule's retention (the coordinator has none configured):
+    // the bucket holds the newest two, the third is gone.
     let listed = berth_at(
         &c.url(),
         &operator,
