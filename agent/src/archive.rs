@@ -37,7 +37,7 @@ use berth_shared::archive::{
     ArchiveId, ArchiveKey, ArchiveMeta, SOURCE_APP_DIR, SOURCE_VOLUMES, index_value,
     index_value_from_labels, validate_labels,
 };
-use berth_shared::task::Recorded;
+use berth_shared::task::{Recorded, UnchangedSince};
 use berth_shared::{AppName, StackName};
 use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
@@ -88,6 +88,9 @@ pub struct CreateInput {
     /// More age recipients for this archive, beside `[archive] recipients`.
     #[serde(default, deserialize_with = "null_as_default")]
     pub recipients: Vec<String>,
+    /// Write nothing when the source's listing digest equals this archive's.
+    #[serde(default)]
+    pub unchanged_since: Option<UnchangedSince>,
 }
 
 /// Saga inputs may carry `null` for an absent value.
@@ -115,6 +118,14 @@ pub struct CreateOutput {
     pub entries: u64,
     /// True when the archive already existed (an idempotent repeat).
     pub existing: bool,
+    /// The source's listing digest when packing began (empty for an archive made before
+    /// Berth recorded it).
+    #[serde(default)]
+    pub source_digest: String,
+    /// Set when nothing was written: the source matched this archive (the other fields
+    /// describe it as it was recorded, and `uuid` is that archive's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unchanged_since: Option<String>,
 }
 
 /// Inputs of [`RESTORE_TASK`].
@@ -376,8 +387,29 @@ impl Archiver {
             labels,
             plan,
             recipients: Recipients::of(&self.config, &input.recipients)?.map(Arc::new),
+            unless_digest: input
+                .unchanged_since
+                .as_ref()
+                .map(|u| u.source_digest.as_str()),
         };
-        let created = create::run(job, progress, cancel).await?;
+        let created = match create::run(job, progress, cancel).await? {
+            create::Outcome::Created(c) => c,
+            create::Outcome::Unchanged { source_digest } => {
+                let since = input.unchanged_since.expect("compared with it");
+                return Ok(CreateOutput {
+                    uuid: since.uuid.to_string(),
+                    key: String::new(),
+                    size: 0,
+                    sha256: String::new(),
+                    ts,
+                    tar_bytes: 0,
+                    entries: 0,
+                    existing: false,
+                    source_digest,
+                    unchanged_since: Some(since.uuid.to_string()),
+                });
+            }
+        };
         tracing::info!(key = %key, size = created.size, entries = created.entries, "archive created");
         Ok(CreateOutput {
             uuid: id.to_string(),
@@ -388,6 +420,8 @@ impl Archiver {
             tar_bytes: created.tar_bytes,
             entries: created.entries,
             existing: false,
+            source_digest: created.source_digest,
+            unchanged_since: None,
         })
     }
 
@@ -626,6 +660,8 @@ impl Archiver {
             tar_bytes: meta.tar_bytes.unwrap_or(0),
             entries: meta.entries.unwrap_or(0),
             existing: true,
+            source_digest: meta.source_digest.clone().unwrap_or_default(),
+            unchanged_since: None,
         }))
     }
 }

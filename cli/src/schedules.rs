@@ -57,6 +57,11 @@ pub struct CreateArgs {
     /// Create it paused
     #[arg(long)]
     pub paused: bool,
+    /// For archives: a run whose source did not change since the newest good archive (a
+    /// stat walk of paths, sizes, modes, owners and times) writes nothing (true), or every
+    /// run archives (false)
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = ArgAction::Set)]
+    pub skip_unchanged: bool,
     #[command(flatten)]
     pub retention: Keep,
     #[command(subcommand)]
@@ -148,6 +153,7 @@ pub struct ScheduleView {
     pub last_success_ms: i64,
     pub next_runs_ms: Vec<i64>,
     pub runs: Vec<RunView>,
+    pub skip_unchanged: bool,
 }
 
 impl From<pb::ScheduleRun> for RunView {
@@ -185,6 +191,7 @@ impl From<pb::Schedule> for ScheduleView {
             last_success_ms: s.last_success_ms,
             next_runs_ms: s.next_runs_ms,
             runs: s.runs.into_iter().map(RunView::from).collect(),
+            skip_unchanged: s.skip_unchanged,
         }
     }
 }
@@ -232,6 +239,7 @@ fn write_one(v: &ScheduleView, now_ms: i64, out: &mut dyn Write) -> std::io::Res
             ("runs", format!("{} {}", v.kind, v.inputs)),
             ("state", state(v).into()),
             ("catch up", v.catch_up.to_string()),
+            ("skip unchanged", v.skip_unchanged.to_string()),
             ("jitter", format!("{} s", v.jitter_secs)),
             (
                 "alert after",
@@ -302,6 +310,7 @@ pub async fn run(
                 alert_after_secs: a.alert_after.map_or(0, |d| d.as_secs()),
                 paused: a.paused,
                 retention: a.retention.rules(),
+                archive_unchanged: !a.skip_unchanged,
                 action: Some(action),
             };
             show(

@@ -27,7 +27,7 @@ use object_store::ObjectStore;
 
 pub use config::{ArchiveConfig, MAX_LINK_EXPIRY_SECS};
 pub use error::CatalogError;
-pub use recorded::recorded;
+pub use recorded::{recorded, recorded_digest};
 pub use step::{RetentionInputs, RetentionStep};
 pub use sweep::{SWEEP_JOB, SweepOutcome, UploadSweeper};
 
@@ -199,6 +199,35 @@ impl Catalog {
         Ok(deleted)
     }
 
+    /// The newest complete archive of `app` made from its directory (`stack` `None`) or from
+    /// `stack`'s volumes, reading metadata newest first until one matches.
+    pub async fn newest_complete(
+        &self,
+        app: &AppName,
+        stack: Option<&str>,
+    ) -> Result<Option<ArchiveDetail>, CatalogError> {
+        let query = ListQuery {
+            apps: vec![app.clone()],
+            index: None,
+        };
+        for entry in self.list(&query).await? {
+            let Some(meta) = self.bucket.read_meta(entry.key.id()).await? else {
+                continue;
+            };
+            let source_matches = match stack {
+                None => meta.source.as_deref().is_none_or(|s| s == SOURCE_APP_DIR),
+                Some(stack) => {
+                    meta.source.as_deref() == Some(berth_shared::archive::SOURCE_VOLUMES)
+                        && meta.stack.as_deref() == Some(stack)
+                }
+            };
+            if source_matches && complete(&entry, &meta) {
+                return Ok(Some(ArchiveDetail { entry, meta }));
+            }
+        }
+        Ok(None)
+    }
+
     /// Applies `policy` (over the config's defaults) to `app`'s archives, or to every app's
     /// when `app` is `None`. A dry run deletes nothing and reports what it would delete.
     pub async fn prune(
@@ -232,10 +261,7 @@ impl Catalog {
                     .as_ref()
                     .and_then(|m| m.source.clone())
                     .unwrap_or_else(|| SOURCE_APP_DIR.to_owned());
-                let good = meta.is_some_and(|m| {
-                    m.app_name == entry.key.app().as_str()
-                        && m.size().is_none_or(|s| s == entry.size)
-                });
+                let good = meta.as_ref().is_some_and(|m| complete(entry, m));
                 histories
                     .entry(source)
                     .or_default()
@@ -343,6 +369,12 @@ impl Catalog {
             .find(|e| e.key.id() == id);
         Ok((entry, meta))
     }
+}
+
+/// Whether an archive's metadata describes a complete archive of its key's app: its data's
+/// size is the one recorded.
+fn complete(entry: &ArchiveEntry, meta: &ArchiveMeta) -> bool {
+    meta.app_name == entry.key.app().as_str() && meta.size().is_none_or(|s| s == entry.size)
 }
 
 #[cfg(test)]

@@ -14,17 +14,20 @@
 mod config;
 mod timing;
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
+use berth_shared::AppName;
 use berth_shared::saga::SagaStatus;
 use berth_shared::time::unix_ms;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 pub use config::ScheduleConfig;
 pub use timing::{Decision, Timing, TimingError};
 
 use crate::alert::alert;
+use crate::archive::{Catalog, recorded_digest};
 use crate::saga::Engine;
 use crate::store::{Due, Fired, JobClaim, NewRun, RunRow, ScheduleRow, Store, StoreError, Trigger};
 
@@ -36,6 +39,8 @@ pub mod outcome {
     pub const SUCCEEDED: &str = "succeeded";
     pub const FAILED: &str = "failed";
     pub const MISSED: &str = "missed";
+    /// The source matched the newest good archive: nothing was written.
+    pub const UNCHANGED: &str = "unchanged";
 }
 
 /// The idempotency key of an occurrence's saga.
@@ -55,6 +60,8 @@ pub struct Scheduler {
     engine: Engine,
     owner_id: String,
     config: ScheduleConfig,
+    /// The archive store, to find the archive an unchanged source would match.
+    catalog: Option<Arc<Catalog>>,
 }
 
 impl Scheduler {
@@ -64,7 +71,56 @@ impl Scheduler {
             engine,
             owner_id: owner_id.into(),
             config,
+            catalog: None,
         }
+    }
+
+    pub fn with_catalog(mut self, catalog: Arc<Catalog>) -> Self {
+        self.catalog = Some(catalog);
+        self
+    }
+
+    /// The inputs of an occurrence's saga: the schedule's, and for an archive schedule that
+    /// skips unchanged sources, the newest complete archive of the same source with the
+    /// listing digest its create saga recorded (when there is one).
+    async fn inputs_for(&self, s: &ScheduleRow, trigger: Trigger) -> String {
+        if s.kind != "archive.create" || !s.skip_unchanged || trigger == Trigger::Manual {
+            return s.inputs.clone();
+        }
+        let Ok(mut inputs) = serde_json::from_str::<Value>(&s.inputs) else {
+            return s.inputs.clone();
+        };
+        match self.newest_digest(&inputs).await {
+            Ok(Some((uuid, digest))) => {
+                inputs["unchanged_since"] = json!({ "uuid": uuid, "source_digest": digest });
+                inputs.to_string()
+            }
+            Ok(None) => s.inputs.clone(),
+            Err(e) => {
+                tracing::warn!(schedule = s.name, error = %e, "cannot find the newest archive; archiving without comparing");
+                s.inputs.clone()
+            }
+        }
+    }
+
+    async fn newest_digest(&self, inputs: &Value) -> Result<Option<(String, String)>, String> {
+        let Some(catalog) = &self.catalog else {
+            return Ok(None);
+        };
+        let app =
+            AppName::new(inputs["app"].as_str().unwrap_or_default()).map_err(|e| e.to_string())?;
+        let newest = catalog
+            .newest_complete(&app, inputs["stack"].as_str())
+            .await
+            .map_err(|e| crate::error::chain(&e))?;
+        let Some(newest) = newest else {
+            return Ok(None);
+        };
+        let id = newest.entry.key.id();
+        let digest = recorded_digest(&self.store, id)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(digest.map(|d| (id.to_string(), d)))
     }
 
     /// Ticks until `shutdown`.
@@ -179,7 +235,8 @@ impl Scheduler {
                 Some("no coordinator ran when it fell due, and the schedule does not catch up");
         } else {
             let key = start_key(&s.name, slot_ms);
-            match self.engine.start(&s.kind, &s.inputs, Some(&key)).await {
+            let inputs = self.inputs_for(s, trigger).await;
+            match self.engine.start(&s.kind, &inputs, Some(&key)).await {
                 Ok((id, _)) => {
                     saga_id = id;
                     run.saga_id = Some(&saga_id);
@@ -237,7 +294,16 @@ impl Scheduler {
             if saga.status.is_active() {
                 continue;
             }
-            self.settle(&run, saga_id, saga.status, saga.error.as_deref())
+            let unchanged = saga
+                .output
+                .as_deref()
+                .and_then(|o| serde_json::from_str::<Value>(o).ok())
+                .and_then(|o| {
+                    o["0:archive_create"]["unchanged_since"]
+                        .as_str()
+                        .map(str::to_owned)
+                });
+            self.settle(&run, saga_id, saga.status, saga.error.as_deref(), unchanged)
                 .await?;
         }
         Ok(())
@@ -249,10 +315,17 @@ impl Scheduler {
         saga_id: &str,
         status: SagaStatus,
         error: Option<&str>,
+        unchanged_since: Option<String>,
     ) -> Result<(), StoreError> {
         let now = unix_ms(SystemTime::now());
         let succeeded = status == SagaStatus::Completed;
-        let (o, detail, alert) = if succeeded {
+        let (o, detail, alert) = if let (true, Some(uuid)) = (succeeded, unchanged_since) {
+            (
+                outcome::UNCHANGED,
+                Some(format!("unchanged since {uuid}")),
+                None,
+            )
+        } else if succeeded {
             (outcome::SUCCEEDED, None, None)
         } else {
             let detail = format!(

@@ -106,6 +106,18 @@ pub struct ArchiveCreate {
     /// `ssh-ed25519 …`, `ssh-rsa …`). The agent parses them; here only their shape is held.
     #[serde(default, deserialize_with = "null_as_default")]
     pub recipients: Vec<String>,
+    /// Write nothing when the source's listing digest equals this archive's (the newest good
+    /// one's, as its create saga recorded it): a schedule's `skip_unchanged`.
+    #[serde(default)]
+    pub unchanged_since: Option<UnchangedSince>,
+}
+
+/// The archive an unchanged source would match, and its listing digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnchangedSince {
+    pub uuid: ArchiveId,
+    pub source_digest: String,
 }
 
 /// What the saga that created an archive recorded about it. A restore checks the archive

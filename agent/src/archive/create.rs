@@ -18,7 +18,6 @@ use bytes::Bytes;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::journal::{Journal, JournaledUpload};
@@ -48,6 +47,9 @@ pub(crate) struct Job<'a> {
     pub stack: Option<StackName>,
     /// Who the archive is encrypted to (`None`: not encrypted).
     pub recipients: Option<Arc<Recipients>>,
+    /// Write nothing when the source's listing digest equals this one (the newest good
+    /// archive's, for a schedule's `skip_unchanged`).
+    pub unless_digest: Option<&'a str>,
 }
 
 /// What a create produced.
@@ -57,29 +59,57 @@ pub(crate) struct Created {
     pub sha256: String,
     pub tar_bytes: u64,
     pub entries: u64,
+    /// The source's listing digest, taken before packing began.
+    pub source_digest: String,
+}
+
+/// How a create ended.
+#[derive(Debug, Clone)]
+pub(crate) enum Outcome {
+    Created(Created),
+    /// The source's listing matched `unless_digest`: nothing was written.
+    Unchanged {
+        source_digest: String,
+    },
 }
 
 pub(crate) async fn run(
     job: Job<'_>,
     progress: &watch::Sender<ArchiveProgress>,
     cancel: &CancellationToken,
-) -> Result<Created, ArchiveError> {
+) -> Result<Outcome, ArchiveError> {
     let stop = Arc::new(AtomicBool::new(false));
     let _stop_on_drop = StopOnDrop(stop.clone());
     progress.send_replace(ArchiveProgress::default());
     let counters = Arc::new(PackCounters::default());
     let uploaded = Arc::new(AtomicU64::new(0));
-    let totals = Arc::new(ScanTotals::default());
-    // The pre-scan runs alongside the archive: its totals feed progress and, for a huge
-    // source, the part size.
-    let mut scan = {
+    // The pre-scan (a stat walk) runs first: its totals feed progress and the part size, and
+    // its listing digest is taken before anything is read, so a change made while packing
+    // always shows in the next create's digest.
+    let found = {
         let (tree, stop) = (job.tree.clone(), stop.clone());
-        tokio::task::spawn_blocking(move || pack::scan(&tree, &stop))
+        let scan = tokio::task::spawn_blocking(move || pack::scan(&tree, &stop));
+        tokio::select! {
+            r = scan => r.map_err(ArchiveError::Join)??,
+            () = cancel.cancelled() => return Err(ArchiveError::Cancelled),
+        }
     };
+    if job.unless_digest == Some(found.digest.as_str()) {
+        tracing::info!(app = %job.app, digest = found.digest, "source unchanged; nothing archived");
+        return Ok(Outcome::Unchanged {
+            source_digest: found.digest,
+        });
+    }
+    let totals = ScanTotals::default();
+    totals.set(&found);
     let path = ObjectPath::from(job.key.as_str());
     let started = upload::start(job.bucket, job.journal, &job.id, &job.key).await?;
     let entry = started.entry;
-    let mut writer = PartWriter::new(started.upload, job.plan.part_size, uploaded.clone());
+    let mut writer = PartWriter::new(
+        started.upload,
+        part_size(&job.plan, &found),
+        uploaded.clone(),
+    );
     tracing::info!(key = %job.key, level = job.plan.level, "archiving");
 
     let (tx, mut rx) = mpsc::channel::<Bytes>(CAPACITY);
@@ -108,7 +138,7 @@ pub(crate) async fn run(
         });
     };
     let pumped = tokio::select! {
-        r = pump(&mut rx, &mut writer, &mut scan, &totals, job.plan, job.key.as_str(), &report) => r,
+        r = pump(&mut rx, &mut writer, job.plan, job.key.as_str(), &report) => r,
         () = cancel.cancelled() => Err(ArchiveError::Cancelled),
     };
     // Stop the producer (if it is still running) and learn how it ended.
@@ -176,6 +206,7 @@ pub(crate) async fn run(
     meta.index = Some(job.key.index().unwrap_or("-").to_owned());
     meta.tar_bytes = Some(packed.tar_bytes);
     meta.entries = Some(packed.entries);
+    meta.source_digest = Some(found.digest.clone());
     if let Some(recipients) = &job.recipients {
         meta.encryption = Some(ENCRYPTION_AGE.to_owned());
         meta.recipients = Some(recipients.names.clone());
@@ -194,12 +225,13 @@ pub(crate) async fn run(
         return Err(e);
     }
     report(Phase::Done);
-    Ok(Created {
+    Ok(Outcome::Created(Created {
         size: packed.size,
         sha256: packed.sha256,
         tar_bytes: packed.tar_bytes,
         entries: packed.entries,
-    })
+        source_digest: found.digest,
+    }))
 }
 
 /// Aborts the upload after a failure or a cancel. Its journal entry goes only once the store
@@ -226,25 +258,22 @@ struct ScanTotals {
 }
 
 impl ScanTotals {
-    fn set(&self, found: Totals) {
+    fn set(&self, found: &Totals) {
         self.entries.store(found.entries, Ordering::Relaxed);
         self.bytes.store(found.bytes, Ordering::Relaxed);
     }
 }
 
 /// Moves chunks from the pipe into the upload, waiting while `plan.concurrency` parts are in
-/// flight; takes the pre-scan's totals when it ends; reports progress at least twice a second.
+/// flight; reports progress at least twice a second.
 async fn pump(
     rx: &mut mpsc::Receiver<Bytes>,
     writer: &mut PartWriter,
-    scan: &mut JoinHandle<Result<Totals, ArchiveError>>,
-    totals: &ScanTotals,
     plan: Plan,
     key: &str,
     report: &impl Fn(Phase),
 ) -> Result<(), ArchiveError> {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let mut scanned = false;
     loop {
         tokio::select! {
             chunk = rx.recv() => {
@@ -256,23 +285,14 @@ async fn pump(
                 writer.put(chunk);
                 report(Phase::Archiving);
             }
-            found = &mut *scan, if !scanned => {
-                scanned = true;
-                let found = found.map_err(ArchiveError::Join)??;
-                totals.set(found);
-                writer.grow_parts(part_size(&plan, found));
-            }
             _ = tick.tick() => report(Phase::Archiving),
         }
-    }
-    if !scanned {
-        totals.set(scan.await.map_err(ArchiveError::Join)??);
     }
     Ok(())
 }
 
 /// The part size: the configured one, larger when the source would need too many parts.
-fn part_size(plan: &Plan, totals: Totals) -> usize {
+fn part_size(plan: &Plan, totals: &Totals) -> usize {
     let tar_estimate = totals.bytes + totals.entries * 1024 + 10_240;
     let needed = tar_estimate.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB;
     usize::try_from(needed.max(plan.part_size as u64)).unwrap_or(usize::MAX)
@@ -306,13 +326,15 @@ mod tests {
         let small = Totals {
             entries: 10,
             bytes: 1 << 30,
+            ..Totals::default()
         };
-        assert_eq!(part_size(&plan(8, 4), small), 8 << 20);
+        assert_eq!(part_size(&plan(8, 4), &small), 8 << 20);
         let huge = Totals {
             entries: 1000,
             bytes: 200 << 30,
+            ..Totals::default()
         };
-        let size = part_size(&plan(8, 4), huge) as u64;
+        let size = part_size(&plan(8, 4), &huge) as u64;
         assert!(size > 8 << 20 && size.is_multiple_of(MIB));
         assert!(huge.bytes / size < MAX_PARTS, "{size}");
     }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 
 use rustix::fs::FileType;
+use sha2::{Digest, Sha256};
 use tar::{EntryType, Header, HeaderMode};
 
 use super::ArchiveError;
@@ -66,11 +67,17 @@ pub(crate) struct PackCounters {
     pub compressed: Arc<AtomicU64>,
 }
 
-/// What a pre-scan found: the totals progress is measured against.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What a pre-scan found: the totals progress is measured against, and the source's listing
+/// digest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Totals {
     pub entries: u64,
     pub bytes: u64,
+    /// Hex SHA-256 of the listing: every entry's path, type, size, mode, owner, mtime, ctime
+    /// and link target, in walk order. Equal digests mean no entry was added, removed,
+    /// written, renamed, chmod-ed or chown-ed (a write that keeps size, mtime and ctime is
+    /// not seen; the kernel moves ctime on every write). A stat walk: no file is read.
+    pub digest: String,
 }
 
 /// What a finished pack produced.
@@ -85,19 +92,22 @@ pub(crate) struct Packed {
     pub plaintext_sha256: Option<String>,
 }
 
-/// Counts entries and file bytes of `tree`, the way [`pack`] will walk it.
+/// Counts entries and file bytes of `tree`, the way [`pack`] will walk it, and digests its
+/// listing.
 pub(crate) fn scan(tree: &Tree, cancel: &AtomicBool) -> Result<Totals, ArchiveError> {
     let mut totals = Totals::default();
     if matches!(tree, Tree::Volumes(_)) {
         totals.entries += 1; // the archive's root
     }
     let mut linked = HashSet::new();
+    let mut listing = Sha256::new();
     let app_dir = matches!(tree, Tree::AppDir(_));
-    for (_, root) in tree.roots() {
+    for (name, root) in tree.roots() {
         walk(root, cancel, &mut |e| {
             if app_dir {
                 restorable_in_app_dir(e)?;
             }
+            list(&mut listing, name, e)?;
             totals.entries += 1;
             let st = e.stat;
             // A hard link's bytes are archived once, with its first name.
@@ -108,7 +118,39 @@ pub(crate) fn scan(tree: &Tree, cancel: &AtomicBool) -> Result<Totals, ArchiveEr
             Ok(())
         })?;
     }
+    totals.digest = hex::encode(listing.finalize());
     Ok(totals)
+}
+
+/// Adds one entry to a listing digest: fields separated by NUL, entries by a newline, so no
+/// two listings hash the same input.
+fn list(h: &mut Sha256, volume: Option<&str>, e: &Entry<'_>) -> Result<(), ArchiveError> {
+    let st = e.stat;
+    h.update(volume.unwrap_or("").as_bytes());
+    h.update(b"\0");
+    h.update(e.rel.as_os_str().as_encoded_bytes());
+    let fields = format!(
+        "\0{:o}\0{}\0{}\0{}\0{}.{}\0{}.{}",
+        st.st_mode,
+        st.st_size,
+        st.st_uid,
+        st.st_gid,
+        st.st_mtime,
+        st.st_mtime_nsec,
+        st.st_ctime,
+        st.st_ctime_nsec
+    );
+    h.update(fields.as_bytes());
+    if e.kind() == FileType::Symlink {
+        let target = e.read_link().map_err(|source| ArchiveError::Read {
+            path: e.full(),
+            source,
+        })?;
+        h.update(b"\0");
+        h.update(target.as_os_str().as_encoded_bytes());
+    }
+    h.update(b"\n");
+    Ok(())
 }
 
 /// Refuses what an app-directory restore would refuse (device nodes, set-user-ID and

@@ -99,6 +99,7 @@ impl Executor for AgentKinds {
                         zstd_level: t.zstd_level,
                         uuid: t.uuid.map(String::from),
                         recipients: t.recipients,
+                        unchanged_since: t.unchanged_since,
                     };
                     run_archive(&progress, |tx| {
                         let archiver = archiver.clone();

@@ -8,6 +8,7 @@ mod memory;
 mod roundtrip;
 mod s3;
 mod tree;
+mod unchanged;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -94,6 +94,7 @@ impl SchedulesService {
             last_success_ms: s.last_success_ms.unwrap_or(0),
             next_runs_ms,
             runs: runs.iter().map(run_view).collect(),
+            skip_unchanged: s.skip_unchanged,
         })
     }
 }
@@ -190,7 +191,7 @@ impl pb::schedule_service_server::ScheduleService for SchedulesService {
             timezone: zone.to_owned(),
             jitter_secs: i64::from(r.jitter_secs),
             catch_up: r.catch_up,
-            skip_unchanged: false,
+            skip_unchanged: kind == "archive.create" && !r.archive_unchanged,
             alert_after_secs,
             paused: r.paused,
             created_at_ms: now,

@@ -104,6 +104,11 @@ pub struct ArchiveMeta {
     /// is the stored object's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plaintext_sha256: Option<String>,
+    /// Hex SHA-256 of the source's listing (paths, types, sizes, modes, owners, times, link
+    /// targets) when packing began: a schedule's next run compares it to skip an unchanged
+    /// source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_digest: Option<String>,
     /// Keys written by other tools, kept as they were.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -138,6 +143,7 @@ impl ArchiveMeta {
             encryption: None,
             recipients: None,
             plaintext_sha256: None,
+            source_digest: None,
             extra: serde_json::Map::new(),
         }
     }
