@@ -235,7 +235,8 @@ pub async fn run(
         engine.clone(),
         instance_id.clone(),
         config.schedules.clone(),
-    );
+    )
+    .with_catalog(catalog.clone());
     let alerter = Alerter::new(store.clone(), instance_id.clone(), &config.alerts)
         .map_err(StartError::Config)?;
     let schedules = SchedulesService {

@@ -13,7 +13,7 @@ use berth_tests::fleet::Fleet;
 use berth_tests::process::SagaTiming;
 use berth_tests::s3::S3Server;
 use berth_tests::webhook::Webhook;
-use berth_tests::{TestAgent, TestCoordinator, TestDb, eventually};
+use berth_tests::{SagaStatused, TestAgent, TestCoordinator, TestDb, eventually};
 use serde_json::Value;
 use sqlx::Row;
 
@@ -416,4 +416,85 @@ async fn a_minutely_schedule_archives_an_app_each_minute_and_its_retention_keeps
         "{}",
         list.stdout
     );
+}
+
+#[tokio::test]
+async fn a_scheduled_run_over_an_unchanged_app_writes_nothing_until_a_file_changes() {
+    let db = TestDb::sqlite();
+    let s3 = S3Server::start().await;
+    let archive = s3.coordinator_config("unchanged");
+    let c = TestCoordinator::start_with(&db, None, move |c| {
+        c.archive = archive;
+        c.schedules.tick_ms = 200;
+        c.schedules.min_interval_secs = 1;
+    })
+    .await;
+    let token = c.token(Role::Agent, Some("host-0")).await;
+    let agent_archive = s3.agent_config("unchanged");
+    let agent = TestAgent::start(&c, "host-0", &token, move |a| a.archive = agent_archive).await;
+    agent.wait_connected(Duration::from_secs(10)).await;
+    let apps = agent.dir.path().join("apps");
+    make_site(&apps);
+    let operator = c.token(Role::Operator, None).await;
+    let shown = create(&c.url(), &operator, "quiet", "*/2 * * * * *", &[]).await;
+    assert_eq!(shown["skip_unchanged"], true);
+    let archives = || async {
+        let listed = berth_at(
+            &c.url(),
+            &operator,
+            &["--output", "json", "archive", "list", "--app", "site"],
+        )
+        .await;
+        assert_eq!(listed.code(), 0, "{}", listed.stderr());
+        listed
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["uuid"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let settled = |n: usize| {
+        let store = c.store().clone();
+        async move {
+            eventually(LONG, "settled runs", || async {
+                let r = runs(&store, "quiet").await;
+                (r.iter().filter(|x| x.outcome.is_some()).count() >= n).then_some(r)
+            })
+            .await
+        }
+    };
+    let first = settled(1).await;
+    assert_eq!(first[0].outcome.as_deref(), Some("succeeded"), "{first:?}");
+    let a = first[0].saga_id.clone().unwrap();
+    // The next runs find the app as it was: nothing is written.
+    let more = settled(3).await;
+    for r in &more[1..3] {
+        let saga = c.get_saga(r.saga_id.as_deref().unwrap()).await;
+        assert_eq!(r.outcome.as_deref(), Some("unchanged"), "{r:?}\n{saga:?}");
+        assert_eq!(
+            r.detail.as_deref(),
+            Some(format!("unchanged since {a}").as_str())
+        );
+        let saga = c.get_saga(r.saga_id.as_deref().unwrap()).await;
+        assert_eq!(saga.saga_status(), SagaStatus::Completed);
+    }
+    assert_eq!(archives().await, vec![a.clone()]);
+    // Touching one file makes the next run archive again.
+    let file = apps.join("site/data/index.html");
+    let f = std::fs::File::options().append(true).open(&file).unwrap();
+    f.set_modified(SystemTime::now()).unwrap();
+    drop(f);
+    let touched_at = unix_ms(SystemTime::now());
+    let b = eventually(LONG, "an archive after the touch", || async {
+        runs(c.store(), "quiet")
+            .await
+            .into_iter()
+            .find(|r| r.started_at_ms > touched_at && r.outcome.as_deref() == Some("succeeded"))
+            .and_then(|r| r.saga_id)
+    })
+    .await;
+    let now = archives().await;
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert!(now.contains(&a) && now.contains(&b));
 }
