@@ -116,9 +116,29 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     .create(input, &progress, &CancellationToken::new())
                     .await?;
                 format!(
-                    "uuid={} key={} size={} tar_bytes={} entries={}",
-                    out.uuid, out.key, out.size, out.tar_bytes, out.entries
+                    "uuid={} key={} size={} tar_bytes={} entries={} source_digest={}",
+                    out.uuid, out.key, out.size, out.tar_bytes, out.entries, out.source_digest
                 )
+            }
+            ("create-unchanged", [apps, app, uuid, digest]) => {
+                let state = tempfile::tempdir()?;
+                let archiver = Archiver::new(target.agent_config(), apps, state.path())?;
+                let (progress, _) = watch::channel(ArchiveProgress::default());
+                let input = CreateInput {
+                    app: app.clone(),
+                    unchanged_since: Some(berth_shared::task::UnchangedSince {
+                        uuid: berth_shared::archive::ArchiveId::new(uuid.as_str())?,
+                        source_digest: digest.clone(),
+                    }),
+                    ..Default::default()
+                };
+                let out = archiver
+                    .create(input, &progress, &CancellationToken::new())
+                    .await?;
+                let Some(since) = out.unchanged_since else {
+                    bail!("child create-unchanged: the source changed, an archive was written");
+                };
+                format!("unchanged_since={since} entries_scanned=0")
             }
             ("restore" | "restore-sealed", [apps, uuid, target_app, more @ ..]) => {
                 let mut config = target.agent_config();

@@ -7,7 +7,9 @@
 //! - restore: Berth's restore (download, verify, untar, swap) vs downloading the file with the
 //!   same client then `zstd -d -c tmp.tar.zst | tar -x`;
 //! - encryption: Berth's create and restore with age (one X25519 recipient) beside the same
-//!   without, interleaved in each run.
+//!   without, interleaved in each run;
+//! - unchanged: a create told the archive just made (a schedule's `skip_unchanged`), which
+//!   stat-walks the source, finds its listing digest equal and writes nothing.
 //!
 //!   cargo run --release -p berth-tests --bin archive-bench [-- --runs 3 --work DIR --sets mixed,small]
 //!
@@ -271,6 +273,7 @@ async fn bench_set(
     let (mut berth_restore, mut cli_restore) = (Sample::default(), Sample::default());
     let (mut cli_down, mut cli_x) = (Sample::default(), Sample::default());
     let (mut sealed, mut sealed_restore) = (Sample::default(), Sample::default());
+    let mut unchanged = Sample::default();
     let (mut berth_size, mut berth_tar, mut old_size) = (0u64, 0u64, 0u64);
     let identity = age::x25519::Identity::generate();
     let recipient = identity.to_public().to_string();
@@ -303,6 +306,12 @@ async fn bench_set(
         let key = result_field(&b.stdout, "key")?.to_owned();
         berth_size = result_field(&b.stdout, "size")?.parse()?;
         berth_tar = result_field(&b.stdout, "tar_bytes")?.parse()?;
+        let digest = result_field(&b.stdout, "source_digest")?.to_owned();
+
+        let cpu0 = own_cpu();
+        let args = [root_s.as_str(), "app", &uuid, &digest];
+        let n = timed(app, &exe, &child_args("create-unchanged", &args))?;
+        unchanged.add(&[&n], own_cpu() - cpu0);
 
         let cpu0 = own_cpu();
         let e = timed(
@@ -433,6 +442,14 @@ async fn bench_set(
         "Berth archive → S3, encrypted",
         "the same, age (one X25519 recipient) between zstd and the upload",
         &sealed,
+        true,
+        None,
+    )?;
+    row(
+        &mut s,
+        "Berth archive, source unchanged",
+        "the same told the archive just made: stat walk, digest equal, nothing written",
+        &unchanged,
         true,
         None,
     )?;
