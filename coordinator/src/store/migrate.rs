@@ -135,19 +135,21 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 11,
-        name: "schedules and the alert outbox",
+        name: "schedules, the alert outbox and unchanged runs",
         sqlite: MIGRATION_SCHEDULES,
         postgres: None,
     },
 ];
 
-/// Version 11: `schedules`, `schedule_runs` and `alert_outbox`.
+/// Version 11: `schedules`, `schedule_runs`, `alert_outbox` and `archive_covers`.
 const MIGRATION_SCHEDULES: &[&str] = &[
     super::schedules::MIGRATION[0],
     super::schedules::MIGRATION[1],
     super::schedules::MIGRATION[2],
     super::alerts::MIGRATION[0],
     super::alerts::MIGRATION[1],
+    super::covers::MIGRATION[0],
+    super::covers::MIGRATION[1],
 ];
 
 /// Version 9: the scope of ci tokens (`api_tokens`) and `saga_secrets`.

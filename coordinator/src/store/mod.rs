@@ -4,6 +4,7 @@
 mod agent_queries;
 mod agent_tasks;
 mod alerts;
+mod covers;
 mod drift;
 mod hosts;
 mod inventory;
