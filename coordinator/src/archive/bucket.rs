@@ -82,6 +82,50 @@ impl Bucket {
             .map_err(|source| CatalogError::Metadata { key, source })
     }
 
+    /// Adds `label` to archive `id`'s metadata unless it carries it: the JSON is rewritten
+    /// keeping every key this build does not know. `false` when there is no metadata.
+    pub async fn add_label(&self, id: &ArchiveId, label: &str) -> Result<bool, CatalogError> {
+        let key = id.metadata_key();
+        let path = Path::from(key.as_str());
+        let bytes = match self.store.get(&path).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .map_err(|e| CatalogError::store("read", &key, e))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(CatalogError::store("read", key, e)),
+        };
+        let invalid = |source| CatalogError::Metadata {
+            key: key.clone(),
+            source,
+        };
+        // Checked as metadata first; then changed as plain JSON, so nothing else moves.
+        ArchiveMeta::from_json(&bytes).map_err(invalid)?;
+        let mut doc: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&bytes).map_err(invalid)?;
+        let labels = doc
+            .entry("labels")
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        if labels.is_null() {
+            *labels = serde_json::Value::Array(Vec::new());
+        }
+        let Some(list) = labels.as_array_mut() else {
+            return Err(CatalogError::Invalid(format!(
+                "metadata {key} has labels that are not a list; fix or delete the archive"
+            )));
+        };
+        if list.iter().any(|l| l.as_str() == Some(label)) {
+            return Ok(true);
+        }
+        list.push(serde_json::Value::String(label.to_owned()));
+        let body = serde_json::to_vec(&doc).expect("JSON serializes");
+        self.store
+            .put(&path, body.into())
+            .await
+            .map_err(|e| CatalogError::store("write", &key, e))?;
+        Ok(true)
+    }
+
     /// Deletes `key`; `false` when it did not exist.
     pub async fn delete(&self, key: &str) -> Result<bool, CatalogError> {
         let path = Path::from(key);

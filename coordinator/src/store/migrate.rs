@@ -133,6 +133,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: super::sagas::MIGRATION_STARTED_BY,
         postgres: None,
     },
+    Migration {
+        version: 11,
+        name: "archive verifications",
+        sqlite: super::archive_checks::MIGRATION,
+        postgres: None,
+    },
 ];
 
 /// Version 9: the scope of ci tokens (`api_tokens`) and `saga_secrets`.

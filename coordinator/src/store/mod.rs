@@ -3,6 +3,7 @@
 
 mod agent_queries;
 mod agent_tasks;
+mod archive_checks;
 mod drift;
 mod hosts;
 mod inventory;
@@ -23,6 +24,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use agent_tasks::{AgentTaskRow, NewAgentTask, Opened, TaskResultWrite};
+pub use archive_checks::ArchiveCheck;
 pub use drift::{Accepted, DriftFilter, DriftRow, DriftStatus};
 pub use hosts::{HostRecord, HostSession};
 pub use inventory::{
