@@ -5,6 +5,7 @@
 
 use sqlx::Row;
 
+use super::sql::Sql;
 use super::{Fence, Store, StoreError};
 
 pub(super) const MIGRATION: &[&str] = &[
@@ -74,18 +75,19 @@ impl Store {
         &self,
         uuids: &[&str],
     ) -> Result<Vec<ArchiveCheck>, StoreError> {
-        let mut out = Vec::new();
-        // One indexed lookup per archive: listings are a page of archives at most.
-        for uuid in uuids {
-            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM archive_checks WHERE uuid = $1 \
-                 ORDER BY checked_at_ms DESC, saga_id DESC LIMIT 1"
-            )))
-            .bind(*uuid)
-            .fetch_optional(self.pool())
-            .await?;
-            if let Some(row) = row {
-                out.push(check_of(&row)?);
+        let mut out: Vec<ArchiveCheck> = Vec::new();
+        // A few hundred bound values per query, far below either backend's limit.
+        for chunk in uuids.chunks(500) {
+            let mut q = Sql::new(&format!(
+                "SELECT {COLUMNS} FROM archive_checks WHERE uuid IN "
+            ));
+            q.text_list(chunk)
+                .push(" ORDER BY uuid, checked_at_ms DESC, saga_id DESC");
+            for row in q.query().fetch_all(self.pool()).await? {
+                let check = check_of(&row)?;
+                if out.last().is_none_or(|c| c.uuid != check.uuid) {
+                    out.push(check);
+                }
             }
         }
         Ok(out)
