@@ -42,12 +42,18 @@ async fn flip_middle_byte(store: &Arc<dyn ObjectStore>, key: &str) {
     store.put(&path, PutPayload::from(bytes)).await.unwrap();
 }
 
+/// On SQLite and PostgreSQL (`archive_checks` is the coordinator's record).
 #[tokio::test]
 async fn a_flipped_byte_fails_the_verify_labels_the_archive_and_keeps_retention_off_it() {
-    let db = TestDb::sqlite();
+    for db in TestDb::each().await {
+        flipped_byte(&db).await;
+    }
+}
+
+async fn flipped_byte(db: &TestDb) {
     let s3 = S3Server::start().await;
     let archive = s3.coordinator_config(PREFIX);
-    let c = TestCoordinator::start_with(&db, None, move |c| c.archive = archive).await;
+    let c = TestCoordinator::start_with(db, None, move |c| c.archive = archive).await;
     let token = c.token(berth_shared::Role::Agent, Some("web-1")).await;
     let agent_archive = s3.agent_config(PREFIX);
     let agent = TestAgent::start(&c, "web-1", &token, move |a| a.archive = agent_archive).await;
