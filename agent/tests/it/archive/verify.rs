@@ -3,8 +3,13 @@
 //! entry a restore refuses make a verify that completes with `ok: false`, naming the problem
 //! as the restore would; none of them writes a byte under the apps root or outside it.
 
-use berth_agent::archive::ArchiveError;
+use berth_agent::archive::{
+    ArchiveError, ArchiveProgress, Archiver, CreateOutput, VerifyInput, VerifyOutput,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
+use super::encrypted::{keys, restorer, sealing};
 use super::tree::{build_sample, snapshot};
 use super::{ALL, Backend, Env, chain, recorded};
 use crate::hostile_tar::{Case, Item, cases, dir, escaped, file, outside_dir, shown, tar_zst};
@@ -188,4 +193,58 @@ async fn a_verify_that_cannot_run_is_an_error() {
         "{}",
         chain(&err)
     );
+}
+
+async fn verify_on(
+    archiver: &Archiver,
+    created: &CreateOutput,
+) -> Result<VerifyOutput, ArchiveError> {
+    let (progress, _) = watch::channel(ArchiveProgress::default());
+    let input = VerifyInput {
+        uuid: created.uuid.clone(),
+        recorded: Some(recorded(created)),
+    };
+    archiver
+        .verify(input, &progress, &CancellationToken::new())
+        .await
+}
+
+/// An encrypted archive is opened with the verifying host's identity; a host without one
+/// cannot run the verify (an error, not a verdict), and a flipped byte fails it.
+#[tokio::test]
+async fn an_encrypted_archive_verifies_where_the_identity_is() {
+    let keys = keys();
+    let env = sealing(&[&keys.a]).await;
+    build_sample(&env.app_dir("web"));
+    let created = env.create_app("web").await;
+    let (none, _apps) = restorer(&env, None);
+    let err = verify_on(&none, &created).await.unwrap_err();
+    assert!(
+        matches!(err, ArchiveError::NoIdentity { .. }),
+        "{}",
+        chain(&err)
+    );
+    let (stranger, _apps) = restorer(&env, Some(&keys.stranger.file));
+    let err = verify_on(&stranger, &created).await.unwrap_err();
+    assert!(
+        matches!(err, ArchiveError::NotForThisHost { .. }),
+        "{}",
+        chain(&err)
+    );
+    let (holder, apps) = restorer(&env, Some(&keys.a.file));
+    let v = verify_on(&holder, &created).await.unwrap();
+    assert!(v.ok, "{:?}", v.problem);
+    assert_eq!((v.entries, v.bytes), (created.entries, created.size));
+    assert_eq!(
+        std::fs::read_dir(apps.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+
+    let mut bytes = env.get(&created.key).await;
+    bytes[created.size as usize / 2] ^= 0x01;
+    env.put(&created.key, bytes).await;
+    let v = verify_on(&holder, &created).await.unwrap();
+    assert!(!v.ok);
+    assert!(v.problem.is_some(), "the problem is named");
 }
