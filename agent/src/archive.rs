@@ -98,6 +98,14 @@ pub struct CreateInput {
     pub recipients: Vec<String>,
 }
 
+/// The inputs of task `kind` (one of this module's) from JSON.
+fn inputs_of<T: serde::de::DeserializeOwned>(
+    kind: &'static str,
+    inputs: &str,
+) -> Result<T, ArchiveError> {
+    serde_json::from_str(inputs).map_err(|source| ArchiveError::Inputs { kind, source })
+}
+
 /// Saga inputs may carry `null` for an absent value.
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
@@ -284,30 +292,21 @@ impl Archiver {
         cancel: &CancellationToken,
     ) -> Result<String, ArchiveError> {
         let output = match kind {
-            CREATE_TASK => {
-                let input =
-                    serde_json::from_str(inputs).map_err(|source| ArchiveError::Inputs {
-                        kind: CREATE_TASK,
-                        source,
-                    })?;
-                serde_json::to_string(&self.create(input, progress, cancel).await?)
-            }
-            RESTORE_TASK => {
-                let input =
-                    serde_json::from_str(inputs).map_err(|source| ArchiveError::Inputs {
-                        kind: RESTORE_TASK,
-                        source,
-                    })?;
-                serde_json::to_string(&self.restore(input, progress, cancel).await?)
-            }
-            VERIFY_TASK => {
-                let input =
-                    serde_json::from_str(inputs).map_err(|source| ArchiveError::Inputs {
-                        kind: VERIFY_TASK,
-                        source,
-                    })?;
-                serde_json::to_string(&self.verify(input, progress, cancel).await?)
-            }
+            CREATE_TASK => serde_json::to_string(
+                &self
+                    .create(inputs_of(CREATE_TASK, inputs)?, progress, cancel)
+                    .await?,
+            ),
+            RESTORE_TASK => serde_json::to_string(
+                &self
+                    .restore(inputs_of(RESTORE_TASK, inputs)?, progress, cancel)
+                    .await?,
+            ),
+            VERIFY_TASK => serde_json::to_string(
+                &self
+                    .verify(inputs_of(VERIFY_TASK, inputs)?, progress, cancel)
+                    .await?,
+            ),
             other => return Err(ArchiveError::UnknownKind(other.to_owned())),
         };
         Ok(output.expect("task outputs always serialize"))
@@ -419,20 +418,7 @@ impl Archiver {
             None | Some("") => None,
             Some(t) => Some(AppName::new(t).map_err(ArchiveError::App)?),
         };
-        let meta = self
-            .bucket
-            .read_meta(&id)
-            .await?
-            .ok_or_else(|| ArchiveError::NotFound { id: id.to_string() })?;
-        let app = AppName::new(meta.app_name.as_str()).map_err(ArchiveError::App)?;
-        let (key, size) =
-            self.bucket
-                .find_key(&app, &id)
-                .await?
-                .ok_or_else(|| ArchiveError::DataMissing {
-                    id: id.to_string(),
-                    app: app.to_string(),
-                })?;
+        let (meta, app, key, size) = self.find(&id).await?;
         let identities = self
             .identities_for(&id, &key, size, &meta, input.identity.as_ref())
             .await?;
@@ -570,6 +556,28 @@ impl Archiver {
             }),
             Err(e) => Err(refuse(&format!("its age header is damaged ({e})"))),
         }
+    }
+
+    /// Archive `id`'s metadata, app, key and object size.
+    async fn find(
+        &self,
+        id: &ArchiveId,
+    ) -> Result<(ArchiveMeta, AppName, ArchiveKey, u64), ArchiveError> {
+        let meta = self
+            .bucket
+            .read_meta(id)
+            .await?
+            .ok_or_else(|| ArchiveError::NotFound { id: id.to_string() })?;
+        let app = AppName::new(meta.app_name.as_str()).map_err(ArchiveError::App)?;
+        let (key, size) =
+            self.bucket
+                .find_key(&app, id)
+                .await?
+                .ok_or_else(|| ArchiveError::DataMissing {
+                    id: id.to_string(),
+                    app: app.to_string(),
+                })?;
+        Ok((meta, app, key, size))
     }
 
     /// An archive found in the bucket, with this agent's limits for its walk.

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use berth_shared::AppName;
 use berth_shared::archive::{ArchiveId, ArchiveProgress, Phase, SOURCE_APP_DIR, SOURCE_VOLUMES};
 use berth_shared::task::Recorded;
 use serde::{Deserialize, Serialize};
@@ -134,20 +133,7 @@ impl Archiver {
         progress: &watch::Sender<ArchiveProgress>,
         cancel: &CancellationToken,
     ) -> Result<String, ArchiveError> {
-        let meta = self
-            .bucket
-            .read_meta(id)
-            .await?
-            .ok_or_else(|| ArchiveError::NotFound { id: id.to_string() })?;
-        let app = AppName::new(meta.app_name.as_str()).map_err(ArchiveError::App)?;
-        let (key, size) =
-            self.bucket
-                .find_key(&app, id)
-                .await?
-                .ok_or_else(|| ArchiveError::DataMissing {
-                    id: id.to_string(),
-                    app: app.to_string(),
-                })?;
+        let (meta, _, key, size) = self.find(id).await?;
         out.key = key.to_string();
         let specials = match meta.source.as_deref() {
             None | Some(SOURCE_APP_DIR) => Specials::AppDir,

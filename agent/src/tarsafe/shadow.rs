@@ -27,6 +27,18 @@ enum Node {
     Special,
 }
 
+/// How far a path's directories reach in a [`Shadow`].
+enum Reach<'r> {
+    Whole,
+    /// The index of the first missing component.
+    Missing(usize),
+    /// A component that is there but not a directory: its path and its name.
+    Blocked {
+        at: Vec<u8>,
+        part: &'r [u8],
+    },
+}
+
 /// A tree of names only: what `Tree` would hold after the same entries.
 #[derive(Debug)]
 pub(crate) struct Shadow {
@@ -59,40 +71,47 @@ impl Shadow {
         }
     }
 
-    /// As `Dirs::get`: the directory at `rel`, missing ones made.
-    fn get(&mut self, rel: &[u8]) -> Result<(), DirError> {
-        if rel.is_empty() {
-            return Ok(());
-        }
+    /// How far the directories of `rel` reach: every component a directory, the first
+    /// missing one (all after it are missing too: nothing is made without its parents), or
+    /// the first that is not a directory.
+    fn reach<'r>(&self, rel: &'r [u8]) -> Reach<'r> {
         let mut at = Vec::with_capacity(rel.len());
-        for part in rel.split(|b| *b == b'/') {
+        if rel.is_empty() {
+            return Reach::Whole;
+        }
+        for (i, part) in rel.split(|b| *b == b'/').enumerate() {
             at = join(&at, part);
             match self.nodes.get(&at) {
-                None => {
-                    self.nodes.insert(at.clone(), Node::Dir);
-                }
+                None => return Reach::Missing(i),
                 Some(Node::Dir) => {}
-                Some(_) => return Err(DirError::NotADir(at)),
+                Some(_) => return Reach::Blocked { at, part },
             }
         }
-        Ok(())
+        Reach::Whole
+    }
+
+    /// As `Dirs::get`: the directory at `rel`, missing ones made.
+    fn get(&mut self, rel: &[u8]) -> Result<(), DirError> {
+        match self.reach(rel) {
+            Reach::Whole => Ok(()),
+            Reach::Blocked { at, .. } => Err(DirError::NotADir(at)),
+            Reach::Missing(from) => {
+                let parts: Vec<&[u8]> = rel.split(|b| *b == b'/').collect();
+                for i in from..parts.len() {
+                    self.nodes.insert(parts[..=i].join(&b'/'), Node::Dir);
+                }
+                Ok(())
+            }
+        }
     }
 
     /// As `Dirs::open_existing`: the directory at `rel`, made by nothing.
     fn existing(&self, rel: &[u8]) -> Result<(), DirError> {
-        if rel.is_empty() {
-            return Ok(());
+        match self.reach(rel) {
+            Reach::Whole => Ok(()),
+            Reach::Missing(_) => Err(DirError::Io(Errno::NOENT)),
+            Reach::Blocked { part, .. } => Err(DirError::NotADir(part.to_vec())),
         }
-        let mut at = Vec::with_capacity(rel.len());
-        for part in rel.split(|b| *b == b'/') {
-            at = join(&at, part);
-            match self.nodes.get(&at) {
-                None => return Err(DirError::Io(Errno::NOENT)),
-                Some(Node::Dir) => {}
-                Some(_) => return Err(DirError::NotADir(part.to_vec())),
-            }
-        }
-        Ok(())
     }
 
     /// As `dirs::remove_existing`: whatever is at `rel`, a directory only when empty.

@@ -27,6 +27,12 @@ fn one(name: &'static str) -> Vec<Arc<dyn Step>> {
     })]
 }
 
+/// `steps`, then `step` (a coordinator step after the agent's).
+fn then(mut steps: Vec<Arc<dyn Step>>, step: impl Step + 'static) -> Vec<Arc<dyn Step>> {
+    steps.push(Arc::new(step));
+    steps
+}
+
 fn warm_snapshot(v: &Value) -> Result<Vec<Arc<dyn Step>>, String> {
     check("warm_snapshot", v)?;
     Ok(one("warm_snapshot"))
@@ -39,13 +45,7 @@ fn warm_restore(v: &Value) -> Result<Vec<Arc<dyn Step>>, String> {
 
 fn archive_create(v: &Value) -> Result<Vec<Arc<dyn Step>>, String> {
     check("archive_create", v)?;
-    Ok(vec![
-        Arc::new(AgentStep {
-            name: "archive_create",
-            task_kind: "archive_create",
-        }),
-        Arc::new(RetentionStep),
-    ])
+    Ok(then(one("archive_create"), RetentionStep))
 }
 
 fn archive_restore(v: &Value) -> Result<Vec<Arc<dyn Step>>, String> {
@@ -55,13 +55,7 @@ fn archive_restore(v: &Value) -> Result<Vec<Arc<dyn Step>>, String> {
 
 fn archive_verify(v: &Value) -> Result<Vec<Arc<dyn Step>>, String> {
     check("archive_verify", v)?;
-    Ok(vec![
-        Arc::new(AgentStep {
-            name: "archive_verify",
-            task_kind: "archive_verify",
-        }),
-        Arc::new(CheckStep),
-    ])
+    Ok(then(one("archive_verify"), CheckStep))
 }
 
 /// Registers the agent-side saga kinds.

@@ -10,9 +10,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::encrypted::{keys, restorer, sealing};
+use super::hostile::{app_dir_cases, upload};
 use super::tree::{build_sample, snapshot};
 use super::{ALL, Backend, Env, chain, recorded};
-use crate::hostile_tar::{Case, Item, cases, dir, escaped, file, outside_dir, shown, tar_zst};
+use crate::hostile_tar::{dir, escaped, file, outside_dir, shown, tar_zst};
 
 #[tokio::test]
 async fn a_good_archive_verifies_reporting_entries_and_bytes_and_writes_nothing() {
@@ -100,19 +101,6 @@ async fn a_truncated_object_fails_the_verify_naming_its_size() {
     );
 }
 
-/// Uploads `bytes` in the Go layout (size label only) and returns the uuid.
-async fn upload(env: &Env, bytes: Vec<u8>) -> String {
-    let uuid = uuid::Uuid::new_v4().to_string();
-    let meta = format!(
-        r#"{{"uuid":"{uuid}","app_name":"src","ts":1,"labels":["size:{}"]}}"#,
-        bytes.len()
-    );
-    env.put(&format!("_metadata/{uuid}"), meta.into_bytes())
-        .await;
-    env.put(&format!("src:{uuid}:-:1"), bytes).await;
-    uuid
-}
-
 /// The table of hostile archives restores refuse (`crate::hostile_tar`), plus what only an
 /// app directory refuses: each verify fails naming the same entry and reason as a restore,
 /// and nothing is written anywhere.
@@ -121,33 +109,12 @@ async fn a_verify_refuses_every_entry_a_restore_refuses_and_writes_nothing() {
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let outside = outside_dir(&tag);
     std::fs::create_dir_all(&outside).unwrap();
-    let mut cases = cases(&tag);
-    for (name, items, reason, entry) in [
-        (
-            "device node",
-            vec![dir("dev/"), Item::Device(b"dev/null2".to_vec())],
-            "is a device node, which an app directory never gets back",
-            "dev/null2",
-        ),
-        (
-            "setuid root file",
-            vec![Item::Mode(b"sh".to_vec(), 0o4755)],
-            "is a set-user-ID or set-group-ID file",
-            "sh",
-        ),
-    ] {
-        cases.push(Case {
-            name,
-            items,
-            reason,
-            entry: entry.as_bytes().to_vec(),
-        });
-    }
+    let cases = app_dir_cases(&tag);
     let env = Env::new(Backend::Memory).await;
     build_sample(&env.app_dir("src"));
     for case in &cases {
         let name = case.name;
-        let uuid = upload(&env, tar_zst(&case.items)).await;
+        let uuid = upload(&env, tar_zst(&case.items), "").await;
         let before = snapshot(env.apps.path());
         let v = env.verify(&uuid, None).await.unwrap();
         assert_eq!(
@@ -173,7 +140,7 @@ async fn a_verify_refuses_every_entry_a_restore_refuses_and_writes_nothing() {
         }
     }
     // A well-formed tar of the same shape passes.
-    let uuid = upload(&env, tar_zst(&[dir("./"), file("./a", b"x")])).await;
+    let uuid = upload(&env, tar_zst(&[dir("./"), file("./a", b"x")]), "").await;
     let v = env.verify(&uuid, None).await.unwrap();
     assert!(v.ok, "{:?}", v.problem);
     assert_eq!(v.entries, 2);
