@@ -264,3 +264,101 @@ impl Target for Shadow {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rustix::fs::Timespec;
+
+    use super::*;
+    use crate::tarsafe::{Tree, shown};
+
+    /// One entry of a scripted extraction.
+    enum Op {
+        Dir(&'static str),
+        File(&'static str),
+        Symlink(&'static str, &'static str),
+        HardLink(&'static str, &'static str),
+        Fifo(&'static str),
+    }
+
+    fn attrs() -> Attrs {
+        Attrs {
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: Timespec {
+                tv_sec: 1_600_000_000,
+                tv_nsec: 0,
+            },
+            xattrs: Vec::new(),
+        }
+    }
+
+    /// How a script ended, as a restore tells it: done, refused (the message), or a write
+    /// that failed (its op and errno).
+    fn run<T: Target>(mut t: T, script: &[Op]) -> String {
+        let n = |raw: &str| Name::parse(raw.as_bytes()).unwrap();
+        for op in script {
+            let done = match op {
+                Op::Dir(p) => t.dir(&n(p), attrs()),
+                Op::File(p) => t.file(&n(p)).map(drop),
+                Op::Symlink(p, to) => t.symlink(&n(p), to.as_bytes(), &attrs()),
+                Op::HardLink(p, to) => t.hard_link(&n(p), &n(to)),
+                Op::Fifo(p) => t.node(&n(p), &Kind::Fifo, &attrs()),
+            };
+            if let Err(e) = done {
+                return shown_err(e);
+            }
+        }
+        t.finish().map_or_else(shown_err, |()| "done".to_owned())
+    }
+
+    fn shown_err(e: UntarError) -> String {
+        match e {
+            UntarError::Refused { entry, why } => format!("refused {}: {why}", shown(&entry)),
+            UntarError::Write { op, source, .. } => format!("write {op}: {:?}", source.kind()),
+            UntarError::Read(e) => format!("read {e}"),
+        }
+    }
+
+    /// The model decides as the tree on disk does, script by script.
+    #[test]
+    fn the_model_ends_every_script_as_the_tree_on_disk_does() {
+        use Op::*;
+        let scripts: Vec<Vec<Op>> = vec![
+            vec![
+                Dir("a"),
+                File("a/x"),
+                Symlink("a/l", "x"),
+                HardLink("h", "a/x"),
+            ],
+            vec![Dir("a"), File("a/x"), File("a")],
+            vec![Dir("a"), File("a")],
+            vec![Symlink("l", "d"), Dir("d"), File("l/x")],
+            vec![File("f"), File("f/x")],
+            vec![File("f"), HardLink("h", "f/x")],
+            vec![Symlink("l", "/etc"), HardLink("h", "l/passwd")],
+            vec![HardLink("h", "missing")],
+            vec![Dir("d"), HardLink("h", "d")],
+            vec![Symlink("out", "../x"), HardLink("h", "out")],
+            vec![Symlink("p", "."), Symlink("esc", "p/p/../..")],
+            vec![Symlink("later", "a/../b"), Dir("a"), Fifo("b")],
+            vec![Fifo("x"), Dir("x"), File("x/y")],
+            vec![Symlink("loop1", "loop2"), Symlink("loop2", "loop1")],
+            vec![Dir("a"), Symlink("a", "b")],
+        ];
+        for links in [Links::AsArchived, Links::RefuseEscaping] {
+            let options = Options {
+                owners: false,
+                links,
+                link_root_depth: 0,
+            };
+            for (i, script) in scripts.iter().enumerate() {
+                let dir = tempfile::tempdir().unwrap();
+                let on_disk = run(Tree::open(dir.path(), options).unwrap(), script);
+                let modelled = run(Shadow::new(options), script);
+                assert_eq!(modelled, on_disk, "script {i} under {links:?}");
+            }
+        }
+    }
+}
