@@ -183,6 +183,8 @@ impl Found<'_> {
             .map_err(|e| ArchiveError::store("download", &key, e))?;
         let archive_bytes = get.meta.size;
         let stop = Arc::new(AtomicBool::new(false));
+        // A verify writes nothing, whatever its walk counted.
+        let writes = into.is_some();
         let (tx, rx) = mpsc::channel::<Incoming>(CAPACITY);
         let unpacker = {
             let (counters, stop) = (counters.clone(), stop.clone());
@@ -212,7 +214,11 @@ impl Found<'_> {
                 entries_done: counters.entries.load(Ordering::Relaxed),
                 entries_total,
                 bytes_transformed: counters.tar_bytes.load(Ordering::Relaxed),
-                bytes_stored: counters.file_bytes.load(Ordering::Relaxed),
+                bytes_stored: if writes {
+                    counters.file_bytes.load(Ordering::Relaxed)
+                } else {
+                    0
+                },
             });
         };
         let mut stream = get.into_stream();

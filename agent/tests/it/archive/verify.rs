@@ -215,3 +215,24 @@ async fn an_encrypted_archive_verifies_where_the_identity_is() {
     assert!(!v.ok);
     assert!(v.problem.is_some(), "the problem is named");
 }
+
+/// A verify takes no lock: it runs while another operation holds the app's directory, where
+/// a restore is refused naming the holder.
+#[tokio::test]
+async fn a_verify_runs_while_another_operation_holds_the_app() {
+    use berth_agent::volume::lock::try_acquire;
+    use berth_agent::volume::{Operation, Resource};
+    let env = Env::new(Backend::Memory).await;
+    build_sample(&env.app_dir("web"));
+    let created = env.create_app("web").await;
+    let op = Operation::new("warm_restore", "app web").on_behalf_of("a test");
+    let dir = env.app_dir("web").display().to_string();
+    let _held = try_acquire(&op, &[Resource::AppDir(dir)]).unwrap();
+    let err = env.restore_recorded(&created, "web").await.unwrap_err();
+    assert!(chain(&err).contains("a test"), "{}", chain(&err));
+    let v = env
+        .verify(&created.uuid, Some(recorded(&created)))
+        .await
+        .unwrap();
+    assert!(v.ok, "{:?}", v.problem);
+}

@@ -104,6 +104,17 @@ async fn flipped_byte(db: &TestDb) {
         run.stdout
     );
     assert!(run.stdout.contains(" entries, "), "{}", run.stdout);
+    // Its progress reached the saga's history, as a restore's does.
+    let saga = run.stdout.lines().next().unwrap().trim().to_owned();
+    let progress: Vec<_> = c
+        .history(&saga)
+        .await
+        .into_iter()
+        .filter_map(|e| e.progress)
+        .collect();
+    let last = progress.last().expect("progress events in the history");
+    assert!(last.bytes_done > 0 && last.entries_done >= 8, "{last:?}");
+    assert_eq!(last.bytes_written, 0, "a verify writes nothing: {last:?}");
     assert_eq!(
         std::fs::read_dir(agent.dir.path().join("apps"))
             .unwrap()
