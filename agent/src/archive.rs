@@ -527,10 +527,10 @@ impl Archiver {
                 ));
             }
             (Some(other), _) => {
-                return Err(refuse(&format!(
-                    "it is encrypted with {other:?}, which this agent does not know; upgrade \
-                     the agent"
-                )));
+                return Err(ArchiveError::UnknownEncryption {
+                    id: id.to_string(),
+                    scheme: other.to_owned(),
+                });
             }
         }
         let recipients = match &meta.recipients {

@@ -53,14 +53,14 @@ pub struct VerifyOutput {
 }
 
 /// Whether `e` says the archive is bad (a completed verify with `ok: false`), rather than
-/// that the verify could not run.
+/// that the verify could not run (this agent cannot read what the archive holds, an unknown
+/// source or encryption: an upgrade, not the archive, is what is missing).
 fn is_problem(e: &ArchiveError) -> bool {
     use ArchiveError::*;
     matches!(
         e,
         App(_)
             | DataMissing { .. }
-            | UnknownSource { .. }
             | Encryption { .. }
             | SizeMismatch { .. }
             | Checksum { .. }

@@ -18,6 +18,25 @@ pub const VERIFY_FAILED_LABEL: &str = "verify-failed";
 /// Longest problem text kept (the agent names an entry, which an archive controls).
 const MAX_PROBLEM: usize = 2048;
 
+/// `problem` as it is kept and shown: control characters escaped (an entry's name comes from
+/// the archive, and no control character reaches a terminal) and at most [`MAX_PROBLEM`]
+/// bytes.
+fn clean(problem: &str) -> String {
+    let mut p = String::with_capacity(problem.len().min(MAX_PROBLEM));
+    for c in problem.chars() {
+        if p.len() >= MAX_PROBLEM {
+            p.push('…');
+            break;
+        }
+        if c.is_control() {
+            p.extend(c.escape_default());
+        } else {
+            p.push(c);
+        }
+    }
+    p
+}
+
 /// `archive_check`: records the verdict of the `archive_verify` step before it.
 #[derive(Debug, Clone, Copy)]
 pub struct CheckStep;
@@ -44,18 +63,7 @@ impl Step for CheckStep {
                  output was damaged",
             ));
         };
-        let problem = verdict["problem"].as_str().map(|p| {
-            let mut p = p.to_owned();
-            if p.len() > MAX_PROBLEM {
-                let mut end = MAX_PROBLEM;
-                while !p.is_char_boundary(end) {
-                    end -= 1;
-                }
-                p.truncate(end);
-                p.push('…');
-            }
-            p
-        });
+        let problem = verdict["problem"].as_str().map(clean);
         let check = ArchiveCheck {
             uuid: uuid.to_string(),
             saga_id: ctx.saga_id.clone(),
@@ -98,5 +106,18 @@ impl Step for CheckStep {
     /// A record of what was found stays true whatever happens after.
     async fn compensate(&self, _ctx: &mut StepCtx) -> Result<(), StepError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn problems_are_kept_without_control_characters_and_bounded() {
+        assert_eq!(
+            super::clean("archive entry \"a\u{1b}[2Jb\nc\" is refused"),
+            "archive entry \"a\\u{1b}[2Jb\\nc\" is refused"
+        );
+        let long = super::clean(&"x".repeat(10_000));
+        assert!(long.len() <= super::MAX_PROBLEM + 3 && long.ends_with('…'));
     }
 }
