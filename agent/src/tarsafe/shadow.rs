@@ -267,9 +267,8 @@ impl Target for Shadow {
 
 #[cfg(test)]
 mod tests {
-    use rustix::fs::Timespec;
-
     use super::*;
+    use crate::tarsafe::tree::tests::attrs;
     use crate::tarsafe::{Tree, shown};
 
     /// One entry of a scripted extraction.
@@ -279,19 +278,6 @@ mod tests {
         Symlink(&'static str, &'static str),
         HardLink(&'static str, &'static str),
         Fifo(&'static str),
-    }
-
-    fn attrs() -> Attrs {
-        Attrs {
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            mtime: Timespec {
-                tv_sec: 1_600_000_000,
-                tv_nsec: 0,
-            },
-            xattrs: Vec::new(),
-        }
     }
 
     /// How a script ended, as a restore tells it: done, refused (the message), or a write

@@ -416,4 +416,4 @@ fn gid(id: u32) -> rustix::fs::Gid {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;
