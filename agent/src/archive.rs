@@ -1,8 +1,9 @@
 //! App archives: an app directory, or a stack's volumes, as tar + zstd streamed into object
 //! storage, and back.
 //!
-//! [`Archiver`] is what the task runner holds. Its two task kinds, [`CREATE_TASK`] and
-//! [`RESTORE_TASK`], take JSON inputs and give JSON outputs ([`Archiver::run_task`]), or are
+//! [`Archiver`] is what the task runner holds. Its task kinds, [`CREATE_TASK`],
+//! [`RESTORE_TASK`] and [`VERIFY_TASK`] (a restore's download and checks, writing nothing),
+//! take JSON inputs and give JSON outputs ([`Archiver::run_task`]), or are
 //! called typed ([`Archiver::create`], [`Archiver::restore`]); both publish
 //! [`ArchiveProgress`] on a `watch` channel and stop on a [`CancellationToken`].
 //!
@@ -16,6 +17,7 @@ mod config;
 mod create;
 mod decode;
 mod error;
+mod fetch;
 mod journal;
 mod pack;
 mod parts;
@@ -25,6 +27,7 @@ mod seal;
 mod store;
 mod unpack;
 mod upload;
+mod verify;
 mod volumes;
 mod walk;
 
@@ -48,6 +51,7 @@ pub use berth_shared::archive::{ArchiveProgress, Phase};
 pub use config::ArchiveConfig;
 pub use error::{ArchiveError, BytesCap, Witness};
 pub use journal::JournaledUpload;
+pub use verify::{VerifyInput, VerifyOutput};
 
 use crate::volume::StackError;
 use crate::volume::lock::{self, Held, Operation, Resource};
@@ -60,6 +64,10 @@ pub const CREATE_TASK: &str = "archive_create";
 /// Task kind: restore an archive into an app directory. Inputs [`RestoreInput`], output
 /// [`RestoreOutput`].
 pub const RESTORE_TASK: &str = "archive_restore";
+
+/// Task kind: verify an archive without writing anything. Inputs [`VerifyInput`], output
+/// [`VerifyOutput`].
+pub const VERIFY_TASK: &str = "archive_verify";
 
 /// Inputs of [`CREATE_TASK`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -91,6 +99,14 @@ pub struct CreateInput {
     /// Write nothing when the source's listing digest equals this archive's.
     #[serde(default)]
     pub unchanged_since: Option<UnchangedSince>,
+}
+
+/// The inputs of task `kind` (one of this module's) from JSON.
+fn inputs_of<T: serde::de::DeserializeOwned>(
+    kind: &'static str,
+    inputs: &str,
+) -> Result<T, ArchiveError> {
+    serde_json::from_str(inputs).map_err(|source| ArchiveError::Inputs { kind, source })
 }
 
 /// Saga inputs may carry `null` for an absent value.
@@ -287,22 +303,21 @@ impl Archiver {
         cancel: &CancellationToken,
     ) -> Result<String, ArchiveError> {
         let output = match kind {
-            CREATE_TASK => {
-                let input =
-                    serde_json::from_str(inputs).map_err(|source| ArchiveError::Inputs {
-                        kind: CREATE_TASK,
-                        source,
-                    })?;
-                serde_json::to_string(&self.create(input, progress, cancel).await?)
-            }
-            RESTORE_TASK => {
-                let input =
-                    serde_json::from_str(inputs).map_err(|source| ArchiveError::Inputs {
-                        kind: RESTORE_TASK,
-                        source,
-                    })?;
-                serde_json::to_string(&self.restore(input, progress, cancel).await?)
-            }
+            CREATE_TASK => serde_json::to_string(
+                &self
+                    .create(inputs_of(CREATE_TASK, inputs)?, progress, cancel)
+                    .await?,
+            ),
+            RESTORE_TASK => serde_json::to_string(
+                &self
+                    .restore(inputs_of(RESTORE_TASK, inputs)?, progress, cancel)
+                    .await?,
+            ),
+            VERIFY_TASK => serde_json::to_string(
+                &self
+                    .verify(inputs_of(VERIFY_TASK, inputs)?, progress, cancel)
+                    .await?,
+            ),
             other => return Err(ArchiveError::UnknownKind(other.to_owned())),
         };
         Ok(output.expect("task outputs always serialize"))
@@ -437,20 +452,7 @@ impl Archiver {
             None | Some("") => None,
             Some(t) => Some(AppName::new(t).map_err(ArchiveError::App)?),
         };
-        let meta = self
-            .bucket
-            .read_meta(&id)
-            .await?
-            .ok_or_else(|| ArchiveError::NotFound { id: id.to_string() })?;
-        let app = AppName::new(meta.app_name.as_str()).map_err(ArchiveError::App)?;
-        let (key, size) =
-            self.bucket
-                .find_key(&app, &id)
-                .await?
-                .ok_or_else(|| ArchiveError::DataMissing {
-                    id: id.to_string(),
-                    app: app.to_string(),
-                })?;
+        let (meta, app, key, size) = self.find(&id).await?;
         let identities = self
             .identities_for(&id, &key, size, &meta, input.identity.as_ref())
             .await?;
@@ -492,30 +494,26 @@ impl Archiver {
             .as_ref()
             .map(|v| v.targets.iter().map(|t| t.name.to_string()).collect())
             .unwrap_or_default();
+        let specials = match &volumes {
+            None => unpack::Specials::AppDir,
+            Some(_) => unpack::Specials::Volumes {
+                devices: self.device_nodes(),
+            },
+        };
         let job = restore::Job {
-            bucket: &self.bucket,
+            archive: self.found(
+                key.clone(),
+                size,
+                meta,
+                input.recorded,
+                identities,
+                specials,
+            ),
             apps_root: &self.apps_root,
-            key: key.clone(),
-            size,
-            meta,
-            recorded: input.recorded,
             target: target.clone(),
-            max_bytes: self.config.max_restore_bytes,
             keep_free: self.config.keep_free_bytes,
-            max_entries: self.config.max_restore_entries,
             volumes,
             op: app_lock.operation().id(),
-            device_nodes: if self.config.allow_device_nodes {
-                unpack::DeviceNodes::Restore
-            } else {
-                unpack::DeviceNodes::Refuse
-            },
-            links: if self.config.refuse_escaping_links {
-                crate::tarsafe::Links::RefuseEscaping
-            } else {
-                crate::tarsafe::Links::AsArchived
-            },
-            identities,
         };
         let r = restore::run(job, progress, cancel).await?;
         tracing::info!(key = %key, app = %target, entries = r.unpacked.entries, "archive restored");
@@ -563,10 +561,10 @@ impl Archiver {
                 ));
             }
             (Some(other), _) => {
-                return Err(refuse(&format!(
-                    "it is encrypted with {other:?}, which this agent does not know; upgrade \
-                     the agent"
-                )));
+                return Err(ArchiveError::UnknownEncryption {
+                    id: id.to_string(),
+                    scheme: other.to_owned(),
+                });
             }
         }
         let recipients = match &meta.recipients {
@@ -591,6 +589,65 @@ impl Archiver {
                 identity: identities.origin().to_owned(),
             }),
             Err(e) => Err(refuse(&format!("its age header is damaged ({e})"))),
+        }
+    }
+
+    /// Archive `id`'s metadata, app, key and object size.
+    async fn find(
+        &self,
+        id: &ArchiveId,
+    ) -> Result<(ArchiveMeta, AppName, ArchiveKey, u64), ArchiveError> {
+        let meta = self
+            .bucket
+            .read_meta(id)
+            .await?
+            .ok_or_else(|| ArchiveError::NotFound { id: id.to_string() })?;
+        let app = AppName::new(meta.app_name.as_str()).map_err(ArchiveError::App)?;
+        let (key, size) =
+            self.bucket
+                .find_key(&app, id)
+                .await?
+                .ok_or_else(|| ArchiveError::DataMissing {
+                    id: id.to_string(),
+                    app: app.to_string(),
+                })?;
+        Ok((meta, app, key, size))
+    }
+
+    /// An archive found in the bucket, with this agent's limits for its walk.
+    fn found(
+        &self,
+        key: ArchiveKey,
+        size: u64,
+        meta: ArchiveMeta,
+        recorded: Option<Recorded>,
+        identities: Option<Arc<Identities>>,
+        specials: unpack::Specials,
+    ) -> fetch::Found<'_> {
+        fetch::Found {
+            bucket: &self.bucket,
+            key,
+            size,
+            meta,
+            recorded,
+            identities,
+            max_bytes: self.config.max_restore_bytes,
+            max_entries: self.config.max_restore_entries,
+            specials,
+            links: if self.config.refuse_escaping_links {
+                crate::tarsafe::Links::RefuseEscaping
+            } else {
+                crate::tarsafe::Links::AsArchived
+            },
+        }
+    }
+
+    /// Whether a volume restore on this agent recreates device nodes.
+    fn device_nodes(&self) -> unpack::DeviceNodes {
+        if self.config.allow_device_nodes {
+            unpack::DeviceNodes::Restore
+        } else {
+            unpack::DeviceNodes::Refuse
         }
     }
 

@@ -4,18 +4,23 @@
 //! named); `entry` turns a header into a typed entry with a clean name; `tree` creates every
 //! entry relative to directory descriptors opened without following symlinks, so nothing is
 //! created or written through a link; `links` resolves symlinks against the extracted tree.
-//! Each restore wraps [`UntarError`] in its own error.
+//! `target` is what a walk does with each entry: `Tree` writes it, `Shadow` only models it
+//! (a verify, which writes nothing and refuses what a restore would). Each restore wraps [`UntarError`] in its own error.
 
 mod dirs;
 mod entry;
 mod links;
 mod read;
+mod shadow;
+mod target;
 mod tree;
 
 use std::io;
 
 pub(crate) use entry::{Entry, Kind, Name};
 pub(crate) use read::{Head, Source, Sparse, Stream, TarReader};
+pub(crate) use shadow::Shadow;
+pub(crate) use target::{Contents, Target};
 pub(crate) use tree::{Links, Options, Tree};
 
 /// Why reading or extracting an archive stopped.

@@ -1,4 +1,4 @@
-//! `berth archive create|restore|list|show|link|delete|prune`: app archives (tar + zstd) in
+//! `berth archive create|restore|verify|list|show|link|delete|prune`: app archives (tar + zstd) in
 //! object storage, made and restored by a host's agent, listed and linked by the coordinator.
 
 use std::io::Write;
@@ -24,6 +24,8 @@ pub enum ArchiveCommand {
     Create(CreateArgs),
     /// Restore an archive onto a host (under its own app name, or another with --as)
     Restore(RestoreArgs),
+    /// Check an archive on a host as a restore would (checksum, every entry), writing nothing
+    Verify(VerifyArgs),
     /// List archives, newest first (of some apps, or by index label)
     List {
         #[arg(long = "app", value_name = "APP")]
@@ -131,6 +133,81 @@ pub struct RestoreArgs {
     pub wait: bool,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    pub uuid: String,
+    /// The host that downloads and checks it (it needs the identity of an encrypted archive)
+    #[arg(long, value_name = "HOST")]
+    pub host: HostId,
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+    /// Follow the saga, then print the entries and bytes checked (exit 8 if the archive is
+    /// bad, 7 if the verify could not run)
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// What an `archive.verify` saga found, from its output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyView {
+    pub uuid: String,
+    pub ok: bool,
+    pub entries: u64,
+    pub tar_bytes: u64,
+    pub bytes: u64,
+    pub sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+impl VerifyView {
+    /// The verdict in a completed `archive.verify` saga's `output_json`.
+    pub fn from_output(uuid: &str, output_json: &str) -> Result<VerifyView, CliError> {
+        let output: serde_json::Value = serde_json::from_str(output_json)
+            .map_err(|_| CliError::Protocol("the verify saga's output"))?;
+        let v = &output["0:archive_verify"];
+        let ok = v["ok"]
+            .as_bool()
+            .ok_or(CliError::Protocol("the verify's verdict"))?;
+        let n = |k: &str| v[k].as_u64().unwrap_or(0);
+        Ok(VerifyView {
+            uuid: uuid.to_owned(),
+            ok,
+            entries: n("entries"),
+            tar_bytes: n("tar_bytes"),
+            bytes: n("bytes"),
+            sha256: v["sha256"].as_str().unwrap_or_default().to_owned(),
+            problem: v["problem"].as_str().map(str::to_owned),
+        })
+    }
+
+    /// Prints a good verdict; a bad one is [`CliError::VerifyFailed`].
+    fn report(self, format: OutputFormat, out: &mut dyn Write) -> Result<(), CliError> {
+        match format {
+            OutputFormat::Json => write_json(out, &self)?,
+            OutputFormat::Table if self.ok => writeln!(
+                out,
+                "archive {} verified: {} entries, {} of tar in {} (sha256 {})",
+                self.uuid,
+                self.entries,
+                human_bytes(self.tar_bytes),
+                human_bytes(self.bytes),
+                self.sha256
+            )?,
+            OutputFormat::Table => {}
+        }
+        if self.ok {
+            return Ok(());
+        }
+        Err(CliError::VerifyFailed {
+            uuid: self.uuid,
+            problem: self
+                .problem
+                .unwrap_or_else(|| "no problem was named".to_owned()),
+        })
+    }
+}
+
 /// The one-off identity in `path` (never echoed: it is a private key).
 fn read_identity(path: &std::path::Path) -> Result<String, CliError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -159,6 +236,20 @@ pub struct ArchiveView {
     pub size_bytes: u64,
     pub sha256: String,
     pub labels: Vec<String>,
+    /// The latest verification (`berth archive verify`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<CheckView>,
+}
+
+/// An archive's latest verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckView {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub problem: String,
+    pub checked_at_ms: i64,
+    pub host_id: String,
+    pub saga_id: String,
 }
 
 impl From<pb::Archive> for ArchiveView {
@@ -172,14 +263,28 @@ impl From<pb::Archive> for ArchiveView {
             size_bytes: a.size_bytes,
             sha256: a.sha256,
             labels: a.labels,
+            last_check: a.last_check.map(|c| CheckView {
+                ok: c.ok,
+                problem: c.problem,
+                checked_at_ms: c.checked_at_ms,
+                host_id: c.host_id,
+                saga_id: c.saga_id,
+            }),
         }
     }
 }
 
 /// Archives as a table, newest first as given.
 pub fn write_table(views: &[ArchiveView], now_ms: i64, out: &mut dyn Write) -> std::io::Result<()> {
-    let mut t = Table::new(&["UUID", "APP", "INDEX", "SIZE", "TAKEN", "SHA256"]);
+    let mut t = Table::new(&[
+        "UUID", "APP", "INDEX", "SIZE", "TAKEN", "SHA256", "VERIFIED",
+    ]);
     for v in views {
+        let verified = match &v.last_check {
+            None => String::new(),
+            Some(c) if c.ok => format!("ok {}", relative_time(now_ms, c.checked_at_ms)),
+            Some(c) => format!("FAILED {}", relative_time(now_ms, c.checked_at_ms)),
+        };
         t.row(vec![
             v.uuid.clone(),
             v.app.clone(),
@@ -187,6 +292,7 @@ pub fn write_table(views: &[ArchiveView], now_ms: i64, out: &mut dyn Write) -> s
             human_bytes(v.size_bytes),
             relative_time(now_ms, v.ts_ms),
             v.sha256.chars().take(12).collect(),
+            verified,
         ]);
     }
     t.write(out)
@@ -213,6 +319,7 @@ pub async fn run(
     let uuid_arg = match &command {
         ArchiveCommand::Show { uuid: u } | ArchiveCommand::Link { uuid: u, .. } => Some(uuid(u)?),
         ArchiveCommand::Restore(a) => Some(uuid(&a.uuid)?),
+        ArchiveCommand::Verify(a) => Some(uuid(&a.uuid)?),
         ArchiveCommand::Delete { uuid: Some(u), .. } => Some(uuid(u)?),
         _ => None,
     };
@@ -248,6 +355,27 @@ pub async fn run(
             };
             let started = client.restore_archive(req).await.map_err(err)?.into_inner();
             follow(&conn, started, a.wait, how, out).await
+        }
+        ArchiveCommand::Verify(a) => {
+            let uuid = uuid_arg.unwrap_or_default();
+            let req = pb::VerifyArchiveRequest {
+                host_id: a.host.to_string(),
+                uuid: uuid.clone(),
+                idempotency_key: a.key.unwrap_or_default(),
+            };
+            let started = client.verify_archive(req).await.map_err(err)?.into_inner();
+            let saga_id = started.saga_id.clone();
+            follow(&conn, started, a.wait, how, out).await?;
+            if !a.wait {
+                return Ok(());
+            }
+            let saga = conn
+                .sagas()
+                .get_saga(pb::GetSagaRequest { saga_id })
+                .await
+                .map_err(err)?
+                .into_inner();
+            VerifyView::from_output(&uuid, &saga.output_json)?.report(how.format, out)
         }
         ArchiveCommand::List { apps, index_label } => {
             let req = pb::ListArchivesRequest {
@@ -350,6 +478,13 @@ mod tests {
             size_bytes: 2048,
             sha256: "abcdef0123456789".into(),
             labels: vec!["size:2048".into()],
+            last_check: Some(CheckView {
+                ok: false,
+                problem: "archive x failed its checksum".into(),
+                checked_at_ms: 1_000,
+                host_id: "h".into(),
+                saga_id: "s".into(),
+            }),
         };
         let mut out = Vec::new();
         write_table(&[v], 3_601_000, &mut out).unwrap();
@@ -357,9 +492,36 @@ mod tests {
         assert!(
             text.contains("wiki")
                 && text.contains("abcdef012345")
-                && !text.contains("abcdef0123456"),
+                && !text.contains("abcdef0123456")
+                && text.contains("FAILED"),
             "{text}"
         );
         assert!(uuid("not-a-uuid").is_err());
+    }
+
+    #[test]
+    fn a_verify_s_verdict_is_read_from_its_saga_output() {
+        let u = "0b5c6f3e-2f0a-4c1e-9d6e-1a2b3c4d5e6f";
+        let good = r#"{"0:archive_verify":{"ok":true,"entries":7,"tar_bytes":10240,"bytes":900,"sha256":"ab"},"1:archive_check":{"ok":true}}"#;
+        let v = VerifyView::from_output(u, good).unwrap();
+        assert_eq!((v.ok, v.entries, v.bytes), (true, 7, 900));
+        let mut out = Vec::new();
+        v.report(OutputFormat::Table, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("7 entries") && text.contains("10.0 KiB"),
+            "{text}"
+        );
+        let bad = r#"{"0:archive_verify":{"ok":false,"problem":"archive x failed its checksum"}}"#;
+        let e = VerifyView::from_output(u, bad)
+            .unwrap()
+            .report(OutputFormat::Table, &mut Vec::new())
+            .unwrap_err();
+        assert_eq!(
+            crate::error::exit_code(&e),
+            crate::error::exit::VERIFY_FAILED
+        );
+        assert!(e.to_string().contains("failed its checksum"), "{e}");
+        assert!(VerifyView::from_output(u, "{}").is_err());
     }
 }

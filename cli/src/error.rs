@@ -25,6 +25,8 @@ pub mod exit {
     /// A watched saga ended but did not complete: failed, compensated, cancelled,
     /// compensation_failed, paused or abandoned.
     pub const SAGA_NOT_COMPLETED: i32 = 7;
+    /// `berth archive verify --wait` found the archive bad.
+    pub const VERIFY_FAILED: i32 = 8;
 }
 
 /// The text `berth --help` shows about exit codes; kept beside `exit_code` so they agree.
@@ -39,6 +41,7 @@ Exit codes:
   6  invalid argument or failed precondition (nothing was changed)
   7  the saga ended but did not complete: failed, compensated, cancelled,
      compensation_failed, paused or abandoned (`sagas watch`, `--wait`)
+  8  the archive failed its verification (`archive verify --wait`)
 
 Environment:
   BERTH_COORDINATOR, BERTH_TOKEN_FILE, BERTH_CA_FILE, BERTH_CONFIG  as the flags of the same name
@@ -92,6 +95,9 @@ pub enum CliError {
     /// A watched saga reached a final status other than `completed`.
     #[error("{}", saga_not_completed_message(saga_id, status))]
     SagaNotCompleted { saga_id: String, status: String },
+    /// An archive verify completed and found the archive bad.
+    #[error("archive {uuid} failed verification: {problem}")]
+    VerifyFailed { uuid: String, problem: String },
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -105,6 +111,7 @@ pub fn exit_code(e: &CliError) -> i32 {
         CliError::InvalidArgument(_) => exit::INVALID,
         CliError::Rpc { status, .. } => exit_code_for_status(status.code()),
         CliError::SagaNotCompleted { .. } => exit::SAGA_NOT_COMPLETED,
+        CliError::VerifyFailed { .. } => exit::VERIFY_FAILED,
         CliError::TokenFile { .. }
         | CliError::TokenEnv(_)
         | CliError::CaFile { .. }

@@ -8,6 +8,7 @@
 //! upload sweep (`sweep.rs`) aborts multipart uploads that no live `archive.create` saga owns.
 
 mod bucket;
+mod check;
 mod config;
 mod error;
 mod recorded;
@@ -25,6 +26,7 @@ use berth_shared::archive::{
 };
 use object_store::ObjectStore;
 
+pub use check::{CheckStep, VERIFY_FAILED_LABEL};
 pub use config::{ArchiveConfig, MAX_LINK_EXPIRY_SECS};
 pub use error::CatalogError;
 pub use recorded::{recorded, recorded_digest};
@@ -83,13 +85,20 @@ pub struct PruneOutcome {
 pub struct Catalog {
     bucket: Bucket,
     config: ArchiveConfig,
+    /// Where archives' verifications are recorded (`archive_checks`): retention never counts
+    /// one that failed its latest as good. `None`: none are consulted (tests of the bucket).
+    checks: Option<crate::store::Store>,
 }
 
 impl Catalog {
     /// Opens the store `config` names (reads the S3 credential files; touches no network).
     pub fn open(config: ArchiveConfig) -> Result<Self, CatalogError> {
         let bucket = Bucket::open(&config)?;
-        Ok(Self { bucket, config })
+        Ok(Self {
+            bucket,
+            config,
+            checks: None,
+        })
     }
 
     /// A catalog over a store the caller made (tests share one `InMemory` with an agent).
@@ -98,7 +107,35 @@ impl Catalog {
         Self {
             bucket: Bucket::from_store(url, store),
             config,
+            checks: None,
         }
+    }
+
+    /// The same catalog, consulting the verifications recorded in `store`.
+    pub fn with_checks(mut self, store: crate::store::Store) -> Self {
+        self.checks = Some(store);
+        self
+    }
+
+    /// Labels archive `id` [`VERIFY_FAILED_LABEL`] in its metadata; `false` when it has none.
+    pub async fn label_failed(&self, id: &ArchiveId) -> Result<bool, CatalogError> {
+        self.bucket.add_label(id, VERIFY_FAILED_LABEL).await
+    }
+
+    /// The uuids among `ids` whose latest verification failed.
+    async fn failed_checks(&self, ids: &[&str]) -> Result<HashSet<String>, CatalogError> {
+        let Some(store) = &self.checks else {
+            return Ok(HashSet::new());
+        };
+        let latest = store
+            .latest_archive_checks(ids)
+            .await
+            .map_err(CatalogError::Checks)?;
+        Ok(latest
+            .into_iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.uuid)
+            .collect())
     }
 
     pub fn config(&self) -> &ArchiveConfig {
@@ -248,6 +285,8 @@ impl Catalog {
             })
             .await?;
         let apps: BTreeSet<AppName> = all.iter().map(|e| e.key.app().clone()).collect();
+        let ids: Vec<&str> = all.iter().map(|e| e.key.id().as_str()).collect();
+        let failed = self.failed_checks(&ids).await?;
         let mut outcome = PruneOutcome::default();
         for app in apps {
             // An app's directory archives and its volume archives are two histories: each
@@ -261,7 +300,9 @@ impl Catalog {
                     .as_ref()
                     .and_then(|m| m.source.clone())
                     .unwrap_or_else(|| SOURCE_APP_DIR.to_owned());
-                let good = meta.as_ref().is_some_and(|m| complete(entry, m));
+                // An archive that failed its latest verification is never good.
+                let good = !failed.contains(entry.key.id().as_str())
+                    && meta.as_ref().is_some_and(|m| complete(entry, m));
                 histories
                     .entry(source)
                     .or_default()

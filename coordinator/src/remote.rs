@@ -89,9 +89,12 @@ pub fn task_of(kind: &str, saga_id: &str, inputs: &Value) -> Result<(String, Tas
         }
     }
     let task = Task::parse(kind, &task_inputs).map_err(|e| e.to_string())?;
-    if let Task::ArchiveRestore(r) = &task
-        && r.recorded.is_some()
-    {
+    let caller_recorded = match &task {
+        Task::ArchiveRestore(r) => r.recorded.is_some(),
+        Task::ArchiveVerify(v) => v.recorded.is_some(),
+        _ => false,
+    };
+    if caller_recorded {
         return Err(
             "`recorded` is filled in by the coordinator from the archive's create \
                     saga; leave it out"
@@ -277,10 +280,16 @@ impl Step for AgentStep {
         let (host, mut task) =
             task_of(self.task_kind, &ctx.saga_id, &ctx.inputs).map_err(StepError::permanent)?;
         let store = ctx.deps.store.clone();
-        if let Task::ArchiveRestore(r) = &mut task {
-            // The checksum and sizes come from the saga that made the archive, not from
-            // the bucket.
-            r.recorded = crate::archive::recorded(&store, &r.uuid).await?;
+        // The checksum and sizes come from the saga that made the archive, not from the
+        // bucket.
+        match &mut task {
+            Task::ArchiveRestore(r) => {
+                r.recorded = crate::archive::recorded(&store, &r.uuid).await?
+            }
+            Task::ArchiveVerify(v) => {
+                v.recorded = crate::archive::recorded(&store, &v.uuid).await?
+            }
+            _ => {}
         }
         let mut signals = store.subscribe();
         let inputs = task.to_json();

@@ -194,7 +194,8 @@ pub async fn run(
     };
     let catalog = Arc::new(
         Catalog::open(config.archive.clone())
-            .map_err(|e| StartError::Config(format!("[archive]: {:#}", anyhow::Error::new(e))))?,
+            .map_err(|e| StartError::Config(format!("[archive]: {:#}", anyhow::Error::new(e))))?
+            .with_checks(store.clone()),
     );
     // Every saga kind this coordinator runs, side by side.
     let mut registry = Registry::default();

@@ -48,6 +48,8 @@ pub enum Task {
     ArchiveCreate(ArchiveCreate),
     /// Restore an archive into an app directory (or a stack's volumes).
     ArchiveRestore(ArchiveRestore),
+    /// Download an archive and check it as a restore would, writing nothing.
+    ArchiveVerify(ArchiveVerify),
 }
 
 /// Inputs of [`Task::WarmSnapshot`].
@@ -157,6 +159,17 @@ pub struct ArchiveRestore {
     pub identity: Option<Secret>,
 }
 
+/// Inputs of [`Task::ArchiveVerify`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveVerify {
+    pub uuid: ArchiveId,
+    /// Filled in by the coordinator from the archive's `archive.create` saga, as for
+    /// [`ArchiveRestore`]; absent for an archive no saga of this fleet created.
+    #[serde(default)]
+    pub recorded: Option<Recorded>,
+}
+
 /// Saga inputs may carry `null` for an absent value.
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
@@ -182,6 +195,7 @@ impl Task {
             Task::WarmRestore(_) => "warm_restore",
             Task::ArchiveCreate(_) => "archive_create",
             Task::ArchiveRestore(_) => "archive_restore",
+            Task::ArchiveVerify(_) => "archive_verify",
         }
     }
 
@@ -275,7 +289,7 @@ impl Task {
                 }
                 Task::check_zstd(t)
             }
-            Task::ArchiveRestore(_) => Ok(()),
+            Task::ArchiveRestore(_) | Task::ArchiveVerify(_) => Ok(()),
         }
     }
 
@@ -390,6 +404,14 @@ mod tests {
             err("archive_create", json!({"app": "a", "zstd_level": 40})).contains("out of range")
         );
         assert!(err("archive_restore", json!({"uuid": "nope"})).contains("uuid"));
+        assert!(err("archive_verify", json!({"uuid": "nope"})).contains("uuid"));
+        assert!(
+            err(
+                "archive_verify",
+                json!({"uuid": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "target_app": "x"})
+            )
+            .contains("unknown field")
+        );
         assert!(err("frobnicate", json!({})).contains("unknown variant"));
         assert!(
             err(

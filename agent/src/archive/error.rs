@@ -54,6 +54,11 @@ pub enum ArchiveError {
     },
     #[error("archive {id} cannot be decrypted: {why}; nothing was written")]
     Encryption { id: String, why: String },
+    #[error(
+        "archive {id} cannot be decrypted: it is encrypted with {scheme:?}, which this agent \
+         does not know; upgrade the agent; nothing was written"
+    )]
+    UnknownEncryption { id: String, scheme: String },
     /// A recipient or identity that is not a usable key (named by where it came from; a
     /// value that may be secret is never shown).
     #[error("{0}")]
@@ -257,6 +262,7 @@ impl ArchiveError {
             | NoIdentity { .. }
             | NotForThisHost { .. }
             | Encryption { .. }
+            | UnknownEncryption { .. }
             | AgeKey(_)
             | Key(_)
             | Labels(_)

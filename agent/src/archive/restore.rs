@@ -7,54 +7,31 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use berth_shared::AppName;
-use berth_shared::archive::{ArchiveKey, ArchiveMeta, ArchiveProgress, Phase};
-use berth_shared::task::Recorded;
-use futures::StreamExt;
-use object_store::ObjectStoreExt;
-use object_store::path::Path as ObjectPath;
-use tokio::sync::{mpsc, watch};
+use berth_shared::archive::{ArchiveProgress, Phase};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::ArchiveError;
-use super::error::{BytesCap, Witness};
-use super::pipe::{CAPACITY, ChunkReceiver, Incoming};
-use super::seal::Identities;
-use super::store::Bucket;
-use super::unpack::{self, DeviceNodes, Expect, Specials, UnpackCounters, Unpacked};
+use super::error::BytesCap;
+use super::fetch::{Expected, Found, Run, expected};
+use super::unpack::{Expect, UnpackCounters, Unpacked};
 use super::volumes::Restore;
-use crate::tarsafe::Links;
 use crate::volume::swap::Swapped;
 
 /// A restore that passed its checks, ready to run.
 pub(crate) struct Job<'a> {
-    pub bucket: &'a Bucket,
+    /// The archive, what it is held to and the limits of its walk.
+    pub archive: Found<'a>,
     pub apps_root: &'a Path,
-    pub key: ArchiveKey,
-    pub size: u64,
-    pub meta: ArchiveMeta,
-    /// What the archive's `archive.create` saga recorded, from the task; absent for an
-    /// archive no saga of this fleet made (the Go tool's).
-    pub recorded: Option<Recorded>,
     pub target: AppName,
-    pub max_bytes: Option<u64>,
     pub keep_free: u64,
-    pub max_entries: u64,
     /// For a volume archive: where its volumes go (the target app then only names the
     /// restore).
     pub volumes: Option<Restore>,
     /// The operation (holding the target's lock) that owns the staging dirs.
     pub op: u64,
-    /// Whether a volume restore recreates device nodes.
-    pub device_nodes: DeviceNodes,
-    /// What happens to symlinks that lead outside the target.
-    pub links: Links,
-    /// For an age-encrypted archive: the identities that open it (checked against its
-    /// header already).
-    pub identities: Option<Arc<Identities>>,
 }
 
 /// What a restore did.
@@ -71,7 +48,7 @@ pub(crate) async fn run(
     progress: &watch::Sender<ArchiveProgress>,
     cancel: &CancellationToken,
 ) -> Result<Restored, ArchiveError> {
-    let trusted = expected(&job)?;
+    let trusted = expected(&job.archive)?;
     if let Some(volumes) = &job.volumes {
         return into_volumes(&job, &trusted, volumes, progress, cancel).await;
     }
@@ -158,77 +135,6 @@ async fn into_volumes(
     Ok(restored)
 }
 
-/// What an archive must match, and who vouches for each value.
-#[derive(Debug, Clone)]
-struct Expected {
-    sha256: Option<(String, Witness)>,
-    tar_bytes: Option<(u64, Witness)>,
-    entries: Option<u64>,
-}
-
-/// The checksum, length and entry count a restore holds the archive to: those its
-/// `archive.create` saga recorded, which the bucket cannot rewrite; for an archive no saga
-/// recorded (the Go tool's), only one whose object matches its `size:` label, checked against
-/// whatever its metadata says, with a warning.
-fn expected(job: &Job<'_>) -> Result<Expected, ArchiveError> {
-    let key = job.key.to_string();
-    let meta = &job.meta;
-    if let Some(rec) = &job.recorded {
-        if rec.size != job.size {
-            return Err(ArchiveError::SizeMismatch {
-                key,
-                expected: rec.size,
-                found: job.size,
-                by: Witness::Saga,
-            });
-        }
-        if meta.sha256.as_ref().is_some_and(|s| *s != rec.sha256)
-            || meta.size().is_some_and(|s| s != rec.size)
-            || meta.tar_bytes.is_some_and(|t| t != rec.tar_bytes)
-        {
-            tracing::warn!(
-                key,
-                "the archive's metadata in the bucket disagrees with what its archive.create \
-                 saga recorded; it was rewritten, and the saga's record is what the archive is \
-                 held to"
-            );
-        }
-        return Ok(Expected {
-            sha256: Some((rec.sha256.clone(), Witness::Saga)),
-            tar_bytes: Some((rec.tar_bytes, Witness::Saga)),
-            entries: Some(rec.entries),
-        });
-    }
-    match meta.size() {
-        None => {
-            return Err(ArchiveError::Unverifiable {
-                key,
-                why: "its metadata has no size:<bytes> label".to_owned(),
-            });
-        }
-        Some(expected) if expected != job.size => {
-            return Err(ArchiveError::SizeMismatch {
-                key,
-                expected,
-                found: job.size,
-                by: Witness::Bucket,
-            });
-        }
-        Some(_) => {}
-    }
-    tracing::warn!(
-        key,
-        "restoring an archive that no archive.create saga of this fleet recorded (the Go \
-         tool's, or another fleet's): its size matches its label, but it has no checksum the \
-         bucket cannot rewrite"
-    );
-    Ok(Expected {
-        sha256: meta.sha256.clone().map(|s| (s, Witness::Bucket)),
-        tar_bytes: meta.tar_bytes.map(|t| (t, Witness::Bucket)),
-        entries: None,
-    })
-}
-
 /// The checks and caps of a restore into `dir`'s filesystem: refused up front when the
 /// recorded length would take it below `keep_free`; otherwise the decoded stream is capped
 /// by the smallest of that length, `max_bytes` and the room above `keep_free`.
@@ -249,40 +155,17 @@ fn checks(job: &Job<'_>, trusted: Expected, dir: &Path) -> Result<Expect, Archiv
             floor: job.keep_free,
         });
     }
-    let mut cap = (
+    let room = (
         room,
         BytesCap::FreeSpace {
             path: dir.to_owned(),
             floor: job.keep_free,
         },
     );
-    if let Some(max) = job.max_bytes
-        && max < cap.0
-    {
-        cap = (max, BytesCap::Configured);
-    }
-    if let Some((recorded, by)) = trusted.tar_bytes
-        && recorded <= cap.0
-    {
-        cap = (recorded, BytesCap::Recorded(by));
-    }
-    Ok(Expect {
-        key: job.key.to_string(),
-        sha256: trusted.sha256,
-        tar_bytes: trusted.tar_bytes.map(|(t, _)| t),
-        entries: trusted.entries,
-        max_bytes: cap,
-        max_entries: job.max_entries,
-        specials: match &job.volumes {
-            None => Specials::AppDir,
-            Some(_) => Specials::Volumes {
-                devices: job.device_nodes,
-            },
-        },
-        links: job.links,
-    })
+    Ok(job.archive.expect(trusted, room))
 }
 
+/// Downloads and unpacks into `staging`.
 async fn unpack_into(
     job: &Job<'_>,
     expect: Expect,
@@ -290,85 +173,30 @@ async fn unpack_into(
     progress: &watch::Sender<ArchiveProgress>,
     cancel: &CancellationToken,
 ) -> Result<Restored, ArchiveError> {
-    let key = job.key.to_string();
-    let path = ObjectPath::from(job.key.as_str());
-    let get = job
-        .bucket
-        .store
-        .get(&path)
-        .await
-        .map_err(|e| ArchiveError::store("download", &key, e))?;
-    let archive_bytes = get.meta.size;
+    let counters = Arc::new(UnpackCounters::default());
     let owners = running_as_root();
     if !owners {
-        tracing::warn!(key, "the agent is not root: owners are not restored");
+        tracing::warn!(key = %job.archive.key, "the agent is not root: owners are not restored");
     }
-    let counters = Arc::new(UnpackCounters::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel::<Incoming>(CAPACITY);
-    let unpacker = {
-        let (staging, counters, stop) = (staging.to_owned(), counters.clone(), stop.clone());
-        let receiver = ChunkReceiver::new(rx, counters.downloaded.clone());
-        let identities = job.identities.clone();
-        tokio::task::spawn_blocking(move || {
-            let opener = identities.as_deref();
-            unpack::unpack(
-                receiver, &staging, &expect, &counters, &stop, owners, opener,
-            )
-        })
-    };
-    let entries_total = job.meta.entries.unwrap_or(0);
-    let report = || {
-        progress.send_replace(ArchiveProgress {
-            phase: Phase::Restoring,
-            bytes_done: counters.downloaded.load(Ordering::Relaxed),
-            bytes_total: archive_bytes,
-            entries_done: counters.entries.load(Ordering::Relaxed),
-            entries_total,
-            bytes_transformed: counters.tar_bytes.load(Ordering::Relaxed),
-            bytes_stored: counters.file_bytes.load(Ordering::Relaxed),
-        });
-    };
-    let mut stream = get.into_stream();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let mut failure = None;
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => {
-                failure = Some(ArchiveError::Cancelled);
-                break;
-            }
-            _ = tick.tick() => report(),
-            next = stream.next() => match next {
-                Some(Ok(chunk)) => {
-                    if tx.send(Ok(chunk)).await.is_err() {
-                        break; // the unpacker stopped; its result says why
-                    }
-                }
-                Some(Err(e)) => {
-                    let _ = tx.send(Err(())).await;
-                    failure = Some(ArchiveError::store("download", &key, e));
-                    break;
-                }
-                None => break,
+    let into = Some(staging.to_owned());
+    let fetched = job
+        .archive
+        .fetch(
+            expect,
+            Run {
+                into,
+                owners,
+                counters: &counters,
+                phase: Phase::Restoring,
+                progress,
+                cancel,
             },
-        }
-    }
-    if failure.is_some() {
-        stop.store(true, Ordering::Relaxed);
-    }
-    drop(tx);
-    drop(stream);
-    let unpacked = unpacker.await.map_err(ArchiveError::Join)?;
-    report();
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    let unpacked = unpacked?;
+        )
+        .await?;
     Ok(Restored {
-        unpacked,
-        archive_bytes,
-        verified: job.recorded.is_some(),
+        unpacked: fetched.unpacked,
+        archive_bytes: fetched.archive_bytes,
+        verified: job.archive.recorded.is_some(),
         owners,
     })
 }
@@ -431,7 +259,7 @@ async fn remove_dir(path: PathBuf) {
 }
 
 /// Owners can be restored only as root; `/proc/self` belongs to the effective user.
-fn running_as_root() -> bool {
+pub(super) fn running_as_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }

@@ -1,5 +1,5 @@
 //! Restoring on a blocking thread: zstd-decode and untar a downloading archive into a staging
-//! directory, hashing every archive byte, refusing entries that would land outside it or
+//! directory (or, for a verify, through the same checks into nothing), hashing every archive byte, refusing entries that would land outside it or
 //! write through a link (`crate::tarsafe`, shared with warm restores; `extract` decides what
 //! an archive may hold), and stopping archives that expand past their limit.
 
@@ -15,7 +15,7 @@ use super::decode;
 use super::error::{BytesCap, Witness};
 use super::pipe::ChunkReceiver;
 use super::seal::Identities;
-use crate::tarsafe::{Links, Stream, TarReader, Tree};
+use crate::tarsafe::{Links, Shadow, Stream, TarReader, Target, Tree};
 
 /// What the archive must look like, and the limits that stop bombs.
 #[derive(Debug, Clone)]
@@ -84,16 +84,64 @@ impl From<io::Error> for Stop {
     }
 }
 
-/// Unpacks the archive arriving on `receiver` into `staging` (an empty directory).
+/// Where an unpack puts the archive's entries.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Destination<'a> {
+    /// Into this empty staging directory (a restore).
+    Dir(&'a Path),
+    /// Nowhere: every entry goes through a restore's checks into a `tarsafe::Shadow`, and
+    /// nothing is written (a verify).
+    Nowhere,
+}
+
+/// What one unpack is held to and reports into.
+pub(crate) struct Walk<'a> {
+    pub expect: &'a Expect,
+    pub counters: &'a UnpackCounters,
+    pub cancel: &'a AtomicBool,
+    /// Restore owners (only root can).
+    pub owners: bool,
+    /// Opens an age-encrypted archive.
+    pub opener: Option<&'a Identities>,
+}
+
+/// Unpacks the archive arriving on `receiver` into `dest`.
 pub(crate) fn unpack(
     receiver: ChunkReceiver,
-    staging: &Path,
-    expect: &Expect,
-    counters: &UnpackCounters,
-    cancel: &AtomicBool,
-    owners: bool,
-    opener: Option<&Identities>,
+    dest: Destination<'_>,
+    walk: &Walk<'_>,
 ) -> Result<Unpacked, ArchiveError> {
+    let options = extract::tree_options(walk.expect, walk.owners);
+    match dest {
+        Destination::Dir(staging) => {
+            let tree = Tree::open(staging, options).map_err(|source| {
+                Stop::Refused(ArchiveError::Write {
+                    path: staging.to_owned(),
+                    source,
+                })
+            });
+            unpack_into(receiver, tree, staging, walk)
+        }
+        Destination::Nowhere => {
+            unpack_into(receiver, Ok(Shadow::new(options)), Path::new(""), walk)
+        }
+    }
+}
+
+/// Unpacks into `tree`, which is at `staging` (for messages).
+fn unpack_into<T: Target>(
+    receiver: ChunkReceiver,
+    tree: Result<T, Stop>,
+    staging: &Path,
+    walk: &Walk<'_>,
+) -> Result<Unpacked, ArchiveError> {
+    let Walk {
+        expect,
+        counters,
+        cancel,
+        owners,
+        opener,
+    } = *walk;
     let format = |source| ArchiveError::Format {
         key: expect.key.clone(),
         source,
@@ -104,25 +152,18 @@ pub(crate) fn unpack(
         let count = counters.tar_bytes.clone();
         let decoder = scope.spawn(move || decode::run(receiver, opener, tx, limit, count));
         let mut reader = TarReader::new(Stream(decode::PipeReader::new(rx)));
-        let extracted = Tree::open(staging, extract::tree_options(expect, owners))
-            .map_err(|source| {
-                Stop::Refused(ArchiveError::Write {
-                    path: staging.to_owned(),
-                    source,
-                })
-            })
-            .and_then(|mut tree| {
-                extract::extract(
-                    &mut reader,
-                    &mut tree,
-                    staging,
-                    expect,
-                    counters,
-                    cancel,
-                    owners,
-                )
-                .map(|()| tree)
-            });
+        let extracted = tree.and_then(|mut tree| {
+            extract::extract(
+                &mut reader,
+                &mut tree,
+                staging,
+                expect,
+                counters,
+                cancel,
+                owners,
+            )
+            .map(|()| tree)
+        });
         let mut rest = reader.into_inner().0;
         // The rest of the tar stream (GNU tar pads to whole records) still counts and is
         // hashed; a decoding error at the very end shows up here.

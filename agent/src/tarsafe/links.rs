@@ -1,7 +1,8 @@
 //! Where a symlink leads, resolved against the tree extracted so far and following the
 //! symlinks it holds, as the kernel would, but looking only inside the root: what
 //! `refuse_escaping_links` and hard links to symlinks need, and what no lexical check can
-//! tell (after `p -> .`, `esc -> p/p/p/p/../../../..` reads as inside and leads out).
+//! tell (after `p -> .`, `esc -> p/p/p/p/../../../..` reads as inside and leads out). It reads
+//! the tree through a `View`: the extracted one on disk, or the one a verify only models.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -23,12 +24,61 @@ pub(super) enum Leads {
     TooManyLinks,
 }
 
-/// Where a symlink in directory `dir` (a cleaned path under `root`) pointing at `target`
-/// leads. `floor` components of `dir` name the directory it must stay in (0: the root).
-/// A component that is not there yet, or not a directory, is taken as it reads; the caller
-/// resolves again once the tree is complete.
-pub(super) fn resolve(
-    root: BorrowedFd<'_>,
+/// What [`resolve`] needs to know of a tree: the extracted one on disk ([`FdView`]) or one
+/// only modelled (`super::shadow`), so both are resolved by the same code.
+pub(super) trait View {
+    /// A directory resolution stands in.
+    type Dir;
+    /// Directory `name` in `parent` (`None`: the root), never through a symlink; `None` if
+    /// it is not one.
+    fn enter(&self, parent: Option<&Self::Dir>, name: &[u8]) -> Result<Option<Self::Dir>, Errno>;
+    /// What `name` in `parent` is.
+    fn what(&self, parent: Option<&Self::Dir>, name: &[u8]) -> Result<What, Errno>;
+}
+
+/// What a name in a tree is, as resolution needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum What {
+    Dir,
+    Symlink(Vec<u8>),
+    /// Anything else, or nothing.
+    Other,
+}
+
+/// The tree on disk under a root directory.
+pub(super) struct FdView<'a>(pub BorrowedFd<'a>);
+
+impl View for FdView<'_> {
+    type Dir = OwnedFd;
+
+    fn enter(&self, parent: Option<&OwnedFd>, name: &[u8]) -> Result<Option<OwnedFd>, Errno> {
+        let parent = parent.map_or(self.0, AsFd::as_fd);
+        match open_dir(parent, name, false) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(DirError::NotADir(_)) | Err(DirError::Io(Errno::NOENT)) => Ok(None),
+            Err(DirError::Io(e)) => Err(e),
+        }
+    }
+
+    fn what(&self, parent: Option<&OwnedFd>, name: &[u8]) -> Result<What, Errno> {
+        let parent = parent.map_or(self.0, AsFd::as_fd);
+        match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => Ok(
+                What::Symlink(rustix::fs::readlinkat(parent, name, Vec::new())?.into_bytes()),
+            ),
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => Ok(What::Dir),
+            Ok(_) | Err(Errno::NOENT) | Err(Errno::NOTDIR) => Ok(What::Other),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Where a symlink in directory `dir` (a cleaned path under the root of `view`) pointing at
+/// `target` leads. `floor` components of `dir` name the directory it must stay in (0: the
+/// root). A component that is not there yet, or not a directory, is taken as it reads; the
+/// caller resolves again once the tree is complete.
+pub(super) fn resolve<V: View>(
+    view: &V,
     dir: &[u8],
     target: &[u8],
     floor: usize,
@@ -36,14 +86,14 @@ pub(super) fn resolve(
     if target.first() == Some(&b'/') {
         return Ok(Leads::Outside);
     }
-    // The directories from the root down to where resolution stands: an open descriptor
+    // The directories from the root down to where resolution stands: one the view opened
     // while they exist, `None` from the first that does not.
-    let mut at: Vec<Option<OwnedFd>> = Vec::new();
+    let mut at: Vec<Option<V::Dir>> = Vec::new();
     let mut todo: VecDeque<Vec<u8>> = VecDeque::new();
     let mut hops = 0;
     for part in parts(dir) {
-        let next = match top(root, &at) {
-            Some(parent) => enter(parent, part)?,
+        let next = match top(&at) {
+            Some(parent) => view.enter(parent, part)?,
             None => None,
         };
         at.push(next);
@@ -59,17 +109,16 @@ pub(super) fn resolve(
             at.pop();
             continue;
         }
-        let Some(parent) = top(root, &at) else {
+        let Some(parent) = top(&at) else {
             at.push(None);
             continue;
         };
-        match rustix::fs::statat(parent, part, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
+        match view.what(parent, part)? {
+            What::Symlink(next) => {
                 hops += 1;
                 if hops > MAX_HOPS {
                     return Ok(Leads::TooManyLinks);
                 }
-                let next = rustix::fs::readlinkat(parent, part, Vec::new())?.into_bytes();
                 if next.first() == Some(&b'/') {
                     return Ok(Leads::Outside);
                 }
@@ -77,12 +126,11 @@ pub(super) fn resolve(
                     todo.push_front(p.to_vec());
                 }
             }
-            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                let next = enter(parent, part)?;
+            What::Dir => {
+                let next = view.enter(parent, part)?;
                 at.push(next);
             }
-            Ok(_) | Err(Errno::NOENT) | Err(Errno::NOTDIR) => at.push(None),
-            Err(e) => return Err(e),
+            What::Other => at.push(None),
         }
     }
     Ok(Leads::Inside)
@@ -94,19 +142,11 @@ fn parts(path: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
         .filter(|p| !p.is_empty() && *p != b".")
 }
 
-fn top<'a>(root: BorrowedFd<'a>, at: &'a [Option<OwnedFd>]) -> Option<BorrowedFd<'a>> {
+/// Where resolution stands: `Some(None)` at the root, `None` past a missing directory.
+fn top<D>(at: &[Option<D>]) -> Option<Option<&D>> {
     match at.last() {
-        None => Some(root),
-        Some(fd) => fd.as_ref().map(|fd| fd.as_fd()),
-    }
-}
-
-/// Opens directory `name` in `parent` without following a symlink; `None` if it is not one.
-fn enter(parent: BorrowedFd<'_>, name: &[u8]) -> Result<Option<OwnedFd>, Errno> {
-    match open_dir(parent, name, false) {
-        Ok(fd) => Ok(Some(fd)),
-        Err(DirError::NotADir(_)) | Err(DirError::Io(Errno::NOENT)) => Ok(None),
-        Err(DirError::Io(e)) => Err(e),
+        None => Some(None),
+        Some(d) => d.as_ref().map(Some),
     }
 }
 
@@ -132,7 +172,8 @@ mod tests {
         symlink("loop2", d.join("loop1")).unwrap();
         symlink("loop1", d.join("loop2")).unwrap();
         let fd = root(d);
-        let leads = |dir: &[u8], target: &[u8]| resolve(fd.as_fd(), dir, target, 0).unwrap();
+        let view = FdView(fd.as_fd());
+        let leads = |dir: &[u8], target: &[u8]| resolve(&view, dir, target, 0).unwrap();
         assert_eq!(leads(b"", b"a/b"), Leads::Inside);
         assert_eq!(leads(b"a/b", b"../../x"), Leads::Inside);
         assert_eq!(leads(b"a/b", b"../../../x"), Leads::Outside);
@@ -147,13 +188,7 @@ mod tests {
         assert_eq!(leads(b"", b"later/../x"), Leads::Inside);
         assert_eq!(leads(b"", b"loop1"), Leads::TooManyLinks);
         // Confined to the first component (a volume archive's volumes).
-        assert_eq!(
-            resolve(fd.as_fd(), b"a", b"../a/x", 1).unwrap(),
-            Leads::Outside
-        );
-        assert_eq!(
-            resolve(fd.as_fd(), b"a/b", b"../x", 1).unwrap(),
-            Leads::Inside
-        );
+        assert_eq!(resolve(&view, b"a", b"../a/x", 1).unwrap(), Leads::Outside);
+        assert_eq!(resolve(&view, b"a/b", b"../x", 1).unwrap(), Leads::Inside);
     }
 }

@@ -17,7 +17,8 @@ use rustix::io::Errno;
 
 use super::dirs::{DirError, Dirs, remove_existing};
 use super::entry::{Kind, Name};
-use super::links::{Leads, resolve};
+use super::links::{FdView, Leads, resolve};
+use super::target::Target;
 use super::{UntarError, shown};
 
 /// Attributes applied to an entry after its content.
@@ -79,9 +80,27 @@ impl Tree {
         })
     }
 
+    fn leads(&self, dir: &[u8], target: &[u8]) -> Result<Leads, UntarError> {
+        resolve(
+            &FdView(self.dirs.root()),
+            dir,
+            target,
+            self.options.link_root_depth,
+        )
+        .map_err(|e| UntarError::write("resolve a symlink in", dir, e))
+    }
+
+    fn refuse_escaping(&self, name: &Name, dir: &[u8], target: &[u8]) -> Result<(), UntarError> {
+        escaping(name, target, self.leads(dir, target)?)
+    }
+}
+
+impl Target for Tree {
+    type File = File;
+
     /// A directory (mode 0700 until the end); one already there is kept, anything else
     /// replaced.
-    pub fn dir(&mut self, name: &Name, attrs: Attrs) -> Result<(), UntarError> {
+    fn dir(&mut self, name: &Name, attrs: Attrs) -> Result<(), UntarError> {
         if !name.is_root() {
             let (parent_rel, base) = name.split();
             let parent = self.dirs.get(parent_rel).map_err(|e| dir_err(name, e))?;
@@ -107,7 +126,7 @@ impl Tree {
 
     /// A new, empty regular file (mode 0600 until [`Tree::set_file_attrs`]), replacing what
     /// is there.
-    pub fn file(&mut self, name: &Name) -> Result<File, UntarError> {
+    fn file(&mut self, name: &Name) -> Result<File, UntarError> {
         let (parent_rel, base) = name.split();
         let parent = self.dirs.get(parent_rel).map_err(|e| dir_err(name, e))?;
         let flags =
@@ -122,12 +141,12 @@ impl Tree {
     }
 
     /// Owner, mode, xattrs and mtime of a file written through `file`.
-    pub fn set_file_attrs(&self, file: &File, rel: &[u8], a: &Attrs) -> Result<(), UntarError> {
+    fn set_file_attrs(&self, file: &File, rel: &[u8], a: &Attrs) -> Result<(), UntarError> {
         set_fd_attrs(file.as_fd(), rel, a, self.options.owners)
     }
 
     /// A symlink to `target`, as written.
-    pub fn symlink(&mut self, name: &Name, target: &[u8], a: &Attrs) -> Result<(), UntarError> {
+    fn symlink(&mut self, name: &Name, target: &[u8], a: &Attrs) -> Result<(), UntarError> {
         let (parent_rel, base) = name.split();
         if self.options.links == Links::RefuseEscaping {
             self.refuse_escaping(name, parent_rel, target)?;
@@ -146,14 +165,11 @@ impl Tree {
     /// A hard link to `to`, an entry extracted before it. Refused when `to` is reached
     /// through a symlink, is a directory, or is a symlink that leads outside (from where it
     /// is, or from the new name's directory).
-    pub fn hard_link(&mut self, name: &Name, to: &Name) -> Result<(), UntarError> {
+    fn hard_link(&mut self, name: &Name, to: &Name) -> Result<(), UntarError> {
         let refuse = |why: String| UntarError::refused(&name.raw, why);
         let (to_parent, to_base) = to.split();
         let to_dir = self.dirs.open_existing(to_parent).map_err(|e| match e {
-            DirError::NotADir(through) => refuse(format!(
-                "is a hard link through {:?}, which is a symlink or not a directory",
-                shown(&through)
-            )),
+            DirError::NotADir(through) => link_through(name, &through),
             DirError::Io(Errno::NOENT) => not_extracted(name, to),
             DirError::Io(e) => UntarError::write("open the directory of", &to.rel, e),
         })?;
@@ -170,10 +186,7 @@ impl Tree {
                     .into_bytes();
                 for dir in [to_parent, name.split().0] {
                     if self.leads(dir, &target)? != Leads::Inside {
-                        return Err(refuse(format!(
-                            "is a hard link to the symlink {:?}, which leads outside the target",
-                            shown(&to.raw)
-                        )));
+                        return Err(link_to_escaping(name, to));
                     }
                 }
                 if self.options.links == Links::RefuseEscaping {
@@ -191,7 +204,7 @@ impl Tree {
     }
 
     /// A fifo or device node (`kind` says which), replacing what is there.
-    pub fn node(&mut self, name: &Name, kind: &Kind, a: &Attrs) -> Result<(), UntarError> {
+    fn node(&mut self, name: &Name, kind: &Kind, a: &Attrs) -> Result<(), UntarError> {
         let (ft, dev) = match *kind {
             Kind::Fifo => (FileType::Fifo, 0),
             Kind::Char { major, minor } => {
@@ -213,7 +226,7 @@ impl Tree {
     }
 
     /// Removes the file at `rel` if there is one.
-    pub fn remove_file(&mut self, rel: &[u8]) -> Result<(), UntarError> {
+    fn remove_file(&mut self, rel: &[u8]) -> Result<(), UntarError> {
         let name = Name::parse(rel).expect("a clean name");
         let (parent_rel, base) = name.split();
         let parent = match self.dirs.open_existing(parent_rel) {
@@ -230,7 +243,7 @@ impl Tree {
     /// Resolves the symlinks again against the complete tree (under `RefuseEscaping`), then
     /// sets directory attributes, deepest last-listed first, so setting them disturbs
     /// nothing.
-    pub fn finish(mut self) -> Result<(), UntarError> {
+    fn finish(mut self) -> Result<(), UntarError> {
         for rel in std::mem::take(&mut self.symlinks) {
             let name = Name::parse(&rel).expect("a clean name");
             let (parent_rel, base) = name.split();
@@ -253,30 +266,50 @@ impl Tree {
         }
         Ok(())
     }
-
-    fn leads(&self, dir: &[u8], target: &[u8]) -> Result<Leads, UntarError> {
-        resolve(self.dirs.root(), dir, target, self.options.link_root_depth)
-            .map_err(|e| UntarError::write("resolve a symlink in", dir, e))
-    }
-
-    fn refuse_escaping(&self, name: &Name, dir: &[u8], target: &[u8]) -> Result<(), UntarError> {
-        let why = match self.leads(dir, target)? {
-            Leads::Inside => return Ok(()),
-            Leads::Outside => "leads outside the target",
-            Leads::TooManyLinks => "goes through too many links (a loop)",
-        };
-        Err(UntarError::refused(
-            &name.raw,
-            format!(
-                "is a symlink to {:?}, which {why}; this agent refuses such links \
-                 ([archive] refuse_escaping_links)",
-                shown(target)
-            ),
-        ))
-    }
 }
 
-fn not_extracted(name: &Name, to: &Name) -> UntarError {
+/// `Ok` for a symlink `name` to `target` that `leads` inside; else its refusal under
+/// [`Links::RefuseEscaping`].
+pub(super) fn escaping(name: &Name, target: &[u8], leads: Leads) -> Result<(), UntarError> {
+    let why = match leads {
+        Leads::Inside => return Ok(()),
+        Leads::Outside => "leads outside the target",
+        Leads::TooManyLinks => "goes through too many links (a loop)",
+    };
+    Err(UntarError::refused(
+        &name.raw,
+        format!(
+            "is a symlink to {:?}, which {why}; this agent refuses such links \
+             ([archive] refuse_escaping_links)",
+            shown(target)
+        ),
+    ))
+}
+
+/// The refusal of hard link `name` to `to`, a symlink that leads outside.
+pub(super) fn link_to_escaping(name: &Name, to: &Name) -> UntarError {
+    UntarError::refused(
+        &name.raw,
+        format!(
+            "is a hard link to the symlink {:?}, which leads outside the target",
+            shown(&to.raw)
+        ),
+    )
+}
+
+/// The refusal of hard link `name` whose target is reached through `through`, which is a
+/// symlink or not a directory.
+pub(super) fn link_through(name: &Name, through: &[u8]) -> UntarError {
+    UntarError::refused(
+        &name.raw,
+        format!(
+            "is a hard link through {:?}, which is a symlink or not a directory",
+            shown(through)
+        ),
+    )
+}
+
+pub(super) fn not_extracted(name: &Name, to: &Name) -> UntarError {
     UntarError::refused(
         &name.raw,
         format!(
@@ -287,7 +320,7 @@ fn not_extracted(name: &Name, to: &Name) -> UntarError {
 }
 
 /// A directory that could not be reached for `name`.
-fn dir_err(name: &Name, e: DirError) -> UntarError {
+pub(super) fn dir_err(name: &Name, e: DirError) -> UntarError {
     match e {
         DirError::NotADir(through) => UntarError::refused(
             &name.raw,
@@ -383,4 +416,4 @@ fn gid(id: u32) -> rustix::fs::Gid {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -1,5 +1,6 @@
 //! The kinds of task this agent runs, behind the narrow `Executor` seam the runner calls:
-//! `warm_snapshot` and `warm_restore`, `archive_create` and `archive_restore`. Inputs arrive
+//! `warm_snapshot` and `warm_restore`, `archive_create`, `archive_restore` and
+//! `archive_verify`. Inputs arrive
 //! as the wire JSON of the shared task contract (`berth_shared::task::Task`), parsed once
 //! here; outputs go back as JSON.
 //!
@@ -10,6 +11,7 @@
 //!                  out {"app", "volumes": [{"name", "method": "swap"|"clear"}], "bytes", "entries"}
 //! archive_create   in  archive::CreateInput   out archive::CreateOutput
 //! archive_restore  in  archive::RestoreInput  out archive::RestoreOutput
+//! archive_verify   in  archive::VerifyInput   out archive::VerifyOutput
 //! ```
 
 use std::future::Future;
@@ -73,7 +75,11 @@ impl Executor for AgentKinds {
     fn supports(&self, kind: &str) -> bool {
         matches!(
             kind,
-            WARM_SNAPSHOT | WARM_RESTORE | archive::CREATE_TASK | archive::RESTORE_TASK
+            WARM_SNAPSHOT
+                | WARM_RESTORE
+                | archive::CREATE_TASK
+                | archive::RESTORE_TASK
+                | archive::VERIFY_TASK
         )
     }
 
@@ -120,6 +126,18 @@ impl Executor for AgentKinds {
                         let archiver = archiver.clone();
                         let cancel = cancel.clone();
                         async move { archiver.restore(input, &tx, &cancel).await.map(json) }
+                    })
+                    .await
+                }
+                Task::ArchiveVerify(t) => {
+                    let input = archive::VerifyInput {
+                        uuid: t.uuid.to_string(),
+                        recorded: t.recorded,
+                    };
+                    run_archive(&progress, |tx| {
+                        let archiver = archiver.clone();
+                        let cancel = cancel.clone();
+                        async move { archiver.verify(input, &tx, &cancel).await.map(json) }
                     })
                     .await
                 }

@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 use super::error::WarmError;
 use super::pack::Totals;
 use super::progress::Progress;
-use crate::tarsafe::{Entry, Head, Kind, Links, Options, TarReader, Tree, UntarError, shown};
+use crate::tarsafe::{
+    Entry, Head, Kind, Links, Options, TarReader, Target, Tree, UntarError, shown,
+};
 use reader::BufFile;
 
 /// Extracts `tar` into the existing directory `target`. `limit` is the data the check

@@ -9,13 +9,14 @@ mod roundtrip;
 mod s3;
 mod tree;
 mod unchanged;
+mod verify;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use berth_agent::archive::{
     ArchiveConfig, ArchiveError, ArchiveProgress, Archiver, CreateInput, CreateOutput,
-    RestoreInput, RestoreOutput,
+    RestoreInput, RestoreOutput, VerifyInput, VerifyOutput,
 };
 use berth_shared::task::Recorded;
 use futures::TryStreamExt;
@@ -151,6 +152,26 @@ impl Env {
                     recorded,
                     target_app: Some(target.into()),
                     ..Default::default()
+                },
+                &progress,
+                &CancellationToken::new(),
+            )
+            .await
+    }
+
+    /// Verifies `uuid`, held to `recorded` when given (as the coordinator's verify task
+    /// carries it).
+    pub async fn verify(
+        &self,
+        uuid: &str,
+        recorded: Option<Recorded>,
+    ) -> Result<VerifyOutput, ArchiveError> {
+        let (progress, _) = watch::channel(ArchiveProgress::default());
+        self.archiver
+            .verify(
+                VerifyInput {
+                    uuid: uuid.into(),
+                    recorded,
                 },
                 &progress,
                 &CancellationToken::new(),

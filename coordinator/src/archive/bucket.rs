@@ -68,18 +68,66 @@ impl Bucket {
 
     /// The metadata of archive `id`, `None` when there is none.
     pub async fn read_meta(&self, id: &ArchiveId) -> Result<Option<ArchiveMeta>, CatalogError> {
-        let key = id.metadata_key();
-        let bytes = match self.store.get(&Path::from(key.as_str())).await {
-            Ok(r) => r
-                .bytes()
-                .await
-                .map_err(|e| CatalogError::store("read", &key, e))?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(CatalogError::store("read", key, e)),
+        let Some((key, bytes)) = self.meta_bytes(id).await? else {
+            return Ok(None);
         };
         ArchiveMeta::from_json(&bytes)
             .map(Some)
             .map_err(|source| CatalogError::Metadata { key, source })
+    }
+
+    /// The key and bytes of archive `id`'s metadata object, `None` when there is none.
+    async fn meta_bytes(
+        &self,
+        id: &ArchiveId,
+    ) -> Result<Option<(String, bytes::Bytes)>, CatalogError> {
+        let key = id.metadata_key();
+        match self.store.get(&Path::from(key.as_str())).await {
+            Ok(r) => match r.bytes().await {
+                Ok(bytes) => Ok(Some((key, bytes))),
+                Err(e) => Err(CatalogError::store("read", key, e)),
+            },
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(CatalogError::store("read", key, e)),
+        }
+    }
+
+    /// Adds `label` to archive `id`'s metadata unless it carries it: the JSON is rewritten
+    /// keeping every key this build does not know. `false` when there is no metadata.
+    pub async fn add_label(&self, id: &ArchiveId, label: &str) -> Result<bool, CatalogError> {
+        let Some((key, bytes)) = self.meta_bytes(id).await? else {
+            return Ok(false);
+        };
+        let path = Path::from(key.as_str());
+        let invalid = |source| CatalogError::Metadata {
+            key: key.clone(),
+            source,
+        };
+        // Checked as metadata first; then changed as plain JSON, so nothing else moves.
+        ArchiveMeta::from_json(&bytes).map_err(invalid)?;
+        let mut doc: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&bytes).map_err(invalid)?;
+        let labels = doc
+            .entry("labels")
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        if labels.is_null() {
+            *labels = serde_json::Value::Array(Vec::new());
+        }
+        let Some(list) = labels.as_array_mut() else {
+            return Err(CatalogError::Invalid(format!(
+                "metadata {key} has labels that are not a list; fix or delete the archive"
+            )));
+        };
+        if list.iter().any(|l| l.as_str() == Some(label)) {
+            return Ok(true);
+        }
+        list.push(serde_json::Value::String(label.to_owned()));
+        let body = serde_json::to_vec(&doc).expect("JSON serializes");
+        self.store
+            .put(&path, body.into())
+            .await
+            .map_err(|e| CatalogError::store("write", &key, e))?;
+        Ok(true)
     }
 
     /// Deletes `key`; `false` when it did not exist.

@@ -34,6 +34,8 @@ pub enum CatalogError {
     },
     #[error("cannot read the sagas that own uploads")]
     Sagas(#[source] crate::store::StoreError),
+    #[error("cannot read the archives' verifications")]
+    Checks(#[source] crate::store::StoreError),
     #[error("metadata {key} is not valid JSON")]
     Metadata {
         key: String,
@@ -60,7 +62,7 @@ impl ServiceError for CatalogError {
                 }
                 _ => ErrorCode::Unavailable,
             },
-            Sagas(_) => ErrorCode::Unavailable,
+            Sagas(_) | Checks(_) => ErrorCode::Unavailable,
         }
     }
 

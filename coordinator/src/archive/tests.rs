@@ -346,3 +346,36 @@ async fn a_size_mismatch_is_not_good() {
 }
 
 use futures::StreamExt;
+
+#[tokio::test]
+async fn a_failed_verify_s_label_keeps_every_other_key_of_the_metadata() {
+    let (catalog, store) = memory();
+    put(&*store, "web", 1, "-", 100, b"a", false).await;
+    let meta_key = format!("_metadata/{}", uuid(1));
+    let original = serde_json::json!({
+        "uuid": uuid(1), "app_name": "web", "ts": 100, "labels": ["size:1", "owner:x"],
+        "future_field": {"nested": [1, 2]}, "sha256": "ab",
+    });
+    store
+        .put(
+            &Path::from(meta_key.as_str()),
+            PutPayload::from(serde_json::to_vec(&original).unwrap()),
+        )
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        assert!(catalog.label_failed(&id(1)).await.unwrap());
+    }
+    let bytes = store
+        .get(&Path::from(meta_key.as_str()))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let after: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let mut expected = original.clone();
+    expected["labels"] = serde_json::json!(["size:1", "owner:x", VERIFY_FAILED_LABEL]);
+    assert_eq!(after, expected, "labelled once, nothing else changed");
+    assert!(!catalog.label_failed(&id(2)).await.unwrap(), "no metadata");
+}

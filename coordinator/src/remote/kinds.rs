@@ -1,5 +1,5 @@
-//! Saga kinds whose work happens on a host: warm snapshot and restore, archive create and
-//! restore. A saga's inputs are its task's inputs plus `host_id`, parsed at start as the
+//! Saga kinds whose work happens on a host: warm snapshot and restore, archive create,
+//! restore and verify (then the step recording its verdict). A saga's inputs are its task's inputs plus `host_id`, parsed at start as the
 //! typed task contract (`berth_shared::task::Task`). Each saga is one agent step; an archive
 //! create is followed by the retention step, and its archive's uuid is the saga's id unless
 //! the inputs name one.
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{AgentStep, task_of};
-use crate::archive::{RetentionInputs, RetentionStep};
+use crate::archive::{CheckStep, RetentionInputs, RetentionStep};
 use crate::saga::{Registry, Step};
 
 /// Checks a saga's inputs as the task they become (`berth_shared::task::Task`), so a bad
@@ -27,6 +27,12 @@ fn one(name: &'static str) -> Vec<Arc<dyn Step>> {
     })]
 }
 
+/// `steps`, then `step` (a coordinator step after the agent's).
+fn then(mut steps: Vec<Arc<dyn Step>>, step: impl Step + 'static) -> Vec<Arc<dyn Step>> {
+    steps.push(Arc::new(step));
+    steps
+}
+
 fn warm_snapshot(v: &Value) -> Result<Vec<Arc<dyn Step>>, String> {
     check("warm_snapshot", v)?;
     Ok(one("warm_snapshot"))
@@ -40,18 +46,17 @@ fn warm_restore(v: &Value) -> Result<Vec<Arc<dyn Step>>, String> {
 fn archive_create(v: &Value) -> Result<Vec<Arc<dyn Step>>, String> {
     check("archive_create", v)?;
     RetentionInputs::of(v)?;
-    Ok(vec![
-        Arc::new(AgentStep {
-            name: "archive_create",
-            task_kind: "archive_create",
-        }),
-        Arc::new(RetentionStep),
-    ])
+    Ok(then(one("archive_create"), RetentionStep))
 }
 
 fn archive_restore(v: &Value) -> Result<Vec<Arc<dyn Step>>, String> {
     check("archive_restore", v)?;
     Ok(one("archive_restore"))
+}
+
+fn archive_verify(v: &Value) -> Result<Vec<Arc<dyn Step>>, String> {
+    check("archive_verify", v)?;
+    Ok(then(one("archive_verify"), CheckStep))
 }
 
 /// Registers the agent-side saga kinds.
@@ -60,6 +65,7 @@ pub fn register(registry: &mut Registry) {
     registry.register("warm.restore", warm_restore);
     registry.register("archive.create", archive_create);
     registry.register("archive.restore", archive_restore);
+    registry.register("archive.verify", archive_verify);
 }
 
 #[cfg(test)]
@@ -126,5 +132,18 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("not a uuid"));
+        r.build(
+            "archive.verify",
+            r#"{"host_id":"h","uuid":"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"}"#,
+        )
+        .unwrap();
+        let err = r
+            .build(
+                "archive.verify",
+                r#"{"host_id":"h","uuid":"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b","recorded":{"sha256":"x","size":1,"tar_bytes":1,"entries":1}}"#,
+            )
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("filled in by the coordinator"));
     }
 }

@@ -1,5 +1,6 @@
-//! `ArchiveService`: create and restore run as sagas (`archive.create`, `archive.restore`)
-//! on the named host's agent; everything else reads or changes the archive store directly.
+//! `ArchiveService`: create, restore and verify run as sagas (`archive.create`,
+//! `archive.restore`, `archive.verify`) on the named host's agent; listings show each
+//! archive's latest verification (`archive_checks`); everything else reads or changes the archive store directly.
 //! A prune also aborts the multipart uploads no live saga owns (the upload sweep).
 
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::archive::{ArchiveDetail, ArchiveEntry, Catalog, CatalogError, ListQuery, PruneMode};
 use crate::error::ApiError;
 use crate::saga::Engine;
-use crate::store::Store;
+use crate::store::{ArchiveCheck, Store};
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -38,6 +39,7 @@ fn entry_to_pb(e: &ArchiveEntry) -> pb::Archive {
         size_bytes: e.size,
         sha256: String::new(),
         labels: Vec::new(),
+        last_check: None,
     }
 }
 
@@ -46,6 +48,37 @@ fn detail_to_pb(d: ArchiveDetail) -> pb::Archive {
         sha256: d.meta.sha256.unwrap_or_default(),
         labels: d.meta.labels,
         ..entry_to_pb(&d.entry)
+    }
+}
+
+fn check_to_pb(c: ArchiveCheck) -> pb::ArchiveCheck {
+    pb::ArchiveCheck {
+        ok: c.ok,
+        problem: c.problem.unwrap_or_default(),
+        checked_at_ms: c.checked_at_ms,
+        saga_id: c.saga_id,
+        host_id: c.host_id,
+    }
+}
+
+impl ArchivesService {
+    /// Fills in each archive's latest verification.
+    async fn with_checks(
+        &self,
+        mut archives: Vec<pb::Archive>,
+    ) -> Result<Vec<pb::Archive>, Status> {
+        let uuids: Vec<&str> = archives.iter().map(|a| a.uuid.as_str()).collect();
+        let checks = self
+            .store
+            .latest_archive_checks(&uuids)
+            .await
+            .map_err(ApiError::from)?;
+        let mut by_uuid: std::collections::HashMap<String, ArchiveCheck> =
+            checks.into_iter().map(|c| (c.uuid.clone(), c)).collect();
+        for a in &mut archives {
+            a.last_check = by_uuid.remove(&a.uuid).map(check_to_pb);
+        }
+        Ok(archives)
     }
 }
 
@@ -211,8 +244,11 @@ impl pb::archive_service_server::ArchiveService for ArchivesService {
             }
             _ => String::new(),
         };
+        let archives = self
+            .with_checks(page.into_iter().map(entry_to_pb).collect())
+            .await?;
         Ok(Response::new(pb::ListArchivesResponse {
-            archives: page.into_iter().map(entry_to_pb).collect(),
+            archives,
             next_page_token,
         }))
     }
@@ -223,7 +259,8 @@ impl pb::archive_service_server::ArchiveService for ArchivesService {
     ) -> Result<Response<pb::Archive>, Status> {
         let id = id(&req.into_inner().uuid)?;
         let detail = self.catalog.get(&id).await.map_err(ApiError::from)?;
-        Ok(Response::new(detail_to_pb(detail)))
+        let mut archive = self.with_checks(vec![detail_to_pb(detail)]).await?;
+        Ok(Response::new(archive.remove(0)))
     }
 
     async fn get_archive_link(
@@ -331,6 +368,28 @@ impl pb::archive_service_server::ArchiveService for ArchivesService {
                 .collect(),
             timezone: zone.name().to_owned(),
         }))
+    }
+
+    async fn verify_archive(
+        &self,
+        req: Request<pb::VerifyArchiveRequest>,
+    ) -> Result<Response<pb::SagaRef>, Status> {
+        let caller = super::principal(&req)?;
+        let r = req.into_inner();
+        let uuid = id(&r.uuid)?;
+        // Refuse at once an archive that is not in the store: there is nothing to verify.
+        self.catalog.get(&uuid).await.map_err(ApiError::from)?;
+        let inputs = json!({ "host_id": r.host_id, "uuid": uuid.to_string() });
+        Ok(Response::new(
+            super::start_saga(
+                &self.engine,
+                &caller,
+                "archive.verify",
+                &inputs,
+                &r.idempotency_key,
+            )
+            .await?,
+        ))
     }
 }
 

@@ -135,13 +135,19 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 11,
+        name: "archive verifications",
+        sqlite: super::archive_checks::MIGRATION,
+        postgres: None,
+    },
+    Migration {
+        version: 12,
         name: "schedules, the alert outbox and unchanged runs",
         sqlite: MIGRATION_SCHEDULES,
         postgres: None,
     },
 ];
 
-/// Version 11: `schedules`, `schedule_runs`, `alert_outbox` and `archive_covers`.
+/// Version 12: `schedules`, `schedule_runs`, `alert_outbox` and `archive_covers`.
 const MIGRATION_SCHEDULES: &[&str] = &[
     super::schedules::MIGRATION[0],
     super::schedules::MIGRATION[1],

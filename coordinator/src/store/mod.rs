@@ -4,6 +4,7 @@
 mod agent_queries;
 mod agent_tasks;
 mod alerts;
+mod archive_checks;
 mod covers;
 mod drift;
 mod hosts;
@@ -27,6 +28,7 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use agent_tasks::{AgentTaskRow, NewAgentTask, Opened, TaskResultWrite};
 pub use alerts::{AlertRow, NewAlert};
+pub use archive_checks::ArchiveCheck;
 pub use drift::{Accepted, DriftFilter, DriftRow, DriftStatus};
 pub use hosts::{HostRecord, HostSession};
 pub use inventory::{

@@ -17,6 +17,8 @@ pub enum Phase {
     Restoring,
     /// Swapping the staging directory into place (restore).
     Swapping,
+    /// Downloading, decoding and checking every entry, writing nothing (verify).
+    Checking,
     Done,
 }
 
@@ -28,6 +30,7 @@ impl Phase {
             Phase::Verifying => "verifying",
             Phase::Restoring => "restoring",
             Phase::Swapping => "swapping",
+            Phase::Checking => "checking",
             Phase::Done => "done",
         }
     }
@@ -54,7 +57,9 @@ impl ArchiveProgress {
     /// Uncompressed over compressed bytes so far (1.0 before anything is compressed).
     pub fn compression_ratio(&self) -> f64 {
         let (raw, packed) = match self.phase {
-            Phase::Restoring | Phase::Swapping => (self.bytes_transformed, self.bytes_done),
+            Phase::Restoring | Phase::Swapping | Phase::Checking => {
+                (self.bytes_transformed, self.bytes_done)
+            }
             _ => (self.bytes_done, self.bytes_transformed),
         };
         if packed == 0 {

@@ -3,13 +3,15 @@
 //! downloads the same bytes, and expires), prunes and deletes; an agent restores under a new
 //! name and the trees match. Archives written in the Go node API's layout work the same way.
 //! The upload sweep aborts orphaned multipart uploads (`sweep.rs`); tiered retention through
-//! the service and the CLI (`retention.rs`).
+//! the service and the CLI (`retention.rs`). A verify catches a flipped byte, labels the
+//! archive and keeps retention off it (`verify.rs`).
 
 mod catalog;
 mod e2e;
 mod grpc;
 mod retention;
 mod sweep;
+mod verify;
 
 use std::path::Path;
 use std::process::Command;

@@ -2,19 +2,20 @@
 //! with what only an archive restore decides: what an app directory or a stack's volumes
 //! take from an untrusted archive (no device nodes or set-id files in an app directory, no
 //! xattrs at all, device nodes in volumes only when allowed), the entry limit, and file sizes
-//! (a sparse file's real size) counted against the restore's byte limit.
+//! (a sparse file's real size) counted against the restore's byte limit. A verify walks the
+//! same code into a `tarsafe::Shadow`, so it refuses what a restore would.
 
 use std::ffi::OsStr;
-use std::fs::File;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{DeviceNodes, Expect, Specials, Stop, UnpackCounters};
 use crate::archive::ArchiveError;
-use crate::tarsafe::{Entry, Kind, Options, Stream, TarReader, Tree, UntarError, shown};
+use crate::tarsafe::{
+    Contents, Entry, Kind, Options, Stream, TarReader, Target, UntarError, shown,
+};
 
 /// File data is copied through a buffer of this size.
 const BUFFER: usize = 256 << 10;
@@ -31,10 +32,11 @@ pub(super) fn tree_options(expect: &Expect, owners: bool) -> Options {
     }
 }
 
-/// Extracts every entry `reader` holds into `tree`; the caller finishes the tree.
-pub(super) fn extract<R: Read>(
+/// Extracts every entry `reader` holds into `tree` (written, or only modelled by a verify);
+/// the caller finishes the tree.
+pub(super) fn extract<R: Read, T: Target>(
     reader: &mut TarReader<Stream<R>>,
-    tree: &mut Tree,
+    tree: &mut T,
     staging: &Path,
     expect: &Expect,
     counters: &UnpackCounters,
@@ -172,7 +174,7 @@ fn refused(entry: &[u8], reason: String) -> Stop {
 /// Copies the next `len` bytes of the entry's data to `out` at `at`.
 fn copy<R: Read>(
     reader: &mut TarReader<Stream<R>>,
-    out: &File,
+    out: &impl Contents,
     mut at: u64,
     len: u64,
     buf: &mut [u8],

@@ -7,7 +7,7 @@ use rustix::fs::Timespec;
 
 use super::*;
 
-fn attrs() -> Attrs {
+pub(in crate::tarsafe) fn attrs() -> Attrs {
     Attrs {
         mode: 0o644,
         uid: 0,

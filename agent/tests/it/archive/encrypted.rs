@@ -22,9 +22,9 @@ use super::tree::{assert_same, build_sample, snapshot};
 use super::{Backend, Env, chain, recorded};
 
 /// An age identity made by Debian's `age-keygen`: its file and its recipient.
-struct Key {
-    file: PathBuf,
-    recipient: String,
+pub(super) struct Key {
+    pub file: PathBuf,
+    pub recipient: String,
 }
 
 fn keygen(dir: &Path, name: &str) -> Key {
@@ -52,14 +52,14 @@ fn tool(program: &str, args: &[&OsStr]) -> Vec<u8> {
 }
 
 /// Two keys and a stranger's, in their own folder.
-struct Keys {
+pub(super) struct Keys {
     _dir: TempDir,
-    a: Key,
-    b: Key,
-    stranger: Key,
+    pub a: Key,
+    pub b: Key,
+    pub stranger: Key,
 }
 
-fn keys() -> Keys {
+pub(super) fn keys() -> Keys {
     let dir = tempfile::tempdir().unwrap();
     Keys {
         a: keygen(dir.path(), "a.key"),
@@ -70,14 +70,14 @@ fn keys() -> Keys {
 }
 
 /// An S3 environment whose agent encrypts to `recipients` and holds no identity.
-async fn sealing(recipients: &[&Key]) -> Env {
+pub(super) async fn sealing(recipients: &[&Key]) -> Env {
     let recipients: Vec<String> = recipients.iter().map(|k| k.recipient.clone()).collect();
     Env::with(Backend::S3, move |c| c.recipients = recipients).await
 }
 
 /// Another agent on the same bucket (a restoring host) holding `identity`, with its own
 /// apps root.
-fn restorer(env: &Env, identity: Option<&Path>) -> (Archiver, TempDir) {
+pub(super) fn restorer(env: &Env, identity: Option<&Path>) -> (Archiver, TempDir) {
     let server = env.s3.as_ref().expect("an S3 environment");
     let mut config: ArchiveConfig = server.config("berth/test");
     config.part_size_mib = 5;

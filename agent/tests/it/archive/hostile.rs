@@ -15,7 +15,7 @@ use crate::hostile_tar::{
 };
 
 /// Uploads `bytes` in the Go layout (size label only, no checksum) and returns the uuid.
-async fn upload(env: &Env, bytes: Vec<u8>, extra_meta: &str) -> String {
+pub(super) async fn upload(env: &Env, bytes: Vec<u8>, extra_meta: &str) -> String {
     let uuid = uuid::Uuid::new_v4().to_string();
     let meta = format!(
         r#"{{"uuid":"{uuid}","app_name":"src","ts":1,"labels":["size:{}"]{extra_meta}}}"#,
@@ -28,14 +28,9 @@ async fn upload(env: &Env, bytes: Vec<u8>, extra_meta: &str) -> String {
 }
 
 /// Every case of the table warm restores share (`crate::hostile_tar`), and what only an app
-/// directory refuses, on every backend: refused naming the entry, nothing written outside,
-/// the existing app left as it was and no staging left.
-#[tokio::test]
-async fn unsafe_archives_are_refused_and_nothing_is_written_outside() {
-    let tag = uuid::Uuid::new_v4().simple().to_string();
-    let outside = outside_dir(&tag);
-    std::fs::create_dir_all(&outside).unwrap();
-    let mut cases = cases(&tag);
+/// directory refuses: a device node, set-id files.
+pub(super) fn app_dir_cases(tag: &str) -> Vec<Case> {
+    let mut cases = cases(tag);
     let app_dir_only = [
         (
             "device node",
@@ -64,6 +59,18 @@ async fn unsafe_archives_are_refused_and_nothing_is_written_outside() {
             entry: entry.as_bytes().to_vec(),
         });
     }
+    cases
+}
+
+/// Every case of the table warm restores share (`crate::hostile_tar`), and what only an app
+/// directory refuses, on every backend: refused naming the entry, nothing written outside,
+/// the existing app left as it was and no staging left.
+#[tokio::test]
+async fn unsafe_archives_are_refused_and_nothing_is_written_outside() {
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let outside = outside_dir(&tag);
+    std::fs::create_dir_all(&outside).unwrap();
+    let cases = app_dir_cases(&tag);
     for backend in ALL {
         let env = Env::new(backend).await;
         let victim = env.app_dir("victim");
