@@ -15,13 +15,13 @@ mod recorded;
 mod step;
 mod sweep;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use berth_shared::AppName;
 use berth_shared::archive::{
-    ArchiveId, ArchiveKey, ArchiveMeta, KeepReason, RetentionEntry, RetentionPolicy,
+    ArchiveId, ArchiveKey, ArchiveMeta, KeepReason, RetentionEntry, RetentionPolicy, Rule,
     SOURCE_APP_DIR, StoreUrl, Verdict, plan_retention,
 };
 use object_store::ObjectStore;
@@ -120,6 +120,18 @@ impl Catalog {
     /// Labels archive `id` [`VERIFY_FAILED_LABEL`] in its metadata; `false` when it has none.
     pub async fn label_failed(&self, id: &ArchiveId) -> Result<bool, CatalogError> {
         self.bucket.add_label(id, VERIFY_FAILED_LABEL).await
+    }
+
+    /// The run times (unix ms) of scheduled runs that found their source unchanged since
+    /// each of `ids`: retention counts the archive for the tiers those runs would have filled.
+    async fn covers(&self, ids: &[&str]) -> Result<HashMap<String, Vec<i64>>, CatalogError> {
+        let Some(store) = &self.checks else {
+            return Ok(HashMap::new());
+        };
+        store
+            .archive_covers(ids)
+            .await
+            .map_err(CatalogError::Checks)
     }
 
     /// The uuids among `ids` whose latest verification failed.
@@ -287,6 +299,8 @@ impl Catalog {
         let apps: BTreeSet<AppName> = all.iter().map(|e| e.key.app().clone()).collect();
         let ids: Vec<&str> = all.iter().map(|e| e.key.id().as_str()).collect();
         let failed = self.failed_checks(&ids).await?;
+        let covers = self.covers(&ids).await?;
+        let grace = self.config.upload_grace().as_secs() as i64;
         let mut outcome = PruneOutcome::default();
         for app in apps {
             // An app's directory archives and its volume archives are two histories: each
@@ -296,6 +310,16 @@ impl Catalog {
             let mut histories: BTreeMap<String, Vec<(ArchiveEntry, bool)>> = BTreeMap::new();
             for entry in all.iter().filter(|e| e.key.app() == &app) {
                 let meta = self.bucket.read_meta(entry.key.id()).await?;
+                if meta.is_none() && now_secs - entry.key.ts() < grace {
+                    // Its create may be writing the metadata now: neither a candidate nor
+                    // deleted.
+                    let reason = KeepReason {
+                        rule: Rule::InProgress,
+                        bucket: String::new(),
+                    };
+                    outcome.kept.push((entry.clone(), vec![reason]));
+                    continue;
+                }
                 let source = meta
                     .as_ref()
                     .and_then(|m| m.source.clone())
@@ -309,7 +333,7 @@ impl Catalog {
                     .push((entry.clone(), good));
             }
             for history in histories.into_values() {
-                self.prune_history(history, &policy, mode, now_secs, &mut outcome)
+                self.prune_history(history, &covers, &policy, mode, now_secs, &mut outcome)
                     .await?;
             }
         }
@@ -328,6 +352,7 @@ impl Catalog {
     async fn prune_history(
         &self,
         history: Vec<(ArchiveEntry, bool)>,
+        covers: &HashMap<String, Vec<i64>>,
         policy: &RetentionPolicy,
         mode: PruneMode,
         now_secs: i64,
@@ -339,7 +364,10 @@ impl Catalog {
                 id: e.key.id().to_string(),
                 ts: e.key.ts(),
                 good: *good,
-                covers: Vec::new(),
+                covers: covers
+                    .get(e.key.id().as_str())
+                    .map(|at| at.iter().map(|ms| ms / 1000).collect())
+                    .unwrap_or_default(),
             })
             .collect();
         let plan = plan_retention(&candidates, policy, now_secs)?;

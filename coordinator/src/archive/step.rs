@@ -68,7 +68,8 @@ impl RetentionInputs {
 }
 
 /// `archive_retention`: prunes the saga's app with its own rules (a schedule's) over the
-/// coordinator's retention defaults.
+/// coordinator's retention defaults. After a run that found its source unchanged, it first
+/// records that the matched archive covers this run (`archive_covers`).
 #[derive(Debug, Clone, Copy)]
 pub struct RetentionStep;
 
@@ -86,6 +87,25 @@ impl Step for RetentionStep {
         let Some(catalog) = ctx.deps.get::<Arc<Catalog>>().cloned() else {
             return Ok(json!({ "skipped": "this coordinator has no archive store" }));
         };
+        // A run that found its source unchanged made no archive: the one it matched stands
+        // for this run in the tiers it would have filled.
+        if let Some(since) = ctx
+            .outputs
+            .first()
+            .and_then(|o| o["unchanged_since"].as_str())
+        {
+            let at = unix_ms(SystemTime::now());
+            if let Err(e) = ctx
+                .deps
+                .store
+                .add_archive_cover(&ctx.saga_id, since, at)
+                .await
+            {
+                return Err(StepError::retryable(format!(
+                    "cannot record the unchanged run: {e}"
+                )));
+            }
+        }
         // Checked when the saga started.
         let own = RetentionInputs::of(&ctx.inputs)
             .ok()

@@ -122,6 +122,9 @@ pub enum Rule {
     NewestGood,
     /// The history has no good archive: nothing is deleted until it has one.
     NoGoodArchive,
+    /// No metadata yet, and younger than the upload grace: its create may be writing the
+    /// metadata right now.
+    InProgress,
 }
 
 impl Rule {
@@ -137,6 +140,7 @@ impl Rule {
             Rule::Within => "within",
             Rule::NewestGood => "newest_good",
             Rule::NoGoodArchive => "no_good_archive",
+            Rule::InProgress => "in_progress",
         }
     }
 }

@@ -480,6 +480,9 @@ async fn a_scheduled_run_over_an_unchanged_app_writes_nothing_until_a_file_chang
         assert_eq!(saga.saga_status(), SagaStatus::Completed);
     }
     assert_eq!(archives().await, vec![a.clone()]);
+    // Retention counts the archive for the runs that found nothing new.
+    let covers = c.store().archive_covers(&[a.as_str()]).await.unwrap();
+    assert!(covers.get(&a).is_some_and(|at| at.len() >= 2), "{covers:?}");
     // Touching one file makes the next run archive again.
     let file = apps.join("site/data/index.html");
     let f = std::fs::File::options().append(true).open(&file).unwrap();

@@ -205,3 +205,66 @@ async fn tiers_count_in_the_zone_and_a_dry_run_says_what_a_prune_then_does() {
     }
     assert_eq!(keys.len(), keys_before.len() - 3, "{keys:?}");
 }
+
+#[tokio::test]
+async fn an_archive_counts_for_the_days_of_the_unchanged_runs_it_stands_for_and_a_fresh_one_is_left_alone()
+ {
+    let s3 = S3Server::start().await;
+    let store = s3.client("covers");
+    plant(&*store, "site", 1, utc(2026, 11, 1, 2, 0), true, false).await;
+    plant(&*store, "site", 2, utc(2026, 11, 2, 2, 0), true, false).await;
+    plant(&*store, "site", 3, utc(2026, 11, 4, 2, 0), true, false).await;
+    // An archive whose create is finishing right now: data, no metadata yet.
+    let now = chrono::Utc::now().timestamp();
+    plant(&*store, "site", 4, now - 5, false, false).await;
+    let db = TestDb::sqlite();
+    let config = s3.coordinator_config("covers");
+    let c = TestCoordinator::start_with(&db, None, move |c| c.archive = config).await;
+    let prune = |dry: bool| {
+        let mut args = vec![
+            "--output",
+            "json",
+            "archive",
+            "prune",
+            "site",
+            "--keep-daily",
+            "2",
+        ];
+        if dry {
+            args.push("--dry-run");
+        }
+        let (url, token) = (c.url(), c.admin_token.clone());
+        async move {
+            let run = berth_at(&url, &token, &args).await;
+            assert_eq!(run.code(), 0, "{}", run.stderr());
+            let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+            let mut deleted: Vec<String> = serde_json::from_value(json["deleted"].clone()).unwrap();
+            deleted.sort();
+            (deleted, json)
+        }
+    };
+    // Without runs to stand for: the two newest days, 4 and 2 November.
+    let (deleted, json) = prune(true).await;
+    assert_eq!(deleted, vec![uuid(1)], "{json}");
+    let fresh = json["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["uuid"] == uuid(4).as_str())
+        .unwrap_or_else(|| panic!("the fresh archive is not listed as kept: {json}"));
+    assert_eq!(fresh["kept_by"][0], "in_progress", "{json}");
+    // A scheduled run on 3 November found the source unchanged since archive 1: archive 1
+    // holds 3 November's slot, and 2 November's archive goes instead.
+    c.store()
+        .add_archive_cover(
+            "saga-of-the-unchanged-run",
+            &uuid(1),
+            utc(2026, 11, 3, 2, 0) * 1000,
+        )
+        .await
+        .unwrap();
+    let (deleted, json) = prune(false).await;
+    assert_eq!(deleted, vec![uuid(2)], "{json}");
+    let keys = s3.keys().await;
+    assert!(keys.iter().any(|k| k.contains(&uuid(1))) && keys.iter().any(|k| k.contains(&uuid(4))));
+}
