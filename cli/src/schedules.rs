@@ -115,6 +115,13 @@ impl Keep {
 pub enum Action {
     /// Archive an app's directory (or, with --volumes, its stack's volumes) into object storage
     Archive(ArchiveWhat),
+    /// Verify the app's newest good archive on a host (as `berth archive verify`)
+    Verify {
+        #[arg(long, value_name = "HOST")]
+        host: berth_shared::HostId,
+        #[arg(long, value_name = "APP")]
+        app: berth_shared::AppName,
+    },
     /// Snapshot an app's volumes into the host's warm root
     WarmSnapshot {
         #[command(flatten)]
@@ -300,6 +307,10 @@ pub async fn run(
                 Action::WarmSnapshot { target, record } => {
                     A::WarmSnapshot(crate::warm::snapshot_request(&target, &record, None))
                 }
+                Action::Verify { host, app } => A::ArchiveVerify(pb::ScheduledVerify {
+                    host_id: host.to_string(),
+                    app: app.to_string(),
+                }),
             };
             let req = pb::CreateScheduleRequest {
                 name: a.name,

@@ -65,6 +65,16 @@ pub struct Link {
     pub expires_at_ms: i64,
 }
 
+/// Which of an app's archives [`Catalog::newest_good`] looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source<'a> {
+    Any,
+    /// Made of the app directory.
+    AppDir,
+    /// Made of this stack's volumes.
+    Volumes(&'a str),
+}
+
 /// Whether a prune deletes what its policy does not keep, or only reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PruneMode {
@@ -248,29 +258,34 @@ impl Catalog {
         Ok(deleted)
     }
 
-    /// The newest complete archive of `app` made from its directory (`stack` `None`) or from
-    /// `stack`'s volumes, reading metadata newest first until one matches.
-    pub async fn newest_complete(
+    /// The newest good archive of `app` from `source` (complete, and not failed at its
+    /// latest verification), reading metadata newest first until one matches.
+    pub async fn newest_good(
         &self,
         app: &AppName,
-        stack: Option<&str>,
+        source: Source<'_>,
     ) -> Result<Option<ArchiveDetail>, CatalogError> {
         let query = ListQuery {
             apps: vec![app.clone()],
             index: None,
         };
-        for entry in self.list(&query).await? {
+        let entries = self.list(&query).await?;
+        let ids: Vec<&str> = entries.iter().map(|e| e.key.id().as_str()).collect();
+        let failed = self.failed_checks(&ids).await?;
+        for entry in entries {
+            if failed.contains(entry.key.id().as_str()) {
+                continue;
+            }
             let Some(meta) = self.bucket.read_meta(entry.key.id()).await? else {
                 continue;
             };
-            let source_matches = match stack {
-                None => meta.source.as_deref().is_none_or(|s| s == SOURCE_APP_DIR),
-                Some(stack) => {
-                    meta.source.as_deref() == Some(berth_shared::archive::SOURCE_VOLUMES)
-                        && meta.stack.as_deref() == Some(stack)
-                }
+            let from_dir = meta.source.as_deref().is_none_or(|s| s == SOURCE_APP_DIR);
+            let matches = match source {
+                Source::Any => true,
+                Source::AppDir => from_dir,
+                Source::Volumes(stack) => !from_dir && meta.stack.as_deref() == Some(stack),
             };
-            if source_matches && complete(&entry, &meta) {
+            if matches && complete(&entry, &meta) {
                 return Ok(Some(ArchiveDetail { entry, meta }));
             }
         }

@@ -27,7 +27,7 @@ pub use config::ScheduleConfig;
 pub use timing::{Decision, Timing, TimingError};
 
 use crate::alert::alert;
-use crate::archive::{Catalog, recorded_digest};
+use crate::archive::{Catalog, Source, recorded_digest};
 use crate::saga::Engine;
 use crate::store::{Due, Fired, JobClaim, NewRun, RunRow, ScheduleRow, Store, StoreError, Trigger};
 
@@ -42,6 +42,10 @@ pub mod outcome {
     /// The source matched the newest good archive: nothing was written.
     pub const UNCHANGED: &str = "unchanged";
 }
+
+/// The saga kind of a verify schedule; its stored inputs are `{host_id, app}` and each run
+/// verifies the app's newest good archive.
+pub const VERIFY_KIND: &str = "archive.verify";
 
 /// The idempotency key of an occurrence's saga.
 pub fn start_key(name: &str, slot_ms: i64) -> String {
@@ -80,27 +84,55 @@ impl Scheduler {
         self
     }
 
-    /// The inputs of an occurrence's saga: the schedule's, and for an archive schedule that
-    /// skips unchanged sources, the newest complete archive of the same source with the
+    /// The inputs of an occurrence's saga: the schedule's; for a verify schedule, the newest
+    /// good archive of its app (an error when it has none); for an archive schedule that
+    /// skips unchanged sources, with the newest good archive of the same source and the
     /// listing digest its create saga recorded (when there is one).
-    async fn inputs_for(&self, s: &ScheduleRow, trigger: Trigger) -> String {
+    async fn inputs_for(&self, s: &ScheduleRow, trigger: Trigger) -> Result<String, String> {
+        if s.kind == VERIFY_KIND {
+            return self.verify_inputs(&s.inputs).await;
+        }
         if s.kind != "archive.create" || !s.skip_unchanged || trigger == Trigger::Manual {
-            return s.inputs.clone();
+            return Ok(s.inputs.clone());
         }
         let Ok(mut inputs) = serde_json::from_str::<Value>(&s.inputs) else {
-            return s.inputs.clone();
+            return Ok(s.inputs.clone());
         };
         match self.newest_digest(&inputs).await {
             Ok(Some((uuid, digest))) => {
                 inputs["unchanged_since"] = json!({ "uuid": uuid, "source_digest": digest });
-                inputs.to_string()
+                Ok(inputs.to_string())
             }
-            Ok(None) => s.inputs.clone(),
+            Ok(None) => Ok(s.inputs.clone()),
             Err(e) => {
                 tracing::warn!(schedule = s.name, error = %e, "cannot find the newest archive; archiving without comparing");
-                s.inputs.clone()
+                Ok(s.inputs.clone())
             }
         }
+    }
+
+    /// A verify schedule's `{host_id, app}` as the `archive.verify` saga's `{host_id, uuid}`.
+    async fn verify_inputs(&self, inputs: &str) -> Result<String, String> {
+        let inputs: Value = serde_json::from_str(inputs).map_err(|e| e.to_string())?;
+        let app =
+            AppName::new(inputs["app"].as_str().unwrap_or_default()).map_err(|e| e.to_string())?;
+        let Some(catalog) = &self.catalog else {
+            return Err("this coordinator has no archive store".into());
+        };
+        let newest = catalog
+            .newest_good(&app, Source::Any)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot list the archives of {app}: {}",
+                    crate::error::chain(&e)
+                )
+            })?
+            .ok_or_else(|| format!("app {app} has no good archive to verify"))?;
+        Ok(
+            json!({ "host_id": inputs["host_id"], "uuid": newest.entry.key.id().to_string() })
+                .to_string(),
+        )
     }
 
     async fn newest_digest(&self, inputs: &Value) -> Result<Option<(String, String)>, String> {
@@ -109,8 +141,12 @@ impl Scheduler {
         };
         let app =
             AppName::new(inputs["app"].as_str().unwrap_or_default()).map_err(|e| e.to_string())?;
+        let source = match inputs["stack"].as_str() {
+            Some(stack) => Source::Volumes(stack),
+            None => Source::AppDir,
+        };
         let newest = catalog
-            .newest_complete(&app, inputs["stack"].as_str())
+            .newest_good(&app, source)
             .await
             .map_err(|e| crate::error::chain(&e))?;
         let Some(newest) = newest else {
@@ -235,8 +271,15 @@ impl Scheduler {
                 Some("no coordinator ran when it fell due, and the schedule does not catch up");
         } else {
             let key = start_key(&s.name, slot_ms);
-            let inputs = self.inputs_for(s, trigger).await;
-            match self.engine.start(&s.kind, &inputs, Some(&key)).await {
+            let started = match self.inputs_for(s, trigger).await {
+                Ok(inputs) => self
+                    .engine
+                    .start(&s.kind, &inputs, Some(&key))
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(why) => Err(why),
+            };
+            match started {
                 Ok((id, _)) => {
                     saga_id = id;
                     run.saga_id = Some(&saga_id);
@@ -294,61 +337,47 @@ impl Scheduler {
             if saga.status.is_active() {
                 continue;
             }
-            let unchanged = saga
+            let output: Value = saga
                 .output
                 .as_deref()
-                .and_then(|o| serde_json::from_str::<Value>(o).ok())
-                .and_then(|o| {
-                    o["0:archive_create"]["unchanged_since"]
-                        .as_str()
-                        .map(str::to_owned)
-                });
-            self.settle(&run, saga_id, saga.status, saga.error.as_deref(), unchanged)
-                .await?;
+                .and_then(|o| serde_json::from_str(o).ok())
+                .unwrap_or(Value::Null);
+            let ended = Ended::of(saga.status, saga.error.as_deref(), &output, saga_id);
+            self.settle(&run, ended).await?;
         }
         Ok(())
     }
 
-    async fn settle(
-        &self,
-        run: &RunRow,
-        saga_id: &str,
-        status: SagaStatus,
-        error: Option<&str>,
-        unchanged_since: Option<String>,
-    ) -> Result<(), StoreError> {
+    async fn settle(&self, run: &RunRow, ended: Ended) -> Result<(), StoreError> {
         let now = unix_ms(SystemTime::now());
-        let succeeded = status == SagaStatus::Completed;
-        let (o, detail, alert) = if let (true, Some(uuid)) = (succeeded, unchanged_since) {
-            (
-                outcome::UNCHANGED,
-                Some(format!("unchanged since {uuid}")),
-                None,
+        let alert = ended.alert.then(|| {
+            run_failed_alert(
+                &run.schedule,
+                run.slot_ms,
+                Some(&ended.saga_id),
+                ended.detail.as_deref(),
             )
-        } else if succeeded {
-            (outcome::SUCCEEDED, None, None)
-        } else {
-            let detail = format!(
-                "saga {saga_id} ended {}{}",
-                status.as_str(),
-                error.map(|e| format!(": {e}")).unwrap_or_default()
-            );
-            let a = run_failed_alert(&run.schedule, run.slot_ms, Some(saga_id), Some(&detail));
-            (outcome::FAILED, Some(detail), Some(a))
-        };
+        });
         let recorded = self
             .store
-            .finish_schedule_run(run, o, succeeded, detail.as_deref(), alert.as_ref(), now)
+            .finish_schedule_run(
+                run,
+                ended.outcome,
+                ended.succeeded,
+                ended.detail.as_deref(),
+                alert.as_ref(),
+                now,
+            )
             .await?;
         if recorded {
             tracing::info!(
                 schedule = run.schedule,
-                saga_id,
-                outcome = o,
+                saga_id = ended.saga_id,
+                outcome = ended.outcome,
                 "scheduled run ended"
             );
-            self.count(&run.schedule, o);
-            if succeeded {
+            self.count(&run.schedule, ended.outcome);
+            if ended.succeeded {
                 metrics::gauge!("berth_schedule_last_success_timestamp_seconds", "schedule" => run.schedule.clone())
                     .set(now as f64 / 1000.0);
             }
@@ -402,6 +431,54 @@ impl Scheduler {
     }
 }
 
+/// How a run's saga ended, as the run records it.
+struct Ended {
+    saga_id: String,
+    outcome: &'static str,
+    /// Counts as the schedule's last success.
+    succeeded: bool,
+    detail: Option<String>,
+    /// Raise `schedule.run_failed` (a failed verify has raised its own alert).
+    alert: bool,
+}
+
+impl Ended {
+    fn of(status: SagaStatus, error: Option<&str>, output: &Value, saga_id: &str) -> Ended {
+        let ended = |outcome, succeeded, detail: Option<String>, alert| Ended {
+            saga_id: saga_id.to_owned(),
+            outcome,
+            succeeded,
+            detail,
+            alert,
+        };
+        if status != SagaStatus::Completed {
+            let detail = format!(
+                "saga {saga_id} ended {}{}",
+                status.as_str(),
+                error.map(|e| format!(": {e}")).unwrap_or_default()
+            );
+            return ended(outcome::FAILED, false, Some(detail), true);
+        }
+        if let Some(uuid) = output["0:archive_create"]["unchanged_since"].as_str() {
+            return ended(
+                outcome::UNCHANGED,
+                true,
+                Some(format!("unchanged since {uuid}")),
+                false,
+            );
+        }
+        let check = &output["1:archive_check"];
+        if check["ok"] == false {
+            let detail = format!(
+                "archive failed verification: {}",
+                check["problem"].as_str().unwrap_or("no detail")
+            );
+            return ended(outcome::FAILED, false, Some(detail), false);
+        }
+        ended(outcome::SUCCEEDED, true, None, false)
+    }
+}
+
 fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
@@ -424,4 +501,45 @@ fn run_failed_alert(
         ),
         json!({ "schedule": schedule, "slot_ms": slot_ms, "saga_id": saga_id }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_ends_as_its_saga_did_and_alerts_once() {
+        let e = Ended::of(
+            SagaStatus::Compensated,
+            Some("disk full"),
+            &Value::Null,
+            "s1",
+        );
+        assert_eq!(
+            (e.outcome, e.succeeded, e.alert),
+            (outcome::FAILED, false, true)
+        );
+        assert_eq!(
+            e.detail.as_deref(),
+            Some("saga s1 ended compensated: disk full")
+        );
+        let unchanged = json!({"0:archive_create": {"unchanged_since": "u1"}});
+        let e = Ended::of(SagaStatus::Completed, None, &unchanged, "s2");
+        assert_eq!(
+            (e.outcome, e.succeeded, e.alert),
+            (outcome::UNCHANGED, true, false)
+        );
+        assert_eq!(e.detail.as_deref(), Some("unchanged since u1"));
+        // A verify that found a bad archive raised its own alert: the run fails quietly.
+        let bad = json!({"1:archive_check": {"ok": false, "problem": "checksum"}});
+        let e = Ended::of(SagaStatus::Completed, None, &bad, "s3");
+        assert_eq!(
+            (e.outcome, e.succeeded, e.alert),
+            (outcome::FAILED, false, false)
+        );
+        assert!(e.detail.unwrap().contains("checksum"));
+        let good = json!({"1:archive_check": {"ok": true}});
+        let e = Ended::of(SagaStatus::Completed, None, &good, "s4");
+        assert_eq!((e.outcome, e.succeeded), (outcome::SUCCEEDED, true));
+    }
 }

@@ -85,7 +85,22 @@ impl Step for CheckStep {
             problem = problem.as_deref().unwrap_or(""),
             "archive failed verification; retention no longer counts it as good"
         );
-        // ALERT: raise the "archive failed verification" alert here (uuid, host, problem).
+        // Queued after the verdict: a crash between the two repeats the step, and the alert's
+        // id (the saga's) queues it once.
+        let alert = crate::alert::alert(
+            "archive.verify_failed",
+            format!("archive.verify_failed:{}", ctx.saga_id),
+            format!(
+                "archive {uuid} failed verification on {}: {}",
+                check.host_id,
+                problem.as_deref().unwrap_or("no detail")
+            ),
+            json!({ "uuid": uuid.to_string(), "host_id": check.host_id, "saga_id": ctx.saga_id }),
+        );
+        ctx.deps
+            .store
+            .queue_alert(&alert, check.checked_at_ms)
+            .await?;
         let labelled = match ctx.deps.get::<Arc<Catalog>>() {
             None => json!("this coordinator has no archive store"),
             Some(catalog) => match catalog.label_failed(&uuid).await {

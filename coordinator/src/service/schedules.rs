@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use crate::archive::RetentionInputs;
 use crate::error::ApiError;
 use crate::saga::Engine;
-use crate::schedule::{ScheduleConfig, Scheduler, Timing, timing_of};
+use crate::schedule::{ScheduleConfig, Scheduler, Timing, VERIFY_KIND, timing_of};
 use crate::store::{RunRow, ScheduleRow, Store, StoreError, Trigger};
 
 /// Runs shown in a get (a list shows the newest only).
@@ -63,8 +63,18 @@ impl SchedulesService {
                 "warm.snapshot",
                 serde_json::Value::Object(super::warm::snapshot_inputs(w)?),
             )),
+            Some(Action::ArchiveVerify(v)) => {
+                berth_shared::AppName::new(v.app.as_str())
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                berth_shared::HostId::new(v.host_id.as_str())
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                Ok((
+                    VERIFY_KIND,
+                    serde_json::json!({ "host_id": v.host_id, "app": v.app }),
+                ))
+            }
             None => Err(Status::invalid_argument(
-                "action is missing: a schedule runs archive_create or warm_snapshot",
+                "action is missing: a schedule runs archive_create, warm_snapshot or archive_verify",
             )),
         }
     }
@@ -159,13 +169,18 @@ impl pb::schedule_service_server::ScheduleService for SchedulesService {
             inputs["retention"] = retention_inputs(rules, zone);
         }
         let inputs = inputs.to_string();
-        // The action is checked now as the saga it starts, and its host must be known.
-        let (checked, _) = self
-            .engine
-            .registry()
-            .build(kind, &inputs)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if let Some(host) = checked["host_id"].as_str() {
+        // The action is checked now as the saga it starts (a verify's archive is chosen when
+        // it runs), and its host must be known.
+        if kind != VERIFY_KIND {
+            self.engine
+                .registry()
+                .build(kind, &inputs)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        let host = serde_json::from_str::<serde_json::Value>(&inputs)
+            .ok()
+            .and_then(|v| v["host_id"].as_str().map(str::to_owned));
+        if let Some(host) = host.as_deref() {
             self.store().get_host(host).await.map_err(|e| match e {
                 StoreError::NotFound { .. } => Status::failed_precondition(format!(
                     "host {host} has never connected to this coordinator's fleet: enroll its \

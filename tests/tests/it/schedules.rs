@@ -14,6 +14,7 @@ use berth_tests::process::SagaTiming;
 use berth_tests::s3::S3Server;
 use berth_tests::webhook::Webhook;
 use berth_tests::{SagaStatused, TestAgent, TestCoordinator, TestDb, eventually};
+use object_store::ObjectStoreExt;
 use serde_json::Value;
 use sqlx::Row;
 
@@ -500,4 +501,138 @@ async fn a_scheduled_run_over_an_unchanged_app_writes_nothing_until_a_file_chang
     let now = archives().await;
     assert_eq!(now.len(), 2, "{now:?}");
     assert!(now.contains(&a) && now.contains(&b));
+}
+
+#[tokio::test]
+async fn a_scheduled_verify_that_finds_a_flipped_byte_labels_the_archive_and_alerts_once() {
+    let hook = Webhook::start(&[503]).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let secret_file = secrets.path().join("alert-secret");
+    std::fs::write(&secret_file, "verify-signing-key").unwrap();
+    let db = TestDb::sqlite();
+    let s3 = S3Server::start().await;
+    let archive = s3.coordinator_config("verify-sched");
+    let (url, secret) = (hook.url.clone(), secret_file.clone());
+    let c = TestCoordinator::start_with(&db, None, move |c| {
+        c.archive = archive;
+        c.schedules.tick_ms = 200;
+        c.schedules.min_interval_secs = 1;
+        c.alerts.webhook_url = Some(url);
+        c.alerts.webhook_secret_file = Some(secret);
+    })
+    .await;
+    let token = c.token(Role::Agent, Some("host-0")).await;
+    let agent_archive = s3.agent_config("verify-sched");
+    let agent = TestAgent::start(&c, "host-0", &token, move |a| a.archive = agent_archive).await;
+    agent.wait_connected(Duration::from_secs(10)).await;
+    make_site(&agent.dir.path().join("apps"));
+    let operator = c.token(Role::Operator, None).await;
+    let made = berth_at(
+        &c.url(),
+        &operator,
+        &[
+            "archive", "create", "--host", "host-0", "--app", "site", "--wait",
+        ],
+    )
+    .await;
+    assert_eq!(made.code(), 0, "{}", made.stderr());
+    let uuid = made.stdout.lines().next().unwrap().trim().to_owned();
+    // Someone with write access to the bucket flips one byte of the archive.
+    let store = s3.client("verify-sched");
+    let key = s3
+        .keys()
+        .await
+        .into_iter()
+        .find(|k| k.contains(&format!("site:{uuid}")))
+        .unwrap();
+    let path = object_store::path::Path::from(key.strip_prefix("verify-sched/").unwrap());
+    let mut bytes = store
+        .get(&path)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    store.put(&path, bytes.into()).await.unwrap();
+
+    let args = [
+        "schedule",
+        "create",
+        "check-site",
+        "--cron",
+        "*/2 * * * * *",
+        "verify",
+        "--host",
+        "host-0",
+        "--app",
+        "site",
+    ];
+    let created = berth_at(&c.url(), &operator, &args).await;
+    assert_eq!(created.code(), 0, "{}", created.stderr());
+    let failed = eventually(LONG, "the scheduled verify to fail", || async {
+        runs(c.store(), "check-site")
+            .await
+            .into_iter()
+            .find(|r| r.outcome.is_some())
+    })
+    .await;
+    assert_eq!(failed.outcome.as_deref(), Some("failed"), "{failed:?}");
+    assert!(
+        failed
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("failed verification"),
+        "{failed:?}"
+    );
+    let verify_saga = failed.saga_id.clone().unwrap();
+    // The alert is retried past the receiver's 503 and delivered once, signed.
+    let event_id = format!("archive.verify_failed:{verify_saga}");
+    let got = eventually(LONG, "the verify alert delivered", || async {
+        let got = hook.received();
+        got.iter()
+            .any(|r| r.event_id == event_id && r.answered == 200)
+            .then_some(got)
+    })
+    .await;
+    let mine: Vec<_> = got.iter().filter(|r| r.event_id == event_id).collect();
+    assert_eq!(mine[0].answered, 503, "{mine:?}");
+    assert_eq!(
+        mine.iter().filter(|r| r.answered == 200).count(),
+        1,
+        "{mine:?}"
+    );
+    let delivered = mine.last().unwrap();
+    let body: Value = serde_json::from_str(&delivered.body).unwrap();
+    assert_eq!(body["kind"], "archive.verify_failed");
+    assert_eq!(body["uuid"], uuid.as_str());
+    assert_eq!(
+        delivered.signature,
+        berth_coordinator::alert::signature(
+            "verify-signing-key",
+            delivered.timestamp.parse().unwrap(),
+            &delivered.body
+        )
+    );
+    // Labelled, and no longer anyone's newest good archive: the next scheduled verify has
+    // nothing to verify and says so (a failed run, alerted as such).
+    let shown = berth_at(
+        &c.url(),
+        &operator,
+        &["--output", "json", "archive", "show", &uuid],
+    )
+    .await;
+    assert!(shown.stdout.contains("verify-failed"), "{}", shown.stdout);
+    let next = eventually(LONG, "the next verify run", || async {
+        runs(c.store(), "check-site")
+            .await
+            .into_iter()
+            .find(|r| r.slot_ms > failed.slot_ms && r.outcome.is_some())
+    })
+    .await;
+    assert_eq!(next.saga_id, None, "{next:?}");
+    assert!(next.detail.unwrap().contains("no good archive to verify"));
 }
