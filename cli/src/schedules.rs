@@ -18,7 +18,7 @@ use crate::warm::{Recorded, Target};
 #[derive(Debug, Clone, Subcommand)]
 pub enum ScheduleCommand {
     /// Make a schedule: a cron expression in a time zone, and what each occurrence runs
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// Every schedule with its last run and next run
     List,
     /// One schedule: its next five runs and its last ten
@@ -302,6 +302,7 @@ pub async fn run(
     match command {
         ScheduleCommand::Create(a) => {
             use pb::create_schedule_request::Action as A;
+            let a = *a;
             let action = match a.action {
                 Action::Archive(what) => A::ArchiveCreate(what.request(None)),
                 Action::WarmSnapshot { target, record } => {

@@ -13,6 +13,9 @@ use tokio_util::sync::CancellationToken;
 use super::tree::build_sample;
 use super::{Backend, Env, chain};
 
+/// One change to the source.
+type Change<'a> = Box<dyn Fn() + 'a>;
+
 async fn create(env: &Env, since: Option<&CreateOutput>) -> CreateOutput {
     let (progress, _) = watch::channel(ArchiveProgress::default());
     let input = CreateInput {
@@ -55,7 +58,7 @@ async fn an_unchanged_source_writes_nothing_and_any_change_archives_again() {
 
     // Each kind of change shows: a touched mtime, a chmod, a new file, a removed one.
     let file = dir.join("README.md");
-    let changes: Vec<(&str, Box<dyn Fn()>)> = vec![
+    let changes: Vec<(&str, Change)> = vec![
         (
             "touch",
             Box::new(|| {
