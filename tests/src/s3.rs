@@ -201,3 +201,24 @@ impl S3Server {
         keys
     }
 }
+
+/// Flips one bit of the byte in the middle of object `key` (as someone with write access to
+/// the bucket, or a bad disk, could).
+pub async fn flip_middle_byte(store: &Arc<dyn ObjectStore>, key: &str) {
+    use object_store::ObjectStoreExt;
+    let path = ObjectPath::from(key);
+    let mut bytes = store
+        .get(&path)
+        .await
+        .expect("get the object")
+        .bytes()
+        .await
+        .expect("read the object")
+        .to_vec();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    store
+        .put(&path, PutPayload::from(bytes))
+        .await
+        .expect("put the object back");
+}

@@ -68,6 +68,27 @@ pub enum Due {
     Now,
 }
 
+/// Renews `c`'s lease inside `tx`, fencing the transaction's other writes: false (write
+/// nothing) when the job is no longer ours.
+pub(super) async fn renew_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    c: &JobClaim,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let held = sqlx::query(
+        "UPDATE jobs SET lease_expires_at_ms = $1 \
+         WHERE name = $2 AND owner_id = $3 AND epoch = $4",
+    )
+    .bind(now_ms + c.lease_ms)
+    .bind(&c.name)
+    .bind(&c.owner_id)
+    .bind(c.epoch)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(held > 0)
+}
+
 impl Store {
     /// Claims `name` for `owner_id` if its lease is free and it is due (or `Due::Now`). A job
     /// never seen before is created first, due at `first_due_at_ms`.
@@ -221,18 +242,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<GoneMark, StoreError> {
         let mut tx = self.pool().begin().await?;
-        let held = sqlx::query(
-            "UPDATE jobs SET lease_expires_at_ms = $1 \
-             WHERE name = $2 AND owner_id = $3 AND epoch = $4",
-        )
-        .bind(now_ms + c.lease_ms)
-        .bind(&c.name)
-        .bind(&c.owner_id)
-        .bind(c.epoch)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if held == 0 {
+        if !renew_in(&mut tx, c, now_ms).await? {
             tx.rollback().await?;
             return Ok(GoneMark::LeaseLost);
         }

@@ -10,6 +10,7 @@
 use sqlx::Row;
 
 use super::alerts::{NewAlert, insert_alert};
+use super::jobs::renew_in;
 use super::{JobClaim, Store, StoreError};
 
 pub(super) const MIGRATION: &[&str] = &[
@@ -179,26 +180,6 @@ fn run_row(r: &sqlx::any::AnyRow) -> Result<RunRow, StoreError> {
         finished_at_ms: r.try_get("finished_at_ms")?,
         detail: r.try_get("detail")?,
     })
-}
-
-/// Renews `c`'s lease inside `tx`; false (and nothing written) when it is no longer ours.
-async fn renew_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    c: &JobClaim,
-    now_ms: i64,
-) -> Result<bool, StoreError> {
-    let held = sqlx::query(
-        "UPDATE jobs SET lease_expires_at_ms = $1 \
-         WHERE name = $2 AND owner_id = $3 AND epoch = $4",
-    )
-    .bind(now_ms + c.lease_ms)
-    .bind(&c.name)
-    .bind(&c.owner_id)
-    .bind(c.epoch)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(held > 0)
 }
 
 impl Store {

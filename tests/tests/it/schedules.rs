@@ -11,10 +11,9 @@ use berth_shared::time::unix_ms;
 use berth_tests::cli::berth_at;
 use berth_tests::fleet::Fleet;
 use berth_tests::process::SagaTiming;
-use berth_tests::s3::S3Server;
+use berth_tests::s3::{S3Server, flip_middle_byte};
 use berth_tests::webhook::Webhook;
 use berth_tests::{SagaStatused, TestAgent, TestCoordinator, TestDb, eventually};
-use object_store::ObjectStoreExt;
 use serde_json::Value;
 use sqlx::Row;
 
@@ -233,27 +232,65 @@ async fn occurrences_missed_while_every_replica_was_down_run_once_or_not_at_all(
     }
 }
 
+/// A coordinator (SQLite, fast schedule ticks) and the agent of `host-0`, both on `prefix` of
+/// a real S3 server; with `hook`, alerts go to it signed with [`SIGNING_KEY`].
+struct Rig {
+    c: TestCoordinator,
+    agent: TestAgent,
+    s3: S3Server,
+    operator: String,
+    _db: TestDb,
+    _secrets: tempfile::TempDir,
+}
+
+const SIGNING_KEY: &str = "s3cret-signing-key";
+
+async fn rig(prefix: &str, tick_ms: u64, hook: Option<&Webhook>) -> Rig {
+    let db = TestDb::sqlite();
+    let s3 = S3Server::start().await;
+    let secrets = tempfile::tempdir().unwrap();
+    let secret_file = secrets.path().join("alert-secret");
+    std::fs::write(&secret_file, format!("{SIGNING_KEY}\n")).unwrap();
+    let archive = s3.coordinator_config(prefix);
+    let url = hook.map(|h| h.url.clone());
+    let c = TestCoordinator::start_with(&db, None, move |c| {
+        c.archive = archive;
+        c.schedules.tick_ms = tick_ms;
+        c.schedules.lease_secs = 2;
+        c.schedules.min_interval_secs = 1;
+        if let Some(url) = url {
+            c.alerts.webhook_url = Some(url);
+            c.alerts.webhook_secret_file = Some(secret_file);
+        }
+    })
+    .await;
+    let token = c.token(Role::Agent, Some("host-0")).await;
+    let agent_archive = s3.agent_config(prefix);
+    let agent = TestAgent::start(&c, "host-0", &token, move |a| a.archive = agent_archive).await;
+    agent.wait_connected(Duration::from_secs(10)).await;
+    let operator = c.token(Role::Operator, None).await;
+    Rig {
+        c,
+        agent,
+        s3,
+        operator,
+        _db: db,
+        _secrets: secrets,
+    }
+}
+
 #[tokio::test]
 async fn a_failed_run_and_an_overdue_schedule_reach_the_webhook_signed_once_each() {
     // The receiver fails the first delivery; the alert is retried and delivered once.
     let hook = Webhook::start(&[500]).await;
-    let secrets = tempfile::tempdir().unwrap();
-    let secret_file = secrets.path().join("alert-secret");
-    std::fs::write(&secret_file, "s3cret-signing-key\n").unwrap();
-    let db = TestDb::sqlite();
-    let (url, secret) = (hook.url.clone(), secret_file.clone());
-    let c = TestCoordinator::start_with(&db, None, move |c| {
-        c.schedules.tick_ms = 200;
-        c.schedules.lease_secs = 2;
-        c.schedules.min_interval_secs = 1;
-        c.alerts.webhook_url = Some(url);
-        c.alerts.webhook_secret_file = Some(secret);
-    })
-    .await;
-    let token = c.token(Role::Agent, Some("host-0")).await;
-    let agent = TestAgent::start(&c, "host-0", &token, |_| {}).await;
-    agent.wait_connected(Duration::from_secs(10)).await;
-    let operator = c.token(Role::Operator, None).await;
+    let Rig {
+        c,
+        operator,
+        agent: _agent,
+        s3: _s3,
+        _db,
+        _secrets,
+    } = rig("failing", 200, Some(&hook)).await;
     // No `site` directory on the host: every run fails.
     create(
         &c.url(),
@@ -290,7 +327,7 @@ async fn a_failed_run_and_an_overdue_schedule_reach_the_webhook_signed_once_each
         let ts: i64 = r.timestamp.parse().unwrap();
         assert_eq!(
             r.signature,
-            berth_coordinator::alert::signature("s3cret-signing-key", ts, &r.body),
+            berth_coordinator::alert::signature(SIGNING_KEY, ts, &r.body),
             "bad signature on {}",
             r.event_id
         );
@@ -331,20 +368,15 @@ async fn a_failed_run_and_an_overdue_schedule_reach_the_webhook_signed_once_each
 
 #[tokio::test]
 async fn a_minutely_schedule_archives_an_app_each_minute_and_its_retention_keeps_the_last_two() {
-    let db = TestDb::sqlite();
-    let s3 = S3Server::start().await;
-    let archive = s3.coordinator_config("minutely");
-    let c = TestCoordinator::start_with(&db, None, move |c| {
-        c.archive = archive;
-        c.schedules.tick_ms = 500;
-    })
-    .await;
-    let token = c.token(Role::Agent, Some("host-0")).await;
-    let agent_archive = s3.agent_config("minutely");
-    let agent = TestAgent::start(&c, "host-0", &token, move |a| a.archive = agent_archive).await;
-    agent.wait_connected(Duration::from_secs(10)).await;
+    let Rig {
+        c,
+        agent,
+        operator,
+        s3: _s3,
+        _db,
+        _secrets,
+    } = rig("minutely", 500, None).await;
     make_site(&agent.dir.path().join("apps"));
-    let operator = c.token(Role::Operator, None).await;
     let shown = create(
         &c.url(),
         &operator,
@@ -421,22 +453,16 @@ async fn a_minutely_schedule_archives_an_app_each_minute_and_its_retention_keeps
 
 #[tokio::test]
 async fn a_scheduled_run_over_an_unchanged_app_writes_nothing_until_a_file_changes() {
-    let db = TestDb::sqlite();
-    let s3 = S3Server::start().await;
-    let archive = s3.coordinator_config("unchanged");
-    let c = TestCoordinator::start_with(&db, None, move |c| {
-        c.archive = archive;
-        c.schedules.tick_ms = 200;
-        c.schedules.min_interval_secs = 1;
-    })
-    .await;
-    let token = c.token(Role::Agent, Some("host-0")).await;
-    let agent_archive = s3.agent_config("unchanged");
-    let agent = TestAgent::start(&c, "host-0", &token, move |a| a.archive = agent_archive).await;
-    agent.wait_connected(Duration::from_secs(10)).await;
+    let Rig {
+        c,
+        agent,
+        operator,
+        s3: _s3,
+        _db,
+        _secrets,
+    } = rig("unchanged", 200, None).await;
     let apps = agent.dir.path().join("apps");
     make_site(&apps);
-    let operator = c.token(Role::Operator, None).await;
     let shown = create(&c.url(), &operator, "quiet", "*/2 * * * * *", &[]).await;
     assert_eq!(shown["skip_unchanged"], true);
     let archives = || async {
@@ -506,27 +532,15 @@ async fn a_scheduled_run_over_an_unchanged_app_writes_nothing_until_a_file_chang
 #[tokio::test]
 async fn a_scheduled_verify_that_finds_a_flipped_byte_labels_the_archive_and_alerts_once() {
     let hook = Webhook::start(&[503]).await;
-    let secrets = tempfile::tempdir().unwrap();
-    let secret_file = secrets.path().join("alert-secret");
-    std::fs::write(&secret_file, "verify-signing-key").unwrap();
-    let db = TestDb::sqlite();
-    let s3 = S3Server::start().await;
-    let archive = s3.coordinator_config("verify-sched");
-    let (url, secret) = (hook.url.clone(), secret_file.clone());
-    let c = TestCoordinator::start_with(&db, None, move |c| {
-        c.archive = archive;
-        c.schedules.tick_ms = 200;
-        c.schedules.min_interval_secs = 1;
-        c.alerts.webhook_url = Some(url);
-        c.alerts.webhook_secret_file = Some(secret);
-    })
-    .await;
-    let token = c.token(Role::Agent, Some("host-0")).await;
-    let agent_archive = s3.agent_config("verify-sched");
-    let agent = TestAgent::start(&c, "host-0", &token, move |a| a.archive = agent_archive).await;
-    agent.wait_connected(Duration::from_secs(10)).await;
+    let Rig {
+        c,
+        agent,
+        s3,
+        operator,
+        _db,
+        _secrets,
+    } = rig("verify-sched", 200, Some(&hook)).await;
     make_site(&agent.dir.path().join("apps"));
-    let operator = c.token(Role::Operator, None).await;
     let made = berth_at(
         &c.url(),
         &operator,
@@ -545,18 +559,7 @@ async fn a_scheduled_verify_that_finds_a_flipped_byte_labels_the_archive_and_ale
         .into_iter()
         .find(|k| k.contains(&format!("site:{uuid}")))
         .unwrap();
-    let path = object_store::path::Path::from(key.strip_prefix("verify-sched/").unwrap());
-    let mut bytes = store
-        .get(&path)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec();
-    let at = bytes.len() / 2;
-    bytes[at] ^= 0x01;
-    store.put(&path, bytes.into()).await.unwrap();
+    flip_middle_byte(&store, key.strip_prefix("verify-sched/").unwrap()).await;
 
     let args = [
         "schedule",
@@ -612,7 +615,7 @@ async fn a_scheduled_verify_that_finds_a_flipped_byte_labels_the_archive_and_ale
     assert_eq!(
         delivered.signature,
         berth_coordinator::alert::signature(
-            "verify-signing-key",
+            SIGNING_KEY,
             delivered.timestamp.parse().unwrap(),
             &delivered.body
         )

@@ -4,14 +4,11 @@
 //! labels the archive's metadata `verify-failed`, and keeps retention from counting it as the
 //! newest good archive; a later good verify clears it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use berth_tests::cli::berth_at;
-use berth_tests::s3::S3Server;
+use berth_tests::s3::{S3Server, flip_middle_byte};
 use berth_tests::{TestAgent, TestCoordinator, TestDb};
-use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::build_app;
 
@@ -25,21 +22,6 @@ async fn key_of(s3: &S3Server, start: &str) -> String {
         .find(|k| k.starts_with(&format!("{PREFIX}/{start}")))
         .unwrap_or_else(|| panic!("no {start}… in {keys:?}"));
     key.strip_prefix(&format!("{PREFIX}/")).unwrap().to_owned()
-}
-
-async fn flip_middle_byte(store: &Arc<dyn ObjectStore>, key: &str) {
-    let path = ObjectPath::from(key);
-    let mut bytes = store
-        .get(&path)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec();
-    let at = bytes.len() / 2;
-    bytes[at] ^= 0x01;
-    store.put(&path, PutPayload::from(bytes)).await.unwrap();
 }
 
 /// On SQLite and PostgreSQL (`archive_checks` is the coordinator's record).
