@@ -28,7 +28,7 @@ pub use timing::{Decision, Timing, TimingError};
 
 use crate::alert::alert;
 use crate::archive::{Catalog, Source, recorded_digest};
-use crate::saga::Engine;
+use crate::saga::{Engine, StartError};
 use crate::store::{Due, Fired, JobClaim, NewRun, RunRow, ScheduleRow, Store, StoreError, Trigger};
 
 /// The `jobs` row whose holder fires schedules.
@@ -272,11 +272,12 @@ impl Scheduler {
         } else {
             let key = start_key(&s.name, slot_ms);
             let started = match self.inputs_for(s, trigger).await {
-                Ok(inputs) => self
-                    .engine
-                    .start(&s.kind, &inputs, Some(&key))
-                    .await
-                    .map_err(|e| e.to_string()),
+                Ok(inputs) => match self.engine.start(&s.kind, &inputs, Some(&key)).await {
+                    // The database failed, not the run: nothing is recorded, and the next
+                    // tick tries the occurrence again under the same key.
+                    Err(StartError::Store(e)) => return Err(e),
+                    started => started.map_err(|e| e.to_string()),
+                },
                 Err(why) => Err(why),
             };
             match started {

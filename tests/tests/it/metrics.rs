@@ -1,10 +1,12 @@
-//! The Prometheus endpoint of a real coordinator process reports the saga metrics.
+//! The Prometheus endpoint of a real coordinator process reports the saga and schedule
+//! metrics.
 
 use std::time::Duration;
 
 use berth_proto::v1 as pb;
 use berth_tests::assert_contains;
-use berth_tests::process::{CoordinatorProcess, SagaTiming, admin_token};
+use berth_tests::cli::berth_at;
+use berth_tests::process::{AgentProcess, CoordinatorProcess, SagaTiming, admin_token};
 use berth_tests::{TestDb, eventually};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -62,4 +64,74 @@ async fn saga_metrics_are_served_to_prometheus() {
     assert_contains(&text, "berth_saga_step_seconds");
     assert_contains(&text, "berth_sagas_started_total{kind=\"demo\"} 2");
     assert_contains(&text, "berth_sagas{status=");
+}
+
+#[tokio::test]
+async fn schedule_runs_and_last_successes_are_served_to_prometheus() {
+    let db = TestDb::sqlite();
+    let token = admin_token(&db.url).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let archives = tempfile::tempdir().unwrap();
+    let archive_toml = format!(
+        "store_url = {:?}\n",
+        format!("file://{}", archives.path().display())
+    );
+    let extra = format!(
+        "metrics_listen = \"127.0.0.1:{port}\"\nheartbeat_interval_secs = 1\n\n\
+         [archive]\n{archive_toml}\n[schedules]\ntick_ms = 200\nmin_interval_secs = 1\n"
+    );
+    let p = CoordinatorProcess::start_with("sched-metrics", &db.url, SagaTiming::default(), &extra)
+        .await;
+    let store = berth_coordinator::store::Store::open(&db.url)
+        .await
+        .unwrap();
+    let (_, agent_token) = berth_coordinator::auth::Tokens::new(store)
+        .issue(
+            berth_shared::Role::Agent,
+            Some(&berth_shared::HostId::new("host-0").unwrap()),
+            "metrics",
+            None,
+        )
+        .await
+        .unwrap();
+    let agent = AgentProcess::start("host-0", &[p.url()], &agent_token, &archive_toml);
+    std::fs::create_dir_all(agent.apps_root().join("site")).unwrap();
+    std::fs::write(agent.apps_root().join("site/index.html"), "hi").unwrap();
+    // The host must have connected before a schedule may name it.
+    for (name, app) in [("nightly", "site"), ("broken", "missing")] {
+        let args = [
+            "schedule",
+            "create",
+            name,
+            "--cron",
+            "*/2 * * * * *",
+            "archive",
+            "--host",
+            "host-0",
+            "--app",
+            app,
+        ];
+        eventually(
+            Duration::from_secs(30),
+            "the schedule to be made",
+            || async { (berth_at(&p.url(), &token, &args).await.code() == 0).then_some(()) },
+        )
+        .await;
+    }
+    let text = eventually(Duration::from_secs(60), "the schedule metrics", || async {
+        let t = scrape(port).await?;
+        (t.contains("berth_schedule_runs_total{schedule=\"nightly\",outcome=\"succeeded\"}")
+            && t.contains("berth_schedule_runs_total{schedule=\"broken\",outcome=\"failed\"}")
+            && t.contains("berth_schedule_last_success_timestamp_seconds{schedule=\"nightly\"}"))
+        .then_some(t)
+    })
+    .await;
+    assert!(
+        !text.contains("berth_schedule_last_success_timestamp_seconds{schedule=\"broken\"}"),
+        "a schedule that never succeeded has no last success:\n{text}"
+    );
 }
