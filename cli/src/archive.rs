@@ -158,6 +158,9 @@ pub struct VerifyView {
     pub sha256: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// Only the stored object's checksum was checked (an encrypted archive, and no identity
+    /// on the verifying host).
+    pub checksum_only: bool,
 }
 
 impl VerifyView {
@@ -178,6 +181,7 @@ impl VerifyView {
             bytes: n("bytes"),
             sha256: v["sha256"].as_str().unwrap_or_default().to_owned(),
             problem: v["problem"].as_str().map(str::to_owned),
+            checksum_only: v["checksum_only"].as_bool().unwrap_or(false),
         })
     }
 
@@ -185,6 +189,14 @@ impl VerifyView {
     fn report(self, format: OutputFormat, out: &mut dyn Write) -> Result<(), CliError> {
         match format {
             OutputFormat::Json => write_json(out, &self)?,
+            OutputFormat::Table if self.ok && self.checksum_only => writeln!(
+                out,
+                "archive {} checksum verified: {} (sha256 {}); it is encrypted and the host \
+                 holds no identity, so its contents were not checked",
+                self.uuid,
+                human_bytes(self.bytes),
+                self.sha256
+            )?,
             OutputFormat::Table if self.ok => writeln!(
                 out,
                 "archive {} verified: {} entries, {} of tar in {} (sha256 {})",

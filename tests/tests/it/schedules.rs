@@ -75,26 +75,23 @@ async fn the_firing_replica_killed_just_after_an_occurrence_runs_it_exactly_once
     let f = Fleet::start_configured(2, 1, SagaTiming::default(), None, &fast(60)).await;
     make_site(&f.agents[0].apps_root());
     let url = f.coordinators[0].url();
-    let created = create(&url, &f.admin_token, "often", "*/4 * * * * *", &[]).await;
-    assert_eq!(created["next_runs_ms"].as_array().unwrap().len(), 5);
-
-    // The moment the first occurrence's saga exists, kill the replica holding the fire job.
-    let (saga, firer) = eventually(
-        Duration::from_secs(30),
-        "a first scheduled saga",
-        || async {
-            let row = sqlx::query(
-                "SELECT s.id, j.owner_id FROM saga_runs s, jobs j \
-             WHERE s.start_key LIKE 'schedule:often:%' AND j.name = 'schedule.fire'",
-            )
-            .fetch_optional(&f.pool)
-            .await
-            .unwrap()?;
-            let owner: Option<String> = row.get("owner_id");
-            Some((row.get::<String, _>("id"), owner?))
-        },
+    // Every run archives, so each is an agent task to count.
+    let created = create(
+        &url,
+        &f.admin_token,
+        "often",
+        "*/4 * * * * *",
+        &["--skip-unchanged", "false"],
     )
     .await;
+    assert_eq!(created["next_runs_ms"].as_array().unwrap().len(), 5);
+
+    // The moment the first occurrence is recorded, kill the replica that fired it.
+    let first = eventually(Duration::from_secs(30), "a first scheduled run", || async {
+        runs(&f.store, "often").await.into_iter().next()
+    })
+    .await;
+    let (saga, firer) = (first.saga_id.clone().unwrap(), first.fired_by.clone());
     let killed = f.replica(&firer);
     f.coordinators[killed].kill9();
     let survivor = f.coordinators[1 - killed].name.clone();
@@ -377,14 +374,16 @@ async fn a_minutely_schedule_archives_an_app_each_minute_and_its_retention_keeps
         _secrets,
     } = rig("minutely", 500, None).await;
     make_site(&agent.dir.path().join("apps"));
+    // Every run archives (the app does not change, and would be skipped by default).
     let shown = create(
         &c.url(),
         &operator,
         "minutely",
         "* * * * *",
-        &["--keep-last", "2"],
+        &["--keep-last", "2", "--skip-unchanged", "false"],
     )
     .await;
+    assert_eq!(shown["skip_unchanged"], false, "{shown}");
     assert_eq!(shown["inputs"]["retention"]["keep_last"], 2, "{shown}");
     let next: Vec<i64> = shown["next_runs_ms"]
         .as_array()

@@ -177,7 +177,8 @@ async fn verify_on(
 }
 
 /// An encrypted archive is opened with the verifying host's identity; a host without one
-/// cannot run the verify (an error, not a verdict), and a flipped byte fails it.
+/// checks the stored object's checksum only and says so; a stranger's identity cannot run
+/// the verify (an error, not a verdict); a flipped byte fails it either way.
 #[tokio::test]
 async fn an_encrypted_archive_verifies_where_the_identity_is() {
     let keys = keys();
@@ -185,12 +186,10 @@ async fn an_encrypted_archive_verifies_where_the_identity_is() {
     build_sample(&env.app_dir("web"));
     let created = env.create_app("web").await;
     let (none, _apps) = restorer(&env, None);
-    let err = verify_on(&none, &created).await.unwrap_err();
-    assert!(
-        matches!(err, ArchiveError::NoIdentity { .. }),
-        "{}",
-        chain(&err)
-    );
+    let v = verify_on(&none, &created).await.unwrap();
+    assert!(v.ok && v.checksum_only, "{v:?}");
+    assert_eq!((v.entries, v.bytes), (0, created.size), "{v:?}");
+    assert_eq!(v.sha256, created.sha256);
     let (stranger, _apps) = restorer(&env, Some(&keys.stranger.file));
     let err = verify_on(&stranger, &created).await.unwrap_err();
     assert!(
@@ -214,6 +213,9 @@ async fn an_encrypted_archive_verifies_where_the_identity_is() {
     let v = verify_on(&holder, &created).await.unwrap();
     assert!(!v.ok);
     assert!(v.problem.is_some(), "the problem is named");
+    let v = verify_on(&none, &created).await.unwrap();
+    assert!(!v.ok && v.checksum_only, "{v:?}");
+    assert!(v.problem.unwrap().contains("checksum"));
 }
 
 /// A verify takes no lock: it runs while another operation holds the app's directory, where

@@ -147,8 +147,8 @@ async fn flipped_byte(db: &TestDb) {
         .unwrap();
     assert_eq!(good_row["last_check"]["ok"], true, "{good_row}");
 
-    // Retention: keep the last one. The newest is kept as the last, but it failed, so the
-    // older good one is kept as the newest good; only the oldest goes.
+    // Retention: keep the last one. The newest failed its verification: it fills no slot and
+    // goes, the older good one is kept as the last, and the oldest goes.
     let prune = [
         "--output",
         "json",
@@ -164,7 +164,7 @@ async fn flipped_byte(db: &TestDb) {
     assert_eq!(run.code(), 0, "{}", run.stderr());
     assert_eq!(
         run.json()["deleted"],
-        serde_json::json!([oldest]),
+        serde_json::json!([bad, oldest]),
         "the failed archive is not the newest good one"
     );
 
