@@ -137,18 +137,10 @@ impl Store {
 
     /// Extends the lease; false when it is no longer ours.
     pub async fn renew_job(&self, c: &JobClaim, now_ms: i64) -> Result<bool, StoreError> {
-        let n = sqlx::query(
-            "UPDATE jobs SET lease_expires_at_ms = $1 \
-             WHERE name = $2 AND owner_id = $3 AND epoch = $4",
-        )
-        .bind(now_ms + c.lease_ms)
-        .bind(&c.name)
-        .bind(&c.owner_id)
-        .bind(c.epoch)
-        .execute(self.pool())
-        .await?
-        .rows_affected();
-        Ok(n > 0)
+        let mut tx = self.pool().begin().await?;
+        let held = renew_in(&mut tx, c, now_ms).await?;
+        tx.commit().await?;
+        Ok(held)
     }
 
     /// Ends a run: frees the lease, records the outcome and when the job is next due. False

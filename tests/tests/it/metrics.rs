@@ -23,15 +23,19 @@ async fn scrape(port: u16) -> Option<String> {
     Some(body)
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 #[tokio::test]
 async fn saga_metrics_are_served_to_prometheus() {
     let db = TestDb::sqlite();
     let token = admin_token(&db.url).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let extra = format!("metrics_listen = \"127.0.0.1:{port}\"");
     let p = CoordinatorProcess::start_with("metrics", &db.url, SagaTiming::default(), &extra).await;
     let mut sagas = p.sagas(&token).await;
@@ -70,11 +74,7 @@ async fn saga_metrics_are_served_to_prometheus() {
 async fn schedule_runs_and_last_successes_are_served_to_prometheus() {
     let db = TestDb::sqlite();
     let token = admin_token(&db.url).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let archives = tempfile::tempdir().unwrap();
     let archive_toml = format!(
         "store_url = {:?}\n",

@@ -562,18 +562,25 @@ async fn bench_set(
             cpu(&berth_restore) / cpu(&cli_restore)
         )?;
     }
+    let restore_ratio = if restores {
+        format!("{:.2}×", sealed_restore.median() / berth_restore.median())
+    } else {
+        "not measured (--no-restore)".to_owned()
+    };
     writeln!(
         s,
-        "- encryption (age): create **{:.2}×**, restore **{:.2}×** the unencrypted time \
-         (goal < 1.10×); peak memory {:.0} / {:.0} MiB",
+        "- encryption (age): create **{:.2}×**, restore **{restore_ratio}** the unencrypted \
+         time (goal < 1.10×); peak memory {:.0} / {:.0} MiB",
         sealed.median() / berth.median(),
-        if restores {
-            sealed_restore.median() / berth_restore.median()
-        } else {
-            f64::NAN
-        },
         sealed.mib(),
         sealed_restore.mib()
+    )?;
+    writeln!(
+        s,
+        "- source unchanged (a schedule's run over an app that did not change): **{:.2} s** \
+         (goal < 1 s), nothing written; spread {} s",
+        unchanged.median(),
+        spread(&unchanged.secs)
     )?;
     writeln!(
         s,
