@@ -18,6 +18,7 @@ use bytes::Bytes;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::journal::{Journal, JournaledUpload};
@@ -83,33 +84,40 @@ pub(crate) async fn run(
     progress.send_replace(ArchiveProgress::default());
     let counters = Arc::new(PackCounters::default());
     let uploaded = Arc::new(AtomicU64::new(0));
-    // The pre-scan (a stat walk) runs first: its totals feed progress and the part size, and
-    // its listing digest is taken before anything is read, so a change made while packing
-    // always shows in the next create's digest.
-    let found = {
-        let (tree, stop) = (job.tree.clone(), stop.clone());
-        let scan = tokio::task::spawn_blocking(move || pack::scan(&tree, &stop));
-        tokio::select! {
-            r = scan => r.map_err(ArchiveError::Join)??,
-            () = cancel.cancelled() => return Err(ArchiveError::Cancelled),
+    let totals = Arc::new(ScanTotals::default());
+    // The pre-scan (a stat walk) gives progress totals and, for a huge source, the part size.
+    // It runs alongside the archive, unless a schedule asked to compare with the newest
+    // archive first: then it runs first, and a match writes nothing.
+    let mut part = job.plan.part_size;
+    let mut scan = match job.unless_digest {
+        None => {
+            let (tree, stop) = (job.tree.clone(), stop.clone());
+            Some(tokio::task::spawn_blocking(move || {
+                pack::scan(&tree, &stop)
+            }))
+        }
+        Some(digest) => {
+            let (tree, stop) = (job.tree.clone(), stop.clone());
+            let scan = tokio::task::spawn_blocking(move || pack::scan(&tree, &stop));
+            let found = tokio::select! {
+                r = scan => r.map_err(ArchiveError::Join)??,
+                () = cancel.cancelled() => return Err(ArchiveError::Cancelled),
+            };
+            if found.digest == digest {
+                tracing::info!(app = %job.app, digest, "source unchanged; nothing archived");
+                return Ok(Outcome::Unchanged {
+                    source_digest: found.digest,
+                });
+            }
+            totals.set(&found);
+            part = part_size(&job.plan, &found);
+            None
         }
     };
-    if job.unless_digest == Some(found.digest.as_str()) {
-        tracing::info!(app = %job.app, digest = found.digest, "source unchanged; nothing archived");
-        return Ok(Outcome::Unchanged {
-            source_digest: found.digest,
-        });
-    }
-    let totals = ScanTotals::default();
-    totals.set(&found);
     let path = ObjectPath::from(job.key.as_str());
     let started = upload::start(job.bucket, job.journal, &job.id, &job.key).await?;
     let entry = started.entry;
-    let mut writer = PartWriter::new(
-        started.upload,
-        part_size(&job.plan, &found),
-        uploaded.clone(),
-    );
+    let mut writer = PartWriter::new(started.upload, part, uploaded.clone());
     tracing::info!(key = %job.key, level = job.plan.level, "archiving");
 
     let (tx, mut rx) = mpsc::channel::<Bytes>(CAPACITY);
@@ -138,7 +146,7 @@ pub(crate) async fn run(
         });
     };
     let pumped = tokio::select! {
-        r = pump(&mut rx, &mut writer, job.plan, job.key.as_str(), &report) => r,
+        r = pump(&mut rx, &mut writer, scan.as_mut(), &totals, job.plan, job.key.as_str(), &report) => r,
         () = cancel.cancelled() => Err(ArchiveError::Cancelled),
     };
     // Stop the producer (if it is still running) and learn how it ended.
@@ -206,7 +214,7 @@ pub(crate) async fn run(
     meta.index = Some(job.key.index().unwrap_or("-").to_owned());
     meta.tar_bytes = Some(packed.tar_bytes);
     meta.entries = Some(packed.entries);
-    meta.source_digest = Some(found.digest.clone());
+    meta.source_digest = Some(packed.source_digest.clone());
     if let Some(recipients) = &job.recipients {
         meta.encryption = Some(ENCRYPTION_AGE.to_owned());
         meta.recipients = Some(recipients.names.clone());
@@ -230,7 +238,7 @@ pub(crate) async fn run(
         sha256: packed.sha256,
         tar_bytes: packed.tar_bytes,
         entries: packed.entries,
-        source_digest: found.digest,
+        source_digest: packed.source_digest,
     }))
 }
 
@@ -265,10 +273,13 @@ impl ScanTotals {
 }
 
 /// Moves chunks from the pipe into the upload, waiting while `plan.concurrency` parts are in
-/// flight; reports progress at least twice a second.
+/// flight; takes the pre-scan's totals when it ends (if it runs alongside); reports progress
+/// at least twice a second.
 async fn pump(
     rx: &mut mpsc::Receiver<Bytes>,
     writer: &mut PartWriter,
+    mut scan: Option<&mut JoinHandle<Result<Totals, ArchiveError>>>,
+    totals: &ScanTotals,
     plan: Plan,
     key: &str,
     report: &impl Fn(Phase),
@@ -285,8 +296,17 @@ async fn pump(
                 writer.put(chunk);
                 report(Phase::Archiving);
             }
+            found = async { scan.as_deref_mut().expect("guarded").await }, if scan.is_some() => {
+                scan = None;
+                let found = found.map_err(ArchiveError::Join)??;
+                totals.set(&found);
+                writer.grow_parts(part_size(&plan, &found));
+            }
             _ = tick.tick() => report(Phase::Archiving),
         }
+    }
+    if let Some(scan) = scan {
+        totals.set(&scan.await.map_err(ArchiveError::Join)??);
     }
     Ok(())
 }

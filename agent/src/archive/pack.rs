@@ -74,7 +74,7 @@ pub(crate) struct Totals {
     pub entries: u64,
     pub bytes: u64,
     /// Hex SHA-256 of the listing: every entry's path, type, size, mode, owner, mtime, ctime
-    /// and link target, in walk order. Equal digests mean no entry was added, removed,
+    /// and link target, in walk order (the same as the pack's walk computes). Equal digests mean no entry was added, removed,
     /// written, renamed, chmod-ed or chown-ed (a write that keeps size, mtime and ctime is
     /// not seen; the kernel moves ctime on every write). A stat walk: no file is read.
     pub digest: String,
@@ -90,6 +90,8 @@ pub(crate) struct Packed {
     pub entries: u64,
     /// For an encrypted archive: SHA-256 of the tar+zstd inside the age stream.
     pub plaintext_sha256: Option<String>,
+    /// The source's listing digest, from the stats the tar walk took (see [`Totals::digest`]).
+    pub source_digest: String,
 }
 
 /// Counts entries and file bytes of `tree`, the way [`pack`] will walk it, and digests its
@@ -222,8 +224,8 @@ pub(crate) fn pack(
         });
         (tarred, compressed)
     });
-    let ((sha256, size), plaintext_sha256) = match (tarred, compressed) {
-        (Ok(()), Ok(done)) => done,
+    let (source_digest, ((sha256, size), plaintext_sha256)) = match (tarred, compressed) {
+        (Ok(digest), Ok(done)) => (digest, done),
         // A problem with the source explains everything after it.
         (Err(e @ (ArchiveError::Read { .. } | ArchiveError::Cancelled)), _) => return Err(e),
         (_, Err(e)) | (Err(e), Ok(_)) => return Err(e),
@@ -234,6 +236,7 @@ pub(crate) fn pack(
         tar_bytes: counters.tar_bytes.load(Ordering::Relaxed),
         entries: counters.entries.load(Ordering::Relaxed),
         plaintext_sha256,
+        source_digest,
     })
 }
 
@@ -244,12 +247,13 @@ pub(crate) struct Compression {
     pub workers: u32,
 }
 
+/// Tars `tree` into `tx`; the source's listing digest.
 fn tar_stage(
     tree: &Tree,
     tx: mpsc::SyncSender<Vec<u8>>,
     counters: &PackCounters,
     cancel: &AtomicBool,
-) -> Result<(), ArchiveError> {
+) -> Result<String, ArchiveError> {
     let pipe = Pipe::new(tx, &counters.tar_bytes);
     let mut builder = tar::Builder::new(pipe);
     builder.mode(HeaderMode::Complete);
@@ -273,8 +277,12 @@ fn tar_stage(
             .map_err(ArchiveError::Compress)?;
         counters.entries.fetch_add(1, Ordering::Relaxed);
     }
+    // The listing digest is taken from the stats this walk takes before reading each file,
+    // so a change made while packing always shows in the next create's digest.
+    let mut listing = Sha256::new();
     for (prefix, root) in tree.roots() {
         walk(root, cancel, &mut |entry| {
+            list(&mut listing, prefix, entry)?;
             append(
                 &mut builder,
                 entry,
@@ -291,7 +299,8 @@ fn tar_stage(
     builder
         .into_inner()
         .and_then(Pipe::finish)
-        .map_err(ArchiveError::Compress)
+        .map_err(ArchiveError::Compress)?;
+    Ok(hex::encode(listing.finalize()))
 }
 
 /// zstd over what arrives on `rx`, into `out`; gives `out` back once the frame is finished.

@@ -34,6 +34,11 @@ impl PartWriter {
         }
     }
 
+    /// Raises the part size for the parts still to come.
+    pub fn grow_parts(&mut self, part_size: usize) {
+        self.part_size = self.part_size.max(part_size);
+    }
+
     /// Waits until fewer than `max` parts are in flight, failing if one failed.
     pub async fn wait_for_capacity(&mut self, max: usize) -> object_store::Result<()> {
         while self.tasks.len() >= max.max(1) {
