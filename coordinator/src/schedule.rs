@@ -15,7 +15,7 @@ mod config;
 mod timing;
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use berth_shared::AppName;
 use berth_shared::saga::SagaStatus;
@@ -33,6 +33,9 @@ use crate::store::{Due, Fired, JobClaim, NewRun, RunRow, ScheduleRow, Store, Sto
 
 /// The `jobs` row whose holder fires schedules.
 pub const FIRE_JOB: &str = "schedule.fire";
+/// The `jobs` row of the hourly clean-up: old runs and delivered alerts.
+pub const PRUNE_JOB: &str = "schedule.history_prune";
+const PRUNE_EVERY_MS: i64 = 3_600_000;
 
 /// How a run ended, as `schedule_runs.outcome` and the metric's label.
 pub mod outcome {
@@ -66,6 +69,8 @@ pub struct Scheduler {
     config: ScheduleConfig,
     /// The archive store, to find the archive an unchanged source would match.
     catalog: Option<Arc<Catalog>>,
+    /// How long delivered alerts are kept.
+    keep_delivered_alerts: Duration,
 }
 
 impl Scheduler {
@@ -76,7 +81,14 @@ impl Scheduler {
             owner_id: owner_id.into(),
             config,
             catalog: None,
+            keep_delivered_alerts: Duration::from_secs(30 * 86_400),
         }
+    }
+
+    /// Keeps delivered alerts this long (`[alerts] keep_delivered_days`).
+    pub fn keeping_alerts(mut self, keep: Duration) -> Self {
+        self.keep_delivered_alerts = keep;
+        self
     }
 
     pub fn with_catalog(mut self, catalog: Arc<Catalog>) -> Self {
@@ -193,6 +205,7 @@ impl Scheduler {
         let result = self.fire_due(&claim, &schedules, now).await;
         let settled = self.settle_runs().await;
         let overdue = self.raise_overdue(&schedules).await;
+        let pruned = self.prune_history(now).await;
         let done = unix_ms(SystemTime::now());
         let next = done + self.config.tick_ms as i64;
         if !self
@@ -205,7 +218,42 @@ impl Scheduler {
                 "schedule fire lease lost before the tick ended"
             );
         }
-        result.and(settled).and(overdue)
+        result.and(settled).and(overdue).and(pruned)
+    }
+
+    /// Once an hour (one coordinator at a time): forgets all but the newest `keep_runs` ended
+    /// runs of each schedule, and alerts delivered longer ago than `[alerts] keep_delivered_days`.
+    async fn prune_history(&self, now: i64) -> Result<(), StoreError> {
+        let lease = self.config.lease_secs as i64 * 1000;
+        let Some(claim) = self
+            .store
+            .claim_job(PRUNE_JOB, &self.owner_id, now, lease, now, Due::WhenDue)
+            .await?
+        else {
+            return Ok(());
+        };
+        let keep = self.keep_delivered_alerts.as_millis() as i64;
+        let runs = self
+            .store
+            .prune_schedule_runs(self.config.keep_runs as i64)
+            .await;
+        let alerts = self.store.prune_alerts(now - keep).await;
+        let outcome = json!({
+            "runs_forgotten": runs.as_ref().ok(),
+            "alerts_forgotten": alerts.as_ref().ok(),
+        });
+        self.store
+            .finish_job(&claim, now, now + PRUNE_EVERY_MS, &outcome)
+            .await?;
+        let (runs, alerts) = (runs?, alerts?);
+        if runs + alerts > 0 {
+            tracing::info!(
+                runs,
+                alerts,
+                "forgot old schedule runs and delivered alerts"
+            );
+        }
+        Ok(())
     }
 
     async fn fire_due(

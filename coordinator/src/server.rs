@@ -237,7 +237,8 @@ pub async fn run(
         instance_id.clone(),
         config.schedules.clone(),
     )
-    .with_catalog(catalog.clone());
+    .with_catalog(catalog.clone())
+    .keeping_alerts(config.alerts.keep_delivered());
     let alerter = Alerter::new(store.clone(), instance_id.clone(), &config.alerts)
         .map_err(StartError::Config)?;
     let schedules = SchedulesService {

@@ -21,6 +21,8 @@ pub struct AlertConfig {
     pub webhook_secret_file: Option<PathBuf>,
     /// How long one delivery attempt may take, in seconds (default 10).
     pub timeout_secs: Option<u64>,
+    /// Delivered alerts are forgotten this many days after delivery (default 30).
+    pub keep_delivered_days: Option<u64>,
 }
 
 fn read(what: &str, path: &std::path::Path) -> Result<Secret, String> {
@@ -52,6 +54,11 @@ impl AlertConfig {
             bail!("[alerts] timeout_secs must be at least 1");
         }
         Ok(())
+    }
+
+    /// How long a delivered alert is kept.
+    pub fn keep_delivered(&self) -> Duration {
+        Duration::from_secs(self.keep_delivered_days.unwrap_or(30) * 86_400)
     }
 
     pub fn timeout(&self) -> Duration {

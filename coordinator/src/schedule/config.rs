@@ -18,6 +18,8 @@ pub struct ScheduleConfig {
     pub late_grace_secs: u64,
     /// Schedules may not fire more often than this, in seconds.
     pub min_interval_secs: u64,
+    /// Ended runs kept per schedule (older ones are forgotten hourly).
+    pub keep_runs: u64,
 }
 
 impl Default for ScheduleConfig {
@@ -27,6 +29,7 @@ impl Default for ScheduleConfig {
             lease_secs: 15,
             late_grace_secs: 300,
             min_interval_secs: 60,
+            keep_runs: 1000,
         }
     }
 }
@@ -44,6 +47,11 @@ impl ScheduleConfig {
         }
         if self.min_interval_secs == 0 {
             bail!("schedules.min_interval_secs must be at least 1");
+        }
+        if self.keep_runs == 0 {
+            bail!(
+                "schedules.keep_runs must be at least 1 (the last run is what `schedule list` shows)"
+            );
         }
         Ok(())
     }

@@ -168,4 +168,14 @@ impl Store {
                 .await?;
         Ok(row.try_get("n")?)
     }
+
+    /// Forgets alerts delivered before `before_ms`; returns how many went.
+    pub async fn prune_alerts(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let gone = sqlx::query("DELETE FROM alert_outbox WHERE delivered_at_ms < $1")
+            .bind(before_ms)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+        Ok(gone)
+    }
 }

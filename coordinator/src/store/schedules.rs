@@ -424,4 +424,27 @@ impl Store {
         tx.commit().await?;
         Ok(true)
     }
+
+    /// Forgets all but the newest `keep` ended runs of each schedule; returns how many went.
+    pub async fn prune_schedule_runs(&self, keep: i64) -> Result<u64, StoreError> {
+        let names = sqlx::query("SELECT DISTINCT schedule FROM schedule_runs")
+            .fetch_all(self.pool())
+            .await?;
+        let mut gone = 0;
+        for row in names {
+            let name: String = row.try_get("schedule")?;
+            // With fewer than `keep` runs the subquery is empty and nothing goes.
+            gone += sqlx::query(
+                "DELETE FROM schedule_runs WHERE schedule = $1 AND outcome IS NOT NULL \
+                 AND slot_ms < (SELECT slot_ms FROM schedule_runs WHERE schedule = $1 \
+                     ORDER BY slot_ms DESC LIMIT 1 OFFSET $2)",
+            )
+            .bind(&name)
+            .bind(keep - 1)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+        }
+        Ok(gone)
+    }
 }

@@ -1,6 +1,9 @@
 //! The store suite, run against SQLite and PostgreSQL alike.
 
-use berth_coordinator::store::{HostSession, LATEST_VERSION, Store, StoreError};
+use berth_coordinator::store::{
+    Due, Fired, HostSession, LATEST_VERSION, NewAlert, NewRun, ScheduleRow, Store, StoreError,
+    Trigger,
+};
 use berth_tests::TestDb;
 use berth_tests::assert_contains;
 use sqlx::Executor;
@@ -181,4 +184,145 @@ async fn coordinators_starting_together_migrate_once_on_postgres() {
         .await
         .unwrap();
     assert_eq!(n, LATEST_VERSION);
+}
+
+fn schedule(name: &str) -> ScheduleRow {
+    ScheduleRow {
+        name: name.to_owned(),
+        kind: "archive.create".into(),
+        inputs: "{}".into(),
+        cron: "* * * * *".into(),
+        timezone: "UTC".into(),
+        jitter_secs: 0,
+        catch_up: true,
+        skip_unchanged: true,
+        alert_after_secs: 0,
+        paused: false,
+        created_at_ms: 0,
+        since_ms: 0,
+        cursor_ms: 0,
+        last_success_ms: None,
+        overdue_alerted_ms: None,
+    }
+}
+
+fn run<'a>(schedule: &'a str, slot_ms: i64, outcome: Option<&'a str>) -> NewRun<'a> {
+    NewRun {
+        schedule,
+        slot_ms,
+        trigger: Trigger::Scheduled,
+        saga_id: None,
+        fired_by: "coord-a",
+        outcome,
+        detail: None,
+        now_ms: slot_ms,
+    }
+}
+
+/// A fire recorded under a lost lease writes nothing; each occurrence is recorded once; old
+/// ended runs and delivered alerts are forgotten, open runs and undelivered alerts are not.
+#[tokio::test]
+async fn schedule_runs_are_fenced_recorded_once_and_forgotten_when_old() {
+    for db in TestDb::each().await {
+        let store = Store::open(&db.url).await.unwrap();
+        store.insert_schedule(&schedule("s")).await.unwrap();
+        let err = store.insert_schedule(&schedule("s")).await.unwrap_err();
+        assert_contains(&err.to_string(), "already exists");
+        let claim = store
+            .claim_job("schedule.fire", "coord-a", 1_000, 1_000, 0, Due::WhenDue)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            store
+                .record_fire(Some(&claim), &run("s", 1_000, Some("succeeded")))
+                .await
+                .unwrap(),
+            Fired::Recorded
+        );
+        assert_eq!(
+            store
+                .record_fire(Some(&claim), &run("s", 1_000, Some("succeeded")))
+                .await
+                .unwrap(),
+            Fired::AlreadyRecorded
+        );
+        // Another coordinator takes the job once the lease ran out: the first writes nothing.
+        let mut late = run("s", 2_000, Some("succeeded"));
+        late.now_ms = 5_000;
+        store
+            .claim_job("schedule.fire", "coord-b", 5_000, 1_000, 0, Due::Now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            store.record_fire(Some(&claim), &late).await.unwrap(),
+            Fired::LeaseLost
+        );
+        assert_eq!(store.get_schedule("s").await.unwrap().cursor_ms, 1_000);
+        for slot in [3_000, 4_000, 5_000, 6_000] {
+            store
+                .record_fire(None, &run("s", slot, Some("failed")))
+                .await
+                .unwrap();
+        }
+        store
+            .record_fire(None, &run("s", 7_000, None))
+            .await
+            .unwrap();
+        assert_eq!(store.prune_schedule_runs(3).await.unwrap(), 3);
+        let left: Vec<i64> = store
+            .schedule_runs("s", 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.slot_ms)
+            .collect();
+        assert_eq!(left, vec![7_000, 6_000, 5_000]);
+        assert_eq!(store.prune_schedule_runs(3).await.unwrap(), 0);
+
+        for id in ["a1", "a2"] {
+            let alert = NewAlert {
+                event_id: id.into(),
+                kind: "schedule.run_failed".into(),
+                body: "{}".into(),
+            };
+            store.queue_alert(&alert, 100).await.unwrap();
+            store.queue_alert(&alert, 100).await.unwrap();
+        }
+        let first = store
+            .claim_alert("coord-a", 100, 1_000)
+            .await
+            .unwrap()
+            .unwrap();
+        // Claimed: no other sender takes it while the lease lasts.
+        let second = store
+            .claim_alert("coord-b", 100, 1_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(first.event_id, second.event_id);
+        assert!(
+            store
+                .claim_alert("coord-c", 100, 1_000)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        store
+            .alert_attempted(&first.event_id, "coord-a", 200, Ok(()))
+            .await
+            .unwrap();
+        store
+            .alert_attempted(&second.event_id, "coord-b", 200, Err(("503", 10_000)))
+            .await
+            .unwrap();
+        assert_eq!(store.undelivered_alerts().await.unwrap(), 1);
+        assert_eq!(store.prune_alerts(300).await.unwrap(), 1);
+        let left = store.list_alerts(10).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].event_id, second.event_id);
+        assert_eq!(left[0].attempts, 1);
+        assert_eq!(left[0].last_error.as_deref(), Some("503"));
+    }
 }
