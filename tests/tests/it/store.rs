@@ -227,7 +227,7 @@ async fn schedule_runs_are_fenced_recorded_once_and_forgotten_when_old() {
         let store = Store::open(&db.url).await.unwrap();
         store.insert_schedule(&schedule("s")).await.unwrap();
         let err = store.insert_schedule(&schedule("s")).await.unwrap_err();
-        assert_contains(&err.to_string(), "already exists");
+        assert_contains(err.to_string(), "already exists");
         let claim = store
             .claim_job("schedule.fire", "coord-a", 1_000, 1_000, 0, Due::WhenDue)
             .await
