@@ -320,16 +320,11 @@ impl Scheduler {
         } else {
             let key = start_key(&s.name, slot_ms);
             let started = match self.inputs_for(s, trigger).await {
-                Ok(inputs) => match self.engine.start(&s.kind, &inputs, Some(&key)).await {
-                    // The database failed, not the run: nothing is recorded, and the next
-                    // tick tries the occurrence again under the same key.
-                    Err(StartError::Store(e)) => return Err(e),
-                    started => started.map_err(|e| e.to_string()),
-                },
+                Ok(inputs) => self.start(s, &inputs, &key).await?,
                 Err(why) => Err(why),
             };
             match started {
-                Ok((id, _)) => {
+                Ok(id) => {
                     saga_id = id;
                     run.saga_id = Some(&saga_id);
                 }
@@ -361,6 +356,35 @@ impl Scheduler {
             }
         }
         Ok(fired)
+    }
+
+    /// Starts an occurrence's saga under its key: its id, or why it could not start. A
+    /// database failure is the error (nothing is recorded; the next tick tries again under
+    /// the same key).
+    async fn start(
+        &self,
+        s: &ScheduleRow,
+        inputs: &str,
+        key: &str,
+    ) -> Result<Result<String, String>, StoreError> {
+        match self.engine.start(&s.kind, inputs, Some(key)).await {
+            Ok((id, _)) => Ok(Ok(id)),
+            Err(StartError::Store(e)) => Err(e),
+            // Started before, by a firer that died before recording it, with inputs chosen
+            // then (the newest archive has moved since): that saga is this occurrence's.
+            Err(StartError::KeyReused { saga_id, .. }) => {
+                let existing = self.store.get_saga(&saga_id).await?;
+                if existing.kind == s.kind {
+                    Ok(Ok(saga_id))
+                } else {
+                    Ok(Err(format!(
+                        "its key {key} was taken by a {} saga ({saga_id}) started elsewhere",
+                        existing.kind
+                    )))
+                }
+            }
+            Err(e) => Ok(Err(e.to_string())),
+        }
     }
 
     fn count(&self, schedule: &str, outcome: &str) {

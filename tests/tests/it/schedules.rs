@@ -638,3 +638,53 @@ async fn a_scheduled_verify_that_finds_a_flipped_byte_labels_the_archive_and_ale
     assert_eq!(next.saga_id, None, "{next:?}");
     assert!(next.detail.unwrap().contains("no good archive to verify"));
 }
+
+/// A firer that died after starting an occurrence's saga, before recording it, leaves that
+/// saga under the occurrence's key; the next firer may choose other inputs (the newest
+/// archive moved on meanwhile), and still records that saga instead of failing the run.
+#[tokio::test]
+async fn an_occurrence_started_before_with_other_inputs_records_that_saga() {
+    let Rig {
+        c,
+        agent,
+        operator,
+        s3: _s3,
+        _db,
+        _secrets,
+    } = rig("prestarted", 200, None).await;
+    make_site(&agent.dir.path().join("apps"));
+    let slot = (unix_ms(SystemTime::now()) / 10_000 + 2) * 10_000;
+    let key = format!("schedule:pre:{slot}");
+    let args = [
+        "archive",
+        "create",
+        "--host",
+        "host-0",
+        "--app",
+        "site",
+        "--label",
+        "pre:started",
+        "--key",
+        &key,
+    ];
+    let pre = berth_at(&c.url(), &operator, &args).await;
+    assert_eq!(pre.code(), 0, "{}", pre.stderr());
+    let pre = pre.stdout.lines().next().unwrap().trim().to_owned();
+    create(
+        &c.url(),
+        &operator,
+        "pre",
+        "*/10 * * * * *",
+        &["--skip-unchanged", "false"],
+    )
+    .await;
+    let run = eventually(LONG, "the pre-started occurrence to settle", || async {
+        runs(c.store(), "pre")
+            .await
+            .into_iter()
+            .find(|r| r.slot_ms == slot && r.outcome.is_some())
+    })
+    .await;
+    assert_eq!(run.saga_id.as_deref(), Some(pre.as_str()), "{run:?}");
+    assert_eq!(run.outcome.as_deref(), Some("succeeded"), "{run:?}");
+}
