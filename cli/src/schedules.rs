@@ -51,7 +51,7 @@ pub struct CreateArgs {
     /// as missed (false)
     #[arg(long, value_name = "BOOL", default_value_t = true, action = ArgAction::Set)]
     pub catch_up: bool,
-    /// Alert when no run succeeded for this long (default: twice the time between runs)
+    /// Alert when no run succeeded for this long (default: twice the longest gap between runs)
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub alert_after: Option<std::time::Duration>,
     /// Create it paused

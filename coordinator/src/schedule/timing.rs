@@ -155,6 +155,17 @@ impl Timing {
             .collect()
     }
 
+    /// How long without a success makes a schedule overdue when its operator said nothing:
+    /// twice the longest gap between its next occurrences (a weekday schedule's weekend
+    /// included), 0 when it fires at most once.
+    pub fn default_alert_after_secs(&self, now_ms: i64) -> i64 {
+        let next = self.slots_after(now_ms, 16);
+        next.windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .map_or(0, |gap| 2 * gap / 1000)
+    }
+
     /// What to do at `now_ms` for a schedule whose last handled occurrence is `cursor_ms`.
     /// An occurrence is on time within `late_grace_ms` of its fire time; later than that,
     /// no coordinator was running when it fell due, and it is caught up once or recorded as
@@ -334,6 +345,16 @@ mod tests {
             a.upcoming(a.fire_ms(slot), 1),
             vec![a.fire_ms(slot + 24 * HOUR)]
         );
+    }
+
+    #[test]
+    fn the_default_overdue_window_spans_a_weekday_schedules_weekend() {
+        let t = Timing::new("weekdays", "0 2 * * 1-5", "UTC", 0).unwrap();
+        // From a Wednesday: Friday to Monday is the longest gap, three days.
+        let window = t.default_alert_after_secs(ms("2026-12-02T12:00:00Z"));
+        assert_eq!(window, 2 * 3 * 86_400);
+        let hourly = Timing::new("h", "0 * * * *", "UTC", 0).unwrap();
+        assert_eq!(hourly.default_alert_after_secs(0), 7_200);
     }
 
     #[test]

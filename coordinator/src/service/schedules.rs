@@ -190,12 +190,7 @@ impl pb::schedule_service_server::ScheduleService for SchedulesService {
             })?;
         }
         let alert_after_secs = match r.alert_after_secs {
-            0 => {
-                let next = timing.upcoming(now, 2);
-                next.get(1)
-                    .zip(next.first())
-                    .map_or(0, |(b, a)| 2 * (b - a) / 1000)
-            }
+            0 => timing.default_alert_after_secs(now),
             n => n as i64,
         };
         let row = ScheduleRow {
