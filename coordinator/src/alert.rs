@@ -105,11 +105,7 @@ impl Alerter {
             return;
         };
         loop {
-            let sent = self.deliver_one(webhook).await;
-            if let Ok(n) = self.store.undelivered_alerts().await {
-                metrics::gauge!("berth_alerts_undelivered").set(n as f64);
-            }
-            if sent {
+            if self.deliver_one(webhook).await {
                 continue;
             }
             tokio::select! {

@@ -30,8 +30,9 @@ pub fn init_metrics(addr: SocketAddr) -> Result<(), String> {
         .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))
 }
 
-/// Keeps the `berth_sagas{status}` gauges current (every 15 s).
-pub(crate) async fn report_saga_gauges(store: Store, shutdown: CancellationToken) {
+/// Keeps the gauges read from the store current (every 15 s): `berth_sagas{status}`, and
+/// `berth_alerts_undelivered` (alerts pile up there when no webhook takes them).
+pub(crate) async fn report_store_gauges(store: Store, shutdown: CancellationToken) {
     loop {
         match store.saga_status_counts().await {
             Ok(counts) => {
@@ -44,6 +45,10 @@ pub(crate) async fn report_saga_gauges(store: Store, shutdown: CancellationToken
                 }
             }
             Err(e) => tracing::debug!(error = %e, "cannot count sagas for metrics"),
+        }
+        match store.undelivered_alerts().await {
+            Ok(n) => metrics::gauge!("berth_alerts_undelivered").set(n as f64),
+            Err(e) => tracing::debug!(error = %e, "cannot count undelivered alerts for metrics"),
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(15)) => {}

@@ -55,3 +55,21 @@ pub async fn berth_at(url: &str, token: &str, args: &[&str]) -> CliRun {
         result,
     }
 }
+
+/// The uuids `berth archive list --app APP` prints, newest first.
+pub async fn archive_uuids(url: &str, token: &str, app: &str) -> Vec<String> {
+    let listed = berth_at(
+        url,
+        token,
+        &["--output", "json", "archive", "list", "--app", app],
+    )
+    .await;
+    assert_eq!(listed.code(), 0, "{}", listed.stderr());
+    listed
+        .json()
+        .as_array()
+        .expect("a JSON list")
+        .iter()
+        .map(|a| a["uuid"].as_str().expect("a uuid").to_owned())
+        .collect()
+}

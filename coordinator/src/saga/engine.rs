@@ -297,7 +297,7 @@ impl Engine {
         // Only sagas this coordinator can run: one of a kind it lacks waits for a replica
         // that has it (a rolling upgrade, the demo kind on one replica), never failed here.
         let kinds = self.registry.kinds();
-        let gauges = tokio::spawn(crate::telemetry::report_saga_gauges(
+        let gauges = tokio::spawn(crate::telemetry::report_store_gauges(
             self.store.clone(),
             shutdown.clone(),
         ));

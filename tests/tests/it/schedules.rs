@@ -8,7 +8,7 @@ use berth_coordinator::store::{RunRow, Store};
 use berth_shared::Role;
 use berth_shared::saga::SagaStatus;
 use berth_shared::time::unix_ms;
-use berth_tests::cli::berth_at;
+use berth_tests::cli::{archive_uuids, berth_at};
 use berth_tests::fleet::Fleet;
 use berth_tests::process::SagaTiming;
 use berth_tests::s3::{S3Server, flip_middle_byte};
@@ -280,14 +280,8 @@ async fn rig(prefix: &str, tick_ms: u64, hook: Option<&Webhook>) -> Rig {
 async fn a_failed_run_and_an_overdue_schedule_reach_the_webhook_signed_once_each() {
     // The receiver fails the first delivery; the alert is retried and delivered once.
     let hook = Webhook::start(&[500]).await;
-    let Rig {
-        c,
-        operator,
-        agent: _agent,
-        s3: _s3,
-        _db,
-        _secrets,
-    } = rig("failing", 200, Some(&hook)).await;
+    let r = rig("failing", 200, Some(&hook)).await;
+    let Rig { c, operator, .. } = &r;
     // No `site` directory on the host: every run fails.
     create(
         &c.url(),
@@ -365,14 +359,10 @@ async fn a_failed_run_and_an_overdue_schedule_reach_the_webhook_signed_once_each
 
 #[tokio::test]
 async fn a_minutely_schedule_archives_an_app_each_minute_and_its_retention_keeps_the_last_two() {
+    let r = rig("minutely", 500, None).await;
     let Rig {
-        c,
-        agent,
-        operator,
-        s3: _s3,
-        _db,
-        _secrets,
-    } = rig("minutely", 500, None).await;
+        c, agent, operator, ..
+    } = &r;
     make_site(&agent.dir.path().join("apps"));
     // Every run archives (the app does not change, and would be skipped by default).
     let shown = create(
@@ -415,20 +405,7 @@ async fn a_minutely_schedule_archives_an_app_each_minute_and_its_retention_keeps
     );
     // Each create ends with the schedule's retention (the coordinator has none configured):
     // the bucket holds the newest two, the third is gone.
-    let listed = berth_at(
-        &c.url(),
-        &operator,
-        &["--output", "json", "archive", "list", "--app", "site"],
-    )
-    .await;
-    assert_eq!(listed.code(), 0, "{}", listed.stderr());
-    let uuids: Vec<String> = listed
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["uuid"].as_str().unwrap().to_owned())
-        .collect();
+    let uuids = archive_uuids(&c.url(), operator, "site").await;
     let newest: Vec<String> = done
         .iter()
         .rev()
@@ -452,34 +429,14 @@ async fn a_minutely_schedule_archives_an_app_each_minute_and_its_retention_keeps
 
 #[tokio::test]
 async fn a_scheduled_run_over_an_unchanged_app_writes_nothing_until_a_file_changes() {
+    let r = rig("unchanged", 200, None).await;
     let Rig {
-        c,
-        agent,
-        operator,
-        s3: _s3,
-        _db,
-        _secrets,
-    } = rig("unchanged", 200, None).await;
+        c, agent, operator, ..
+    } = &r;
     let apps = agent.dir.path().join("apps");
     make_site(&apps);
     let shown = create(&c.url(), &operator, "quiet", "*/2 * * * * *", &[]).await;
     assert_eq!(shown["skip_unchanged"], true);
-    let archives = || async {
-        let listed = berth_at(
-            &c.url(),
-            &operator,
-            &["--output", "json", "archive", "list", "--app", "site"],
-        )
-        .await;
-        assert_eq!(listed.code(), 0, "{}", listed.stderr());
-        listed
-            .json()
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a["uuid"].as_str().unwrap().to_owned())
-            .collect::<Vec<_>>()
-    };
     let settled = |n: usize| {
         let store = c.store().clone();
         async move {
@@ -505,7 +462,10 @@ async fn a_scheduled_run_over_an_unchanged_app_writes_nothing_until_a_file_chang
         let saga = c.get_saga(r.saga_id.as_deref().unwrap()).await;
         assert_eq!(saga.saga_status(), SagaStatus::Completed);
     }
-    assert_eq!(archives().await, vec![a.clone()]);
+    assert_eq!(
+        archive_uuids(&c.url(), operator, "site").await,
+        vec![a.clone()]
+    );
     // Retention counts the archive for the runs that found nothing new.
     let covers = c.store().archive_covers(&[a.as_str()]).await.unwrap();
     assert!(covers.get(&a).is_some_and(|at| at.len() >= 2), "{covers:?}");
@@ -523,7 +483,7 @@ async fn a_scheduled_run_over_an_unchanged_app_writes_nothing_until_a_file_chang
             .and_then(|r| r.saga_id)
     })
     .await;
-    let now = archives().await;
+    let now = archive_uuids(&c.url(), operator, "site").await;
     assert_eq!(now.len(), 2, "{now:?}");
     assert!(now.contains(&a) && now.contains(&b));
 }
@@ -531,14 +491,14 @@ async fn a_scheduled_run_over_an_unchanged_app_writes_nothing_until_a_file_chang
 #[tokio::test]
 async fn a_scheduled_verify_that_finds_a_flipped_byte_labels_the_archive_and_alerts_once() {
     let hook = Webhook::start(&[503]).await;
+    let r = rig("verify-sched", 200, Some(&hook)).await;
     let Rig {
         c,
         agent,
         s3,
         operator,
-        _db,
-        _secrets,
-    } = rig("verify-sched", 200, Some(&hook)).await;
+        ..
+    } = &r;
     make_site(&agent.dir.path().join("apps"));
     let made = berth_at(
         &c.url(),
@@ -644,14 +604,10 @@ async fn a_scheduled_verify_that_finds_a_flipped_byte_labels_the_archive_and_ale
 /// archive moved on meanwhile), and still records that saga instead of failing the run.
 #[tokio::test]
 async fn an_occurrence_started_before_with_other_inputs_records_that_saga() {
+    let r = rig("prestarted", 200, None).await;
     let Rig {
-        c,
-        agent,
-        operator,
-        s3: _s3,
-        _db,
-        _secrets,
-    } = rig("prestarted", 200, None).await;
+        c, agent, operator, ..
+    } = &r;
     make_site(&agent.dir.path().join("apps"));
     let slot = (unix_ms(SystemTime::now()) / 10_000 + 2) * 10_000;
     let key = format!("schedule:pre:{slot}");

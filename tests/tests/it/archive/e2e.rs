@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use berth_proto::v1 as pb;
 use berth_tests::assert_contains;
-use berth_tests::cli::berth_at;
+use berth_tests::cli::{archive_uuids, berth_at};
 use berth_tests::docker::{Container, Volume};
 use berth_tests::s3::S3Server;
 use berth_tests::{TestAgent, TestCoordinator, TestDb};
@@ -157,20 +157,7 @@ async fn the_cli_archives_an_app_into_s3_and_restores_it_under_a_new_name() {
     let run = berth_at(&url, &operator, &create).await;
     assert_eq!(run.code(), 0, "{}", run.stderr());
     let third = saga_of(&run.stdout);
-    let listed = berth_at(
-        &url,
-        &ci,
-        &["--output", "json", "archive", "list", "--app", "web"],
-    )
-    .await;
-    assert_eq!(listed.code(), 0, "{}", listed.stderr());
-    let uuids: Vec<String> = listed
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["uuid"].as_str().unwrap().to_owned())
-        .collect();
+    let uuids = archive_uuids(&url, &ci, "web").await;
     assert_eq!(uuids, vec![third.clone(), saga_of(&first.stdout)]);
     let retention = c.get_saga(&third).await;
     let pruned: serde_json::Value = serde_json::from_str(&retention.steps[1].output_json).unwrap();
