@@ -285,7 +285,7 @@ async fn a_failed_run_and_an_overdue_schedule_reach_the_webhook_signed_once_each
     // No `site` directory on the host: every run fails.
     create(
         &c.url(),
-        &operator,
+        operator,
         "broken",
         "*/3 * * * * *",
         &["--alert-after", "4s"],
@@ -367,7 +367,7 @@ async fn a_minutely_schedule_archives_an_app_each_minute_and_its_retention_keeps
     // Every run archives (the app does not change, and would be skipped by default).
     let shown = create(
         &c.url(),
-        &operator,
+        operator,
         "minutely",
         "* * * * *",
         &["--keep-last", "2", "--skip-unchanged", "false"],
@@ -418,7 +418,7 @@ async fn a_minutely_schedule_archives_an_app_each_minute_and_its_retention_keeps
         "{uuids:?} vs {newest:?}"
     );
     // `list` shows the last run and the next; `show` the history.
-    let list = berth_at(&c.url(), &operator, &["schedule", "list"]).await;
+    let list = berth_at(&c.url(), operator, &["schedule", "list"]).await;
     assert_eq!(list.code(), 0);
     assert!(
         list.stdout.contains("minutely") && list.stdout.contains("succeeded"),
@@ -435,7 +435,7 @@ async fn a_scheduled_run_over_an_unchanged_app_writes_nothing_until_a_file_chang
     } = &r;
     let apps = agent.dir.path().join("apps");
     make_site(&apps);
-    let shown = create(&c.url(), &operator, "quiet", "*/2 * * * * *", &[]).await;
+    let shown = create(&c.url(), operator, "quiet", "*/2 * * * * *", &[]).await;
     assert_eq!(shown["skip_unchanged"], true);
     let settled = |n: usize| {
         let store = c.store().clone();
@@ -502,7 +502,7 @@ async fn a_scheduled_verify_that_finds_a_flipped_byte_labels_the_archive_and_ale
     make_site(&agent.dir.path().join("apps"));
     let made = berth_at(
         &c.url(),
-        &operator,
+        operator,
         &[
             "archive", "create", "--host", "host-0", "--app", "site", "--wait",
         ],
@@ -532,7 +532,7 @@ async fn a_scheduled_verify_that_finds_a_flipped_byte_labels_the_archive_and_ale
         "--app",
         "site",
     ];
-    let created = berth_at(&c.url(), &operator, &args).await;
+    let created = berth_at(&c.url(), operator, &args).await;
     assert_eq!(created.code(), 0, "{}", created.stderr());
     let failed = eventually(LONG, "the scheduled verify to fail", || async {
         runs(c.store(), "check-site")
@@ -583,7 +583,7 @@ async fn a_scheduled_verify_that_finds_a_flipped_byte_labels_the_archive_and_ale
     // nothing to verify and says so (a failed run, alerted as such).
     let shown = berth_at(
         &c.url(),
-        &operator,
+        operator,
         &["--output", "json", "archive", "show", &uuid],
     )
     .await;
@@ -623,12 +623,12 @@ async fn an_occurrence_started_before_with_other_inputs_records_that_saga() {
         "--key",
         &key,
     ];
-    let pre = berth_at(&c.url(), &operator, &args).await;
+    let pre = berth_at(&c.url(), operator, &args).await;
     assert_eq!(pre.code(), 0, "{}", pre.stderr());
     let pre = pre.stdout.lines().next().unwrap().trim().to_owned();
     create(
         &c.url(),
-        &operator,
+        operator,
         "pre",
         "*/10 * * * * *",
         &["--skip-unchanged", "false"],
