@@ -356,7 +356,7 @@ impl Archiver {
         if let Some(id) = &input.uuid {
             op = op.on_behalf_of(format!("archive {id}"));
         }
-        let _lock = lock::try_acquire(&op, &resources)?;
+        let _lock = lock::acquire_now(&op, &resources).await?;
         let tree = match &stack {
             None => {
                 let source = self.apps_root.join(app.as_str());
@@ -459,7 +459,7 @@ impl Archiver {
         let target = target.unwrap_or(app);
         let op = Operation::new(RESTORE_TASK, format!("app {target}"))
             .on_behalf_of(format!("archive {id}"));
-        let app_lock = lock::try_acquire(&op, &[self.app_dir_resource(&target)])?;
+        let app_lock = lock::acquire_now(&op, &[self.app_dir_resource(&target)]).await?;
         let mut _stack_lock: Option<Held> = None;
         let volumes = match meta.source.as_deref() {
             Some(SOURCE_VOLUMES) => {
@@ -479,7 +479,8 @@ impl Archiver {
                     source,
                 })?;
                 let archived = meta.volumes.clone().unwrap_or_default();
-                _stack_lock = Some(lock::try_acquire(&op, &[Resource::Stack(to.to_string())])?);
+                _stack_lock =
+                    Some(lock::acquire_now(&op, &[Resource::Stack(to.to_string())]).await?);
                 Some(volumes::for_restore(target.as_str(), &from, &archived, &to, op.id()).await?)
             }
             None | Some(SOURCE_APP_DIR) => None,

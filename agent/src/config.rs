@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::AgentError;
 use crate::archive::ArchiveConfig;
+use crate::warm::WarmConfig;
 
 /// The agent's configuration, usually `/etc/berth/agent.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +57,9 @@ pub struct Config {
     /// App archives in object storage: `[archive]`, see [`ArchiveConfig`].
     #[serde(default)]
     pub archive: ArchiveConfig,
+    /// Warm snapshots' ready spares: `[warm]`, see [`WarmConfig`].
+    #[serde(default)]
+    pub warm: WarmConfig,
 }
 
 /// The `[tls]` table: how to trust the coordinator and, for mTLS, who we are.
@@ -122,6 +126,7 @@ impl Config {
             reconnect_max_backoff_ms: default_reconnect_max_backoff_ms(),
             log_format: LogFormat::Text,
             archive: ArchiveConfig::default(),
+            warm: WarmConfig::default(),
         }
     }
 

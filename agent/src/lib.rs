@@ -53,7 +53,12 @@ impl Agent {
     pub fn start(config: Config, shutdown: CancellationToken) -> Result<Self, AgentError> {
         let token = config.read_token()?;
         let host_id = config.resolve_host_id()?;
-        let link = link::Link::new(&config, host_id.clone(), &token)?;
+        let spares = crate::warm::Spares::start(
+            config.warm_root.clone(),
+            config.warm.clone(),
+            shutdown.clone(),
+        );
+        let link = link::Link::new(&config, host_id.clone(), &token, Some(spares))?;
         let (state_tx, state) = watch::channel(LinkState::Connecting);
         tracing::info!(
             host_id = %host_id,

@@ -48,6 +48,8 @@ pub(crate) struct Link {
     host_id: HostId,
     hostname: String,
     warm_root: PathBuf,
+    /// The spare builder, asked for its state by `warm list` queries.
+    spares: Option<crate::warm::Spares>,
     max_backoff: Duration,
     /// Tasks outlive sessions: a reconnect finds them still running.
     tasks: task::Runner,
@@ -55,7 +57,12 @@ pub(crate) struct Link {
 
 impl Link {
     /// Builds the endpoint (reading TLS files) and the authorization header.
-    pub(crate) fn new(config: &Config, host_id: HostId, token: &Token) -> Result<Self, AgentError> {
+    pub(crate) fn new(
+        config: &Config,
+        host_id: HostId,
+        token: &Token,
+        spares: Option<crate::warm::Spares>,
+    ) -> Result<Self, AgentError> {
         let mut authorization: MetadataValue<Ascii> = format!("Bearer {}", token.expose())
             .parse()
             .map_err(|_| AgentError::TokenInvalid {
@@ -71,11 +78,13 @@ impl Link {
             host_id,
             hostname: hostname(),
             warm_root: config.warm_root.clone(),
+            spares: spares.clone(),
             max_backoff: Duration::from_millis(config.reconnect_max_backoff_ms),
             tasks: task::Runner::open(
                 &config.state_dir,
                 Arc::new(task::kinds::AgentKinds {
                     warm_root: config.warm_root.clone(),
+                    spares,
                     archiver: crate::archive::Archiver::new(
                         config.archive.clone(),
                         &config.apps_root,

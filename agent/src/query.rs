@@ -15,7 +15,12 @@ use crate::{describe, warm};
 pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The reply to `query`; failures become the reply's `error`, never a broken stream.
-pub(crate) async fn answer(query: pb::Query, warm_root: &Path, host_id: &str) -> pb::QueryReply {
+pub(crate) async fn answer(
+    query: pb::Query,
+    warm_root: &Path,
+    spares: Option<&warm::Spares>,
+    host_id: &str,
+) -> pb::QueryReply {
     let reply = match query.kind {
         Some(Kind::DescribeHost(_)) => {
             match tokio::time::timeout(QUERY_TIMEOUT, describe::describe_host(warm_root)).await {
@@ -32,7 +37,9 @@ pub(crate) async fn answer(query: pb::Query, warm_root: &Path, host_id: &str) ->
             }
         }
         Some(Kind::ListWarmSnapshots(q)) => {
-            match tokio::time::timeout(QUERY_TIMEOUT, list_warm(warm_root, &q.app, host_id)).await {
+            match tokio::time::timeout(QUERY_TIMEOUT, list_warm(warm_root, spares, &q.app, host_id))
+                .await
+            {
                 Ok(Ok(snapshots)) => Reply::WarmSnapshots(pb::ListWarmSnapshotsReply { snapshots }),
                 Ok(Err(error)) => {
                     tracing::warn!(query_id = %query.query_id, error = %error, "cannot list warm snapshots");
@@ -57,6 +64,7 @@ pub(crate) async fn answer(query: pb::Query, warm_root: &Path, host_id: &str) ->
 /// The warm snapshots under `warm_root` (of `app`, or of every app when it is empty).
 async fn list_warm(
     warm_root: &Path,
+    spares: Option<&warm::Spares>,
     app: &str,
     host_id: &str,
 ) -> Result<Vec<pb::WarmSnapshotInfo>, String> {
@@ -73,6 +81,9 @@ async fn list_warm(
         .into_iter()
         .map(|s| pb::WarmSnapshotInfo {
             host_id: host_id.to_owned(),
+            spare: spares
+                .and_then(|sp| sp.state(&s.app))
+                .unwrap_or_else(|| "none".to_owned()),
             ..s.into()
         })
         .collect())

@@ -15,6 +15,7 @@ mod pack;
 mod progress;
 pub(crate) mod restore;
 mod snapshot;
+pub(crate) mod spare;
 mod unpack;
 
 use std::future::Future;
@@ -38,6 +39,7 @@ pub use meta::Meta;
 pub use progress::{Progress, ProgressSnapshot};
 pub use restore::{RestoreMethod, RestoreOutcome, RestoreRequest, RestoredVolume};
 pub use snapshot::{SnapshotOutcome, SnapshotRequest};
+pub use spare::{SpareState, Spares, WarmConfig};
 
 use crate::docker::stack::{self, WaitError};
 use crate::volume::StackError;
@@ -101,6 +103,8 @@ pub struct Warm {
     cleanups: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     /// Whom the work is for (a saga), named to operations waiting for its locks.
     on_behalf_of: Option<String>,
+    /// The agent's spare builder, told after every snapshot and restore.
+    spares: Option<Spares>,
 }
 
 impl Warm {
@@ -112,6 +116,7 @@ impl Warm {
             parallelism: cpus.clamp(2, 4),
             cleanups: Arc::default(),
             on_behalf_of: None,
+            spares: None,
         }
     }
 
@@ -130,6 +135,19 @@ impl Warm {
     pub fn on_behalf_of(mut self, who: impl Into<String>) -> Self {
         self.on_behalf_of = Some(who.into());
         self
+    }
+
+    /// Tells `spares` after every snapshot and restore, so the next restore finds them ready.
+    pub fn with_spares(mut self, spares: Spares) -> Self {
+        self.spares = Some(spares);
+        self
+    }
+
+    /// Queues a rebuild of the target's spares, when a builder runs.
+    fn spares_after(&self, target: &AppTarget) {
+        if let Some(spares) = &self.spares {
+            spares.request(target);
+        }
     }
 
     pub fn root(&self) -> &Path {

@@ -79,6 +79,10 @@ pub struct Recorded {
     /// The app's version, recorded in meta.json
     #[arg(long)]
     pub version: Option<String>,
+    /// Keep no ready spare of this snapshot beside the volumes (a spare makes the next
+    /// restore a rename, and takes as much disk as the volumes' data)
+    #[arg(long)]
+    pub no_spare: bool,
 }
 
 /// The snapshot request for `target` (a schedule sends it without a key).
@@ -93,6 +97,7 @@ pub fn snapshot_request(
         version: record.version.clone().unwrap_or_default(),
         wait_undeployed_secs: target.wait_undeployed,
         idempotency_key: key.unwrap_or_default().to_owned(),
+        no_spare: record.no_spare,
     }
 }
 
@@ -117,6 +122,8 @@ pub struct WarmView {
     pub version: String,
     pub domain: String,
     pub complete: bool,
+    /// Where the snapshot's ready spares stand (`ready`, `building 40%`, `off`, ...).
+    pub spare: String,
 }
 
 impl From<pb::WarmSnapshotInfo> for WarmView {
@@ -131,6 +138,7 @@ impl From<pb::WarmSnapshotInfo> for WarmView {
             version: s.version,
             domain: s.domain,
             complete: s.complete,
+            spare: s.spare,
         }
     }
 }
@@ -138,7 +146,7 @@ impl From<pb::WarmSnapshotInfo> for WarmView {
 /// The list as a table.
 pub fn write_table(views: &[WarmView], now_ms: i64, out: &mut dyn Write) -> std::io::Result<()> {
     let mut t = Table::new(&[
-        "HOST", "APP", "VOLUMES", "SIZE", "TAKEN", "VERSION", "COMMIT", "COMPLETE",
+        "HOST", "APP", "VOLUMES", "SIZE", "TAKEN", "VERSION", "COMMIT", "COMPLETE", "SPARE",
     ]);
     for v in views {
         t.row(vec![
@@ -154,6 +162,7 @@ pub fn write_table(views: &[WarmView], now_ms: i64, out: &mut dyn Write) -> std:
             } else {
                 "NO".into()
             },
+            v.spare.clone(),
         ]);
     }
     t.write(out)
@@ -229,6 +238,7 @@ mod tests {
             version: "1.2.3".into(),
             domain: "kc.example.org".into(),
             complete: false,
+            spare: "building 40%".into(),
         };
         let mut out = Vec::new();
         write_table(&[v], 61_000, &mut out).unwrap();
@@ -240,5 +250,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("NO"), "{text}");
+        assert!(
+            text.contains("SPARE") && text.contains("building 40%"),
+            "{text}"
+        );
     }
 }

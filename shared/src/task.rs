@@ -69,6 +69,10 @@ pub struct WarmSnapshot {
     /// How long to wait for the stack to be undeployed before refusing (0: refuse at once).
     #[serde(default)]
     pub wait_undeployed_secs: Option<u64>,
+    /// Keep no ready spare of this snapshot (`berth warm snapshot --no-spare`). Sent only
+    /// when set, so agents from before spares take every other snapshot.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_spare: bool,
 }
 
 /// Inputs of [`Task::WarmRestore`].

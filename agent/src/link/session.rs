@@ -136,6 +136,7 @@ async fn session(
                         tasks.clone(),
                         queries.clone(),
                         link.warm_root.clone(),
+                        link.spares.clone(),
                         link.host_id.to_string(),
                     ),
                     None => warn!("ignoring a coordinator message of an unknown kind"),
@@ -152,6 +153,7 @@ fn spawn_query(
     stop: CancellationToken,
     permits: Arc<Semaphore>,
     warm_root: PathBuf,
+    spares: Option<crate::warm::Spares>,
     host_id: String,
 ) {
     debug!(query_id = %q.query_id, "answering query");
@@ -160,7 +162,7 @@ fn spawn_query(
             let Ok(_permit) = permits.acquire_owned().await else {
                 return;
             };
-            let reply = query::answer(q, &warm_root, &host_id).await;
+            let reply = query::answer(q, &warm_root, spares.as_ref(), &host_id).await;
             // The session may be gone; then the reply has nobody to go to.
             let _ = tx.send(message(Out::QueryReply(reply))).await;
         };

@@ -5,10 +5,12 @@
 //! here; outputs go back as JSON.
 //!
 //! ```text
-//! warm_snapshot    in  {"app", "domain", "stack"?, "commit"?, "version"?, "wait_undeployed_secs"?}
+//! warm_snapshot    in  {"app", "domain", "stack"?, "commit"?, "version"?, "wait_undeployed_secs"?,
+//!                       "no_spare"?}
 //!                  out {"app", "volumes": [..], "bytes", "entries", "ts"}
 //! warm_restore     in  {"app", "domain", "stack"?, "wait_undeployed_secs"?}
-//!                  out {"app", "volumes": [{"name", "method": "swap"|"clear"}], "bytes", "entries"}
+//!                  out {"app", "volumes": [{"name", "method": "spare"|"swap"|"clear",
+//!                       "swap_us"?, "spare_age_secs"?}], "bytes", "entries"}
 //! archive_create   in  archive::CreateInput   out archive::CreateOutput
 //! archive_restore  in  archive::RestoreInput  out archive::RestoreOutput
 //! archive_verify   in  archive::VerifyInput   out archive::VerifyOutput
@@ -27,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::archive::{self, ArchiveError, ArchiveProgress, Archiver};
 use crate::error_kind::chain;
 use crate::warm::{
-    AppTarget, Progress, RestoreRequest, SnapshotRequest, Warm, WarmError, WarmErrorKind,
+    AppTarget, Progress, RestoreRequest, SnapshotRequest, Spares, Warm, WarmError, WarmErrorKind,
 };
 
 pub(crate) const WARM_SNAPSHOT: &str = "warm_snapshot";
@@ -69,6 +71,8 @@ pub(crate) trait Executor: Send + Sync + 'static {
 pub(crate) struct AgentKinds {
     pub warm_root: PathBuf,
     pub archiver: Archiver,
+    /// The spare builder warm snapshots and restores tell (none in tests of the runner).
+    pub spares: Option<Spares>,
 }
 
 impl Executor for AgentKinds {
@@ -91,6 +95,7 @@ impl Executor for AgentKinds {
         cancel: CancellationToken,
     ) -> TaskFuture {
         let root = self.warm_root.clone();
+        let spares = self.spares.clone();
         let archiver = self.archiver.clone();
         Box::pin(async move {
             let task = Task::from_json(&kind, &inputs_json)
@@ -147,8 +152,9 @@ impl Executor for AgentKinds {
                         commit: t.commit.filter(|c| !c.is_empty()),
                         version: t.version.filter(|v| !v.is_empty()),
                         wait_undeployed: wait(t.wait_undeployed_secs),
+                        spare: !t.no_spare,
                     };
-                    let warm = Warm::connect(root).await.map_err(failure)?;
+                    let warm = connect(root, &spares).await?;
                     let out = warm
                         .snapshot(&req, progress, cancel)
                         .await
@@ -159,8 +165,9 @@ impl Executor for AgentKinds {
                     let req = RestoreRequest {
                         target: target(&t.app, &t.domain, t.stack.as_ref())?,
                         wait_undeployed: wait(t.wait_undeployed_secs),
+                        use_spare: true,
                     };
-                    let warm = Warm::connect(root).await.map_err(failure)?;
+                    let warm = connect(root, &spares).await?;
                     let out = warm
                         .restore(&req, progress, cancel)
                         .await
@@ -170,6 +177,15 @@ impl Executor for AgentKinds {
             }
         })
     }
+}
+
+/// A `Warm` on the local engine, telling the spare builder when there is one.
+async fn connect(root: PathBuf, spares: &Option<Spares>) -> Result<Warm, Failure> {
+    let warm = Warm::connect(root).await.map_err(failure)?;
+    Ok(match spares {
+        Some(s) => warm.with_spares(s.clone()),
+        None => warm,
+    })
 }
 
 fn json(out: impl serde::Serialize) -> String {
@@ -242,6 +258,7 @@ mod tests {
                 "/nonexistent-apps-root",
                 Arc::new(object_store::memory::InMemory::new()),
             ),
+            spares: None,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

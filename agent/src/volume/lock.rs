@@ -53,13 +53,24 @@ impl fmt::Display for Resource {
 
 /// Who holds (or wants) resources: a kind of work, what it works on, and on whose behalf
 /// (a saga, an archive). Each has a process-unique id that staging dirs carry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Operation {
     id: u64,
     kind: &'static str,
     subject: String,
     on_behalf_of: Option<String>,
+    /// Background work that gives way: another operation wanting one of its resources
+    /// cancels this token, and the holder drops its locks as soon as it stops.
+    yields: Option<CancellationToken>,
 }
+
+impl PartialEq for Operation {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for Operation {}
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -71,7 +82,21 @@ impl Operation {
             kind,
             subject: subject.to_string(),
             on_behalf_of: None,
+            yields: None,
         }
+    }
+
+    /// Makes this a background operation that gives way: whoever else wants one of its
+    /// resources cancels `token` (the operation's own) and waits for the release, so a spare
+    /// build never holds up a restore, snapshot or archive.
+    pub fn yielding(mut self, token: CancellationToken) -> Self {
+        self.yields = Some(token);
+        self
+    }
+
+    /// Whether this operation gives way to others.
+    pub fn is_yielding(&self) -> bool {
+        self.yields.is_some()
     }
 
     /// Names whom the work is for, e.g. `saga 0190…` or `archive 0190…`.
@@ -169,6 +194,41 @@ pub fn try_acquire(op: &Operation, resources: &[Resource]) -> Result<Held, Volum
     }
 }
 
+/// Takes every one of `resources` for `op` without waiting for other work: refused, naming
+/// the holder, while one is held; only a holder that gives way (a spare build) is waited
+/// for, up to [`YIELD_WAIT`], after being asked to stop.
+pub async fn acquire_now(op: &Operation, resources: &[Resource]) -> Result<Held, VolumeError> {
+    let deadline = tokio::time::Instant::now() + YIELD_WAIT;
+    loop {
+        let released = TABLE.released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        match take(op, resources)? {
+            Ok(held) => return Ok(held),
+            Err((resource, holder)) if holder.is_yielding() => {
+                if tokio::time::timeout_at(deadline, &mut released)
+                    .await
+                    .is_err()
+                {
+                    return Err(VolumeError::Busy {
+                        resource,
+                        holder: holder.to_string(),
+                    });
+                }
+            }
+            Err((resource, holder)) => {
+                return Err(VolumeError::Busy {
+                    resource,
+                    holder: holder.to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// How long [`acquire_now`] waits for background work that was asked to give way.
+pub const YIELD_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Takes every one of `resources` for `op`, waiting while another operation of this process
 /// holds one (`waiting` hears about each new holder) until `cancel`. Another agent process
 /// holding one is refused at once, naming it.
@@ -212,6 +272,14 @@ fn take(
     let mut held = TABLE.held.lock().expect("lock table poisoned");
     for r in &sorted {
         if let Some(holder) = held.get(r) {
+            // Background work gives way to anything else (but not to more background work).
+            if let Some(token) = &holder.yields
+                && !op.is_yielding()
+                && !token.is_cancelled()
+            {
+                tracing::info!(resource = %r, holder = %holder, wanted_by = %op, "asking background work to give way");
+                token.cancel();
+            }
             return Ok(Err((r.clone(), holder.clone())));
         }
     }
@@ -332,6 +400,41 @@ mod tests {
         tokio::task::yield_now().await;
         cancel.cancel();
         assert!(matches!(waiter.await.unwrap(), Err(VolumeError::Cancelled)));
+    }
+
+    #[tokio::test]
+    async fn background_work_gives_way_to_an_operation_and_never_to_more_background_work() {
+        let token = CancellationToken::new();
+        let spare = Operation::new("spare_build", "stack lk6").yielding(token.clone());
+        let held = try_acquire(&spare, &[stack("lk6")]).unwrap();
+        // Another background build does not preempt it.
+        let other = Operation::new("spare_build", "stack lk6").yielding(CancellationToken::new());
+        try_acquire(&other, &[stack("lk6")]).unwrap_err();
+        assert!(!token.is_cancelled());
+        // An archive asks it to stop, and waits for the release.
+        let archive = Operation::new("archive_create", "stack lk6");
+        let waiter = tokio::spawn(async move {
+            acquire_now(&archive, &[stack("lk6")])
+                .await
+                .map(|h| h.operation().kind())
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(5), token.cancelled())
+            .await
+            .expect("the holder was asked to give way");
+        assert!(!waiter.is_finished());
+        drop(held);
+        assert_eq!(waiter.await.unwrap().unwrap(), "archive_create");
+    }
+
+    #[tokio::test]
+    async fn acquire_now_refuses_at_once_when_the_holder_is_not_background_work() {
+        let first = Operation::new("warm_restore", "stack lk7").on_behalf_of("saga s-7");
+        let _held = try_acquire(&first, &[stack("lk7")]).unwrap();
+        let second = Operation::new("archive_restore", "stack lk7");
+        let started = std::time::Instant::now();
+        let e = acquire_now(&second, &[stack("lk7")]).await.unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert!(e.to_string().contains("warm_restore of stack lk7"), "{e}");
     }
 
     #[test]

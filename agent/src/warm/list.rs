@@ -41,6 +41,7 @@ impl From<SnapshotInfo> for pb::WarmSnapshotInfo {
             version: s.version.unwrap_or_default(),
             domain: s.domain,
             complete: s.complete,
+            spare: String::new(),
         }
     }
 }

@@ -15,6 +15,17 @@ pub struct Progress {
     entries_total: AtomicU64,
     bytes_written: AtomicU64,
     phase: Mutex<String>,
+    /// When set, `add_bytes` holds its (blocking) caller back to this many bytes a second,
+    /// counted from the first call: background work at a bounded I/O rate.
+    pace: Option<Pace>,
+}
+
+#[derive(Debug)]
+struct Pace {
+    bytes_per_sec: u64,
+    started: std::sync::OnceLock<std::time::Instant>,
+    /// A wait ends early when this is cancelled (the work then sees it and stops).
+    cancel: tokio_util::sync::CancellationToken,
 }
 
 /// A consistent-enough copy of [`Progress`] at one moment.
@@ -31,6 +42,19 @@ pub struct ProgressSnapshot {
 impl Progress {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Counters whose `add_bytes` sleeps to keep the work under `bytes_per_sec` (0: no limit).
+    /// Only for work on blocking threads.
+    pub(crate) fn paced(bytes_per_sec: u64, cancel: tokio_util::sync::CancellationToken) -> Self {
+        Self {
+            pace: (bytes_per_sec > 0).then(|| Pace {
+                bytes_per_sec,
+                started: std::sync::OnceLock::new(),
+                cancel,
+            }),
+            ..Self::default()
+        }
     }
 
     pub fn snapshot(&self) -> ProgressSnapshot {
@@ -59,7 +83,19 @@ impl Progress {
 
     /// `bytes` of file data handled (read for a snapshot, written for a restore).
     pub(crate) fn add_bytes(&self, bytes: u64) {
-        self.bytes_done.fetch_add(bytes, Ordering::Relaxed);
+        let done = self.bytes_done.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if let Some(pace) = &self.pace {
+            let started = *pace.started.get_or_init(std::time::Instant::now);
+            let due = started
+                + std::time::Duration::from_secs_f64(done as f64 / pace.bytes_per_sec as f64);
+            loop {
+                let now = std::time::Instant::now();
+                if due <= now || pace.cancel.is_cancelled() {
+                    break;
+                }
+                std::thread::sleep((due - now).min(std::time::Duration::from_millis(20)));
+            }
+        }
     }
 
     pub(crate) fn add_entry(&self) {

@@ -4,12 +4,13 @@
 //! when every one is ready are they swapped in, one rename each. Cancelled or failed before
 //! that point, every volume is left as it was; after it, each is wholly new.
 
+mod spares;
 pub(crate) mod volume;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth_shared::name::VolumeName;
 use serde::Serialize;
@@ -30,12 +31,16 @@ pub struct RestoreRequest {
     pub target: AppTarget,
     /// How long to wait for a stack being removed to be gone.
     pub wait_undeployed: Duration,
+    /// Swap in ready spares when every volume has one (else, or when `false`, extract).
+    pub use_spare: bool,
 }
 
 /// How a volume was restored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RestoreMethod {
+    /// Its ready spare exchanged with it in one rename: atomic, and independent of its size.
+    Spare,
     /// Staged beside the mountpoint and exchanged in one rename: atomic.
     Swap,
     /// Emptied and extracted in place, where a swap was impossible: not atomic.
@@ -46,6 +51,12 @@ pub enum RestoreMethod {
 pub struct RestoredVolume {
     pub name: String,
     pub method: RestoreMethod,
+    /// How long putting the new contents in place took (`spare`, `swap`), in microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swap_us: Option<u64>,
+    /// How old the spare was when it was swapped in (`spare`), in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spare_age_secs: Option<u64>,
 }
 
 /// What a restore did.
@@ -122,6 +133,14 @@ impl Warm {
             jobs.push((name.clone(), app.tar(name), v.mountpoint.clone()));
         }
 
+        if req.use_spare
+            && let Some(outcome) = self.restore_spares(req, &app, &jobs, op, &progress).await?
+        {
+            tracing::info!(app = %target.app, volumes = outcome.volumes.len(), "warm snapshot restored from ready spares");
+            self.spares_after(target);
+            return Ok(outcome);
+        }
+
         progress.set_phase("checking the snapshot");
         let tars: Vec<PathBuf> = jobs.iter().map(|j| j.1.clone()).collect();
         let checked = self
@@ -155,7 +174,9 @@ impl Warm {
             .collect();
         self.fit_staging(&jobs).await?;
 
-        let outcome = self.restore_jobs(req, jobs, &progress, &cancel).await?;
+        let outcome = self.restore_jobs(req, jobs, &progress, &cancel).await;
+        self.spares_after(target);
+        let outcome = outcome?;
         tracing::info!(app = %target.app, volumes = outcome.volumes.len(), bytes = outcome.bytes, "warm snapshot restored");
         Ok(outcome)
     }
@@ -269,7 +290,9 @@ impl Warm {
             match &job.plan {
                 Plan::Swap { staging } => {
                     let (m, s) = (job.mountpoint.clone(), staging.clone());
+                    let started = Instant::now();
                     let swapped = blocking(move || volume::swap(&m, &s)).await?;
+                    let swap_us = Some(started.elapsed().as_micros() as u64);
                     tracing::debug!(volume = %job.name, "volume swapped in");
                     match swapped {
                         Swapped::Done { old } => {
@@ -277,6 +300,8 @@ impl Warm {
                             restored.push(RestoredVolume {
                                 name: job.name.to_string(),
                                 method: RestoreMethod::Swap,
+                                swap_us,
+                                spare_age_secs: None,
                             });
                         }
                         Swapped::Impossible(reason) => clear.push((job, reason)),
@@ -309,6 +334,8 @@ impl Warm {
             restored.push(RestoredVolume {
                 name: job.name.to_string(),
                 method: RestoreMethod::Clear,
+                swap_us: None,
+                spare_age_secs: None,
             });
         }
         restored.sort_by(|a, b| a.name.cmp(&b.name));
@@ -323,7 +350,7 @@ impl Warm {
 
 /// The snapshot's volumes, when it is complete: `meta.json` readable and every listed tar
 /// present. Volume names are validated before they become paths.
-fn complete_volumes(app: &AppDir) -> Result<Vec<VolumeName>, WarmError> {
+pub(crate) fn complete_volumes(app: &AppDir) -> Result<Vec<VolumeName>, WarmError> {
     let path = app.meta();
     let incomplete = |why: String| WarmError::NoSnapshot {
         app: String::new(),

@@ -25,6 +25,9 @@ pub struct SnapshotRequest {
     pub version: Option<String>,
     /// How long to wait for a stack being removed to be gone.
     pub wait_undeployed: Duration,
+    /// Keep a ready spare of this snapshot beside each volume (when the agent's spares are
+    /// on); `false` is `berth warm snapshot --no-spare`, recorded in `meta.json`.
+    pub spare: bool,
 }
 
 /// What a snapshot holds.
@@ -83,6 +86,8 @@ impl Warm {
         let swap = app.clone();
         blocking(move || layout::swap_in(&swap)).await?;
         tracing::info!(app = %target.app, volumes = names.len(), bytes = totals.0.bytes, entries = totals.0.entries, "warm snapshot taken");
+        drop(_stack);
+        self.spares_after(target);
         Ok(SnapshotOutcome {
             app: target.app.to_string(),
             volumes: names.iter().map(ToString::to_string).collect(),
@@ -166,6 +171,7 @@ impl Warm {
                 "agent_version": env!("CARGO_PKG_VERSION"),
                 "bytes": totals.bytes,
                 "entries": totals.entries,
+                "spare": req.spare,
             }),
         );
         progress.set_phase("writing metadata");

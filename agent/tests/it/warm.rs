@@ -21,6 +21,7 @@ pub fn snapshot_req(stack: &TestStack, app: &str) -> SnapshotRequest {
         target: AppTarget::new(app, "", Some(&stack.name)).unwrap(),
         commit: Some("abc123".into()),
         version: Some("1.2.3".into()),
+        spare: true,
         wait_undeployed: Duration::ZERO,
     }
 }
@@ -28,6 +29,7 @@ pub fn snapshot_req(stack: &TestStack, app: &str) -> SnapshotRequest {
 pub fn restore_req(stack: &TestStack, app: &str) -> RestoreRequest {
     RestoreRequest {
         target: AppTarget::new(app, "", Some(&stack.name)).unwrap(),
+        use_spare: true,
         wait_undeployed: Duration::ZERO,
     }
 }

@@ -60,6 +60,7 @@ async fn warmsnap_py_reads_and_restores_what_berth_writes() {
         target: AppTarget::new("compat1", &domain, None).unwrap(),
         commit: Some("c0ffee".into()),
         version: None,
+        spare: true,
         wait_undeployed: Duration::ZERO,
     };
     let (p, c) = go();
@@ -127,6 +128,7 @@ async fn berth_restores_what_warmsnap_py_writes() {
     mutate(&files);
     let req = RestoreRequest {
         target: AppTarget::new("compat2", &domain, None).unwrap(),
+        use_spare: true,
         wait_undeployed: Duration::ZERO,
     };
     let (p, c) = go();
@@ -146,6 +148,7 @@ async fn berth_restores_what_warmsnap_py_writes() {
         target: AppTarget::new("compat2", &domain, None).unwrap(),
         commit: None,
         version: None,
+        spare: true,
         wait_undeployed: Duration::ZERO,
     };
     w.snapshot(&req, p, c).await.unwrap();

@@ -46,6 +46,9 @@ pub(crate) fn snapshot_inputs(r: &pb::WarmSnapshotRequest) -> Result<Map<String,
     if !r.version.is_empty() {
         inputs.insert("version".into(), json!(r.version));
     }
+    if r.no_spare {
+        inputs.insert("no_spare".into(), json!(true));
+    }
     Ok(inputs)
 }
 

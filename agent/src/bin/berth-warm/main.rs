@@ -120,6 +120,7 @@ async fn run(command: Command, cancel: CancellationToken) -> Result<String, Warm
                 target: app,
                 commit,
                 version,
+                spare: true,
                 wait_undeployed: Duration::from_secs(target.wait_secs),
             };
             let progress = Arc::new(Progress::new());
@@ -132,6 +133,7 @@ async fn run(command: Command, cancel: CancellationToken) -> Result<String, Warm
             let (warm, app) = open(&target).await?;
             let req = RestoreRequest {
                 target: app,
+                use_spare: true,
                 wait_undeployed: Duration::from_secs(target.wait_secs),
             };
             let progress = Arc::new(Progress::new());

@@ -73,7 +73,7 @@ pub(crate) fn clear_and_extract(
 }
 
 /// Flushes the filesystem holding `path` (one call instead of an fsync per file).
-fn sync_fs(path: &Path) -> Result<(), WarmError> {
+pub(crate) fn sync_fs(path: &Path) -> Result<(), WarmError> {
     let dir = File::open(path).map_err(|e| WarmError::io("open", path, e))?;
     rustix::fs::syncfs(&dir).map_err(|e| WarmError::io("sync", path, e.into()))
 }
