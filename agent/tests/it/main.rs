@@ -12,4 +12,5 @@ mod warm;
 mod warm_compat;
 mod warm_interrupt;
 mod warm_safety;
+mod warm_spare;
 mod warm_task;
