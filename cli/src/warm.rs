@@ -168,6 +168,51 @@ pub fn write_table(views: &[WarmView], now_ms: i64, out: &mut dyn Write) -> std:
     t.write(out)
 }
 
+/// How one volume was restored, from the `warm.restore` saga's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RestoredView {
+    pub name: String,
+    /// `spare` (a ready spare swapped in), `swap` (extracted beside, swapped in) or `clear`
+    /// (emptied and extracted in place).
+    pub method: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spare_age_secs: Option<u64>,
+}
+
+/// After `warm restore --wait`: one line per volume saying how it was restored (a JSON line
+/// `{"volumes": [...]}` with `--output json`). Output from an older agent may not say.
+fn report_restored(
+    output_json: &str,
+    format: OutputFormat,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    #[derive(serde::Deserialize)]
+    struct Output {
+        #[serde(default)]
+        volumes: Vec<RestoredView>,
+    }
+    let Ok(output) = serde_json::from_str::<Output>(output_json) else {
+        return Ok(());
+    };
+    if format == OutputFormat::Json {
+        writeln!(out, "{}", serde_json::json!({ "volumes": output.volumes }))?;
+        return Ok(());
+    }
+    for v in &output.volumes {
+        let mut line = format!("restored {}: {}", v.name, v.method);
+        if let Some(us) = v.swap_us {
+            line.push_str(&format!(", swapped in {:.1} ms", us as f64 / 1000.0));
+        }
+        if let Some(age) = v.spare_age_secs {
+            line.push_str(&format!(", the spare was {age} s old"));
+        }
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
 /// Carries out one `berth warm …` command.
 pub async fn run(
     command: WarmCommand,
@@ -199,7 +244,25 @@ pub async fn run(
                 .await
                 .map_err(|s| conn.rpc_error(s))?
                 .into_inner();
-            follow(&conn, started, a.wait, how, out).await
+            let saga_id = started.saga_id.clone();
+            follow(&conn, started, a.wait, how, out).await?;
+            if !a.wait {
+                return Ok(());
+            }
+            let saga = conn
+                .sagas()
+                .get_saga(pb::GetSagaRequest { saga_id })
+                .await
+                .map_err(|s| conn.rpc_error(s))?
+                .into_inner();
+            // The agent's step says how each volume was restored.
+            let output = saga
+                .steps
+                .iter()
+                .rev()
+                .find(|s| s.name == "warm_restore")
+                .map_or(saga.output_json.as_str(), |s| s.output_json.as_str());
+            report_restored(output, how.format, out)
         }
         WarmCommand::List { host, app } => {
             let req = pb::ListWarmSnapshotsRequest {
@@ -254,5 +317,24 @@ mod tests {
             text.contains("SPARE") && text.contains("building 40%"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_restore_says_how_each_volume_was_restored() {
+        let output = r#"{"app":"kc","volumes":[{"name":"kc_db","method":"spare","swap_us":412,"spare_age_secs":90},{"name":"kc_files","method":"swap","swap_us":1500}],"bytes":1,"entries":1}"#;
+        let mut out = Vec::new();
+        report_restored(output, OutputFormat::Table, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "restored kc_db: spare, swapped in 0.4 ms, the spare was 90 s old\n\
+             restored kc_files: swap, swapped in 1.5 ms\n"
+        );
+        let mut out = Vec::new();
+        report_restored(output, OutputFormat::Json, &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["volumes"][0]["method"], "spare");
+        let mut out = Vec::new();
+        report_restored("not json", OutputFormat::Table, &mut out).unwrap();
+        assert!(out.is_empty());
     }
 }

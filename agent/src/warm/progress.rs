@@ -98,6 +98,16 @@ impl Progress {
         }
     }
 
+    /// Counts everything as done (work that finished without going through each entry).
+    pub(crate) fn complete(&self) {
+        let (bytes, entries) = (
+            self.bytes_total.load(Ordering::Relaxed),
+            self.entries_total.load(Ordering::Relaxed),
+        );
+        self.bytes_done.store(bytes, Ordering::Relaxed);
+        self.entries_done.store(entries, Ordering::Relaxed);
+    }
+
     pub(crate) fn add_entry(&self) {
         self.entries_done.fetch_add(1, Ordering::Relaxed);
     }

@@ -25,3 +25,4 @@ mod store;
 mod tls;
 mod trust;
 mod warm_e2e;
+mod warm_spares;

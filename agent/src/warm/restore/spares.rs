@@ -78,7 +78,7 @@ impl Warm {
                 }
             }
         }
-        progress.add_bytes(bytes);
+        progress.complete();
         restored.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Some(RestoreOutcome {
             app: req.target.app.to_string(),
