@@ -39,7 +39,7 @@ pub use meta::Meta;
 pub use progress::{Progress, ProgressSnapshot};
 pub use restore::{RestoreMethod, RestoreOutcome, RestoreRequest, RestoredVolume};
 pub use snapshot::{SnapshotOutcome, SnapshotRequest};
-pub use spare::{SpareState, Spares, WarmConfig};
+pub use spare::{BuildMethod, SpareState, Spares, SparesBuilt, Stamp, WarmConfig};
 
 use crate::docker::stack::{self, WaitError};
 use crate::volume::StackError;

@@ -46,7 +46,7 @@ impl Progress {
 
     /// Counters whose `add_bytes` sleeps to keep the work under `bytes_per_sec` (0: no limit).
     /// Only for work on blocking threads.
-    pub(crate) fn paced(bytes_per_sec: u64, cancel: tokio_util::sync::CancellationToken) -> Self {
+    pub fn paced(bytes_per_sec: u64, cancel: tokio_util::sync::CancellationToken) -> Self {
         Self {
             pace: (bytes_per_sec > 0).then(|| Pace {
                 bytes_per_sec,

@@ -40,7 +40,7 @@ use super::progress::Progress;
 use super::restore::volume;
 use crate::volume::staging;
 
-pub use worker::{SpareState, Spares, WarmConfig};
+pub use worker::{SpareState, Spares, SparesBuilt, WarmConfig};
 
 /// Suffix of a volume's spare, beside its mountpoint.
 const SPARE: &str = ".berth-spare";

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_agent::warm::{
-    AppTarget, Progress, RestoreRequest, SnapshotRequest, Warm, WarmError, WarmErrorKind,
+    AppTarget, Progress, RestoreRequest, SnapshotRequest, Warm, WarmConfig, WarmError,
+    WarmErrorKind,
 };
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -38,6 +39,21 @@ enum Command {
     Restore {
         #[command(flatten)]
         target: Target,
+        /// Extract the snapshot even where ready spares would be swapped in.
+        #[arg(long)]
+        no_spare: bool,
+    },
+    /// Build the ready spares of the app's snapshot now (the agent does it in the
+    /// background); prints each spare's stamp.
+    Spare {
+        #[command(flatten)]
+        target: Target,
+        /// Upper bound of the build's writes in MiB a second (0: none).
+        #[arg(long, default_value_t = 0)]
+        max_mib_per_sec: u64,
+        /// Build no spare that would leave less free than this on a volume's filesystem.
+        #[arg(long, default_value_t = 0)]
+        min_free_bytes: u64,
     },
     /// List the snapshots under the warm root.
     List {
@@ -129,11 +145,32 @@ async fn run(command: Command, cancel: CancellationToken) -> Result<String, Warm
             printer.abort();
             Ok(json(&out?))
         }
-        Command::Restore { target } => {
+        Command::Spare {
+            target,
+            max_mib_per_sec,
+            min_free_bytes,
+        } => {
+            let (warm, app) = open(&target).await?;
+            let config = WarmConfig {
+                spares: true,
+                spare_min_free_bytes: min_free_bytes,
+                spare_max_mib_per_sec: max_mib_per_sec,
+            };
+            let progress = Arc::new(Progress::paced(max_mib_per_sec << 20, cancel.clone()));
+            let printer = tokio::spawn(print_progress(progress.clone()));
+            let out = warm.build_spares(&app, &config, &progress, &cancel).await;
+            printer.abort();
+            let out = out?;
+            Ok(
+                serde_json::json!({ "state": out.state.to_string(), "built": out.built })
+                    .to_string(),
+            )
+        }
+        Command::Restore { target, no_spare } => {
             let (warm, app) = open(&target).await?;
             let req = RestoreRequest {
                 target: app,
-                use_spare: true,
+                use_spare: !no_spare,
                 wait_undeployed: Duration::from_secs(target.wait_secs),
             };
             let progress = Arc::new(Progress::new());

@@ -252,29 +252,18 @@ impl Spares {
         let rate = self.inner.config.spare_max_mib_per_sec << 20;
         let progress = Arc::new(Progress::paced(rate, cancel.clone()));
         self.set(&app, SpareState::Building(progress.clone()));
-        let op = Operation::new("spare_build", format!("stack {}", target.stack))
-            .yielding(cancel.clone());
-        let held = match lock::try_acquire(&op, &[Resource::Stack(target.stack.to_string())]) {
-            Ok(held) => held,
-            Err(VolumeError::Busy { .. }) => {
-                self.set(&app, SpareState::Queued);
-                self.retry_later(target);
-                return;
-            }
-            Err(e) => {
-                self.set(&app, SpareState::Failed(crate::chain(&e)));
-                return;
-            }
-        };
-        let result = self
-            .build_held(warm, &target, op.id(), &progress, &cancel)
+        let result = warm
+            .build_spares(&target, &self.inner.config, &progress, &cancel)
             .await;
-        drop(held);
         let state = match result {
-            Ok(state) => state,
+            Ok(built) => built.state,
             Err(WarmError::Cancelled) if shutdown.is_cancelled() => return,
             Err(WarmError::Cancelled) => {
                 tracing::info!(app = %app, "spare build gave way to another operation; trying again later");
+                self.retry_later(target);
+                SpareState::Queued
+            }
+            Err(WarmError::Volume(VolumeError::Busy { .. })) => {
                 self.retry_later(target);
                 SpareState::Queued
             }
@@ -286,17 +275,32 @@ impl Spares {
         };
         self.set(&app, state);
     }
+}
 
-    /// Builds (or keeps, or removes) `target`'s spares while holding its stack.
-    async fn build_held(
+/// What a spare build did: the state `warm list` shows, and the stamp of each spare built.
+#[derive(Debug, Clone)]
+pub struct SparesBuilt {
+    pub state: SpareState,
+    pub built: Vec<super::Stamp>,
+}
+
+impl Warm {
+    /// Builds the spares of `target`'s snapshot that do not match it yet (or removes them when
+    /// spares are off), holding the stack's lock as work that gives way: another operation
+    /// wanting the stack cancels `cancel`, and this returns `Cancelled`. A stack in use by
+    /// another operation is refused (busy). `progress` paces the writes when it was made so.
+    pub async fn build_spares(
         &self,
-        warm: &Warm,
         target: &AppTarget,
-        op: u64,
+        config: &WarmConfig,
         progress: &Arc<Progress>,
         cancel: &CancellationToken,
-    ) -> Result<SpareState, WarmError> {
-        let app = AppDir::new(warm.root(), &target.app);
+    ) -> Result<SparesBuilt, WarmError> {
+        let op = Operation::new("spare_build", format!("stack {}", target.stack))
+            .yielding(cancel.clone());
+        let _held = lock::try_acquire(&op, &[Resource::Stack(target.stack.to_string())])?;
+        let op = op.id();
+        let app = AppDir::new(self.root(), &target.app);
         let a = app.clone();
         let (meta, names) = match blocking(move || {
             let names = crate::warm::restore::complete_volumes(&a)?;
@@ -306,33 +310,37 @@ impl Spares {
         {
             Ok(found) => found,
             Err(WarmError::NoSnapshot { why, .. }) => {
-                return Ok(SpareState::Unsupported(format!(
-                    "no complete snapshot ({why})"
-                )));
+                return Ok(SparesBuilt {
+                    state: SpareState::Unsupported(format!("no complete snapshot ({why})")),
+                    built: Vec::new(),
+                });
             }
             Err(e) => return Err(e),
         };
-        let volumes = warm.volumes(&target.stack).await?;
+        let volumes = self.volumes(&target.stack).await?;
         let mut mountpoints = Vec::new();
         for name in &names {
             match volumes.iter().find(|v| &v.name == name) {
                 Some(v) if v.unsupported().is_none() => mountpoints.push(v.mountpoint.clone()),
                 _ => {
-                    return Ok(SpareState::Unsupported(format!(
-                        "volume {name} is not in stack {} as a local volume",
-                        target.stack
-                    )));
+                    return Ok(SparesBuilt {
+                        state: SpareState::Unsupported(format!(
+                            "volume {name} is not in stack {} as a local volume",
+                            target.stack
+                        )),
+                        built: Vec::new(),
+                    });
                 }
             }
         }
-        let off = if !self.inner.config.spares {
+        let off = if !config.spares {
             Some(SpareState::Off)
         } else if !spare_wanted(&meta) {
             Some(SpareState::OffForApp)
         } else {
             None
         };
-        let config = self.inner.config.clone();
+        let config = config.clone();
         let p = progress.clone();
         let stop = cancel.clone();
         blocking(move || {
@@ -342,7 +350,10 @@ impl Spares {
                     discard(&paths.spare, op)?;
                     discard(&paths.base, op)?;
                 }
-                return Ok(off);
+                return Ok(SparesBuilt {
+                    state: off,
+                    built: Vec::new(),
+                });
             }
             build_volumes(&app, &names, &mountpoints, op, &config, &p, &stop)
         })
@@ -374,14 +385,17 @@ fn build_volumes(
     config: &WarmConfig,
     progress: &Progress,
     cancel: &CancellationToken,
-) -> Result<SpareState, WarmError> {
+) -> Result<SparesBuilt, WarmError> {
     let digest = super::digest(app)?;
     let mut todo = Vec::new();
     for (name, mountpoint) in names.iter().zip(mountpoints) {
         match plan(mountpoint, op)? {
             Plan::Swap { .. } => {}
             Plan::Clear { reason } => {
-                return Ok(SpareState::Unsupported(format!("volume {name}: {reason}")));
+                return Ok(SparesBuilt {
+                    state: SpareState::Unsupported(format!("volume {name}: {reason}")),
+                    built: Vec::new(),
+                });
             }
         }
         let paths = SparePaths::new(mountpoint);
@@ -392,6 +406,7 @@ fn build_volumes(
         }
     }
     progress.set_totals(todo.iter().map(|t| t.3).sum(), 0);
+    let mut built = Vec::new();
     for (name, paths, tar, limit) in &todo {
         let parent = paths.mountpoint.parent().unwrap_or(&paths.mountpoint);
         let reflink = super::reflink_supported(parent);
@@ -402,10 +417,13 @@ fn build_volumes(
         let free = super::free_space(parent)?;
         if free < needed.saturating_add(config.spare_min_free_bytes) {
             tracing::warn!(volume = %name, needed, free, floor = config.spare_min_free_bytes, "not building a spare: it would leave less than the free-space floor");
-            return Ok(SpareState::DiskFloor {
-                path: parent.to_owned(),
-                needed,
-                free,
+            return Ok(SparesBuilt {
+                state: SpareState::DiskFloor {
+                    path: parent.to_owned(),
+                    needed,
+                    free,
+                },
+                built,
             });
         }
         let stamp = Build {
@@ -419,6 +437,10 @@ fn build_volumes(
         }
         .run(progress, cancel)?;
         tracing::info!(volume = %name, method = ?stamp.method, build_ms = stamp.build_ms, bytes = stamp.bytes, entries = stamp.entries, "spare ready");
+        built.push(stamp);
     }
-    Ok(SpareState::Ready)
+    Ok(SparesBuilt {
+        state: SpareState::Ready,
+        built,
+    })
 }
