@@ -12,6 +12,8 @@ use std::time::Instant;
 
 use berth_agent::warm::{SWARM_LABEL, WarmError};
 
+mod spares;
+
 const MIB: u64 = 1 << 20;
 
 #[derive(Debug, clap::Args)]
@@ -28,6 +30,10 @@ pub struct BenchArgs {
     /// Keep the volumes and archives afterwards.
     #[arg(long)]
     keep: bool,
+    /// Put each volume on an XFS filesystem with reflink of this size (e.g. 8G), made on a
+    /// loop device and mounted over the volume's directory, so spares are reflinked.
+    #[arg(long)]
+    xfs_size: Option<String>,
 }
 
 /// What one volume is filled with.
@@ -92,6 +98,7 @@ fn run_blocking(args: &BenchArgs) -> Result<String, String> {
     fs::create_dir_all(&args.dir)
         .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
     let mut rows = Vec::new();
+    let mut spare_rows = Vec::new();
     let load_before = loadavg();
     for (name, fills) in scenarios(args.scale) {
         if !args.only.iter().any(|o| o == name) {
@@ -118,12 +125,22 @@ fn run_blocking(args: &BenchArgs) -> Result<String, String> {
                     &["volume", "inspect", "-f", "{{.Mountpoint}}", &vol],
                 )?;
                 volumes.push((vol, PathBuf::from(mp.trim())));
+                if let Some(size) = &args.xfs_size {
+                    mount_xfs(&args.dir, &volumes[i].1, size)?;
+                }
                 fill_volume(&volumes[i].1, *fill)?;
             }
-            measure(&me, args, name, &stack, &volumes, &mut rows)
+            measure(&me, args, name, &stack, &volumes, &mut rows)?;
+            let warm_root = args.dir.join(&stack).join("warm");
+            spare_rows.push(spares::measure(&me, name, &warm_root, &stack, &volumes)?);
+            Ok::<(), String>(())
         })();
         if !args.keep {
-            for (vol, _) in &volumes {
+            for (vol, mp) in &volumes {
+                if args.xfs_size.is_some() {
+                    let parent = mp.parent().unwrap_or(mp);
+                    let _ = sh("umount", &[&parent.to_string_lossy()]);
+                }
                 let _ = sh("docker", &["volume", "rm", "-f", vol]);
             }
             let _ = fs::remove_dir_all(args.dir.join(&stack));
@@ -131,6 +148,7 @@ fn run_blocking(args: &BenchArgs) -> Result<String, String> {
         result?;
     }
     print_table(&rows);
+    spares::print(&spare_rows);
     eprintln!(
         "load average (1 min): {load_before} before, {} after; other work on this machine shares \
          the CPUs and the disk",
@@ -143,6 +161,7 @@ fn run_blocking(args: &BenchArgs) -> Result<String, String> {
             "berth_s": r.berth, "berth_exit_s": r.berth_exit, "speedup": r.gnu / r.berth,
             "speedup_vs_tar_sync": r.gnu_sync / r.berth, "berth_peak_rss_kib": r.rss_kib,
         }))
+        .chain(spare_rows.iter().map(spares::json))
         .collect();
     Ok(serde_json::Value::Array(summary).to_string())
 }
@@ -368,7 +387,23 @@ fn sh(cmd: &str, args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn sync() {
+/// Mounts a new XFS filesystem (reflink on) of `size` over the directory holding `mountpoint`
+/// (a Docker volume's `_data`), from an image under `dir`, and makes `_data` on it again.
+fn mount_xfs(dir: &Path, mountpoint: &Path, size: &str) -> Result<(), String> {
+    let parent = mountpoint.parent().unwrap_or(mountpoint);
+    let name = parent
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let image = dir.join(format!("{name}.xfs"));
+    let image = image.to_string_lossy();
+    sh("truncate", &["-s", size, &image])?;
+    sh("mkfs.xfs", &["-q", "-f", "-m", "reflink=1", &image])?;
+    sh("mount", &["-o", "loop", &image, &parent.to_string_lossy()])?;
+    fs::create_dir(mountpoint).map_err(|e| format!("create {}: {e}", mountpoint.display()))
+}
+
+pub(crate) fn sync() {
     rustix::fs::sync();
 }
 

@@ -175,7 +175,9 @@ async fn run(command: Command, cancel: CancellationToken) -> Result<String, Warm
             };
             let progress = Arc::new(Progress::new());
             let printer = tokio::spawn(print_progress(progress.clone()));
+            let started = std::time::Instant::now();
             let out = warm.restore(&req, progress, cancel).await;
+            eprintln!("restore_ms {:.3}", started.elapsed().as_secs_f64() * 1000.0);
             printer.abort();
             // The volumes are restored: say so now, then wait for the old contents to go.
             println!("{}", json(&out?));
