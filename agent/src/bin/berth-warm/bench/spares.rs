@@ -44,11 +44,11 @@ pub fn measure(
         .collect();
     let fs_dir = dirs.as_slice();
     eprintln!("== {scenario}: build the ready spares");
-    let used = used_bytes(&fs_dir)?;
+    let used = used_bytes(fs_dir)?;
     let t = Instant::now();
     let built = run(me, &["spare"], warm_root, stack)?;
     let build_s = t.elapsed().as_secs_f64();
-    let build_bytes = used_bytes(&fs_dir)?.saturating_sub(used);
+    let build_bytes = used_bytes(fs_dir)?.saturating_sub(used);
     let out: serde_json::Value = serde_json::from_str(built.stdout.trim())
         .map_err(|e| format!("berth-warm spare printed no JSON ({e}): {}", built.stdout))?;
     if out["state"] != "ready" {
@@ -80,11 +80,11 @@ pub fn measure(
             .and_then(|v| v.trim().parse::<f64>().ok())
             .ok_or("berth-warm restore printed no restore_ms")?;
         steps.push(step);
-        let used = used_bytes(&fs_dir)?;
+        let used = used_bytes(fs_dir)?;
         let t = Instant::now();
         run(me, &["spare"], warm_root, stack)?;
         rebuilds.push(t.elapsed().as_secs_f64());
-        rebuild_bytes.push(used_bytes(&fs_dir)?.saturating_sub(used));
+        rebuild_bytes.push(used_bytes(fs_dir)?.saturating_sub(used));
     }
     Ok(SpareRow {
         scenario,
