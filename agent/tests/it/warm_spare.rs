@@ -431,3 +431,59 @@ async fn on_xfs_with_reflink_a_spare_costs_metadata_not_data() {
     drop(r);
     drop(xfs);
 }
+
+#[tokio::test]
+async fn a_snapshot_replaced_while_a_spare_builds_cancels_the_build_and_the_next_spare_is_of_it() {
+    require_docker_as_root().await;
+    let r = rig(WarmConfig {
+        spare_max_mib_per_sec: 1,
+        ..unbounded()
+    })
+    .await;
+    let mut stack = TestStack::new("sr");
+    let db = stack.volume("db", Labels::Swarm);
+    fill(&db, 7);
+    fs::write(db.join("bulk.bin"), vec![5u8; 4 << 20]).unwrap();
+    let (p, c) = go();
+    r.warm
+        .snapshot(&snapshot_req(&stack, "sps"), p, c)
+        .await
+        .unwrap();
+    spare_state(&r.spares, "sps", |s| s.starts_with("building")).await;
+
+    // A new snapshot takes the stack from the build at once.
+    fs::write(db.join(".env"), "SECRET=second\n").unwrap();
+    let second = tempfile::tempdir().unwrap();
+    run(
+        "cp",
+        &[
+            "-a",
+            &format!("{}/.", db.display()),
+            &second.path().display().to_string(),
+        ],
+    );
+    let started = Instant::now();
+    let (p, c) = go();
+    r.warm
+        .snapshot(&snapshot_req(&stack, "sps"), p, c)
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the snapshot waited for the build instead of cancelling it: {:?}",
+        started.elapsed()
+    );
+    spare_state(&r.spares, "sps", |s| s == "ready").await;
+    assert_same(&spare_of(&db), second.path(), true);
+
+    mutate(&db);
+    let (p, c) = go();
+    let out = r
+        .warm
+        .restore(&restore_req(&stack, "sps"), p, c)
+        .await
+        .unwrap();
+    assert_eq!(out.volumes[0].method, RestoreMethod::Spare);
+    assert_same(&db, second.path(), true);
+    r.warm.finish_cleanup().await;
+}
