@@ -174,16 +174,23 @@ async fn warm_chain(
     ids
 }
 
-/// Nothing but `_data` is left beside a volume's data (no staging, no old contents), once
-/// background removals are done.
+/// Nothing but `_data` and its ready spare is left beside a volume's data (no staging, no old
+/// contents), once background removals and spare builds are done.
 async fn assert_only_data(mountpoint: &Path) {
     let dir = mountpoint.parent().unwrap();
+    let kept = [
+        "_data",
+        "_data.berth-spare",
+        "_data.berth-spare.json",
+        "_data.berth-base",
+        "_data.berth-base.json",
+    ];
     let names = || -> Vec<String> {
         std::fs::read_dir(dir)
             .unwrap()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n != "_data")
+            .filter(|n| !kept.contains(&n.as_str()))
             .collect()
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
