@@ -13,7 +13,7 @@ use crate::connect::Connection;
 use crate::duration::parse_duration;
 use crate::error::CliError;
 use crate::output::{OutputFormat, Table, human_bytes, relative_time, write_json};
-use crate::sagas::{Presentation, follow};
+use crate::sagas::{Presentation, follow, follow_to_end};
 
 mod prune;
 
@@ -376,17 +376,9 @@ pub async fn run(
                 idempotency_key: a.key.unwrap_or_default(),
             };
             let started = client.verify_archive(req).await.map_err(err)?.into_inner();
-            let saga_id = started.saga_id.clone();
-            follow(&conn, started, a.wait, how, out).await?;
-            if !a.wait {
+            let Some(saga) = follow_to_end(&conn, started, a.wait, how, out).await? else {
                 return Ok(());
-            }
-            let saga = conn
-                .sagas()
-                .get_saga(pb::GetSagaRequest { saga_id })
-                .await
-                .map_err(err)?
-                .into_inner();
+            };
             VerifyView::from_output(&uuid, &saga.output_json)?.report(how.format, out)
         }
         ArchiveCommand::List { apps, index_label } => {

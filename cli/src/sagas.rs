@@ -398,6 +398,29 @@ pub async fn follow(
         .into_result()
 }
 
+/// [`follow`]s a saga, then, with `wait`, reads it as it ended (for commands that report what
+/// it did); `None` without `wait`.
+pub async fn follow_to_end(
+    conn: &Connection,
+    started: pb::SagaRef,
+    wait: bool,
+    how: Presentation,
+    out: &mut dyn Write,
+) -> Result<Option<pb::Saga>, CliError> {
+    let saga_id = started.saga_id.clone();
+    follow(conn, started, wait, how, out).await?;
+    if !wait {
+        return Ok(None);
+    }
+    let saga = conn
+        .sagas()
+        .get_saga(pb::GetSagaRequest { saga_id })
+        .await
+        .map_err(|s| conn.rpc_error(s))?
+        .into_inner();
+    Ok(Some(saga))
+}
+
 /// Applies `action` to a saga, then shows the saga as `show` does.
 async fn act(
     settings: &Settings,

@@ -12,7 +12,7 @@ use crate::config::Settings;
 use crate::connect::Connection;
 use crate::error::CliError;
 use crate::output::{OutputFormat, Table, human_bytes, relative_time, write_json};
-use crate::sagas::{Presentation, follow};
+use crate::sagas::{Presentation, follow, follow_to_end};
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum WarmCommand {
@@ -244,17 +244,9 @@ pub async fn run(
                 .await
                 .map_err(|s| conn.rpc_error(s))?
                 .into_inner();
-            let saga_id = started.saga_id.clone();
-            follow(&conn, started, a.wait, how, out).await?;
-            if !a.wait {
+            let Some(saga) = follow_to_end(&conn, started, a.wait, how, out).await? else {
                 return Ok(());
-            }
-            let saga = conn
-                .sagas()
-                .get_saga(pb::GetSagaRequest { saga_id })
-                .await
-                .map_err(|s| conn.rpc_error(s))?
-                .into_inner();
+            };
             // The agent's step says how each volume was restored.
             let output = saga
                 .steps
