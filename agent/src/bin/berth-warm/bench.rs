@@ -2,7 +2,9 @@
 //! runs it (`tar -C MOUNTPOINT -cf X.tar .`, then `rm -rf` + `tar -xf`, one volume after the
 //! other), on real Docker volumes: (a) one volume of 2 GiB in large files, (b) one volume of
 //! 200,000 files of 4 KiB, (c) a stack of 4 volumes of 256 MiB. Berth runs as a child process
-//! (`berth-warm snapshot|restore`) so its peak RSS is measured alone. Prints ratios.
+//! (`berth-warm snapshot|restore`) so its peak RSS is measured alone. Each restore starts
+//! from the same settled filesystem ([`settle`]), so neither tool pays for what the other did
+//! just before it. Prints ratios.
 
 use std::fs;
 use std::io::Write;
@@ -34,6 +36,10 @@ pub struct BenchArgs {
     /// loop device and mounted over the volume's directory, so spares are reflinked.
     #[arg(long)]
     xfs_size: Option<String>,
+    /// Do not drop the kernel's caches before each restore (see `settle`): each restore then
+    /// inherits the state the step before it left.
+    #[arg(long)]
+    keep_caches: bool,
 }
 
 /// What one volume is filled with.
@@ -80,6 +86,8 @@ struct Row {
     op: &'static str,
     gnu: f64,
     gnu_sync: f64,
+    /// Of `gnu`, the `rm -rf` of the old contents (restores only).
+    gnu_rm: Option<f64>,
     /// Until Berth said the volumes are done (restore: before the old contents are removed).
     berth: f64,
     /// Until the Berth process exited (restore: old contents removed too).
@@ -132,7 +140,11 @@ fn run_blocking(args: &BenchArgs) -> Result<String, String> {
             }
             measure(&me, args, name, &stack, &volumes, &mut rows)?;
             let warm_root = args.dir.join(&stack).join("warm");
-            spare_rows.push(spares::measure(&me, name, &warm_root, &stack, &volumes)?);
+            let tars = berth_tars(&warm_root, &stack, &volumes);
+            let settled = || settle(args, &tars);
+            spare_rows.push(spares::measure(
+                &me, name, &warm_root, &stack, &volumes, &settled,
+            )?);
             Ok::<(), String>(())
         })();
         if !args.keep {
@@ -158,6 +170,7 @@ fn run_blocking(args: &BenchArgs) -> Result<String, String> {
         .iter()
         .map(|r| serde_json::json!({
             "scenario": r.scenario, "op": r.op, "gnu_tar_s": r.gnu, "gnu_tar_sync_s": r.gnu_sync,
+            "gnu_rm_s": r.gnu_rm,
             "berth_s": r.berth, "berth_exit_s": r.berth_exit, "speedup": r.gnu / r.berth,
             "speedup_vs_tar_sync": r.gnu_sync / r.berth, "berth_peak_rss_kib": r.rss_kib,
         }))
@@ -205,18 +218,26 @@ fn measure(
         op: "snapshot",
         gnu,
         gnu_sync,
+        gnu_rm: None,
         berth: b.outcome,
         berth_exit: b.exit,
         rss_kib: b.rss_kib,
     });
 
     eprintln!("== {name}: restore with rm -rf + GNU tar, one volume after the other");
-    sync();
+    let gnu_tars: Vec<PathBuf> = volumes
+        .iter()
+        .map(|(vol, _)| gnu_dir.join(format!("{vol}.tar")))
+        .collect();
+    settle(args, &gnu_tars);
     let t = Instant::now();
+    let mut rm = 0.0;
     for (vol, mp) in volumes {
         let mp = mp.to_string_lossy();
         let clear = format!(r#"rm -rf -- "{mp}"/* "{mp}"/.[!.]* "{mp}"/..?* 2>/dev/null; true"#);
+        let r = Instant::now();
         sh("sh", &["-c", &clear])?;
+        rm += r.elapsed().as_secs_f64();
         let tar = gnu_dir.join(format!("{vol}.tar"));
         sh("tar", &["-C", &mp, "-xf", &tar.to_string_lossy()])?;
     }
@@ -224,12 +245,15 @@ fn measure(
     sync();
     let gnu_sync = t.elapsed().as_secs_f64();
     eprintln!("== {name}: restore with Berth");
+    let berth_tars = berth_tars(&warm_root, stack, volumes);
+    settle(args, &berth_tars);
     let b = child(me, "restore", &warm_root, stack)?;
     rows.push(Row {
         scenario: name,
         op: "restore",
         gnu,
         gnu_sync,
+        gnu_rm: Some(rm),
         berth: b.outcome,
         berth_exit: b.exit,
         rss_kib: b.rss_kib,
@@ -293,10 +317,11 @@ fn print_table(rows: &[Row]) {
     let mut out = std::io::stderr().lock();
     let _ = writeln!(
         out,
-        "\n{:<8} {:<9} {:>9} {:>14} {:>8} {:>13} {:>10} {:>15} {:>13}",
+        "\n{:<8} {:<9} {:>9} {:>9} {:>14} {:>8} {:>13} {:>10} {:>15} {:>13}",
         "scenario",
         "op",
         "gnu_tar_s",
+        "of_it_rm",
         "gnu_tar+sync_s",
         "berth_s",
         "berth_exit_s",
@@ -307,10 +332,12 @@ fn print_table(rows: &[Row]) {
     for r in rows {
         let _ = writeln!(
             out,
-            "{:<8} {:<9} {:>9.2} {:>14.2} {:>8.2} {:>13.2} {:>9.2}x {:>14.2}x {:>13.1}",
+            "{:<8} {:<9} {:>9.2} {:>9} {:>14.2} {:>8.2} {:>13.2} {:>9.2}x {:>14.2}x {:>13.1}",
             r.scenario,
             r.op,
             r.gnu,
+            r.gnu_rm
+                .map_or_else(|| "-".to_owned(), |rm| format!("{rm:.2}")),
             r.gnu_sync,
             r.berth,
             r.berth_exit,
@@ -405,6 +432,50 @@ fn mount_xfs(dir: &Path, mountpoint: &Path, size: &str) -> Result<(), String> {
 
 pub(crate) fn sync() {
     rustix::fs::sync();
+}
+
+/// The tars `berth-warm snapshot` wrote for `volumes` under `warm_root` (the warm root's
+/// layout, as warmsnap.py's).
+fn berth_tars(warm_root: &Path, stack: &str, volumes: &[(String, PathBuf)]) -> Vec<PathBuf> {
+    volumes
+        .iter()
+        .map(|(vol, _)| {
+            warm_root
+                .join(stack)
+                .join("snapshot/volumes")
+                .join(format!("{vol}.tar"))
+        })
+        .collect()
+}
+
+/// Brings the filesystem to the same state before each timed restore, so neither tool pays
+/// for what the other did just before it: everything is written, the kernel's clean caches
+/// are dropped (unless `--keep-caches`), and the archives the restore reads are read back
+/// into the page cache, where the snapshots left them. Without it the order decides: on ext4
+/// without a journal (this bench's host), the inode allocator passes over every free inode
+/// deleted in the last 60 s (360 s while its inode-table block is dirty) as long as that
+/// block is cached (`recently_deleted` in fs/ext4/ialloc.c), one lookup per such inode on
+/// every create; Berth's restore, run right after GNU's `rm -rf` of 100,000 files, spent
+/// 16 s extracting what it extracts in 1.7 s settled.
+fn settle(args: &BenchArgs, inputs: &[PathBuf]) {
+    sync();
+    if args.keep_caches {
+        return;
+    }
+    if let Err(e) = fs::write("/proc/sys/vm/drop_caches", "3") {
+        eprintln!("warning: cannot drop the kernel's caches ({e}); steps may pay for each other");
+        return;
+    }
+    for path in inputs {
+        let read =
+            fs::File::open(path).and_then(|mut f| std::io::copy(&mut f, &mut std::io::sink()));
+        if let Err(e) = read {
+            eprintln!(
+                "warning: cannot read {} back into the cache: {e}",
+                path.display()
+            );
+        }
+    }
 }
 
 /// The 1-minute load average.

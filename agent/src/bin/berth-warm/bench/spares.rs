@@ -37,6 +37,7 @@ pub fn measure(
     warm_root: &Path,
     stack: &str,
     volumes: &[(String, PathBuf)],
+    settle: &dyn Fn(),
 ) -> Result<SpareRow, String> {
     let dirs: Vec<PathBuf> = volumes
         .iter()
@@ -44,6 +45,7 @@ pub fn measure(
         .collect();
     let fs_dir = dirs.as_slice();
     eprintln!("== {scenario}: build the ready spares");
+    settle();
     let used = used_bytes(fs_dir)?;
     let t = Instant::now();
     let built = run(me, &["spare"], warm_root, stack)?;
