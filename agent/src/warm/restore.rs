@@ -286,6 +286,8 @@ impl Warm {
         progress.set_phase("swapping volumes in");
         let mut restored = Vec::new();
         let mut clear = Vec::new();
+        // Removed after the last swap, so removals do not slow the swaps' directory syncs.
+        let mut displaced = Vec::new();
         for job in jobs {
             match &job.plan {
                 Plan::Swap { staging } => {
@@ -296,7 +298,7 @@ impl Warm {
                     tracing::debug!(volume = %job.name, "volume swapped in");
                     match swapped {
                         Swapped::Done { old } => {
-                            self.remove_in_background(old);
+                            displaced.push(old);
                             restored.push(RestoredVolume {
                                 name: job.name.to_string(),
                                 method: RestoreMethod::Swap,
@@ -312,6 +314,10 @@ impl Warm {
                     clear.push((job, reason));
                 }
             }
+        }
+
+        for old in displaced {
+            self.remove_in_background(old);
         }
 
         // Phase 3: volumes that cannot be swapped, cleared and extracted in place. Cancelling

@@ -47,8 +47,11 @@ impl Warm {
         progress.set_totals(bytes, entries);
         progress.set_phase(format!("swapping in {} ready spares", ready.len()));
         let now_ms = berth_shared::time::unix_ms(std::time::SystemTime::now());
-        // From the first take on, the restore finishes whatever happens.
+        // From the first take on, the restore finishes whatever happens. The displaced contents
+        // are removed after the last swap: removals (a discard per file on some filesystems)
+        // would otherwise slow the swaps' directory syncs.
         let mut restored = Vec::new();
+        let mut displaced = Vec::new();
         for r in ready {
             let started = Instant::now();
             let paths = r.paths.clone();
@@ -60,7 +63,7 @@ impl Warm {
             let swap_us = started.elapsed().as_micros() as u64;
             match swapped {
                 Swapped::Done { old } => {
-                    self.remove_in_background(old);
+                    displaced.push(old);
                     restored.push(RestoredVolume {
                         name: r.name.to_string(),
                         method: RestoreMethod::Spare,
@@ -77,6 +80,9 @@ impl Warm {
                     restored.push(self.clear_volume(&r, progress).await?);
                 }
             }
+        }
+        for old in displaced {
+            self.remove_in_background(old);
         }
         progress.complete();
         restored.sort_by(|a, b| a.name.cmp(&b.name));
