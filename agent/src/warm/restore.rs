@@ -110,7 +110,7 @@ impl Warm {
         }
         let _lock = self.lock(&app, &cancel).await?;
         let a = app.clone();
-        let names = blocking(move || {
+        let (_, names) = blocking(move || {
             layout::repair(&a)?;
             complete_volumes(&a)
         })
@@ -133,8 +133,20 @@ impl Warm {
             jobs.push((name.clone(), app.tar(name), v.mountpoint.clone()));
         }
 
+        // Each volume's plan finishes or rolls back a cut swap first; both paths use it.
+        let mountpoints: Vec<PathBuf> = jobs.iter().map(|j| j.2.clone()).collect();
+        let plans = blocking(move || {
+            mountpoints
+                .iter()
+                .map(|m| volume::plan(m, op).map_err(WarmError::from))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+
         if req.use_spare
-            && let Some(outcome) = self.restore_spares(req, &app, &jobs, op, &progress).await?
+            && let Some(outcome) = self
+                .restore_spares(req, &app, &jobs, &plans, op, &progress)
+                .await?
         {
             tracing::info!(app = %target.app, volumes = outcome.volumes.len(), "warm snapshot restored from ready spares");
             self.spares_after(target);
@@ -152,14 +164,6 @@ impl Warm {
         });
         progress.set_totals(total.bytes, total.entries);
 
-        let mountpoints: Vec<PathBuf> = jobs.iter().map(|j| j.2.clone()).collect();
-        let plans = blocking(move || {
-            mountpoints
-                .iter()
-                .map(|m| volume::plan(m, op).map_err(WarmError::from))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await?;
         let jobs: Vec<Job> = jobs
             .into_iter()
             .zip(checked)
@@ -354,9 +358,9 @@ impl Warm {
     }
 }
 
-/// The snapshot's volumes, when it is complete: `meta.json` readable and every listed tar
-/// present. Volume names are validated before they become paths.
-pub(crate) fn complete_volumes(app: &AppDir) -> Result<Vec<VolumeName>, WarmError> {
+/// The snapshot's metadata and volumes, when it is complete: `meta.json` readable and every
+/// listed tar present. Volume names are validated before they become paths.
+pub(crate) fn complete_volumes(app: &AppDir) -> Result<(Meta, Vec<VolumeName>), WarmError> {
     let path = app.meta();
     let incomplete = |why: String| WarmError::NoSnapshot {
         app: String::new(),
@@ -397,5 +401,5 @@ pub(crate) fn complete_volumes(app: &AppDir) -> Result<Vec<VolumeName>, WarmErro
             names.push(name);
         }
     }
-    Ok(names)
+    Ok((meta, names))
 }

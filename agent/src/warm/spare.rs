@@ -23,6 +23,8 @@
 mod clone;
 pub(crate) mod worker;
 
+pub(crate) use clone::supported as reflink_supported;
+
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -140,12 +142,7 @@ fn read_stamp(dir: &Path) -> Option<Stamp> {
 /// Removes the dir `dir` and its stamp (stamp first, so a crash between leaves a dir no one
 /// trusts). The dir is renamed to a staging name of operation `op` and removed from there.
 pub(crate) fn discard(dir: &Path, op: u64) -> Result<(), WarmError> {
-    let stamp = SparePaths::stamp_of(dir);
-    match fs::remove_file(&stamp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(WarmError::io("remove", &stamp, e)),
-    }
+    remove_stamp(dir)?;
     if !layout::exists(dir)? {
         return Ok(());
     }
@@ -160,13 +157,17 @@ pub(crate) fn discard(dir: &Path, op: u64) -> Result<(), WarmError> {
 pub(crate) fn take(paths: &SparePaths, op: u64) -> Result<PathBuf, WarmError> {
     let claimed = staging::path_for(&paths.mountpoint, op);
     fs::rename(&paths.spare, &claimed).map_err(|e| WarmError::io("rename", &paths.spare, e))?;
-    let stamp = SparePaths::stamp_of(&paths.spare);
-    match fs::remove_file(&stamp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(WarmError::io("remove", &stamp, e)),
-    }
+    remove_stamp(&paths.spare)?;
     Ok(claimed)
+}
+
+/// Removes `dir`'s stamp, if it has one.
+fn remove_stamp(dir: &Path) -> Result<(), WarmError> {
+    let stamp = SparePaths::stamp_of(dir);
+    match fs::remove_file(&stamp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(WarmError::io("remove", &stamp, e)),
+        _ => Ok(()),
+    }
 }
 
 /// One volume's spare to build.
@@ -273,17 +274,6 @@ impl Build<'_> {
         layout::sync_dir(parent)?;
         Ok(stamp)
     }
-}
-
-/// Whether the filesystem holding `dir` clones files (FICLONE): probed once per filesystem
-/// with a small file in `dir`, and false wherever anything fails.
-pub(crate) fn reflink_supported(dir: &Path) -> bool {
-    clone::supported(dir)
-}
-
-/// Free bytes on the filesystem of `dir`.
-pub(crate) fn free_space(dir: &Path) -> Result<u64, WarmError> {
-    layout::free_space(dir)
 }
 
 #[cfg(test)]

@@ -261,11 +261,14 @@ fn measure(
     Ok(())
 }
 
-/// What a child run took: until it printed its outcome, until it exited, and its peak RSS.
+/// What a child run took: until it printed its outcome, until it exited, and its peak RSS;
+/// and what it printed (the outcome line, and stderr).
 struct Timing {
     outcome: f64,
     exit: f64,
     rss_kib: u64,
+    stdout: String,
+    stderr: String,
 }
 
 /// Runs `berth-warm <op>` for the stack.
@@ -310,6 +313,8 @@ fn child(me: &Path, op: &str, warm_root: &Path, stack: &str) -> Result<Timing, S
         outcome,
         exit,
         rss_kib,
+        stdout: line,
+        stderr,
     })
 }
 

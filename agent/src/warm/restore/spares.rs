@@ -34,12 +34,17 @@ impl Warm {
         req: &RestoreRequest,
         app: &AppDir,
         jobs: &[(VolumeName, PathBuf, PathBuf)],
+        plans: &[Plan],
         op: u64,
         progress: &Arc<Progress>,
     ) -> Result<Option<RestoreOutcome>, WarmError> {
         let app = app.clone();
         let jobs = jobs.to_vec();
-        let Some(ready) = blocking(move || ready(&app, &jobs, op)).await? else {
+        let swappable = plans.iter().all(|p| matches!(p, Plan::Swap { .. }));
+        if !swappable {
+            return Ok(None);
+        }
+        let Some(ready) = blocking(move || ready(&app, &jobs)).await? else {
             return Ok(None);
         };
         let bytes: u64 = ready.iter().map(|r| r.stamp.bytes).sum();
@@ -124,14 +129,10 @@ impl Warm {
 fn ready(
     app: &AppDir,
     jobs: &[(VolumeName, PathBuf, PathBuf)],
-    op: u64,
 ) -> Result<Option<Vec<Ready>>, WarmError> {
     let digest = spare::digest(app)?;
     let mut ready = Vec::new();
     for (name, tar, mountpoint) in jobs {
-        if !matches!(volume::plan(mountpoint, op)?, Plan::Swap { .. }) {
-            return Ok(None);
-        }
         let paths = SparePaths::new(mountpoint);
         let Some(stamp) = spare::matching(&paths.spare, &digest, name.as_str()) else {
             tracing::debug!(volume = %name, "no ready spare of the current snapshot");

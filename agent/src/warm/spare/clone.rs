@@ -9,7 +9,7 @@ use std::fs::{self, File, Metadata, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 
 use rustix::fs::{AtFlags, CWD, FileType, Mode, Timespec, Timestamps};
 use tokio_util::sync::CancellationToken;
@@ -17,25 +17,21 @@ use tokio_util::sync::CancellationToken;
 use crate::warm::error::WarmError;
 
 /// Probed filesystems (by device): whether FICLONE works there.
-static PROBED: Mutex<Option<HashMap<u64, bool>>> = Mutex::new(None);
+static PROBED: LazyLock<Mutex<HashMap<u64, bool>>> = LazyLock::new(Mutex::default);
 
-/// Whether FICLONE works on the filesystem of `dir`, probed once per filesystem by cloning a
-/// small file in `dir`.
-pub(super) fn supported(dir: &Path) -> bool {
+/// Whether the filesystem holding `dir` clones files (FICLONE): probed once per filesystem
+/// by cloning a small file in `dir`, and false wherever anything fails.
+pub(crate) fn supported(dir: &Path) -> bool {
     let Ok(dev) = fs::metadata(dir).map(|m| m.dev()) else {
         return false;
     };
-    if let Some(known) = PROBED
-        .lock()
-        .ok()
-        .and_then(|p| p.as_ref().and_then(|m| m.get(&dev).copied()))
-    {
+    if let Some(known) = PROBED.lock().ok().and_then(|p| p.get(&dev).copied()) {
         return known;
     }
     let works = probe(dir);
     tracing::info!(dir = %dir.display(), reflink = works, "probed the filesystem for reflinks");
     if let Ok(mut p) = PROBED.lock() {
-        p.get_or_insert_with(HashMap::new).insert(dev, works);
+        p.insert(dev, works);
     }
     works
 }

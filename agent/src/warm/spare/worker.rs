@@ -17,12 +17,13 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{Build, SparePaths, discard, matching};
+use super::{Build, SparePaths, discard, matching, reflink_supported};
 use crate::volume::lock::{self, Operation, Resource};
 use crate::volume::{Plan, VolumeError, plan};
-use crate::warm::layout::AppDir;
+use crate::warm::layout::{self, AppDir};
 use crate::warm::meta::Meta;
 use crate::warm::progress::Progress;
+use crate::warm::restore::complete_volumes;
 use crate::warm::unpack::check::check;
 use crate::warm::{AppTarget, Warm, WarmError, blocking};
 
@@ -76,12 +77,8 @@ pub enum SpareState {
     Building(Arc<Progress>),
     /// Every volume has a spare matching the current snapshot.
     Ready,
-    /// Not built: it would leave less than the free-space floor.
-    DiskFloor {
-        path: PathBuf,
-        needed: u64,
-        free: u64,
-    },
+    /// Not built: it would leave less than the free-space floor (the log says how much).
+    DiskFloor,
     /// Spares are off in the agent's config.
     Off,
     /// The snapshot was taken with `--no-spare`.
@@ -104,7 +101,7 @@ impl fmt::Display for SpareState {
                 }
             }
             SpareState::Ready => f.write_str("ready"),
-            SpareState::DiskFloor { .. } => f.write_str("none: disk floor"),
+            SpareState::DiskFloor => f.write_str("none: disk floor"),
             SpareState::Off => f.write_str("off"),
             SpareState::OffForApp => f.write_str("off (--no-spare)"),
             SpareState::Unsupported(why) => write!(f, "none: {why}"),
@@ -232,7 +229,7 @@ impl Spares {
                 warm.root(),
                 &berth_shared::AppName::new(&info.app).expect("listed apps are valid"),
             );
-            let stack = read_meta(&app).ok().and_then(|m| {
+            let stack = complete_volumes(&app).ok().and_then(|(m, _)| {
                 m.extra
                     .get("stack")
                     .and_then(|s| s.as_str().map(str::to_owned))
@@ -302,12 +299,7 @@ impl Warm {
         let op = op.id();
         let app = AppDir::new(self.root(), &target.app);
         let a = app.clone();
-        let (meta, names) = match blocking(move || {
-            let names = crate::warm::restore::complete_volumes(&a)?;
-            Ok((read_meta(&a)?, names))
-        })
-        .await
-        {
+        let (meta, names) = match blocking(move || complete_volumes(&a)).await {
             Ok(found) => found,
             Err(WarmError::NoSnapshot { why, .. }) => {
                 return Ok(SparesBuilt {
@@ -370,12 +362,6 @@ pub(crate) fn spare_wanted(meta: &Meta) -> bool {
         .unwrap_or(true)
 }
 
-fn read_meta(app: &AppDir) -> Result<Meta, WarmError> {
-    let path = app.meta();
-    let bytes = std::fs::read(&path).map_err(|e| WarmError::io("read", &path, e))?;
-    Meta::from_json(&bytes).map_err(|why| WarmError::BadMeta { path, why })
-}
-
 /// Builds every volume's spare that does not match the snapshot yet. Blocking.
 fn build_volumes(
     app: &AppDir,
@@ -409,20 +395,16 @@ fn build_volumes(
     let mut built = Vec::new();
     for (name, paths, tar, limit) in &todo {
         let parent = paths.mountpoint.parent().unwrap_or(&paths.mountpoint);
-        let reflink = super::reflink_supported(parent);
+        let reflink = reflink_supported(parent);
         let has_base = reflink && matching(&paths.base, &digest, name.as_str()).is_some();
         // A stale spare is removed first, so it does not count against the floor.
         discard(&paths.spare, op)?;
         let needed = if has_base { 1 << 20 } else { limit + (1 << 20) };
-        let free = super::free_space(parent)?;
+        let free = layout::free_space(parent)?;
         if free < needed.saturating_add(config.spare_min_free_bytes) {
-            tracing::warn!(volume = %name, needed, free, floor = config.spare_min_free_bytes, "not building a spare: it would leave less than the free-space floor");
+            tracing::warn!(volume = %name, path = %parent.display(), needed, free, floor = config.spare_min_free_bytes, "not building a spare: it would leave less than the free-space floor");
             return Ok(SparesBuilt {
-                state: SpareState::DiskFloor {
-                    path: parent.to_owned(),
-                    needed,
-                    free,
-                },
+                state: SpareState::DiskFloor,
                 built,
             });
         }

@@ -3,9 +3,8 @@
 //! times (`berth-warm restore`, each followed by a rebuild), reporting the restore step's p50
 //! and max as the child measured it around `Warm::restore`, and the whole child's wall time.
 
+use super::child;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Instant;
 
 /// Restores from spares per scenario.
 const RESTORES: usize = 10;
@@ -47,9 +46,8 @@ pub fn measure(
     eprintln!("== {scenario}: build the ready spares");
     settle();
     let used = used_bytes(fs_dir)?;
-    let t = Instant::now();
-    let built = run(me, &["spare"], warm_root, stack)?;
-    let build_s = t.elapsed().as_secs_f64();
+    let built = child(me, "spare", warm_root, stack)?;
+    let build_s = built.exit;
     let build_bytes = used_bytes(fs_dir)?.saturating_sub(used);
     let out: serde_json::Value = serde_json::from_str(built.stdout.trim())
         .map_err(|e| format!("berth-warm spare printed no JSON ({e}): {}", built.stdout))?;
@@ -65,8 +63,8 @@ pub fn measure(
     let (mut steps, mut childs, mut rebuilds, mut rebuild_bytes) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..RESTORES {
-        let restored = run(me, &["restore"], warm_root, stack)?;
-        childs.push(restored.outcome_s * 1000.0);
+        let restored = child(me, "restore", warm_root, stack)?;
+        childs.push(restored.outcome * 1000.0);
         if restored.stdout.contains("\"method\":\"swap\"")
             || restored.stdout.contains("\"method\":\"clear\"")
         {
@@ -83,9 +81,7 @@ pub fn measure(
             .ok_or("berth-warm restore printed no restore_ms")?;
         steps.push(step);
         let used = used_bytes(fs_dir)?;
-        let t = Instant::now();
-        run(me, &["spare"], warm_root, stack)?;
-        rebuilds.push(t.elapsed().as_secs_f64());
+        rebuilds.push(child(me, "spare", warm_root, stack)?.exit);
         rebuild_bytes.push(used_bytes(fs_dir)?.saturating_sub(used));
     }
     Ok(SpareRow {
@@ -163,45 +159,4 @@ fn used_bytes(dirs: &[PathBuf]) -> Result<u64, String> {
         }
     }
     Ok(used)
-}
-
-struct Ran {
-    stdout: String,
-    stderr: String,
-    /// Until the child printed its outcome (before removing old contents, for a restore).
-    outcome_s: f64,
-}
-
-fn run(me: &Path, op: &[&str], warm_root: &Path, stack: &str) -> Result<Ran, String> {
-    use std::io::{BufRead, Read};
-    let t = Instant::now();
-    let mut child = Command::new(me)
-        .args(op)
-        .args(["--warm-root", &warm_root.to_string_lossy()])
-        .args(["--app", stack, "--stack", stack])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", me.display()))?;
-    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
-    let mut line = String::new();
-    let _ = stdout.read_line(&mut line);
-    let outcome_s = t.elapsed().as_secs_f64();
-    let _ = stdout.read_to_string(&mut line);
-    let mut stderr = String::new();
-    let _ = child
-        .stderr
-        .take()
-        .expect("piped")
-        .read_to_string(&mut stderr);
-    let status = child.wait().map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err(format!("berth-warm {op:?} failed: {stderr}"));
-    }
-    Ok(Ran {
-        stdout: line,
-        stderr,
-        outcome_s,
-    })
 }
