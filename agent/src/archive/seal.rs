@@ -7,11 +7,17 @@
 //! The stream is plain age (the format of `age -r`), so `age -d -i key | zstd -d | tar -x`
 //! reads an archive, and `tar | zstd | age -r` makes one Berth restores.
 
+mod payload;
+
+use std::cell::OnceCell;
+use std::collections::HashSet;
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};
 use std::path::Path;
 
+use age::secrecy::ExposeSecret;
 use age::{Identity, Recipient};
+use age_core::format::{FileKey, Stanza};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use sha2::{Digest, Sha256};
@@ -93,13 +99,36 @@ impl Recipients {
     }
 
     /// Wraps `out` so that what is written to it is encrypted to these recipients, and its
-    /// plaintext hashed.
-    pub fn seal<W: Write>(&self, out: W) -> io::Result<Sealer<W>> {
+    /// plaintext hashed. The age crate writes the header (and the payload's nonce) into
+    /// `out` at once; the payload is [`payload::Writer`]'s.
+    pub fn seal<W: Write>(&self, mut out: W) -> io::Result<Sealer<W>> {
+        let file_key = OnceCell::new();
+        let keeping: Vec<KeepKey<'_, dyn Recipient + Send + Sync>> = self
+            .keys
+            .iter()
+            .map(|inner| KeepKey {
+                inner: inner.as_ref(),
+                file_key: &file_key,
+            })
+            .collect();
         let encryptor =
-            age::Encryptor::with_recipients(self.keys.iter().map(|k| k.as_ref() as &dyn Recipient))
+            age::Encryptor::with_recipients(keeping.iter().map(|k| k as &dyn Recipient))
                 .map_err(io::Error::other)?;
+        let mut head = Vec::new();
+        // The crate's own payload writer is dropped unused: nothing of it is written.
+        drop(encryptor.wrap_output(&mut head)?);
+        let nonce = head
+            .len()
+            .checked_sub(payload::NONCE)
+            .map(|at| &head[at..])
+            .ok_or_else(|| io::Error::other("age wrote no header"))?;
+        let file_key = file_key
+            .get()
+            .ok_or_else(|| io::Error::other("age made no file key"))?;
+        let key = payload::key(file_key, nonce)?;
+        out.write_all(&head)?;
         Ok(Sealer {
-            writer: encryptor.wrap_output(out)?,
+            writer: payload::Writer::new(key, out),
             hasher: Sha256::new(),
         })
     }
@@ -134,7 +163,7 @@ fn ssh_fingerprint(text: &str) -> Result<String, String> {
 
 /// The create's end of the stage: encrypts what zstd writes and hashes the plaintext.
 pub(crate) struct Sealer<W: Write> {
-    writer: age::stream::StreamWriter<W>,
+    writer: payload::Writer<W>,
     hasher: Sha256,
 }
 
@@ -245,10 +274,79 @@ impl Identities {
     }
 
     /// Wraps `input`, an age stream, so that reading it gives the plaintext; every chunk is
-    /// authenticated as it is read, and a stream cut short is an error.
-    pub fn open<R: Read>(&self, input: R) -> io::Result<impl Read> {
-        let decryptor = age::Decryptor::new(input).map_err(io::Error::other)?;
-        decryptor.decrypt(self.iter()).map_err(io::Error::other)
+    /// authenticated as it is read, and a stream cut short is an error. The age crate reads
+    /// the header (from its first [`HEADER_PROBE`] bytes), unwraps the file key and checks
+    /// the header's MAC; the payload is [`payload::Reader`]'s.
+    pub fn open<R: Read>(&self, mut input: R) -> io::Result<impl Read> {
+        let mut head = Vec::new();
+        (&mut input).take(HEADER_PROBE).read_to_end(&mut head)?;
+        let file_key = OnceCell::new();
+        let keeping: Vec<KeepKey<'_, dyn Identity + Send + Sync>> = self
+            .keys
+            .iter()
+            .map(|inner| KeepKey {
+                inner: inner.as_ref(),
+                file_key: &file_key,
+            })
+            .collect();
+        let mut header = io::Cursor::new(&head[..]);
+        let decryptor = age::Decryptor::new_buffered(&mut header).map_err(io::Error::other)?;
+        // Ok only once the header's MAC checked out under the file key kept below.
+        drop(
+            decryptor
+                .decrypt(keeping.iter().map(|k| k as &dyn Identity))
+                .map_err(io::Error::other)?,
+        );
+        let file_key = file_key
+            .get()
+            .ok_or_else(|| io::Error::other("age gave no file key"))?;
+        // The reader stopped right after the header and the 16-byte nonce.
+        let start = usize::try_from(header.position()).map_err(io::Error::other)?;
+        let key = payload::key(file_key, &head[start - payload::NONCE..start])?;
+        let rest = head.split_off(start);
+        Ok(payload::Reader::new(
+            key,
+            io::Cursor::new(rest).chain(input),
+        ))
+    }
+}
+
+/// One of the age crate's recipients or identities, which keeps the file key that passes
+/// through it for the payload stage.
+struct KeepKey<'a, T: ?Sized> {
+    inner: &'a T,
+    file_key: &'a OnceCell<FileKey>,
+}
+
+impl<T: ?Sized> KeepKey<'_, T> {
+    fn keep(&self, key: &FileKey) {
+        let _ = self.file_key.set(FileKey::init_with_mut(|k| {
+            k.copy_from_slice(key.expose_secret())
+        }));
+    }
+}
+
+impl Recipient for KeepKey<'_, dyn Recipient + Send + Sync> {
+    fn wrap_file_key(
+        &self,
+        file_key: &FileKey,
+    ) -> Result<(Vec<Stanza>, HashSet<String>), age::EncryptError> {
+        self.keep(file_key);
+        self.inner.wrap_file_key(file_key)
+    }
+}
+
+impl Identity for KeepKey<'_, dyn Identity + Send + Sync> {
+    fn unwrap_stanza(&self, stanza: &Stanza) -> Option<Result<FileKey, age::DecryptError>> {
+        self.unwrap_stanzas(std::slice::from_ref(stanza))
+    }
+
+    fn unwrap_stanzas(&self, stanzas: &[Stanza]) -> Option<Result<FileKey, age::DecryptError>> {
+        let found = self.inner.unwrap_stanzas(stanzas);
+        if let Some(Ok(key)) = &found {
+            self.keep(key);
+        }
+        found
     }
 }
 
@@ -303,6 +401,110 @@ mod tests {
                 .read_to_end(&mut out)
                 .unwrap();
             assert_eq!(out, b"zstd frames");
+        }
+    }
+
+    /// The payload stage against the age crate's own, both ways, at the sizes where
+    /// chunking has edges (64 KiB chunks; a full last chunk; an empty payload).
+    #[test]
+    fn the_payload_matches_the_age_crate_s_both_ways() {
+        let key = age::x25519::Identity::generate();
+        let recipient = key.to_public();
+        let recipients = Recipients::of(&config(&[&recipient.to_string()]), &[])
+            .unwrap()
+            .unwrap();
+        let ids = Identities {
+            keys: vec![Box::new(key.clone())],
+            origin: "test".into(),
+        };
+        const K: usize = 64 << 10;
+        for size in [0, 1, K - 1, K, K + 1, 3 * K, 3 * K + 17] {
+            let plain: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+            // Ours sealed, the crate opens, in writes of odd sizes.
+            let mut sealer = recipients.seal(Vec::new()).unwrap();
+            for part in plain.chunks(7919) {
+                sealer.write_all(part).unwrap();
+            }
+            let (_, sealed) = sealer.finish().unwrap();
+            let mut out = Vec::new();
+            age::Decryptor::new(&sealed[..])
+                .unwrap()
+                .decrypt(std::iter::once(&key as &dyn Identity))
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(out, plain, "size {size}, sealed here");
+            // The crate sealed, ours opens.
+            let encryptor =
+                age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn Recipient))
+                    .unwrap();
+            let mut w = encryptor.wrap_output(Vec::new()).unwrap();
+            w.write_all(&plain).unwrap();
+            let theirs = w.finish().unwrap();
+            let mut out = Vec::new();
+            ids.open(&theirs[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(out, plain, "size {size}, sealed by the age crate");
+        }
+    }
+
+    /// A stream cut at a chunk's end, a byte flipped in a chunk or its tag, a byte added or
+    /// a last chunk dropped: each is refused, and no byte of a bad chunk is given.
+    #[test]
+    fn an_altered_payload_is_refused() {
+        let key = age::x25519::Identity::generate();
+        let recipients = Recipients::of(&config(&[&key.to_public().to_string()]), &[])
+            .unwrap()
+            .unwrap();
+        let ids = Identities {
+            keys: vec![Box::new(key)],
+            origin: "test".into(),
+        };
+        const K: usize = 64 << 10;
+        let plain = vec![7u8; 2 * K + 100];
+        let mut sealer = recipients.seal(Vec::new()).unwrap();
+        sealer.write_all(&plain).unwrap();
+        let (_, sealed) = sealer.finish().unwrap();
+        let payload_start = sealed.len() - (2 * (K + 16) + 100 + 16);
+        let mut altered: Vec<(&str, Vec<u8>)> = Vec::new();
+        let mut flip = |name, at: usize| {
+            let mut s = sealed.clone();
+            s[at] ^= 1;
+            altered.push((name, s));
+        };
+        flip("a byte of the first chunk", payload_start + 10);
+        flip("a byte of the first tag", payload_start + K + 3);
+        flip("a byte of the last chunk", sealed.len() - 20);
+        altered.push((
+            "cut after the second chunk",
+            sealed[..payload_start + 2 * (K + 16)].to_vec(),
+        ));
+        altered.push((
+            "cut inside the last tag",
+            sealed[..sealed.len() - 1].to_vec(),
+        ));
+        let mut longer = sealed.clone();
+        longer.push(0);
+        altered.push(("a byte added", longer));
+        for (what, bytes) in altered {
+            let mut out = Vec::new();
+            let err = ids
+                .open(&bytes[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .expect_err(what);
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{what}: {err}");
+            assert!(
+                err.to_string().starts_with("age: payload chunk"),
+                "{what}: {err}"
+            );
+            assert_eq!(
+                out.len() % K,
+                0,
+                "{what}: only whole good chunks were given"
+            );
         }
     }
 
