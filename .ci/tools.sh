@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the command-line tools the tests run beside Berth from Debian's packages, when any
-# is missing: GNU tar, zstd and age with age-keygen for the interop tests, and mkfs.xfs
-# (xfsprogs) for the reflinked-spare test on an XFS loop filesystem.
+# is missing: GNU tar, zstd and age with age-keygen for the interop tests, mkfs.xfs
+# (xfsprogs) for the reflinked-spare test on an XFS loop filesystem, and promtool (Debian's
+# prometheus package) for the alert rules in deploy/prometheus.
 set -euo pipefail
 missing=()
 for tool in tar zstd age age-keygen mkfs.xfs; do
@@ -10,4 +11,8 @@ done
 if ((${#missing[@]})); then
   echo "installing tar, zstd, age and xfsprogs from Debian's packages (missing: ${missing[*]})" >&2
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tar zstd age xfsprogs) >&2
+fi
+if ! command -v promtool >/dev/null; then
+  echo "installing promtool from Debian's prometheus package" >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >&2
 fi

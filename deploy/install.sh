@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs one Berth program on a Debian/Ubuntu host: its binary, its systemd unit and its
-# example config, idempotently, under DESTDIR (default /). Run it again to upgrade.
+# example config, and the `berth` CLI beside it, idempotently, under DESTDIR (default /). Run
+# it again to upgrade.
 #
 #   deploy/install.sh --role agent                      # from target/release
 #   deploy/install.sh --role coordinator --bin-dir DIR  # binaries built or downloaded elsewhere
+#   deploy/install.sh --role cli                        # only the berth CLI (a laptop, a CI runner)
 #   DESTDIR=/tmp/stage deploy/install.sh --role agent   # stage a tree; touches no service
 #
-# Layout: /usr/local/bin/berth-<role>, /usr/local/lib/systemd/system/berth-<role>.service
+# Layout: /usr/local/bin/berth, /usr/local/bin/berth-<role>,
+# /usr/local/lib/systemd/system/berth-<role>.service
 # (customise with drop-ins in /etc/systemd/system/berth-<role>.service.d/), /etc/berth/<role>.toml,
 # /etc/berth/secrets/ (0700: the units' LoadCredential= sources), /etc/berth/tls/.
 #
@@ -39,23 +42,29 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$role" in
-  coordinator|agent) ;;
-  *) echo "install.sh: --role coordinator|agent is required" >&2; exit 2 ;;
+  coordinator|agent|cli) ;;
+  *) echo "install.sh: --role coordinator|agent|cli is required" >&2; exit 2 ;;
 esac
 
 dest=${DESTDIR:-}
 dest=${dest%/}
 program="berth-$role"
 binary="$bin_dir/$program"
+cli="$bin_dir/berth"
 unit="$here/systemd/$program.service"
 example="$here/config/$role.toml"
-if [ ! -x "$binary" ]; then
-  echo "install.sh: no executable $binary: build it with \`cargo build --release -p $program\` or pass --bin-dir" >&2
-  exit 1
-fi
-for f in "$unit" "$example"; do
-  [ -f "$f" ] || { echo "install.sh: $f is missing from this checkout" >&2; exit 1; }
+for b in "$cli" $([ "$role" = cli ] || echo "$binary"); do
+  if [ ! -x "$b" ]; then
+    package=$(basename "$b"); [ "$package" = berth ] && package=berth-cli
+    echo "install.sh: no executable $b: build it with \`cargo build --release -p $package\` or pass --bin-dir" >&2
+    exit 1
+  fi
 done
+if [ "$role" != cli ]; then
+  for f in "$unit" "$example"; do
+    [ -f "$f" ] || { echo "install.sh: $f is missing from this checkout" >&2; exit 1; }
+  done
+fi
 
 say() { echo "install.sh: $*"; }
 
@@ -84,6 +93,12 @@ put() {
 }
 
 dir /usr/local/bin 0755
+put "$cli" /usr/local/bin/berth 0755
+if [ "$role" = cli ]; then
+  say "berth is in /usr/local/bin; point it at a coordinator with --coordinator or BERTH_COORDINATOR"
+  exit 0
+fi
+changed=0 # the service restarts for its own files, not for the CLI's
 dir /usr/local/lib/systemd/system 0755
 dir /usr/local/share/berth 0755
 dir /etc/berth 0755

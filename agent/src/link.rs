@@ -2,6 +2,7 @@
 //! jittered backoff, and the observable `LinkState`.
 
 mod backoff;
+mod probe;
 mod session;
 
 use std::path::{Path, PathBuf};
@@ -44,6 +45,8 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 pub(crate) struct Link {
     /// `coordinator_url`, then each of `coordinator_replicas`; dialled in turn.
     endpoints: Vec<Endpoint>,
+    /// For each endpoint under TLS, a handshake of its own to tell why sessions fail.
+    probes: Vec<Option<probe::Probe>>,
     authorization: MetadataValue<Ascii>,
     host_id: HostId,
     hostname: String,
@@ -74,6 +77,10 @@ impl Link {
                 .chain(config.coordinator_replicas.iter().map(String::as_str))
                 .map(|url| endpoint(config, url))
                 .collect::<Result<_, _>>()?,
+            probes: std::iter::once(config.coordinator_url.as_str())
+                .chain(config.coordinator_replicas.iter().map(String::as_str))
+                .map(|url| probe::Probe::new(url, config.tls.as_ref()))
+                .collect(),
             authorization,
             host_id,
             hostname: hostname(),
@@ -150,6 +157,29 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
+/// What a failed TLS handshake means and what to do, from rustls's words in `error`; `None`
+/// when it was not one.
+fn tls_refusal(error: &str) -> Option<&'static str> {
+    if error.contains("received fatal alert") {
+        // The coordinator ended the handshake: it did not take this agent's certificate.
+        Some(
+            "the coordinator refused this agent's TLS client certificate; [tls] \
+             client_cert_file must be signed by the CA in the coordinator's [tls] \
+             client_ca_file (its log names this host's address)",
+        )
+    } else if error.contains("invalid peer certificate") {
+        Some(
+            "this agent does not trust the coordinator's certificate; [tls] ca_file must hold \
+             the CA that signed it, and [tls] domain_name (or the URL's host) must be a name \
+             in it",
+        )
+    } else if error.contains("InvalidContentType") || error.contains("corrupt message") {
+        Some("the coordinator does not speak TLS on this port: use an http:// coordinator URL")
+    } else {
+        None
+    }
+}
+
 /// Keeps a session with the coordinator until `shutdown` is cancelled.
 pub(crate) async fn run(
     link: Link,
@@ -161,7 +191,8 @@ pub(crate) async fn run(
     loop {
         state.send_replace(LinkState::Connecting);
         let mut connected_at = None;
-        let endpoint = &link.endpoints[turn % link.endpoints.len()];
+        let at = turn % link.endpoints.len();
+        let endpoint = &link.endpoints[at];
         let reason = tokio::select! {
             () = shutdown.cancelled() => break,
             reason = session::run(&link, endpoint, &state, &mut connected_at) => reason,
@@ -185,7 +216,24 @@ pub(crate) async fn run(
             }
             (_, None) => {
                 let delay = backoff.next();
-                warn!(error = %chain(&reason), retry_in_ms = delay.as_millis() as u64, "cannot open a session with the coordinator");
+                let mut error = chain(&reason);
+                let retry_in_ms = delay.as_millis() as u64;
+                // tonic words a TLS rejection as the broken connection it left.
+                if tls_refusal(&error).is_none()
+                    && (error.contains("transport error") || error.contains("canceled"))
+                    && let Some(probe) = &link.probes[at]
+                    && let Some(found) = probe.tls_error().await
+                {
+                    error = format!("{error} ({found})");
+                }
+                match tls_refusal(&error) {
+                    Some(what) => {
+                        warn!(%error, retry_in_ms, "cannot open a session with the coordinator: {what}")
+                    }
+                    None => {
+                        warn!(%error, retry_in_ms, "cannot open a session with the coordinator")
+                    }
+                }
                 delay
             }
         };

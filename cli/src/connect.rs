@@ -6,7 +6,10 @@ use std::time::Duration;
 use berth_proto::v1::host_service_client::HostServiceClient;
 use berth_proto::v1::saga_service_client::SagaServiceClient;
 use berth_proto::v1::token_service_client::TokenServiceClient;
+use std::error::Error as _;
 use tonic::service::interceptor::InterceptedService;
+
+use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::config::Settings;
@@ -105,7 +108,21 @@ impl Connection {
     }
 
     /// The error for a status the coordinator answered with, worded for this connection.
+    /// A plain-text connection that failed in transport is checked for a coordinator that
+    /// speaks TLS, which answers HTTP/2 with a TLS alert tonic reports only as "transport
+    /// error".
     pub fn rpc_error(&self, status: tonic::Status) -> CliError {
+        if !is_https(&self.url)
+            && transport_failed(&status)
+            && probe_plaintext(&self.url) == Some(Speaks::Tls)
+        {
+            return CliError::Connect {
+                url: self.url.clone(),
+                reason: "it answered plain-text HTTP/2 with TLS".to_owned(),
+                hint: "the coordinator speaks TLS: use https:// and --ca-file (or BERTH_CA_FILE) \
+                       with the CA that signed its certificate",
+            };
+        }
         CliError::Rpc {
             url: self.url.clone(),
             status,
@@ -114,9 +131,68 @@ impl Connection {
     }
 }
 
+/// Whether a status is tonic's report of a connection that broke, not an answer.
+fn transport_failed(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unknown | Code::Unavailable | Code::Internal
+    ) && (status.message().contains("transport error") || status.source().is_some())
+}
+
+/// What a server at a plain-text URL speaks, told by its first bytes after an HTTP/2
+/// preface.
+#[derive(Debug, PartialEq, Eq)]
+enum Speaks {
+    /// A TLS record: an alert (0x15) or a handshake (0x16).
+    Tls,
+    /// An HTTP/2 frame (a server's first is SETTINGS).
+    Http2,
+}
+
+/// Opens a connection of its own to `url`'s host and port, sends the HTTP/2 preface and
+/// reads what comes back, within 2 s each way. On the error path only: the probe blocks.
+fn probe_plaintext(url: &str) -> Option<Speaks> {
+    use std::io::{Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let limit = Duration::from_secs(2);
+    let authority = url.split_once("://")?.1.split('/').next()?;
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr = with_port.to_socket_addrs().ok()?.next()?;
+    let mut tcp = TcpStream::connect_timeout(&addr, limit).ok()?;
+    tcp.set_read_timeout(Some(limit)).ok()?;
+    tcp.set_write_timeout(Some(limit)).ok()?;
+    tcp.write_all(PREFACE).ok()?;
+    let mut first = [0u8; 4];
+    let mut got = 0;
+    while got < first.len() {
+        match tcp.read(&mut first[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    match (got, first[0], first[3]) {
+        (1.., 0x15 | 0x16, _) => Some(Speaks::Tls),
+        (4, _, 0x04) => Some(Speaks::Http2),
+        _ => None,
+    }
+}
+
 /// What to do when connecting failed: a certificate problem wants a CA file, anything else
 /// a look at the URL and the coordinator.
 fn connect_hint(reason: &str, has_ca_file: bool) -> &'static str {
+    // rustls's word for a server that answered the handshake with something else.
+    if reason.contains("InvalidContentType") || reason.contains("corrupt message") {
+        return "the coordinator does not speak TLS on this port: use http://, or give it a \
+                [tls] section";
+    }
     let tls = ["certificate", "CertificateRequired", "handshake", "tls"]
         .iter()
         .any(|w| reason.contains(w));

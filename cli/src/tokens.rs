@@ -84,6 +84,9 @@ pub struct TokenView {
     pub expires_at_ms: Option<i64>,
     pub revoked_at_ms: Option<i64>,
     pub last_used_ms: Option<i64>,
+    /// When an enrollment token enrolled its host (it cannot be used again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used_at_ms: Option<i64>,
     /// A ci token's scope: the hosts and apps its warm restores may touch.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub scope_hosts: Vec<String>,
@@ -119,6 +122,7 @@ impl From<&pb::TokenInfo> for TokenView {
             expires_at_ms: positive(t.expires_at_ms),
             revoked_at_ms: positive(t.revoked_at_ms),
             last_used_ms: positive(t.last_used_ms),
+            used_at_ms: positive(t.used_at_ms),
             scope_hosts: t.scope_hosts.clone(),
             scope_apps: t.scope_apps.clone(),
         }
@@ -251,9 +255,10 @@ pub fn write_token_table(
         "DESCRIPTION",
     ]);
     for t in tokens {
-        let status = match (t.revoked_at_ms, t.expires_at_ms) {
-            (Some(_), _) => "revoked",
-            (None, Some(at)) if at <= now_ms => "expired",
+        let status = match (t.revoked_at_ms, t.used_at_ms, t.expires_at_ms) {
+            (Some(_), _, _) => "revoked",
+            (None, Some(_), _) => "used",
+            (None, None, Some(at)) if at <= now_ms => "expired",
             _ => "active",
         };
         let time = |at: Option<i64>| relative_time(now_ms, at.unwrap_or(0));

@@ -122,6 +122,21 @@ pub fn policy(path: &str) -> Access {
     Access::Roles(roles)
 }
 
+/// The reasons `berth_auth_failures_total` counts a refused token under.
+pub(crate) const FAILURE_REASONS: &[&str] = &[
+    "missing",
+    "malformed",
+    "unknown",
+    "revoked",
+    "expired",
+    "enrollment_used",
+];
+
+/// Counts a refused token in `berth_auth_failures_total{reason}` (one of [`FAILURE_REASONS`]).
+fn auth_failed(reason: &'static str) {
+    metrics::counter!("berth_auth_failures_total", "reason" => reason).increment(1);
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("missing bearer token: send the metadata header `authorization: Bearer <token>`")]
@@ -279,18 +294,21 @@ impl Tokens {
         // Not a token this coordinator could have issued, or one found unknown lately: no
         // lookup, so a flood of made-up tokens costs the database nothing.
         if !well_formed(token) {
+            auth_failed("malformed");
             return Err(AuthError::Invalid);
         }
         let hash = hash_token(token);
         if self.unknown.contains(&hash) {
             metrics::counter!("berth_token_unknown_cached_total").increment(1);
+            auth_failed("unknown");
             return Err(AuthError::Invalid);
         }
         metrics::counter!("berth_token_queries_total").increment(1);
         let Some(record) = self.store.find_live_token(&hash, now).await? else {
             metrics::counter!("berth_token_queries_total").increment(1);
-            let why = self.why_not_live(&hash, now).await?;
-            if matches!(why, AuthError::Invalid) {
+            let (why, reason) = self.why_not_live(&hash, now).await?;
+            auth_failed(reason);
+            if reason == "unknown" {
                 self.unknown.insert(&hash);
             }
             return Err(why);
@@ -330,7 +348,10 @@ impl Tokens {
                     .or_else(|| h.strip_prefix("bearer "))
             })
             .filter(|t| !t.trim().is_empty())
-            .ok_or(AuthError::Missing)?;
+            .ok_or_else(|| {
+                auth_failed("missing");
+                AuthError::Missing
+            })?;
         let principal = self.authenticate(token).await?;
         let allowed = match (allowed, principal.enrollment) {
             (None, true) => return Ok(Some(principal)),

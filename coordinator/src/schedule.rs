@@ -193,6 +193,8 @@ impl Scheduler {
                 metrics::gauge!("berth_schedule_last_success_timestamp_seconds", "schedule" => s.name.clone())
                     .set(ms as f64 / 1000.0);
             }
+            metrics::gauge!("berth_schedule_overdue", "schedule" => s.name.clone())
+                .set(if is_overdue(s, now) { 1.0 } else { 0.0 });
         }
         let lease = self.config.lease_secs as i64 * 1000;
         let Some(claim) = self
@@ -461,14 +463,8 @@ impl Scheduler {
     /// Queues one alert per schedule and baseline when no run succeeded within its window.
     async fn raise_overdue(&self, schedules: &[ScheduleRow]) -> Result<(), StoreError> {
         let now = unix_ms(SystemTime::now());
-        for s in schedules
-            .iter()
-            .filter(|s| !s.paused && s.alert_after_secs > 0)
-        {
+        for s in schedules.iter().filter(|s| is_overdue(s, now)) {
             let baseline = s.last_success_ms.unwrap_or(0).max(s.since_ms);
-            if now - baseline <= s.alert_after_secs * 1000 {
-                continue;
-            }
             if s.overdue_alerted_ms.is_some_and(|b| b >= baseline) {
                 continue;
             }
@@ -574,6 +570,12 @@ fn run_failed_alert(
         ),
         json!({ "schedule": schedule, "slot_ms": slot_ms, "saga_id": saga_id }),
     )
+}
+
+/// No run of `s` succeeded within its alert window (`alert_after_secs`), and it is not paused.
+fn is_overdue(s: &ScheduleRow, now: i64) -> bool {
+    let baseline = s.last_success_ms.unwrap_or(0).max(s.since_ms);
+    !s.paused && s.alert_after_secs > 0 && now - baseline > s.alert_after_secs * 1000
 }
 
 #[cfg(test)]

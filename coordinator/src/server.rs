@@ -1,14 +1,17 @@
 //! Wiring: open the store, build every service behind the auth layer, serve on a bound listener
 //! until the shutdown token fires.
 
+mod tls;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use berth_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::alert::Alerter;
 use crate::archive::{Catalog, UploadSweeper};
@@ -20,7 +23,7 @@ use crate::droplet::Cloud;
 use crate::hub::Hub;
 use crate::limits::WatchSlots;
 use crate::remote::AgentTaskSettings;
-use crate::saga::{CiCaps, Deps, Engine, EngineConfig, Registry};
+use crate::saga::{CiCaps, Deps, Engine, EngineConfig, Registry, SagaStatus};
 use crate::schedule::Scheduler;
 use crate::service::agent_link::AgentLinkService;
 use crate::service::archives::ArchivesService;
@@ -102,24 +105,27 @@ pub async fn open_store(config: &Config) -> Result<Store, StartError> {
     Ok(Store::open(&url).await?)
 }
 
-fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, StartError> {
-    let Some(tls) = &config.tls else {
-        return Ok(None);
-    };
-    let identity = Identity::from_pem(
-        read("tls.cert_file", &tls.cert_file)?,
-        read("tls.key_file", &tls.key_file)?,
-    );
-    let mut server = ServerTlsConfig::new()
-        .identity(identity)
-        .timeout(config.limits.tls_handshake_timeout());
-    if let Some(ca) = &tls.client_ca_file {
-        server = server
-            .client_ca_root(Certificate::from_pem(read("tls.client_ca_file", ca)?))
-            .client_auth_optional(true);
+/// Sets the counters alert rules watch to 0 for each of their labels, so each exists from the
+/// start and `increase()` sees its first event (Prometheus cannot rate a series that appears
+/// at 1).
+fn zero_counters() {
+    for status in SagaStatus::ALL.iter().filter(|s| s.is_final()) {
+        metrics::counter!("berth_sagas_finished_total", "status" => status.as_str()).absolute(0);
     }
-    Ok(Some(server))
+    for cause in crate::saga::LEASE_LOSS_CAUSES {
+        metrics::counter!("berth_saga_lease_losses_total", "cause" => *cause).absolute(0);
+    }
+    for reason in crate::auth::FAILURE_REASONS {
+        metrics::counter!("berth_auth_failures_total", "reason" => *reason).absolute(0);
+    }
+    // A plain-text coordinator has none: its 0 is true, and one rules file fits both.
+    for reason in tls::FAILURE_REASONS {
+        metrics::counter!("berth_tls_handshake_failures_total", "reason" => *reason).absolute(0);
+    }
 }
+
+/// How long a shutdown waits for agent sessions to record their disconnects.
+const SESSIONS_DRAIN: Duration = Duration::from_secs(5);
 
 /// This instance's id: configured, or `<hostname>-<random>`.
 pub fn instance_id(config: &Config) -> String {
@@ -141,7 +147,7 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let store = open_store(&config).await?;
     store.listen(shutdown.clone());
-    let tls = tls_config(&config)?;
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let instance_id = instance_id(&config);
     let hub = Hub::new(store.clone());
     let tokens = Tokens::new(store.clone()).with_unknown_cache(config.limits.unknown_tokens());
@@ -164,6 +170,7 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
+    let sessions = TaskTracker::new();
     let agent_link = AgentLinkService {
         store: store.clone(),
         hub: hub.clone(),
@@ -174,6 +181,7 @@ pub async fn run(
             .as_ref()
             .is_some_and(|t| t.client_ca_file.is_some()),
         shutdown: shutdown.clone(),
+        sessions: sessions.clone(),
     };
     let hosts = HostsService {
         store: store.clone(),
@@ -259,7 +267,7 @@ pub async fn run(
     };
     let droplets = DropletsService {
         engine: engine.clone(),
-        configured: cloud.is_some(),
+        cloud: cloud.clone(),
     };
     let sagas = SagasService {
         engine: engine.clone(),
@@ -279,14 +287,11 @@ pub async fn run(
     };
 
     // Limits per connection: HTTP/2 streams (clients queue beyond it), TCP keepalive, and
-    // the TLS handshake timeout set in `tls_config`.
-    let mut builder = Server::builder()
+    // the TLS handshake timeout (in `tls::accept`).
+    let builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .max_concurrent_streams(config.limits.max_streams_per_connection);
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
-    }
     let router = builder
         .layer(AuthLayer::new(tokens))
         .add_service(health_service)
@@ -317,18 +322,30 @@ pub async fn run(
         tls = config.tls.is_some(),
         "coordinator serving"
     );
+    zero_counters();
     let engine_task = tokio::spawn(engine.run(shutdown.clone()));
     let inventory_task = tokio::spawn(inventory.run(shutdown.clone()));
     let sweep_task = tokio::spawn(sweeper.run(shutdown.clone()));
     let schedule_task = tokio::spawn(scheduler.run(shutdown.clone()));
     let alert_task = tokio::spawn(alerter.run(shutdown.clone()));
+    let host_gauges = tokio::spawn(crate::telemetry::report_host_gauges(
+        store.clone(),
+        i64::from(config.heartbeat_timeout_secs) * 1000,
+        shutdown.clone(),
+    ));
     ready();
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(config.limits.tcp_keepalive()));
-    let served = router
-        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
-        .await;
+    let stop = shutdown.clone().cancelled_owned();
+    let served = match tls {
+        Some(acceptor) => {
+            let timeout = config.limits.tls_handshake_timeout();
+            let incoming = tls::accept(incoming, acceptor, timeout, shutdown.clone());
+            router.serve_with_incoming_shutdown(incoming, stop).await
+        }
+        None => router.serve_with_incoming_shutdown(incoming, stop).await,
+    };
     // The engine hands its sagas back before the store closes, so another coordinator
     // continues them at once instead of after a lease timeout.
     shutdown.cancel();
@@ -337,6 +354,18 @@ pub async fn run(
     let _ = sweep_task.await;
     let _ = schedule_task.await;
     let _ = alert_task.await;
+    let _ = host_gauges.await;
+    // Agent sessions end with the shutdown; each records its disconnect in the store first.
+    sessions.close();
+    if tokio::time::timeout(SESSIONS_DRAIN, sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            sessions = sessions.len(),
+            "agent sessions did not end within {SESSIONS_DRAIN:?}; their hosts show online until their heartbeats lapse"
+        );
+    }
     served?;
     store.close().await;
     tracing::info!("coordinator stopped");

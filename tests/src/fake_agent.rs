@@ -115,6 +115,7 @@ pub fn heartbeat() -> pb::AgentMessage {
     pb::AgentMessage {
         msg: Some(pb::agent_message::Msg::Heartbeat(pb::Heartbeat {
             sent_at_ms: unix_ms(SystemTime::now()),
+            warm_root_free_bytes: None,
         })),
     }
 }

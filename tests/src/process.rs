@@ -40,6 +40,8 @@ impl Default for SagaTiming {
 pub struct CoordinatorProcess {
     pub name: String,
     pub port: u16,
+    /// `https` when started with [`CoordinatorProcess::start_tls`].
+    scheme: &'static str,
     pub config: PathBuf,
     pub dir: tempfile::TempDir,
     child: Mutex<Option<Child>>,
@@ -59,6 +61,45 @@ impl CoordinatorProcess {
         timing: SagaTiming,
         extra: &str,
     ) -> CoordinatorProcess {
+        Self::start_serving(
+            name,
+            database_url,
+            timing,
+            "insecure_plaintext = true",
+            extra,
+        )
+        .await
+    }
+
+    /// Like `start`, serving TLS with `pki`'s server certificate; with `mtls`, client
+    /// certificates are checked against `pki`'s CA.
+    pub async fn start_tls(
+        name: &str,
+        database_url: &str,
+        pki: &crate::Pki,
+        mtls: bool,
+    ) -> CoordinatorProcess {
+        let client_ca = if mtls {
+            format!("client_ca_file = {:?}\n", pki.ca_cert.display().to_string())
+        } else {
+            String::new()
+        };
+        // The [tls] table comes last before [sagas], so the top-level keys stay above it.
+        let tls = format!(
+            "[tls]\ncert_file = {:?}\nkey_file = {:?}\n{client_ca}",
+            pki.server_cert.display().to_string(),
+            pki.server_key.display().to_string(),
+        );
+        Self::start_serving(name, database_url, SagaTiming::default(), "", &tls).await
+    }
+
+    async fn start_serving(
+        name: &str,
+        database_url: &str,
+        timing: SagaTiming,
+        transport: &str,
+        extra: &str,
+    ) -> CoordinatorProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -69,7 +110,7 @@ impl CoordinatorProcess {
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{port}\"\ninsecure_plaintext = true\ninstance_id = \"{name}\"\n\
+                "listen = \"127.0.0.1:{port}\"\n{transport}\ninstance_id = \"{name}\"\n\
                  data_dir = \"{data}\"\ndatabase_url = \"{database_url}\"\n{extra}\n\n[sagas]\n\
                  lease_ms = {lease}\nrenew_ms = {renew}\npoll_interval_ms = 50\nmax_reclaims = {reclaims}\n\
                  agent_offline_wait_secs = {offline}\ndemo = true\n",
@@ -84,6 +125,11 @@ impl CoordinatorProcess {
         let p = CoordinatorProcess {
             name: name.to_owned(),
             port,
+            scheme: if transport.is_empty() {
+                "https"
+            } else {
+                "http"
+            },
             config,
             dir,
             child: Mutex::new(None),
@@ -149,8 +195,14 @@ impl CoordinatorProcess {
         self.wait_exit();
     }
 
+    /// Stops it as systemd does (SIGTERM) and waits for it to exit.
+    pub fn terminate(&self) {
+        self.signal("-TERM");
+        self.wait_exit();
+    }
+
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
     }
 
     pub async fn sagas(

@@ -112,7 +112,12 @@ async fn session(
     loop {
         tokio::select! {
             _ = heartbeat.tick() => {
-                let beat = pb::Heartbeat { sent_at_ms: unix_ms(std::time::SystemTime::now()) };
+                let beat = pb::Heartbeat {
+                    sent_at_ms: unix_ms(std::time::SystemTime::now()),
+                    warm_root_free_bytes: crate::describe::filesystem_space(&link.warm_root)
+                        .ok()
+                        .map(|s| s.free),
+                };
                 if tx.try_send(message(Out::Heartbeat(beat))).is_err() {
                     debug!("outbound queue full; skipping a heartbeat");
                 }

@@ -104,10 +104,23 @@ impl Tokens {
 
     /// Why the token whose hash is `hash` is not live: a precise answer for an enrollment
     /// token (its holder has the secret, so nothing leaks), the generic one otherwise.
-    pub(super) async fn why_not_live(&self, hash: &str, now: i64) -> Result<AuthError, StoreError> {
-        Ok(match self.store.find_token_by_hash(hash).await? {
-            Some(t) if t.enrollment => refusal(&t, now),
-            _ => AuthError::Invalid,
+    /// Why a token is not live, and the reason `berth_auth_failures_total` counts it under.
+    pub(super) async fn why_not_live(
+        &self,
+        hash: &str,
+        now: i64,
+    ) -> Result<(AuthError, &'static str), StoreError> {
+        let found = self.store.find_token_by_hash(hash).await?;
+        let reason = match &found {
+            None => "unknown",
+            Some(t) if t.revoked_at_ms.is_some() => "revoked",
+            Some(t) if t.enrollment && t.used_at_ms.is_some() => "enrollment_used",
+            Some(t) if t.expires_at_ms.is_some_and(|at| at <= now) => "expired",
+            Some(_) => "unknown",
+        };
+        Ok(match found {
+            Some(t) if t.enrollment => (refusal(&t, now), reason),
+            _ => (AuthError::Invalid, reason),
         })
     }
 }

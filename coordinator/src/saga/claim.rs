@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::step::now_ms;
-use crate::store::{Fence, Signal, Store};
+use crate::store::{Fence, SagaRow, Signal, Store};
+use berth_shared::saga::SagaStatus;
 
 /// Why the work on a claimed saga stops before it is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,9 @@ pub(super) enum Stop {
 /// One held claim. Dropping it stops its lease keeper.
 pub(super) struct Claim {
     pub fence: Fence,
+    /// The saga's kind and when it was created, for its metrics.
+    pub kind: Arc<str>,
+    pub created_at_ms: i64,
     /// Cancelled when the lease is lost (the pivot steps' token: only that stops them).
     pub lease_lost: CancellationToken,
     /// Cancelled by an operator's cancel request or a lost lease (the other steps' token).
@@ -41,6 +45,7 @@ impl Claim {
     pub fn hold(
         store: &Store,
         fence: Fence,
+        saga: &SagaRow,
         renew_every: Duration,
         shutdown: CancellationToken,
     ) -> Claim {
@@ -60,6 +65,8 @@ impl Claim {
         );
         Claim {
             fence,
+            kind: saga.kind.as_str().into(),
+            created_at_ms: saga.created_at_ms,
             lease_lost,
             cancel,
             cancel_requested,
@@ -134,13 +141,37 @@ async fn keep(
                 }
             }
             Ok(None) => {
-                metrics::counter!("berth_saga_lease_losses_total").increment(1);
-                tracing::warn!(saga_id = fence.saga_id, epoch = fence.epoch, "lease lost");
+                let cause = loss_cause(&store, &fence).await;
+                metrics::counter!("berth_saga_lease_losses_total", "cause" => cause).increment(1);
+                if cause == "abandoned" {
+                    tracing::info!(saga_id = fence.saga_id, "an operator abandoned the saga");
+                } else {
+                    tracing::warn!(
+                        saga_id = fence.saga_id,
+                        epoch = fence.epoch,
+                        cause,
+                        "lease lost"
+                    );
+                }
                 lost.cancel();
                 cancel.cancel();
                 return;
             }
             Err(e) => tracing::warn!(error = %e, "cannot renew lease; retrying"),
         }
+    }
+}
+
+/// The causes `berth_saga_lease_losses_total` counts under (see [`loss_cause`]).
+pub(crate) const LEASE_LOSS_CAUSES: &[&str] = &["abandoned", "taken", "expired"];
+
+/// Why a renewal found the claim gone: `abandoned` by an operator (not a fault), `taken` by
+/// another coordinator once the lease ran out (this one was paused or cut off past it), or
+/// `expired` with no new owner yet.
+async fn loss_cause(store: &Store, fence: &Fence) -> &'static str {
+    match store.get_saga(&fence.saga_id).await {
+        Ok(s) if s.status == SagaStatus::Abandoned => "abandoned",
+        Ok(s) if s.owner_id.as_deref().is_some_and(|o| o != fence.owner_id) => "taken",
+        _ => "expired",
     }
 }

@@ -147,7 +147,7 @@ impl Engine {
                     Outcome::Done
                 }
                 Next::Finish(final_status) => {
-                    self.finish(fence, final_status, &ledger).await?;
+                    self.finish(claim, final_status, &ledger).await?;
                     return Ok(Outcome::Done);
                 }
             };
@@ -191,7 +191,7 @@ impl Engine {
     /// when it completed and the last step error otherwise.
     async fn finish(
         &self,
-        fence: &Fence,
+        claim: &Claim,
         status: SagaStatus,
         ledger: &[StepRow],
     ) -> Result<(), StoreError> {
@@ -212,8 +212,9 @@ impl Engine {
             error: error.as_deref(),
             output: output.as_deref(),
         };
-        self.set_saga(fence, write, kind, status.as_str()).await?;
-        count_finished(status);
+        self.set_saga(&claim.fence, write, kind, status.as_str())
+            .await?;
+        count_finished(claim, status);
         Ok(())
     }
 
@@ -294,7 +295,7 @@ impl Engine {
                 self.store()
                     .write_saga_status(&claim.fence, &write, event, now_ms())
                     .await?;
-                count_finished(SagaStatus::CompensationFailed);
+                count_finished(claim, SagaStatus::CompensationFailed);
                 Ok(Outcome::Final)
             }
             Attempted::Stopped(outcome) => Ok(outcome),
@@ -359,8 +360,12 @@ impl Engine {
             // so a compensation under the same claim sees it.
             row.checkpoint = ctx.checkpoint.as_ref().map(Value::to_string);
             if phase == Phase::Execute {
-                metrics::histogram!("berth_saga_step_seconds", "step" => step.name())
-                    .record(started.elapsed().as_secs_f64());
+                metrics::histogram!(
+                    "berth_saga_step_seconds",
+                    "kind" => claim.kind.to_string(),
+                    "step" => step.name()
+                )
+                .record(started.elapsed().as_secs_f64());
             }
             let err = match result {
                 Ok(output) => return Ok(Attempted::Succeeded(output)),
@@ -465,8 +470,17 @@ impl Engine {
     }
 }
 
-fn count_finished(status: SagaStatus) {
+/// `berth_sagas_finished_total{status}`, and how long the saga took from its start (waits
+/// for hosts and operators included) in `berth_saga_seconds{kind,status}`.
+fn count_finished(claim: &Claim, status: SagaStatus) {
     metrics::counter!("berth_sagas_finished_total", "status" => status.as_str()).increment(1);
+    let secs = (now_ms() - claim.created_at_ms).max(0) as f64 / 1000.0;
+    metrics::histogram!(
+        "berth_saga_seconds",
+        "kind" => claim.kind.to_string(),
+        "status" => status.as_str()
+    )
+    .record(secs);
 }
 
 fn output_of(s: &StepRow) -> Value {

@@ -374,7 +374,7 @@ impl Engine {
             }
             return;
         }
-        let claim = Claim::hold(&self.store, fence, self.config.renew_every, shutdown);
+        let claim = Claim::hold(&self.store, fence, &row, self.config.renew_every, shutdown);
         let outcome = self.drive(&row, &claim).await;
         let fence = &claim.fence;
         match outcome {

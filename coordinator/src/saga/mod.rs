@@ -13,6 +13,7 @@ pub mod secrets;
 pub mod step;
 
 pub use self::core::{OnFailure, RetryPolicy, SagaStatus, StepStatus};
+pub(crate) use claim::LEASE_LOSS_CAUSES;
 pub use engine::{CiCaps, Engine, EngineConfig, StartError, StartedBy};
 pub use kinds::{KindError, Registry};
 pub use operator::{Action, ActionError};

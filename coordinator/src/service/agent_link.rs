@@ -13,6 +13,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::principal;
@@ -31,6 +32,9 @@ pub struct AgentLinkService {
     /// mTLS is on: agents must present a client certificate.
     pub require_client_cert: bool,
     pub shutdown: CancellationToken,
+    /// Each session's reader, which records the disconnect when it ends; a shutdown waits
+    /// for them before it closes the store.
+    pub sessions: TaskTracker,
 }
 
 type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
@@ -126,7 +130,7 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
             session_over.clone(),
         ));
         let this = self.clone();
-        tokio::spawn(async move {
+        self.sessions.spawn(async move {
             let session = Session {
                 host_id: host_id.as_str(),
                 session_id: &session_id,
@@ -229,7 +233,7 @@ impl AgentLinkService {
                 None => return,
             };
             match msg {
-                Msg::Heartbeat(_) => {
+                Msg::Heartbeat(beat) => {
                     quiet.as_mut().reset(tokio::time::Instant::now() + silence);
                     for p in progress.drain() {
                         tasks::record_progress(&self.store, host_id, p).await;
@@ -239,7 +243,13 @@ impl AgentLinkService {
                     }
                     match self
                         .store
-                        .host_heartbeat(host_id, session_id, unix_ms(SystemTime::now()))
+                        .host_heartbeat(
+                            host_id,
+                            session_id,
+                            unix_ms(SystemTime::now()),
+                            beat.warm_root_free_bytes
+                                .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
+                        )
                         .await
                     {
                         Ok(true) => {}

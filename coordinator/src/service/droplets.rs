@@ -5,7 +5,11 @@ use berth_proto::v1 as pb;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
+use std::sync::Arc;
+
 use crate::auth::Principal;
+use crate::digitalocean::DropletId;
+use crate::droplet::Cloud;
 use crate::droplet::{DestroyInputs, ProvisionInputs, ResizeInputs, SnapshotInputs};
 use crate::error::ApiError;
 use crate::saga::Engine;
@@ -17,8 +21,9 @@ const MAX_PAGE: u32 = 500;
 #[derive(Clone, Debug)]
 pub struct DropletsService {
     pub engine: Engine,
-    /// Whether `[digitalocean]` is configured; without it only the inventory can be listed.
-    pub configured: bool,
+    /// DigitalOcean, when `[digitalocean]` is configured; without it only the inventory can
+    /// be listed.
+    pub cloud: Option<Arc<Cloud>>,
 }
 
 impl DropletsService {
@@ -30,7 +35,7 @@ impl DropletsService {
         inputs: &impl Serialize,
         key: &str,
     ) -> Result<Response<pb::SagaRef>, Status> {
-        if !self.configured {
+        if self.cloud.is_none() {
             return Err(ApiError::FailedPrecondition(
                 "digitalocean is not configured on this coordinator: add a [digitalocean] \
                  section (api_url, provisioning_token_file) to its config and restart it"
@@ -41,6 +46,47 @@ impl DropletsService {
         Ok(Response::new(
             super::start_saga(&self.engine, caller, kind, inputs, key).await?,
         ))
+    }
+}
+
+impl DropletsService {
+    /// Refuses a droplet DigitalOcean does not have, so that a typo or a second destroy is
+    /// `NOT_FOUND`, not a saga that starts with nothing to do. A retry with the idempotency
+    /// key of a destroy already started gets that saga, whatever became of the droplet.
+    async fn check_exists(&self, id: u64, key: &str) -> Result<(), Status> {
+        let Some(cloud) = &self.cloud else {
+            return Ok(()); // `start` says what is missing
+        };
+        let store = self.engine.store();
+        if !key.is_empty()
+            && store
+                .saga_id_by_key(key)
+                .await
+                .map_err(ApiError::from)?
+                .is_some()
+        {
+            return Ok(());
+        }
+        match cloud.api.get_droplet(DropletId(id)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_not_found() => {}
+            // DigitalOcean unreachable or refusing: the saga retries and reports it.
+            Err(_) => return Ok(()),
+        }
+        let known = store
+            .get_resource(&crate::droplet::resource_id(DropletId(id)))
+            .await
+            .map_err(ApiError::from)?
+            .is_some();
+        let what = if known {
+            "no longer exists at DigitalOcean (the inventory knew it): nothing to destroy"
+        } else {
+            "does not exist: DigitalOcean does not know it and the inventory never saw it"
+        };
+        Err(ApiError::NotFound(format!(
+            "droplet {id} {what}; `berth droplet list` shows the droplets there are"
+        ))
+        .into())
     }
 }
 
@@ -87,6 +133,7 @@ impl pb::droplet_service_server::DropletService for DropletsService {
     ) -> Result<Response<pb::SagaRef>, Status> {
         let caller = super::principal(&req)?;
         let r = req.into_inner();
+        self.check_exists(r.droplet_id, &r.idempotency_key).await?;
         let inputs = DestroyInputs {
             droplet_id: r.droplet_id,
             force: false,

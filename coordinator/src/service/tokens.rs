@@ -29,6 +29,7 @@ pub(crate) fn token_info(t: TokenRecord) -> pb::TokenInfo {
         expires_at_ms: t.expires_at_ms.unwrap_or_default(),
         revoked_at_ms: t.revoked_at_ms.unwrap_or_default(),
         last_used_ms: t.last_used_ms.unwrap_or_default(),
+        used_at_ms: t.used_at_ms.unwrap_or_default(),
         scope_hosts: t.scope.hosts,
         scope_apps: t.scope.apps,
     }

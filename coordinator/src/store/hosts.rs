@@ -17,6 +17,8 @@ pub struct HostRecord {
     pub last_heartbeat_ms: i64,
     /// The coordinator holding the agent's stream, if any.
     pub connected_to: Option<String>,
+    /// Free bytes on the warm root's filesystem, as the last heartbeat that said reported.
+    pub warm_root_free_bytes: Option<i64>,
 }
 
 impl HostRecord {
@@ -39,7 +41,7 @@ pub struct HostSession<'a> {
 }
 
 const COLUMNS: &str = "host_id, hostname, agent_version, docker_version, capabilities, \
-                       first_seen_ms, last_heartbeat_ms, connected_to";
+                       first_seen_ms, last_heartbeat_ms, connected_to, warm_root_free_bytes";
 
 fn from_row(row: &AnyRow) -> Result<HostRecord, StoreError> {
     let caps: String = row.try_get("capabilities")?;
@@ -52,6 +54,7 @@ fn from_row(row: &AnyRow) -> Result<HostRecord, StoreError> {
         first_seen_ms: row.try_get("first_seen_ms")?,
         last_heartbeat_ms: row.try_get("last_heartbeat_ms")?,
         connected_to: row.try_get("connected_to")?,
+        warm_root_free_bytes: row.try_get("warm_root_free_bytes")?,
     })
 }
 
@@ -87,13 +90,17 @@ impl Store {
         host_id: &str,
         session_id: &str,
         now_ms: i64,
+        warm_root_free_bytes: Option<i64>,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE hosts SET last_heartbeat_ms = $1 WHERE host_id = $2 AND session_id = $3",
+            "UPDATE hosts SET last_heartbeat_ms = $1, \
+                warm_root_free_bytes = COALESCE($4, warm_root_free_bytes) \
+             WHERE host_id = $2 AND session_id = $3",
         )
         .bind(now_ms)
         .bind(host_id)
         .bind(session_id)
+        .bind(warm_root_free_bytes)
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)

@@ -145,6 +145,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: MIGRATION_SCHEDULES,
         postgres: None,
     },
+    Migration {
+        version: 13,
+        name: "each host's warm-root free space, from its heartbeats",
+        sqlite: &["ALTER TABLE hosts ADD COLUMN warm_root_free_bytes BIGINT"],
+        postgres: None,
+    },
 ];
 
 /// Version 12: `schedules`, `schedule_runs`, `alert_outbox` and `archive_covers`.

@@ -3,6 +3,7 @@
 
 mod enroll;
 mod install;
+mod prometheus;
 mod units;
 mod upgrade;
 

@@ -119,3 +119,48 @@ async fn get_host_asks_the_agent_to_describe_its_docker_host() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 }
+
+/// A coordinator stopped with SIGTERM (as systemd stops it) records each agent's disconnect
+/// before it closes its store, so the host does not show connected to a coordinator that is
+/// gone; before, the store closed first and the disconnect was lost.
+#[tokio::test]
+async fn a_stopped_coordinator_records_its_agents_disconnects() {
+    use berth_coordinator::store::Store;
+    use berth_tests::process::{AgentProcess, CoordinatorProcess, SagaTiming, admin_token};
+    let db = TestDb::sqlite();
+    let _ = admin_token(&db.url).await; // migrates the database
+    let c = CoordinatorProcess::start("drain", &db.url, SagaTiming::default()).await;
+    let token = {
+        let store = Store::open(&db.url).await.unwrap();
+        let (_, t) = berth_coordinator::auth::Tokens::new(store.clone())
+            .issue(
+                berth_shared::Role::Agent,
+                Some(&berth_shared::HostId::new("drain-host").unwrap()),
+                "test",
+                None,
+            )
+            .await
+            .unwrap();
+        store.close().await;
+        t
+    };
+    let agent = AgentProcess::start("drain-host", &[c.url()], &token, "");
+    let connected_to = || async {
+        let store = Store::open(&db.url).await.unwrap();
+        let host = store.get_host("drain-host").await.ok();
+        store.close().await;
+        host.map(|h| h.connected_to)
+    };
+    berth_tests::eventually(Duration::from_secs(20), "the agent to connect", || async {
+        (connected_to().await == Some(Some("drain".to_owned()))).then_some(())
+    })
+    .await;
+    c.terminate();
+    assert_eq!(
+        connected_to().await,
+        Some(None),
+        "the disconnect was recorded before the store closed:\n{}",
+        c.log()
+    );
+    drop(agent);
+}

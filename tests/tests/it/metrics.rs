@@ -134,4 +134,80 @@ async fn schedule_runs_and_last_successes_are_served_to_prometheus() {
         !text.contains("berth_schedule_last_success_timestamp_seconds{schedule=\"broken\"}"),
         "a schedule that never succeeded has no last success:\n{text}"
     );
+
+    // A refused token is counted by reason.
+    let run = berth_at(&p.url(), "not-a-token", &["hosts", "list"]).await;
+    assert_eq!(run.code(), 4, "{}", run.stderr());
+
+    // The host gauges (every 15 s) and the counted refusal; durations are histograms.
+    let text = eventually(Duration::from_secs(40), "the host gauges", || async {
+        let t = scrape(port).await?;
+        (t.contains("berth_host_online{host_id=\"host-0\"} 1")
+            && t.contains("berth_host_warm_root_free_bytes{host_id=\"host-0\"}")
+            && t.contains("berth_auth_failures_total{reason=\"malformed\"} 1"))
+        .then_some(t)
+    })
+    .await;
+    assert_contains(
+        &text,
+        "berth_host_last_heartbeat_age_seconds{host_id=\"host-0\"}",
+    );
+    assert_contains(
+        &text,
+        "berth_saga_step_seconds_bucket{kind=\"archive.create\"",
+    );
+    assert_contains(
+        &text,
+        "berth_saga_seconds_bucket{kind=\"archive.create\",status=\"completed\"",
+    );
+    assert!(
+        !text.contains("quantile=\""),
+        "durations are histograms, not summaries:\n{text}"
+    );
+    assert_contains(&text, "berth_saga_lease_losses_total{cause=\"taken\"} 0");
+    assert_contains(&text, "berth_schedule_overdue{schedule=\"nightly\"} 0");
+
+    // Every metric the shipped alert rules use is served.
+    let dir = berth_tests::bin::workspace_root().join("deploy/prometheus");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yml") {
+            continue; // tests/: promtool's unit tests of the rules
+        }
+        let rules = std::fs::read_to_string(path).unwrap();
+        for name in metric_names(&rules) {
+            let served = format!("\n{name}");
+            assert!(
+                text.contains(&format!("{served}{{")) || text.contains(&format!("{served} ")),
+                "{name}, used by the alert rules, is not served:\n{text}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 8,
+        "only {checked} metrics found in {}",
+        dir.display()
+    );
+}
+
+/// The `berth_*` series an alert rules file reads, as the endpoint serves them.
+fn metric_names(rules: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for line in rules
+        .lines()
+        .filter(|l| l.trim_start().starts_with("expr:"))
+    {
+        let mut rest = line;
+        while let Some(at) = rest.find("berth_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            names.insert(tail[..end].to_owned());
+            rest = &tail[end..];
+        }
+    }
+    names
 }

@@ -71,13 +71,22 @@ async fn hosts_record_sessions_heartbeats_and_disconnects() {
         assert!(h.is_online(2_000, 3_000));
         assert!(!h.is_online(5_000, 3_000), "a stale heartbeat is offline");
 
-        assert!(store.host_heartbeat("h1", "s1", 4_000).await.unwrap());
+        assert!(
+            store
+                .host_heartbeat("h1", "s1", 4_000, Some(7 << 30))
+                .await
+                .unwrap()
+        );
+        // A heartbeat that could not measure the warm root keeps the last figure.
+        assert!(store.host_heartbeat("h1", "s1", 4_000, None).await.unwrap());
+        let h = store.get_host("h1").await.unwrap();
+        assert_eq!(h.warm_root_free_bytes, Some(7 << 30));
         // A newer session replaces the old one; the old one's heartbeats and close do nothing.
         store
             .host_connected(&session("h1", "s2", &caps), 5_000)
             .await
             .unwrap();
-        assert!(!store.host_heartbeat("h1", "s1", 6_000).await.unwrap());
+        assert!(!store.host_heartbeat("h1", "s1", 6_000, None).await.unwrap());
         store.host_disconnected("h1", "s1").await.unwrap();
         let h = store.get_host("h1").await.unwrap();
         assert_eq!(h.first_seen_ms, 1_000, "first seen is kept");

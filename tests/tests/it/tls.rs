@@ -3,9 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_cli::exit;
+use berth_coordinator::auth::Tokens;
+use berth_coordinator::store::Store;
 use berth_proto::v1 as pb;
 use berth_shared::Role;
-use berth_tests::{Pki, TestAgent, TestCoordinator, TestDb};
+use berth_tests::cli::berth_at;
+use berth_tests::process::{AgentProcess, CoordinatorProcess, SagaTiming, admin_token};
+use berth_tests::{Pki, TestAgent, TestCoordinator, TestDb, assert_contains};
 use tonic::transport::Endpoint;
 
 #[tokio::test]
@@ -78,4 +83,92 @@ async fn with_mtls_an_agent_needs_a_client_certificate() {
         .list_hosts(pb::ListHostsRequest {})
         .await
         .expect("ci without cert");
+}
+
+/// TLS set up half right, through the real coordinator and agent binaries and the CLI: each
+/// side says what is wrong and what to do, where before the CLI said "transport error" (exit
+/// 1), the agent "transport error", and the coordinator nothing.
+#[tokio::test]
+async fn tls_mismatches_say_what_to_do_on_both_sides() {
+    let db = TestDb::sqlite();
+    let pki = Pki::new();
+    let admin = admin_token(&db.url).await;
+    let c = CoordinatorProcess::start_tls("tls-words", &db.url, &pki, true).await;
+    let plain_url = format!("http://127.0.0.1:{}", c.port);
+
+    // A plain-text CLI against the TLS port: exit 3, and how to connect.
+    let run = berth_at(&plain_url, &admin, &["hosts", "list"]).await;
+    assert_eq!(run.code(), exit::UNAVAILABLE, "{}", run.stderr());
+    assert_contains(
+        run.stderr(),
+        "the coordinator speaks TLS: use https:// and --ca-file",
+    );
+    // The same CLI told https:// and the CA gets its answer.
+    let ca = pki.ca_cert.display().to_string();
+    let run = berth_at(&c.url(), &admin, &["hosts", "list", "--ca-file", &ca]).await;
+    assert_eq!(run.code(), exit::OK, "{}", run.stderr());
+
+    // An agent whose client certificate another CA signed: it says the coordinator refused
+    // its certificate; the coordinator logs the refusal with the agent's address.
+    let stranger = Pki::new();
+    let (cert, key) = stranger.client_for("tls-agent");
+    let token = agent_token(&db.url, "tls-agent").await;
+    let tls = format!(
+        "\n[tls]\nca_file = {:?}\nclient_cert_file = {:?}\nclient_key_file = {:?}\n",
+        pki.ca_cert.display().to_string(),
+        cert.display().to_string(),
+        key.display().to_string(),
+    );
+    let agent = AgentProcess::start("tls-agent", &[c.url()], &token, &tls);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (agent_log, coordinator_log) = loop {
+        let (agent_log, coordinator_log) = (agent.log(), c.log());
+        if agent_log.contains("refused this agent's TLS client certificate")
+            && coordinator_log.contains("TLS handshake failed")
+        {
+            break (agent_log, coordinator_log);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "both sides did not log the refusal within 30 s:\nagent:\n{agent_log}\ncoordinator:\n{coordinator_log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let line = coordinator_log
+        .lines()
+        .find(|l| l.contains("TLS handshake failed") && l.contains("client_ca_file"))
+        .unwrap_or_else(|| panic!("no refusal of the agent's certificate:\n{coordinator_log}"));
+    assert_contains(line, "peer=127.0.0.1:");
+    assert_contains(line, "not signed by tls.client_ca_file");
+    assert_contains(&agent_log, "client_ca_file");
+
+    // A CLI that says https:// to a plain-text coordinator is told the port is plain text.
+    let plain = CoordinatorProcess::start("tls-plain", &db.url, SagaTiming::default()).await;
+    let https = format!("https://127.0.0.1:{}", plain.port);
+    let run = berth_at(&https, &admin, &["hosts", "list", "--ca-file", &ca]).await;
+    assert_eq!(run.code(), exit::UNAVAILABLE, "{}", run.stderr());
+    assert_contains(run.stderr(), "does not speak TLS on this port: use http://");
+
+    // Logs written to a file (as under systemd) carry no terminal colours.
+    for (who, log) in [("coordinator", c.log()), ("agent", agent.log())] {
+        assert!(
+            !log.contains('\u{1b}'),
+            "{who} log has ANSI escapes:\n{log}"
+        );
+    }
+}
+
+async fn agent_token(database_url: &str, host: &str) -> String {
+    let store = Store::open(database_url).await.expect("open store");
+    let (_, token) = Tokens::new(store.clone())
+        .issue(
+            Role::Agent,
+            Some(&berth_shared::HostId::new(host).unwrap()),
+            "test",
+            None,
+        )
+        .await
+        .expect("issue");
+    store.close().await;
+    token
 }

@@ -12,6 +12,7 @@ use berth_coordinator::auth::Tokens;
 use berth_proto::v1 as pb;
 use berth_shared::{HostId, Role};
 use berth_tests::assert_contains;
+use berth_tests::cli::berth_at;
 use berth_tests::cluster::Bearer;
 use berth_tests::{Pki, TestCoordinator, TestDb, bin};
 use tonic::Code;
@@ -193,6 +194,31 @@ async fn an_agent_enrolls_once_over_tls_and_connects_with_the_written_credential
         "the agent token is long-lived"
     );
     assert_contains(&agent.description, &spent.token_id);
+
+    // `berth token list` says the enrollment token is spent (it said `active`).
+    let run = berth_at(
+        &c.url(),
+        &c.admin_token,
+        &["token", "list", "--ca-file", &ca],
+    )
+    .await;
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    let row = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&spent.token_id))
+        .unwrap_or_else(|| panic!("no row for the enrollment token:\n{}", run.stdout));
+    assert_eq!(row.split_whitespace().nth(3), Some("used"), "{row}");
+    let args = ["token", "list", "--output", "json", "--ca-file", &ca];
+    let listed = berth_at(&c.url(), &c.admin_token, &args).await.json();
+    let spent_json = listed
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["token_id"] == spent.token_id.as_str()))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(
+        spent_json["used_at_ms"],
+        serde_json::json!(spent.used_at_ms)
+    );
 }
 
 #[tokio::test]

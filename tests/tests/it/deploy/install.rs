@@ -136,3 +136,34 @@ fn an_edited_config_is_never_overwritten_and_a_new_example_lands_beside_it() {
     );
     assert!(!new.exists());
 }
+
+/// Each role installs the `berth` CLI beside its program (an operator on the coordinator's
+/// host, a CI runner on an agent's), and `--role cli` installs only the CLI: no unit, no
+/// config, no directories a service would need.
+#[test]
+fn every_role_installs_the_berth_cli_and_the_cli_role_nothing_else() {
+    for role in ["agent", "coordinator", "cli"] {
+        let root = tempfile::tempdir().unwrap();
+        install(root.path(), &["--role", role]);
+        let berth = root.path().join("usr/local/bin/berth");
+        assert_eq!(mode(&berth), 0o755, "{role}");
+        let version = std::process::Command::new(&berth)
+            .arg("--version")
+            .output()
+            .unwrap();
+        assert!(version.status.success(), "{role}: berth --version failed");
+        assert_contains(String::from_utf8_lossy(&version.stdout), "berth");
+        if role == "cli" {
+            let files: Vec<String> = tree(root.path())
+                .into_iter()
+                .filter(|(_, what)| !what.ends_with(" dir"))
+                .map(|(path, _)| path)
+                .collect();
+            assert_eq!(
+                files,
+                ["usr/local/bin/berth"],
+                "--role cli installs the CLI alone"
+            );
+        }
+    }
+}

@@ -94,3 +94,68 @@ async fn provision_snapshot_and_list_from_the_command_line() {
     assert_contains(run.stderr(), "size_slug");
     sim.assert_no_violations();
 }
+
+/// A droplet id neither DigitalOcean nor the inventory knows is `NOT_FOUND` (exit 5) and
+/// starts no saga; before, its destroy saga completed having destroyed nothing (exit 0).
+#[tokio::test]
+async fn destroying_a_droplet_that_never_existed_is_not_found() {
+    let db = TestDb::sqlite();
+    let sim = sim().await;
+    let c = TestCoordinator::start_with_digitalocean(&db, &sim).await;
+    let run = berth(&c, &["droplet", "destroy", "987654321", "--wait"]).await;
+    assert_eq!(
+        run.code(),
+        exit::NOT_FOUND,
+        "{}\n{}",
+        run.stderr(),
+        run.stdout
+    );
+    assert_contains(run.stderr(), "droplet 987654321 does not exist");
+    assert_contains(run.stderr(), "berth droplet list");
+    let sagas = berth(&c, &["sagas", "list", "--output", "json"]).await;
+    assert_eq!(
+        sagas.json()["sagas"],
+        serde_json::json!([]),
+        "no saga started"
+    );
+
+    // One that exists is destroyed; a retry with the same key gets the same saga; a second
+    // destroy is NOT_FOUND too.
+    let provision = [
+        "droplet",
+        "provision",
+        "--name",
+        "gone-1",
+        "--region",
+        "fra1",
+        "--size",
+        "s-1vcpu-1gb",
+        "--image",
+        "ubuntu-24-04-x64",
+        "--wait",
+    ];
+    let run = berth(&c, &provision).await;
+    assert_eq!(run.code(), exit::OK, "{}\n{}", run.stderr(), run.stdout);
+    let id = sim.droplets().pop().expect("a droplet").id.to_string();
+    let args = ["droplet", "destroy", &id, "--key", "destroy-once", "--wait"];
+    let first = berth(&c, &args).await;
+    assert_eq!(
+        first.code(),
+        exit::OK,
+        "{}\n{}",
+        first.stderr(),
+        first.stdout
+    );
+    assert!(sim.droplet(id.parse().unwrap()).is_none(), "destroyed");
+    let retry = berth(&c, &args).await;
+    assert_eq!(retry.code(), exit::OK, "{}", retry.stderr());
+    let saga = |run: &CliRun| run.stdout.lines().next().unwrap_or_default().to_owned();
+    assert_eq!(
+        saga(&retry),
+        saga(&first),
+        "the retry gets the saga the key started"
+    );
+    let again = berth(&c, &["droplet", "destroy", &id]).await;
+    assert_eq!(again.code(), exit::NOT_FOUND, "{}", again.stderr());
+    assert_contains(again.stderr(), format!("droplet {id} no longer exists"));
+}
