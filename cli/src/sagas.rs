@@ -45,7 +45,7 @@ pub enum SagasCommand {
     },
     /// Follow a saga until it ends; exits 7 when it ends other than completed
     #[command(
-        long_about = "Follow a saga until it ends.\n\nOn a terminal: a live view of the steps, with a progress bar where a step reports bytes. Piped: one line per event, `<time> <kind> step=<i> <message>` (step=- for the saga's own events). With --output json: one JSON object per event per line.\n\nExits 0 when the saga completed, 7 when it ended otherwise (failed, compensated, cancelled, compensation_failed, paused, abandoned)."
+        long_about = "Follow a saga until it ends.\n\nOn a terminal: a bar of the steps done with the time elapsed, then a live line per step: its own elapsed time while it runs, and a progress bar with rate and ETA where it reports bytes. Piped: one line per event, `<time> <kind> step=<i> <message>` (step=- for the saga's own events). With --output json: one JSON object per event per line.\n\nExits 0 when the saga completed, 7 when it ended otherwise (failed, compensated, cancelled, compensation_failed, paused, abandoned)."
     )]
     Watch {
         #[arg(value_name = "SAGA_ID")]

@@ -1,5 +1,7 @@
-//! The live view of a watched saga on a terminal: one line per step, a spinner while a step
-//! runs, a bar with bytes, rate and ETA while it reports progress, and the ledger at the end.
+//! The live view of a watched saga on a terminal: a bar of the steps done with the time since
+//! the watch began, then one line per step: a spinner with the step's own elapsed time while
+//! it runs, a bar with bytes, rate and ETA while it reports progress, and the ledger at the
+//! end.
 
 use std::io::{self, Write};
 
@@ -33,8 +35,9 @@ struct Styles {
     transfer: ProgressStyle,
 }
 
+const STEPS: &str = "{prefix}  [{bar:24.green/blue}] {pos}/{len} steps done  {elapsed_precise}";
 const STILL: &str = "{prefix}  {msg}";
-const SPINNER: &str = "{prefix}  {spinner:.cyan} {wide_msg}";
+const SPINNER: &str = "{prefix}  {spinner:.cyan} {elapsed:>4} {wide_msg}";
 const TRANSFER: &str = "{prefix}  {spinner:.cyan} [{bar:24.cyan/blue}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta} {wide_msg}";
 
 impl Styles {
@@ -53,6 +56,8 @@ impl Styles {
 /// The live view: a [`MultiProgress`] with one bar per step of the saga.
 pub(super) struct LiveView {
     multi: MultiProgress,
+    /// Steps done (completed or skipped) of all, over the step lines.
+    done: ProgressBar,
     steps: Vec<StepLine>,
     styles: Styles,
 }
@@ -69,6 +74,13 @@ impl LiveView {
     pub(super) fn new(saga: &pb::Saga, target: ProgressDrawTarget) -> Self {
         let styles = Styles::new();
         let multi = MultiProgress::with_draw_target(target);
+        let done = multi.add(ProgressBar::new(saga.steps.len() as u64));
+        done.set_style(
+            ProgressStyle::with_template(STEPS)
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        done.set_prefix("saga");
         let index_width = saga.steps.len().saturating_sub(1).to_string().len();
         let name_width = saga
             .steps
@@ -96,9 +108,20 @@ impl LiveView {
             .collect();
         Self {
             multi,
+            done,
             steps,
             styles,
         }
+    }
+
+    /// Moves the steps-done bar to the lines that completed or were skipped.
+    fn count_done(&self) {
+        let n = self
+            .steps
+            .iter()
+            .filter(|l| l.phase == Phase::Done && l.bar.message().starts_with(['✓', '↷']))
+            .count();
+        self.done.set_position(n as u64);
     }
 
     fn set(line: &mut StepLine, styles: &Styles, phase: Phase, message: String) {
@@ -154,6 +177,9 @@ impl Render for LiveView {
         match e.kind.parse().ok() {
             Some(EventKind::StepStarted) => {
                 line.started_ms.get_or_insert(at);
+                if line.phase != Phase::Running {
+                    line.bar.reset_elapsed();
+                }
                 Self::set(line, styles, Phase::Running, format!("running ({message})"));
             }
             Some(EventKind::StepProgress) => match &e.progress {
@@ -210,10 +236,12 @@ impl Render for LiveView {
             }
             _ => line.bar.set_message(format!("{}: {message}", e.kind)),
         }
+        self.count_done();
         Ok(())
     }
 
     fn tick(&mut self) {
+        self.done.tick();
         for line in &self.steps {
             if matches!(line.phase, Phase::Running | Phase::Transfer) {
                 line.bar.tick();
@@ -232,6 +260,8 @@ impl Render for LiveView {
                 Self::settle(line, &self.styles, step);
             }
         }
+        self.count_done();
+        self.done.finish();
         for line in &self.steps {
             line.bar.finish();
         }
@@ -259,6 +289,11 @@ impl Render for LiveView {
 
 #[cfg(test)]
 impl LiveView {
+    /// The steps-done bar: (done, of all).
+    pub(super) fn steps_done(&self) -> (u64, u64) {
+        (self.done.position(), self.done.length().unwrap_or(0))
+    }
+
     /// Each step's message and, while it transfers, its position and length.
     pub(super) fn lines(&self) -> Vec<(String, Option<(u64, u64)>)> {
         self.steps

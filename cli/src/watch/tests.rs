@@ -222,6 +222,7 @@ fn the_live_view_follows_each_step() {
     );
     let pending = || ("· pending".to_owned(), None);
     assert_eq!(view.lines(), [pending(), pending(), pending()]);
+    assert_eq!(view.steps_done(), (0, 3));
 
     let events = history();
     render_all(&mut view, &events[..4]);
@@ -237,11 +238,17 @@ fn the_live_view_follows_each_step() {
     let lines = view.lines();
     assert_eq!(lines[0], ("✓ completed in 20ms".to_owned(), None));
     assert_eq!(
+        view.steps_done(),
+        (1, 3),
+        "the steps-done bar moves with each step"
+    );
+    assert_eq!(
         lines[1].0,
         "retrying: failing on purpose, attempt 1 of 1 planned failures"
     );
     render_all(&mut view, &events[7..9]);
     assert_eq!(view.lines()[1].0, "✓ completed in 30ms");
+    assert_eq!(view.steps_done(), (2, 3));
     render_all(&mut view, &[event(20, "step_started", 2, "attempt 1")]);
     assert_eq!(view.lines()[2].0, "running (attempt 1)");
     render_all(
@@ -252,9 +259,19 @@ fn the_live_view_follows_each_step() {
         ],
     );
     assert_eq!(view.lines()[2].0, "✗ failed: failed on purpose");
+    assert_eq!(
+        view.steps_done(),
+        (1, 3),
+        "neither a failed step nor one being undone"
+    );
     assert_eq!(view.lines()[1].0, "undoing");
     render_all(&mut view, &[event(23, "step_compensated", 1, "flaky")]);
     assert_eq!(view.lines()[1].0, "↺ compensated");
+    assert_eq!(
+        view.steps_done(),
+        (1, 3),
+        "an undone step is no longer done"
+    );
     // Events for steps the view does not know are ignored, not a panic.
     render_all(&mut view, &[event(24, "step_started", 9, "attempt 1")]);
 }

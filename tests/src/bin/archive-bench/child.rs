@@ -93,15 +93,18 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     rt.block_on(async move {
         let t = Instant::now();
         let line = match (op.as_str(), rest) {
-            ("create" | "create-memory" | "create-sealed", [apps, app, more @ ..]) => {
-                let mut config = if op == "create-memory" {
+            (
+                "create" | "create-memory" | "create-sealed" | "create-memory-sealed",
+                [apps, app, more @ ..],
+            ) => {
+                let mut config = if op.starts_with("create-memory") {
                     ArchiveConfig::for_url("memory://")
                 } else {
                     target.agent_config()
                 };
-                if op == "create-sealed" {
+                if op.ends_with("-sealed") {
                     let [recipient] = more else {
-                        bail!("child create-sealed: expected APPS APP RECIPIENT");
+                        bail!("child {op}: expected APPS APP RECIPIENT");
                     };
                     config.recipients = vec![recipient.clone()];
                 }

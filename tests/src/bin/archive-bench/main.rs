@@ -7,7 +7,8 @@
 //! - restore: Berth's restore (download, verify, untar, swap) vs downloading the file with the
 //!   same client then `zstd -d -c tmp.tar.zst | tar -x`;
 //! - encryption: Berth's create and restore with age (one X25519 recipient) beside the same
-//!   without, interleaved in each run;
+//!   without, interleaved in each run, and the create again into `memory://` (no S3 server
+//!   on the same cores);
 //! - unchanged: a create told the archive just made (a schedule's `skip_unchanged`), which
 //!   stat-walks the source, finds its listing digest equal and writes nothing.
 //!
@@ -273,6 +274,7 @@ async fn bench_set(
     let (mut berth_restore, mut cli_restore) = (Sample::default(), Sample::default());
     let (mut cli_down, mut cli_x) = (Sample::default(), Sample::default());
     let (mut sealed, mut sealed_restore) = (Sample::default(), Sample::default());
+    let mut sealed_mem = Sample::default();
     let mut unchanged = Sample::default();
     let (mut berth_size, mut berth_tar, mut old_size) = (0u64, 0u64, 0u64);
     let identity = age::x25519::Identity::generate();
@@ -298,6 +300,12 @@ async fn bench_set(
         let cpu0 = own_cpu();
         let m = timed(app, &exe, &child_args("create-memory", &[&root_s, "app"]))?;
         berth_mem.add(&[&m], own_cpu() - cpu0);
+
+        // Right after its unencrypted twin: encryption's cost with no server on the cores.
+        let cpu0 = own_cpu();
+        let args = [root_s.as_str(), "app", &recipient];
+        let m = timed(app, &exe, &child_args("create-memory-sealed", &args))?;
+        sealed_mem.add(&[&m], own_cpu() - cpu0);
 
         let cpu0 = own_cpu();
         let b = timed(app, &exe, &child_args("create", &[&root_s, "app"]))?;
@@ -463,6 +471,14 @@ async fn bench_set(
     )?;
     row(
         &mut s,
+        "Berth archive → memory://, encrypted",
+        "the same, with age between zstd and the store",
+        &sealed_mem,
+        false,
+        None,
+    )?;
+    row(
+        &mut s,
         "old tool",
         "tar -acf tmp.tar.zst ./ && upload tmp.tar.zst",
         &old,
@@ -574,6 +590,16 @@ async fn bench_set(
         sealed.median() / berth.median(),
         sealed.mib(),
         sealed_restore.mib()
+    )?;
+    writeln!(
+        s,
+        "- encryption without the S3 server on the same cores (memory://): create **{:.2}×** \
+         the unencrypted time, {:.1} CPU s against {:.1}; spread {} s against {} s",
+        sealed_mem.median() / berth_mem.median(),
+        median(&sealed_mem.cpu),
+        median(&berth_mem.cpu),
+        spread(&sealed_mem.secs),
+        spread(&berth_mem.secs)
     )?;
     writeln!(
         s,
