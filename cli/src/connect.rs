@@ -156,16 +156,10 @@ fn probe_plaintext(url: &str) -> Option<Speaks> {
     use std::net::{TcpStream, ToSocketAddrs};
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let limit = Duration::from_secs(2);
-    let authority = url.split_once("://")?.1.split('/').next()?;
-    let with_port = if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
-    let addr = with_port.to_socket_addrs().ok()?.next()?;
+    let addr = berth_shared::net::url_address(url)?
+        .to_socket_addrs()
+        .ok()?
+        .next()?;
     let mut tcp = TcpStream::connect_timeout(&addr, limit).ok()?;
     tcp.set_read_timeout(Some(limit)).ok()?;
     tcp.set_write_timeout(Some(limit)).ok()?;

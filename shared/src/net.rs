@@ -27,6 +27,28 @@ pub fn url_host(url: &str) -> Option<&str> {
     Some(hostport.split_once(':').map_or(hostport, |(h, _)| h))
 }
 
+/// The `host:port` a URL dials (`scheme://[user@]host[:port][/path]`), with the scheme's
+/// default port (`http` 80, `https` 443) when it names none; `None` for another scheme.
+pub fn url_address(url: &str) -> Option<String> {
+    let (scheme, rest) = url.trim().split_once("://")?;
+    let default = match scheme {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let has_port = match hostport.strip_prefix('[') {
+        Some(v6) => v6.split_once("]:").is_some(),
+        None => hostport.rsplit_once(':').is_some(),
+    };
+    Some(if has_port {
+        hostport.to_owned()
+    } else {
+        format!("{hostport}:{default}")
+    })
+}
+
 /// Whether `host` names this machine: `localhost` (or a name under it), `127.0.0.0/8`, `::1`.
 pub fn is_loopback_host(host: &str) -> bool {
     let name = host.trim_end_matches('.').to_ascii_lowercase();
@@ -68,6 +90,23 @@ pub fn check_plaintext(url: &str) -> Result<(), PlaintextNotLoopback> {
 
 #[cfg(test)]
 mod tests {
+    use super::url_address;
+
+    #[test]
+    fn a_url_s_address_has_its_port_or_the_scheme_s() {
+        assert_eq!(
+            url_address("http://127.0.0.1:7400").as_deref(),
+            Some("127.0.0.1:7400")
+        );
+        assert_eq!(
+            url_address("https://c.example/x").as_deref(),
+            Some("c.example:443")
+        );
+        assert_eq!(url_address("http://[::1]/").as_deref(), Some("[::1]:80"));
+        assert_eq!(url_address("https://[::1]:9").as_deref(), Some("[::1]:9"));
+        assert_eq!(url_address("unix:///run/x"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -401,6 +401,18 @@ impl Drop for AgentProcess {
     }
 }
 
+/// An agent token for `host`, written straight into the database.
+pub async fn agent_token(database_url: &str, host: &str) -> String {
+    let store = Store::open(database_url).await.expect("open store");
+    let host = berth_shared::HostId::new(host).expect("a valid host id");
+    let (_, token) = Tokens::new(store.clone())
+        .issue(Role::Agent, Some(&host), "test", None)
+        .await
+        .expect("issue");
+    store.close().await;
+    token
+}
+
 /// An admin token written straight into the database (the bootstrap path).
 pub async fn admin_token(database_url: &str) -> String {
     let store = Store::open(database_url).await.expect("open store");

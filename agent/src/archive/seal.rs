@@ -103,14 +103,7 @@ impl Recipients {
     /// `out` at once; the payload is [`payload::Writer`]'s.
     pub fn seal<W: Write>(&self, mut out: W) -> io::Result<Sealer<W>> {
         let file_key = OnceCell::new();
-        let keeping: Vec<KeepKey<'_, dyn Recipient + Send + Sync>> = self
-            .keys
-            .iter()
-            .map(|inner| KeepKey {
-                inner: inner.as_ref(),
-                file_key: &file_key,
-            })
-            .collect();
+        let keeping = KeepKey::each(&self.keys, &file_key);
         let encryptor =
             age::Encryptor::with_recipients(keeping.iter().map(|k| k as &dyn Recipient))
                 .map_err(io::Error::other)?;
@@ -281,14 +274,7 @@ impl Identities {
         let mut head = Vec::new();
         (&mut input).take(HEADER_PROBE).read_to_end(&mut head)?;
         let file_key = OnceCell::new();
-        let keeping: Vec<KeepKey<'_, dyn Identity + Send + Sync>> = self
-            .keys
-            .iter()
-            .map(|inner| KeepKey {
-                inner: inner.as_ref(),
-                file_key: &file_key,
-            })
-            .collect();
+        let keeping = KeepKey::each(&self.keys, &file_key);
         let mut header = io::Cursor::new(&head[..]);
         let decryptor = age::Decryptor::new_buffered(&mut header).map_err(io::Error::other)?;
         // Ok only once the header's MAC checked out under the file key kept below.
@@ -318,7 +304,17 @@ struct KeepKey<'a, T: ?Sized> {
     file_key: &'a OnceCell<FileKey>,
 }
 
-impl<T: ?Sized> KeepKey<'_, T> {
+impl<'a, T: ?Sized> KeepKey<'a, T> {
+    /// One for each of `keys`, all keeping into `file_key`.
+    fn each(keys: &'a [Box<T>], file_key: &'a OnceCell<FileKey>) -> Vec<Self> {
+        keys.iter()
+            .map(|inner| KeepKey {
+                inner: inner.as_ref(),
+                file_key,
+            })
+            .collect()
+    }
+
     fn keep(&self, key: &FileKey) {
         let _ = self.file_key.set(FileKey::init_with_mut(|k| {
             k.copy_from_slice(key.expose_secret())

@@ -31,22 +31,13 @@ impl Probe {
     /// do not make a config (the link's own set-up reports those).
     pub(crate) fn new(url: &str, tls: Option<&TlsConfig>) -> Option<Probe> {
         let tls = tls?;
-        let authority = url.trim().strip_prefix("https://")?.split('/').next()?;
-        let host = match authority.rsplit_once(':') {
-            Some((host, port)) if port.parse::<u16>().is_ok() => host,
-            _ => authority,
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if !url.trim().starts_with("https://") {
+            return None;
+        }
+        let authority = berth_shared::net::url_address(url)?;
+        let host = berth_shared::net::url_host(url.trim())?;
         let name = tls.domain_name.as_deref().unwrap_or(host);
         let name = ServerName::try_from(name.to_owned()).ok()?;
-        let authority = if authority
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            authority.to_owned()
-        } else {
-            format!("{authority}:443")
-        };
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(&tls.ca_file).ok()? {

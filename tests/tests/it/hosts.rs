@@ -126,24 +126,13 @@ async fn get_host_asks_the_agent_to_describe_its_docker_host() {
 #[tokio::test]
 async fn a_stopped_coordinator_records_its_agents_disconnects() {
     use berth_coordinator::store::Store;
-    use berth_tests::process::{AgentProcess, CoordinatorProcess, SagaTiming, admin_token};
+    use berth_tests::process::{
+        AgentProcess, CoordinatorProcess, SagaTiming, admin_token, agent_token,
+    };
     let db = TestDb::sqlite();
     let _ = admin_token(&db.url).await; // migrates the database
     let c = CoordinatorProcess::start("drain", &db.url, SagaTiming::default()).await;
-    let token = {
-        let store = Store::open(&db.url).await.unwrap();
-        let (_, t) = berth_coordinator::auth::Tokens::new(store.clone())
-            .issue(
-                berth_shared::Role::Agent,
-                Some(&berth_shared::HostId::new("drain-host").unwrap()),
-                "test",
-                None,
-            )
-            .await
-            .unwrap();
-        store.close().await;
-        t
-    };
+    let token = agent_token(&db.url, "drain-host").await;
     let agent = AgentProcess::start("drain-host", &[c.url()], &token, "");
     let connected_to = || async {
         let store = Store::open(&db.url).await.unwrap();

@@ -4,12 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_cli::exit;
-use berth_coordinator::auth::Tokens;
-use berth_coordinator::store::Store;
 use berth_proto::v1 as pb;
 use berth_shared::Role;
 use berth_tests::cli::berth_at;
-use berth_tests::process::{AgentProcess, CoordinatorProcess, SagaTiming, admin_token};
+use berth_tests::process::{
+    AgentProcess, CoordinatorProcess, SagaTiming, admin_token, agent_token,
+};
 use berth_tests::{Pki, TestAgent, TestCoordinator, TestDb, assert_contains};
 use tonic::transport::Endpoint;
 
@@ -156,19 +156,4 @@ async fn tls_mismatches_say_what_to_do_on_both_sides() {
             "{who} log has ANSI escapes:\n{log}"
         );
     }
-}
-
-async fn agent_token(database_url: &str, host: &str) -> String {
-    let store = Store::open(database_url).await.expect("open store");
-    let (_, token) = Tokens::new(store.clone())
-        .issue(
-            Role::Agent,
-            Some(&berth_shared::HostId::new(host).unwrap()),
-            "test",
-            None,
-        )
-        .await
-        .expect("issue");
-    store.close().await;
-    token
 }
