@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use berth_proto::v1 as pb;
-use berth_shared::saga::SagaStatus;
+use berth_shared::saga::{SagaStatus, StepStatus};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::Value;
@@ -454,7 +454,42 @@ async fn act(
         }
     };
     let saga = answer.map_err(|s| conn.rpc_error(s))?.into_inner();
+    if how.format == OutputFormat::Table {
+        writeln!(out, "{}", what_follows(&saga, action))?;
+    }
     write_saga(&saga, how, out)
+}
+
+/// One line on what the action set going, before the saga as it now stands.
+fn what_follows(saga: &pb::Saga, action: Action) -> String {
+    let id = &saga.saga_id;
+    let step = |want: &str| {
+        saga.steps
+            .iter()
+            .find(|s| s.status == want)
+            .map(|s| format!("step {} ({})", s.index, s.name))
+    };
+    match action {
+        Action::Cancel => format!(
+            "saga {id}: cancelling: its running step is stopped and its completed steps are \
+             undone; `berth sagas watch {id}` follows it"
+        ),
+        Action::Retry => match step(StepStatus::Pending.as_str()) {
+            Some(s) => format!("saga {id}: retrying from {s}"),
+            None => format!("saga {id}: retrying"),
+        },
+        Action::Skip(i) => {
+            let name = saga.steps.get(i as usize).map_or("", |s| s.name.as_str());
+            format!("saga {id}: step {i} ({name}) skipped; going on with the next")
+        }
+        Action::Resume => match step(StepStatus::Compensating.as_str()) {
+            Some(s) => format!("saga {id}: undoing again from {s}"),
+            None => format!("saga {id}: resuming compensation"),
+        },
+        Action::Abandon => {
+            format!("saga {id}: abandoned: nothing more runs, and nothing is undone")
+        }
+    }
 }
 
 fn write_saga(saga: &pb::Saga, how: Presentation, out: &mut dyn Write) -> Result<(), CliError> {

@@ -53,6 +53,7 @@ fn compensated_saga() -> pb::Saga {
         owner_id: String::new(),
         error: "failed on purpose (demo step `fail`) and then some more words to make it long".into(),
         output_json: String::new(),
+        cancel_requested_at_ms: 0,
     }
 }
 
@@ -71,6 +72,7 @@ fn running_saga() -> pb::Saga {
         owner_id: "coord-a".into(),
         error: String::new(),
         output_json: String::new(),
+        cancel_requested_at_ms: 0,
     }
 }
 
@@ -168,6 +170,7 @@ fn saga_json_parses_inputs_and_outputs() {
     assert_eq!(
         keys,
         [
+            "cancel_requested_at_ms",
             "created_at_ms",
             "epoch",
             "error",

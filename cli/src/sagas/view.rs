@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use berth_proto::v1 as pb;
-use berth_shared::saga::StepStatus;
+use berth_shared::saga::{SagaStatus, StepStatus};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -29,6 +29,8 @@ pub struct SagaView {
     pub epoch: u64,
     /// The coordinator holding the saga's lease; null when none does.
     pub owner_id: Option<String>,
+    /// When an operator asked to cancel it; null when nobody did.
+    pub cancel_requested_at_ms: Option<i64>,
     pub steps: Vec<StepView>,
 }
 
@@ -59,6 +61,8 @@ impl From<&pb::Saga> for SagaView {
             updated_at_ms: s.updated_at_ms,
             epoch: s.epoch,
             owner_id: non_empty(&s.owner_id),
+            cancel_requested_at_ms: (s.cancel_requested_at_ms > 0)
+                .then_some(s.cancel_requested_at_ms),
             steps: s.steps.iter().map(StepView::from).collect(),
         }
     }
@@ -127,6 +131,19 @@ pub fn write_saga_table(
 }
 
 /// The `sagas show` block: the saga's fields, then a table of its steps.
+/// A saga's status, `running (cancelling)` while a cancel it was asked is under way.
+fn status_text(saga: &pb::Saga) -> String {
+    let ended = saga
+        .status
+        .parse::<SagaStatus>()
+        .is_ok_and(SagaStatus::is_final);
+    if saga.cancel_requested_at_ms > 0 && !ended {
+        format!("{} (cancelling)", saga.status)
+    } else {
+        saga.status.clone()
+    }
+}
+
 pub fn write_saga_detail(saga: &pb::Saga, now_ms: i64, out: &mut dyn Write) -> std::io::Result<()> {
     let when = |at_ms: i64| {
         if at_ms > 0 {
@@ -145,7 +162,7 @@ pub fn write_saga_detail(saga: &pb::Saga, now_ms: i64, out: &mut dyn Write) -> s
         &[
             ("saga id", saga.saga_id.clone()),
             ("kind", saga.kind.clone()),
-            ("status", saga.status.clone()),
+            ("status", status_text(saga)),
             ("steps", steps_done(saga)),
             ("created", when(saga.created_at_ms)),
             ("updated", when(saga.updated_at_ms)),

@@ -67,6 +67,7 @@ pub(crate) fn saga_pb(s: SagaRow, steps: Vec<StepRow>) -> pb::Saga {
         owner_id: s.owner_id.unwrap_or_default(),
         error: s.error.unwrap_or_default(),
         output_json: s.output.unwrap_or_default(),
+        cancel_requested_at_ms: s.cancel_requested_at_ms.unwrap_or_default(),
     }
 }
 

@@ -783,6 +783,10 @@ impl Store {
             .text(set_status.as_str());
         q.push(", next_run_at_ms = ").int(now_ms);
         q.push(", updated_at_ms = ").int(now_ms);
+        if !set_status.is_over() {
+            // It goes on: the error that stopped it is history now (its events keep it).
+            q.push(", error = NULL");
+        }
         q.push(" WHERE id = ").text(saga_id);
         q.push(" AND status = ").text(from.as_str());
         let changed = q.query().execute(&mut *tx).await?.rows_affected();
@@ -809,8 +813,12 @@ impl Store {
                     "saga {saga_id} step {idx}: illegal operator step transition {was} -> {status}"
                 );
             }
+            // A step run again starts its count afresh; a skipped one keeps how often it ran
+            // and why it failed.
             sqlx::query(
-                "UPDATE saga_step_results SET status = $1, attempts = 0, error = NULL, \
+                "UPDATE saga_step_results SET status = $1, \
+                    attempts = CASE WHEN $1 = 'pending' THEN 0 ELSE attempts END, \
+                    error = CASE WHEN $1 = 'pending' THEN NULL ELSE error END, \
                     written_epoch = $2 WHERE saga_id = $3 AND step_idx = $4",
             )
             .bind(status.as_str())

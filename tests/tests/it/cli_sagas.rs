@@ -397,9 +397,30 @@ async fn cancel_of_a_running_sleep_saga_compensates_it() {
 
     let run = berth(&c, &["sagas", "cancel", &id, "--reason", "wrong branch"]).await;
     assert_eq!(run.code(), exit::OK, "{}", run.stderr());
+    // What follows first (the saga is still running until its step stops), then the saga
+    // as `show` shows it.
     assert!(
-        run.stdout.starts_with(&format!("saga id:  {id}\n")),
-        "shown as `show` does: {}",
+        run.stdout.starts_with(&format!(
+            "saga {id}: cancelling: its running step is stopped and its completed steps are \
+             undone; `berth sagas watch {id}` follows it\nsaga id:  {id}\n"
+        )),
+        "{}",
+        run.stdout
+    );
+    // The step stops at once, so the saga may already have ended when it is read back.
+    let status = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("status:   "))
+        .unwrap_or_default();
+    assert!(
+        [
+            "running (cancelling)",
+            "compensating (cancelling)",
+            "cancelled"
+        ]
+        .contains(&status),
+        "{status:?}: {}",
         run.stdout
     );
     assert_contains(&run.stdout, "\nINDEX  NAME ");
@@ -450,6 +471,22 @@ async fn operator_actions_answer_the_coordinators_refusals_with_exit_6() {
     );
     let run = berth(&c, &["sagas", "skip", &failed, "7"]).await;
     assert_eq!(run.code(), exit::INVALID, "no step 7: {}", run.stderr());
+    // A retry says where it goes on from, and the error that stopped the saga is cleared.
+    let run = berth(&c, &["sagas", "retry", &failed]).await;
+    assert_eq!(run.code(), exit::OK, "{}", run.stderr());
+    assert!(
+        run.stdout
+            .starts_with(&format!("saga {failed}: retrying from step 2 (fail)\n")),
+        "{}",
+        run.stdout
+    );
+    assert_contains(&run.stdout, "\nstatus:   running\n");
+    assert_contains(&run.stdout, "\nerror:    -\n");
+    assert_eq!(
+        c.wait_saga(&failed, WAIT).await.saga_status(),
+        SagaStatus::Failed,
+        "the fail step fails again"
+    );
     let run = berth(
         &c,
         &[
@@ -465,9 +502,16 @@ async fn operator_actions_answer_the_coordinators_refusals_with_exit_6() {
     )
     .await;
     assert_eq!(run.code(), exit::OK, "{}", run.stderr());
+    let skipped = run.json();
+    assert_eq!(skipped["steps"][2]["status"], StepStatus::Skipped.as_str());
     assert_eq!(
-        run.json()["steps"][2]["status"],
-        StepStatus::Skipped.as_str()
+        skipped["steps"][2]["attempts"], 1,
+        "a skipped step keeps its attempts"
+    );
+    assert_eq!(
+        skipped["error"],
+        serde_json::Value::Null,
+        "the saga's error is cleared"
     );
     let run = berth(&c, &["sagas", "watch", &failed]).await;
     assert_eq!(run.code(), exit::OK, "{}\n{}", run.stderr(), run.stdout);
