@@ -18,6 +18,7 @@ mod hosts;
 mod layout;
 mod limits;
 mod metrics;
+mod readme;
 mod saga_crash;
 mod sagas;
 mod schedules;
