@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_shared::HostId;
+use berth_shared::net::TlsFailure;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -72,13 +73,16 @@ impl Link {
                 path: config.token_file.clone(),
             })?;
         authorization.set_sensitive(true);
+        let urls: Vec<&str> = std::iter::once(config.coordinator_url.as_str())
+            .chain(config.coordinator_replicas.iter().map(String::as_str))
+            .collect();
         Ok(Self {
-            endpoints: std::iter::once(config.coordinator_url.as_str())
-                .chain(config.coordinator_replicas.iter().map(String::as_str))
+            endpoints: urls
+                .iter()
                 .map(|url| endpoint(config, url))
                 .collect::<Result<_, _>>()?,
-            probes: std::iter::once(config.coordinator_url.as_str())
-                .chain(config.coordinator_replicas.iter().map(String::as_str))
+            probes: urls
+                .iter()
                 .map(|url| probe::Probe::new(url, config.tls.as_ref()))
                 .collect(),
             authorization,
@@ -160,23 +164,22 @@ fn hostname() -> String {
 /// What a failed TLS handshake means and what to do, from rustls's words in `error`; `None`
 /// when it was not one.
 fn tls_refusal(error: &str) -> Option<&'static str> {
-    if error.contains("received fatal alert") {
+    match TlsFailure::of(error)? {
         // The coordinator ended the handshake: it did not take this agent's certificate.
-        Some(
+        TlsFailure::AlertFromPeer => Some(
             "the coordinator refused this agent's TLS client certificate; [tls] \
              client_cert_file must be signed by the CA in the coordinator's [tls] \
              client_ca_file (its log names this host's address)",
-        )
-    } else if error.contains("invalid peer certificate") {
-        Some(
+        ),
+        TlsFailure::PeerCertificate => Some(
             "this agent does not trust the coordinator's certificate; [tls] ca_file must hold \
              the CA that signed it, and [tls] domain_name (or the URL's host) must be a name \
              in it",
-        )
-    } else if error.contains("InvalidContentType") || error.contains("corrupt message") {
-        Some("the coordinator does not speak TLS on this port: use an http:// coordinator URL")
-    } else {
-        None
+        ),
+        TlsFailure::NotTls => {
+            Some("the coordinator does not speak TLS on this port: use an http:// coordinator URL")
+        }
+        TlsFailure::Closed => None,
     }
 }
 

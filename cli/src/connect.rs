@@ -182,8 +182,7 @@ fn probe_plaintext(url: &str) -> Option<Speaks> {
 /// What to do when connecting failed: a certificate problem wants a CA file, anything else
 /// a look at the URL and the coordinator.
 fn connect_hint(reason: &str, has_ca_file: bool) -> &'static str {
-    // rustls's word for a server that answered the handshake with something else.
-    if reason.contains("InvalidContentType") || reason.contains("corrupt message") {
+    if berth_shared::net::TlsFailure::of(reason) == Some(berth_shared::net::TlsFailure::NotTls) {
         return "the coordinator does not speak TLS on this port: use http://, or give it a \
                 [tls] section";
     }

@@ -49,6 +49,36 @@ pub fn url_address(url: &str) -> Option<String> {
     })
 }
 
+/// What a failed TLS handshake was, told from rustls's words in its error; each side words
+/// its own message from this (the coordinator for its peer, the agent and CLI for theirs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// This side refused the peer's certificate (`invalid peer certificate: …`).
+    PeerCertificate,
+    /// The peer does not speak TLS (`InvalidContentType`, `corrupt message`).
+    NotTls,
+    /// The peer ended the handshake with an alert: it refused this side's certificate.
+    AlertFromPeer,
+    /// The peer hung up mid-handshake (`tls handshake eof`).
+    Closed,
+}
+
+impl TlsFailure {
+    pub fn of(error: &str) -> Option<TlsFailure> {
+        if error.contains("invalid peer certificate") {
+            Some(TlsFailure::PeerCertificate)
+        } else if error.contains("InvalidContentType") || error.contains("corrupt message") {
+            Some(TlsFailure::NotTls)
+        } else if error.contains("received fatal alert") {
+            Some(TlsFailure::AlertFromPeer)
+        } else if error.contains("handshake eof") {
+            Some(TlsFailure::Closed)
+        } else {
+            None
+        }
+    }
+}
+
 /// Whether `host` names this machine: `localhost` (or a name under it), `127.0.0.0/8`, `::1`.
 pub fn is_loopback_host(host: &str) -> bool {
     let name = host.trim_end_matches('.').to_ascii_lowercase();

@@ -66,12 +66,7 @@ fn spare_of(mountpoint: &Path) -> PathBuf {
 
 /// Entries beside a volume's `_data`, sorted.
 fn beside(mountpoint: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(mountpoint.parent().unwrap())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
+    crate::tree::names(mountpoint.parent().unwrap())
 }
 
 #[tokio::test]

@@ -20,6 +20,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
+use berth_shared::net::TlsFailure;
+
 use super::{StartError, read};
 use crate::config::TlsConfig;
 
@@ -137,31 +139,27 @@ fn count(reason: &'static str) {
 /// Logs a failed handshake with what it most likely means, and counts it.
 fn log_refusal(peer: Option<SocketAddr>, e: &io::Error) {
     let error = e.to_string();
-    let (reason, means) = if error.contains("invalid peer certificate") {
-        (
+    let (reason, means) = match TlsFailure::of(&error) {
+        Some(TlsFailure::PeerCertificate) => (
             "client_certificate",
             ": the client's certificate is not signed by tls.client_ca_file (an agent \
              enrolled against another CA?)",
-        )
-    } else if error.contains("InvalidContentType") || error.contains("corrupt message") {
-        (
+        ),
+        Some(TlsFailure::NotTls) => (
             "plaintext",
             ": the client speaks plain text; it should use an https:// URL",
-        )
-    } else if error.contains("received fatal alert") {
-        (
+        ),
+        Some(TlsFailure::AlertFromPeer) => (
             "server_certificate_refused",
             ": the client refused this coordinator's certificate; it needs the CA that signed \
              tls.cert_file, and a name in it",
-        )
-    } else if error.contains("handshake eof") {
-        (
+        ),
+        Some(TlsFailure::Closed) => (
             "closed",
             ": the client hung up mid-handshake (a plain-text client, or one that does not \
              trust this certificate and did not say so)",
-        )
-    } else {
-        ("other", "")
+        ),
+        None => ("other", ""),
     };
     count(reason);
     tracing::warn!(peer = %show(peer), %error, "TLS handshake failed{means}");

@@ -105,15 +105,6 @@ async fn restore(
         .await
 }
 
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 #[tokio::test]
 async fn an_archive_sealed_to_two_recipients_restores_with_either_identity_alone() {
     let keys = keys();
@@ -158,7 +149,7 @@ async fn an_archive_sealed_to_two_recipients_restores_with_either_identity_alone
         assert!(restored.sha256_verified);
         assert_eq!(restored.entries, out.entries);
         assert_same(&source, &snapshot(&apps.path().join("web")));
-        assert_eq!(entries(apps.path()), ["web"], "no staging left");
+        assert_eq!(crate::tree::names(apps.path()), ["web"], "no staging left");
     }
 }
 
@@ -196,7 +187,10 @@ async fn a_stranger_s_identity_or_none_is_refused_before_anything_is_written() {
         "{}",
         chain(&err)
     );
-    assert!(entries(apps.path()).is_empty(), "nothing written");
+    assert!(
+        crate::tree::names(apps.path()).is_empty(),
+        "nothing written"
+    );
 }
 
 #[tokio::test]
@@ -227,7 +221,7 @@ async fn a_flipped_byte_is_refused_and_the_target_is_untouched() {
             "{message}"
         );
         assert_same(&before, &snapshot(&target));
-        assert_eq!(entries(apps.path()), ["web"], "no staging left");
+        assert_eq!(crate::tree::names(apps.path()), ["web"], "no staging left");
     }
 }
 
