@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use berth_shared::HostId;
+use berth_shared::config_doc::ConfigDoc;
 use serde::Deserialize;
 
 use crate::AgentError;
@@ -16,12 +17,13 @@ use crate::archive::ArchiveConfig;
 use crate::warm::WarmConfig;
 
 /// The agent's configuration, usually `/etc/berth/agent.toml`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ConfigDoc)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where the coordinator listens: `http://host:port` for plaintext, `https://host:port`
     /// for TLS (then `[tls]` is required). Required, in the file or as an override.
     #[serde(default)]
+    #[config(default_text = "required (or --coordinator-url)")]
     pub coordinator_url: String,
     /// Other replicas of the same coordinator (same scheme, same `[tls]`): when the one in
     /// use cannot be reached or its session ends, the agent dials the next, in turn, so a
@@ -31,10 +33,12 @@ pub struct Config {
     /// File holding this host's bearer token (surrounding whitespace is trimmed); works with
     /// systemd `LoadCredential=`. Required, in the file or as an override.
     #[serde(default)]
+    #[config(default_text = "required (or --token-file)")]
     pub token_file: PathBuf,
     /// This host's stable identity. When absent, the agent uses `<state_dir>/host_id`, which
     /// it creates with a fresh id on first start.
     #[serde(default)]
+    #[config(default_text = "the id kept in <state_dir>/host_id")]
     pub host_id: Option<String>,
     /// Directory for the agent's own state (the remembered host id).
     #[serde(default = "default_state_dir")]
@@ -63,7 +67,7 @@ pub struct Config {
 }
 
 /// The `[tls]` table: how to trust the coordinator and, for mTLS, who we are.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ConfigDoc)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM file of the CA that signed the coordinator's certificate.
@@ -80,7 +84,7 @@ pub struct TlsConfig {
 }
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ConfigDoc)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]

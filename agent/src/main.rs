@@ -46,6 +46,22 @@ enum Command {
     /// Exchange a one-time enrollment token for this host's agent token, written to the
     /// config's `token_file` (mode 0600; a systemd credential path is written at its source).
     Enroll(EnrollArgs),
+    /// The configuration file's keys, or a check of one file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print every key with its type, default and meaning (read from the code).
+    Reference {
+        /// `text`, or `json` (an array of {table, key, type, default, doc}).
+        #[arg(short = 'o', long, default_value = "text", value_parser = ["text", "json"])]
+        output: String,
+    },
+    /// Read the --config file (with the flags and environment over it) and check it as `run`
+    /// does before it opens anything the file names; prints what is wrong, exit 2.
+    Check,
 }
 
 #[derive(Debug, clap::Args)]
@@ -75,8 +91,28 @@ async fn main() -> ExitCode {
         eprintln!("berth-agent: {e}");
         return ExitCode::from(2);
     }
-    if let Some(Command::Enroll(enroll)) = args.command.take() {
-        return enroll_host(args, enroll).await;
+    match args.command.take() {
+        Some(Command::Enroll(enroll)) => return enroll_host(args, enroll).await,
+        Some(Command::Config(ConfigCommand::Reference { output })) => {
+            let entries = berth_shared::config_doc::reference::<Config>();
+            let title = "berth-agent configuration (TOML; unknown keys are refused). \
+                         Each key: `name = default  (type)`, then what it does.";
+            return berth_shared::config_doc::print(title, &entries, output == "json");
+        }
+        Some(Command::Config(ConfigCommand::Check)) => {
+            let path = args.config.clone();
+            return match Config::load_with(&path, overrides(args)) {
+                Ok(_) => {
+                    println!("{}: valid", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("berth-agent: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Some(Command::Run) | None => {}
     }
     let shutdown = CancellationToken::new();
     let agent = match start(args, shutdown.clone()) {
@@ -100,13 +136,17 @@ async fn main() -> ExitCode {
     }
 }
 
-fn start(args: Args, shutdown: CancellationToken) -> anyhow::Result<Agent> {
-    let overrides = Overrides {
+fn overrides(args: Args) -> Overrides {
+    Overrides {
         coordinator_url: args.coordinator_url,
         token_file: args.token_file,
         host_id: args.host_id,
-    };
-    let config = Config::load_with(&args.config, overrides)?;
+    }
+}
+
+fn start(args: Args, shutdown: CancellationToken) -> anyhow::Result<Agent> {
+    let path = args.config.clone();
+    let config = Config::load_with(&path, overrides(args))?;
     init_tracing(config.log_format);
     Agent::start(config, shutdown).context("cannot start")
 }

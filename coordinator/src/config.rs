@@ -4,10 +4,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use berth_shared::config_doc::ConfigDoc;
 use serde::Deserialize;
 
 /// `berth-coordinator`'s configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ConfigDoc)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Address the gRPC API (and health, reflection) listens on.
@@ -23,9 +24,11 @@ pub struct Config {
     /// A database URL without secrets (`sqlite:///path/berth.db`, `postgres://host/db`).
     /// Ignored when `database_url_file` is set.
     #[serde(default)]
+    #[config(default_text = "SQLite in data_dir")]
     pub database_url: Option<String>,
     /// This instance's name in host sessions and saga leases. Default: `<hostname>-<random>`.
     #[serde(default)]
+    #[config(default_text = "<hostname>-<random>")]
     pub instance_id: Option<String>,
     /// How often agents send a heartbeat, in seconds.
     #[serde(default = "default_heartbeat_interval")]
@@ -72,7 +75,7 @@ pub struct Config {
 }
 
 /// The saga engine's settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ConfigDoc)]
 #[serde(deny_unknown_fields, default)]
 pub struct SagaConfig {
     /// How long a claim on a saga lasts without renewal; another coordinator takes the saga
@@ -108,7 +111,7 @@ impl Default for SagaConfig {
 }
 
 /// Server TLS (rustls).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ConfigDoc)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain of the server.
@@ -121,7 +124,7 @@ pub struct TlsConfig {
     pub client_ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, ConfigDoc)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]

@@ -8,13 +8,14 @@ mod watch;
 use std::time::Duration;
 
 use berth_proto::v1 as pb;
+use berth_shared::config_doc::ConfigDoc;
 use serde::Deserialize;
 
 pub use unknown::UnknownTokens;
 pub use watch::{WatchGuard, WatchSlots};
 
 /// `[limits]`: what one caller or one connection may take of the coordinator.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, ConfigDoc)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// A TLS client that has not finished its handshake after this many seconds is dropped.

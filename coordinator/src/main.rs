@@ -45,6 +45,24 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The configuration file's keys, or a check of one file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print every key with its type, default and meaning (read from the code).
+    Reference {
+        /// `text`, or `json` (an array of {table, key, type, default, doc}).
+        #[arg(short = 'o', long, default_value = "text", value_parser = ["text", "json"])]
+        output: String,
+    },
+    /// Read the --config file and check it as `serve` does before it opens anything the file
+    /// names; prints what is wrong, exit 2.
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -80,6 +98,15 @@ enum TokenCommand {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Config {
+        command: ConfigCommand::Reference { output },
+    }) = &args.command
+    {
+        let entries = berth_shared::config_doc::reference::<Config>();
+        let title = "berth-coordinator configuration (TOML; unknown keys are refused). \
+                     Each key: `name = default  (type)`, then what it does.";
+        return berth_shared::config_doc::print(title, &entries, output == "json");
+    }
     let overrides = Overrides {
         listen: args.listen,
         data_dir: args.data_dir.clone(),
@@ -92,6 +119,15 @@ fn main() -> ExitCode {
             match args.command.unwrap_or(Command::Serve) {
                 Command::Serve => serve(config).await,
                 Command::Token { command } => token(config, command).await,
+                Command::Config {
+                    command: ConfigCommand::Check,
+                } => {
+                    println!("{}: valid", args.config.display());
+                    Ok(())
+                }
+                Command::Config {
+                    command: ConfigCommand::Reference { .. },
+                } => unreachable!("answered above"),
             }
         })
     });

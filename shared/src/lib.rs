@@ -3,6 +3,7 @@
 //! error with its sources on one line). No I/O lives here.
 
 pub mod archive;
+pub mod config_doc;
 pub mod name;
 pub mod net;
 pub mod role;
@@ -10,6 +11,9 @@ pub mod saga;
 pub mod secret;
 pub mod task;
 pub mod time;
+
+// `#[derive(ConfigDoc)]` names `::berth_shared`, here too.
+extern crate self as berth_shared;
 
 pub use name::{AppName, HostId, NameError, StackName};
 pub use role::Role;

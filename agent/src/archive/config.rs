@@ -4,10 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use berth_shared::archive::StoreUrl;
+use berth_shared::config_doc::ConfigDoc;
 use serde::Deserialize;
 
 /// `[archive]` in the agent's config. Every key has a default, so the table may be absent.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ConfigDoc)]
 #[serde(deny_unknown_fields)]
 pub struct ArchiveConfig {
     /// Where archives live: `file:///dir` (the embedded default,

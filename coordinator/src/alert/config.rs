@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use anyhow::bail;
 use berth_shared::Secret;
+use berth_shared::config_doc::ConfigDoc;
 use serde::Deserialize;
 
 /// The alert webhook (`[alerts]`). Without `webhook_url`, alerts are queued in the database
 /// and never sent.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, ConfigDoc)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertConfig {
     /// A file holding the URL alerts are POSTed to (`https://…`); a file because chat
@@ -20,8 +21,10 @@ pub struct AlertConfig {
     /// A file holding the HMAC key of the `X-Berth-Signature` header. Required with a URL.
     pub webhook_secret_file: Option<PathBuf>,
     /// How long one delivery attempt may take, in seconds (default 10).
+    #[config(default_text = "10")]
     pub timeout_secs: Option<u64>,
     /// Delivered alerts are forgotten this many days after delivery (default 30).
+    #[config(default_text = "30")]
     pub keep_delivered_days: Option<u64>,
 }
 

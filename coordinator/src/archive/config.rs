@@ -5,13 +5,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use berth_shared::archive::{RetentionPolicy, StoreUrl, Tz, parse_timezone};
+use berth_shared::config_doc::ConfigDoc;
 use serde::Deserialize;
 
 /// S3 presigned URLs live at most 7 days.
 pub const MAX_LINK_EXPIRY_SECS: u32 = 7 * 24 * 3600;
 
 /// `[archive]` in the coordinator's config. Every key has a default.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ConfigDoc)]
 #[serde(deny_unknown_fields)]
 pub struct ArchiveConfig {
     /// The store the agents write to: `file:///dir` (default `file:///var/lib/berth/archives`,
@@ -76,6 +77,7 @@ pub struct ArchiveConfig {
     /// The IANA time zone whose hours, days, weeks, months and years the tiers count in,
     /// e.g. `Europe/Berlin` (default UTC).
     #[serde(default, deserialize_with = "timezone")]
+    #[config(default_text = "UTC")]
     pub retention_timezone: Option<Tz>,
     /// How often one coordinator sweeps the bucket for multipart uploads that no live
     /// `archive.create` saga owns, and aborts them (seconds; 0: never, `berth archive prune`

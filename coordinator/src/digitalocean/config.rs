@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use berth_shared::config_doc::ConfigDoc;
 use reqwest::Url;
 use serde::Deserialize;
 
@@ -12,7 +13,7 @@ use super::retry::RetryPolicy;
 use super::token::{TokenError, Tokens};
 
 /// Access to the DigitalOcean API. Tokens come from files (systemd `LoadCredential=` works).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, ConfigDoc)]
 #[serde(deny_unknown_fields)]
 pub struct DigitalOceanConfig {
     /// Base URL of the API, without `/v2`: `https://api.digitalocean.com`, or the simulator's

@@ -3,11 +3,12 @@
 use std::time::Duration;
 
 use anyhow::bail;
+use berth_shared::config_doc::ConfigDoc;
 use serde::Deserialize;
 
 /// The inventory sync and drift detection schedule (`[inventory]`). The schedule lives in the
 /// database, so coordinators sharing one take turns instead of each syncing.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, ConfigDoc)]
 #[serde(deny_unknown_fields, default)]
 pub struct InventoryConfig {
     /// Sync every droplet the read token can see this often, in seconds. 0 turns the periodic

@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use anyhow::bail;
+use berth_shared::config_doc::ConfigDoc;
 use serde::Deserialize;
 
 use crate::digitalocean::Patience;
 
 /// How droplet sagas wait for DigitalOcean. The defaults suit the real API; tests and demos
 /// against the simulator shorten them.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, ConfigDoc)]
 #[serde(deny_unknown_fields, default)]
 pub struct DropletConfig {
     /// How often a step looks at a droplet or an action in progress, in milliseconds. Each

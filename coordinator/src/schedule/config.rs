@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use anyhow::bail;
+use berth_shared::config_doc::ConfigDoc;
 use serde::Deserialize;
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, ConfigDoc)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScheduleConfig {
     /// How often a coordinator looks for due occurrences, in milliseconds.

@@ -1,6 +1,7 @@
 //! Installing on real hosts: the systemd units and the install script (`deploy/`), agent
 //! enrollment end to end, and upgrades (a newer schema refused, an agent restarted mid-task).
 
+mod config;
 mod enroll;
 mod install;
 mod prometheus;

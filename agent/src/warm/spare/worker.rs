@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use berth_shared::config_doc::ConfigDoc;
 use berth_shared::name::VolumeName;
 use serde::Deserialize;
 use tokio::sync::Notify;
@@ -31,7 +32,7 @@ use crate::warm::{AppTarget, Warm, WarmError, blocking};
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// The agent's `[warm]` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ConfigDoc)]
 #[serde(deny_unknown_fields)]
 pub struct WarmConfig {
     /// Keep a ready spare beside each volume of every warm snapshot, so a restore is a rename.
