@@ -427,7 +427,10 @@ mod tests {
         let format = find(&entries, "format");
         assert_eq!(
             (format.ty.as_str(), &format.default),
-            ("\"text\" | \"json\"", &DefaultValue::Value("\"text\"".into()))
+            (
+                "\"text\" | \"json\"",
+                &DefaultValue::Value("\"text\"".into())
+            )
         );
         assert_eq!(find(&entries, "inner").ty, "table");
         assert_eq!(

@@ -79,6 +79,10 @@ ledger_enum!(
         Compensating => "compensating",
         Compensated => "compensated",
         Skipped => "skipped",
+        /// Stopped by an operator's cancel; the saga compensates the steps before it.
+        Cancelled => "cancelled",
+        /// In flight when an operator abandoned the saga: nothing will finish or undo it.
+        Abandoned => "abandoned",
     }
 );
 
@@ -178,11 +182,15 @@ impl StepStatus {
                 Pending => matches!(next, Running | Failed | Skipped),
                 // A step left running by a dead executor may be compensated, or reset by an
                 // operator.
-                Running => matches!(next, Completed | Failed | Compensating | Pending | Skipped),
-                Failed => matches!(next, Pending | Running | Skipped),
+                Running => matches!(
+                    next,
+                    Completed | Failed | Cancelled | Compensating | Pending | Skipped | Abandoned
+                ),
+                // A cancelled step after a pivot fails the saga forward, for an operator.
+                Failed | Cancelled => matches!(next, Pending | Running | Skipped),
                 Completed => matches!(next, Compensating),
-                Compensating => matches!(next, Compensated | Skipped),
-                Compensated | Skipped => false,
+                Compensating => matches!(next, Compensated | Skipped | Abandoned),
+                Compensated | Skipped | Abandoned => false,
             }
     }
 }
@@ -194,7 +202,8 @@ impl EventKind {
         Some(match self {
             StepStarted => StepStatus::Running,
             StepSucceeded => StepStatus::Completed,
-            StepFailed | StepCancelled => StepStatus::Failed,
+            StepFailed => StepStatus::Failed,
+            StepCancelled => StepStatus::Cancelled,
             CompensationStepStarted => StepStatus::Compensating,
             StepCompensated => StepStatus::Compensated,
             _ => return None,
@@ -275,6 +284,15 @@ mod tests {
     fn events_set_the_statuses_the_step_table_allows() {
         use StepStatus::*;
         assert!(!Compensated.can_become(Running) && !Skipped.can_become(Pending));
+        assert!(Running.can_become(Cancelled) && Running.can_become(Abandoned));
+        assert!(Compensating.can_become(Abandoned) && !Failed.can_become(Abandoned));
+        assert!(
+            StepStatus::ALL
+                .iter()
+                .all(|s| !Abandoned.can_become(*s) || *s == Abandoned),
+            "an abandoned step is over"
+        );
+        assert_eq!(EventKind::StepCancelled.step_status(), Some(Cancelled));
         assert!(
             !Completed.can_become(Failed),
             "a completed step is only compensated"

@@ -20,6 +20,7 @@ fn step(index: u32, name: &str, status: StepStatus) -> pb::SagaStep {
         output_json: String::new(),
         error: String::new(),
         started_at_ms: 0,
+        attempt_started_at_ms: 0,
         finished_at_ms: 0,
         pivot: false,
     }
@@ -34,6 +35,8 @@ fn compensated_saga() -> pb::Saga {
     flaky.attempts = 2;
     flaky.output_json = r#"{"attempts":2}"#.into();
     flaky.started_at_ms = NOW - 64_990;
+    // The second attempt's 300 ms, not the 1.29 s since the first began.
+    flaky.attempt_started_at_ms = NOW - 64_000;
     flaky.finished_at_ms = NOW - 63_700;
     let mut fail = step(2, "fail", StepStatus::Failed);
     fail.error = "failed on purpose\n(demo step `fail`)".into();
@@ -121,7 +124,7 @@ fn show_prints_the_fields_then_a_steps_table() {
          \n\
          INDEX  NAME          STATUS       ATTEMPTS  PIVOT  DURATION  ERROR\n\
          0      noop          compensated  1         -      10ms      -\n\
-         1      flaky         completed    2         -      1.3s      -\n\
+         1      flaky         completed    2         -      300ms     -\n\
          2      fail          failed       1         -      10ms      failed on purpose (demo step `fail`)\n\
          3      destroy_like  pending      0         yes    -         -\n"
     );
@@ -189,6 +192,7 @@ fn saga_json_parses_inputs_and_outputs() {
     assert_eq!(
         step_keys,
         [
+            "attempt_started_at_ms",
             "attempts",
             "error",
             "finished_at_ms",

@@ -44,7 +44,10 @@ pub struct StepView {
     pub pivot: bool,
     pub output: Value,
     pub error: Option<String>,
+    /// When the first attempt began.
     pub started_at_ms: Option<i64>,
+    /// When the latest attempt began; the step's duration is this attempt's.
+    pub attempt_started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
 }
 
@@ -79,6 +82,7 @@ impl From<&pb::SagaStep> for StepView {
             output: json_value(&s.output_json),
             error: non_empty(&s.error),
             started_at_ms: (s.started_at_ms > 0).then_some(s.started_at_ms),
+            attempt_started_at_ms: Some(attempt_start(s)).filter(|t| *t > 0),
             finished_at_ms: (s.finished_at_ms > 0).then_some(s.finished_at_ms),
         }
     }
@@ -191,9 +195,20 @@ pub fn write_saga_detail(saga: &pb::Saga, now_ms: i64, out: &mut dyn Write) -> s
     table.write(out)
 }
 
-/// How long a step ran: to its end, or so far while it runs; empty if it never started.
+/// When a step's latest attempt began (0: never ran); a coordinator before schema 14 sends
+/// only the first attempt's start.
+pub(crate) fn attempt_start(st: &pb::SagaStep) -> i64 {
+    if st.attempt_started_at_ms > 0 {
+        st.attempt_started_at_ms
+    } else {
+        st.started_at_ms
+    }
+}
+
+/// How long a step's latest attempt ran: to its end, or so far while it runs; empty if it
+/// never started.
 fn step_duration(st: &pb::SagaStep, now_ms: i64) -> String {
-    match (st.started_at_ms, st.finished_at_ms) {
+    match (attempt_start(st), st.finished_at_ms) {
         (0, _) => String::new(),
         (start, end) if end >= start => human_duration_ms(end - start),
         (start, _)

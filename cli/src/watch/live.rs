@@ -138,7 +138,7 @@ impl LiveView {
 
     /// A step's line from the ledger, for the end of the watch.
     fn settle(line: &mut StepLine, styles: &Styles, step: &pb::SagaStep) {
-        let took = match (step.started_at_ms, step.finished_at_ms) {
+        let took = match (crate::sagas::attempt_start(step), step.finished_at_ms) {
             (s, f) if s > 0 && f >= s => format!(" in {}", human_duration_ms(f - s)),
             _ => String::new(),
         };
@@ -150,6 +150,8 @@ impl LiveView {
             Some(StepStatus::Pending) => "· not run".to_owned(),
             Some(StepStatus::Failed) if error.is_empty() => "✗ failed".to_owned(),
             Some(StepStatus::Failed) => format!("✗ failed: {error}"),
+            Some(StepStatus::Cancelled) => format!("⊘ cancelled{took}"),
+            Some(StepStatus::Abandoned) => format!("⊘ abandoned{took}"),
             _ if error.is_empty() => step.status.clone(),
             _ => format!("{}: {error}", step.status),
         };
@@ -176,7 +178,8 @@ impl Render for LiveView {
         let styles = &self.styles;
         match e.kind.parse().ok() {
             Some(EventKind::StepStarted) => {
-                line.started_ms.get_or_insert(at);
+                // Each attempt starts the clock again: a duration is the latest attempt's.
+                line.started_ms = Some(at);
                 if line.phase != Phase::Running {
                     line.bar.reset_elapsed();
                 }
@@ -210,7 +213,7 @@ impl Render for LiveView {
                 Self::set(line, styles, Phase::Done, format!("✗ failed: {message}"))
             }
             Some(EventKind::StepCancelled) => {
-                Self::set(line, styles, Phase::Done, "✗ cancelled".to_owned())
+                Self::set(line, styles, Phase::Done, "⊘ cancelled".to_owned())
             }
             Some(EventKind::CompensationStepStarted) => {
                 Self::set(line, styles, Phase::Running, "undoing".to_owned());

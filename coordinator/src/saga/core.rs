@@ -79,7 +79,9 @@ fn forward(saga: &SagaView) -> Next {
     match step.status {
         StepStatus::Pending | StepStatus::Running => Next::Execute(i),
         // A failure after a pivot fails forward: the saga waits for an operator.
-        StepStatus::Failed if saga.past_pivot() => Next::Finish(SagaStatus::Failed),
+        StepStatus::Failed | StepStatus::Cancelled if saga.past_pivot() => {
+            Next::Finish(SagaStatus::Failed)
+        }
         // So does one of a step that waits for an operator (a cancel compensated above).
         StepStatus::Failed if step.on_failure == OnFailure::WaitForOperator => {
             Next::Finish(SagaStatus::Failed)

@@ -244,15 +244,15 @@ impl Engine {
                 Ok(Outcome::Done)
             }
             Attempted::Failed(err) => {
-                let kind = match err.kind {
-                    StepErrorKind::Cancelled => EventKind::StepCancelled,
-                    _ => EventKind::StepFailed,
+                let (kind, status) = match err.kind {
+                    StepErrorKind::Cancelled => (EventKind::StepCancelled, StepStatus::Cancelled),
+                    _ => (EventKind::StepFailed, StepStatus::Failed),
                 };
                 let event = NewEvent::step(kind, idx, &err.message);
                 let write = StepWrite {
                     error: Some(&err.message),
                     finished: true,
-                    ..StepWrite::to(StepStatus::Failed)
+                    ..StepWrite::to(status)
                 };
                 self.put_step(claim, row, &write, event).await?;
                 Ok(Outcome::Done)
@@ -331,6 +331,7 @@ impl Engine {
                 let write = StepWrite {
                     attempts: Some(attempts as i64),
                     started: row.started_at_ms.is_none(),
+                    attempt_started: true,
                     ..StepWrite::to(StepStatus::Running)
                 };
                 self.put_step(claim, row, &write, event).await?;
@@ -388,18 +389,25 @@ impl Engine {
                     Phase::Compensate => err,
                 }));
             }
-            let detail;
             let mut event = NewEvent::step(phase.retry_event(), idx, &err.message);
             if phase == Phase::Execute {
                 metrics::counter!("berth_saga_step_retries_total", "step" => step.name())
                     .increment(1);
-                detail =
+                let detail =
                     json!({ "wait_ms": wait.as_millis() as u64, "attempt": attempts }).to_string();
                 event.detail = Some(&detail);
+                // The attempt ended: its duration stops here, not at the next one's end.
+                let write = StepWrite {
+                    error: Some(&err.message),
+                    finished: true,
+                    ..StepWrite::to(StepStatus::Running)
+                };
+                self.put_step(claim, row, &write, event).await?;
+            } else {
+                self.store()
+                    .append_event(&ctx.fence, event, now_ms())
+                    .await?;
             }
-            self.store()
-                .append_event(&ctx.fence, event, now_ms())
-                .await?;
             // Only an execute's wait ends early on cancel (a compensation's token is the
             // lease's, and a lost lease shows at the next write).
             let cancelled = async {
@@ -462,6 +470,10 @@ impl Engine {
         row.error = w.error.map(str::to_owned);
         if w.started {
             row.started_at_ms = Some(now);
+        }
+        if w.attempt_started {
+            row.attempt_started_at_ms = Some(now);
+            row.finished_at_ms = None;
         }
         if w.finished {
             row.finished_at_ms = Some(now);

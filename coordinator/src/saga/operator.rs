@@ -103,7 +103,7 @@ impl Engine {
         }
         let reset: Vec<(i64, StepStatus)> = steps
             .iter()
-            .filter(|s| s.status == StepStatus::Failed)
+            .filter(|s| matches!(s.status, StepStatus::Failed | StepStatus::Cancelled))
             .map(|s| (s.step_idx, StepStatus::Pending))
             .collect();
         self.transition(
@@ -130,7 +130,10 @@ impl Engine {
             SagaStatus::Failed | SagaStatus::Paused => (
                 matches!(
                     step.status,
-                    StepStatus::Failed | StepStatus::Pending | StepStatus::Running
+                    StepStatus::Failed
+                        | StepStatus::Cancelled
+                        | StepStatus::Pending
+                        | StepStatus::Running
                 ),
                 SagaStatus::Running,
             ),
@@ -181,9 +184,10 @@ impl Engine {
         .await
     }
 
-    /// Gives a saga up: nothing more runs. Any live owner is fenced off.
+    /// Gives a saga up: nothing more runs. Any live owner is fenced off, and a step it had in
+    /// flight is marked `abandoned` (its clock stops): nothing will finish or undo it.
     pub async fn abandon(&self, id: &str, reason: &str) -> Result<(), ActionError> {
-        let (saga, _) = self.load(id).await?;
+        let (saga, steps) = self.load(id).await?;
         let st = saga.status;
         if matches!(
             st,
@@ -196,11 +200,16 @@ impl Engine {
                 "saga {id} is already {st}; nothing to abandon"
             )));
         }
+        let in_flight: Vec<(i64, StepStatus)> = steps
+            .iter()
+            .filter(|s| matches!(s.status, StepStatus::Running | StepStatus::Compensating))
+            .map(|s| (s.step_idx, StepStatus::Abandoned))
+            .collect();
         self.transition(
             id,
             st,
             SagaStatus::Abandoned,
-            &[],
+            &in_flight,
             EventKind::OperatorAbandon,
             reason,
         )

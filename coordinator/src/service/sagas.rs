@@ -57,6 +57,10 @@ pub(crate) fn saga_pb(s: SagaRow, steps: Vec<StepRow>) -> pb::Saga {
                 output_json: st.output.unwrap_or_default(),
                 error: st.error.unwrap_or_default(),
                 started_at_ms: st.started_at_ms.unwrap_or_default(),
+                attempt_started_at_ms: st
+                    .attempt_started_at_ms
+                    .or(st.started_at_ms)
+                    .unwrap_or_default(),
                 finished_at_ms: st.finished_at_ms.unwrap_or_default(),
                 pivot: st.pivot,
             })

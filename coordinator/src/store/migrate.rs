@@ -151,6 +151,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: &["ALTER TABLE hosts ADD COLUMN warm_root_free_bytes BIGINT"],
         postgres: None,
     },
+    Migration {
+        version: 14,
+        name: "when a step's latest attempt began (its duration is per attempt)",
+        sqlite: &["ALTER TABLE saga_step_results ADD COLUMN attempt_started_at_ms BIGINT"],
+        postgres: None,
+    },
 ];
 
 /// Version 12: `schedules`, `schedule_runs`, `alert_outbox` and `archive_covers`.

@@ -55,7 +55,11 @@ pub struct StepRow {
     pub output: Option<String>,
     pub error: Option<String>,
     pub written_epoch: i64,
+    /// When the first attempt began (the retry deadline counts from it).
     pub started_at_ms: Option<i64>,
+    /// When the latest attempt began; the step's duration is this attempt's.
+    pub attempt_started_at_ms: Option<i64>,
+    /// When the latest attempt ended (success, failure, a retryable failure, abandon).
     pub finished_at_ms: Option<i64>,
 }
 
@@ -105,7 +109,11 @@ pub struct StepWrite<'a> {
     pub attempts: Option<i64>,
     pub output: Option<&'a str>,
     pub error: Option<&'a str>,
+    /// The first attempt begins: sets `started_at_ms`.
     pub started: bool,
+    /// An attempt begins: sets `attempt_started_at_ms`, clears `finished_at_ms`.
+    pub attempt_started: bool,
+    /// The attempt ended: sets `finished_at_ms`.
     pub finished: bool,
 }
 
@@ -118,6 +126,7 @@ impl StepWrite<'_> {
             output: None,
             error: None,
             started: false,
+            attempt_started: false,
             finished: false,
         }
     }
@@ -181,7 +190,7 @@ const SAGA_COLUMNS: &str = "id, kind, inputs, status, owner_id, epoch, lease_exp
     next_run_at_ms, reclaim_count, cancel_requested_at_ms, start_key, error, output, \
     created_at_ms, updated_at_ms";
 const STEP_COLUMNS: &str = "step_idx, name, pivot, status, attempts, checkpoint, output, error, \
-    written_epoch, started_at_ms, finished_at_ms";
+    written_epoch, started_at_ms, attempt_started_at_ms, finished_at_ms";
 const EVENT_COLUMNS: &str = "seq, saga_id, kind, step_idx, message, detail, epoch, at_ms";
 /// Statuses an executor claims.
 /// The SQL list of [`SagaStatus::ACTIVE`], `('pending', 'running', 'compensating')`.
@@ -249,6 +258,7 @@ fn step_row(r: &AnyRow) -> Result<StepRow, StoreError> {
         error: r.try_get("error")?,
         written_epoch: r.try_get("written_epoch")?,
         started_at_ms: r.try_get("started_at_ms")?,
+        attempt_started_at_ms: r.try_get("attempt_started_at_ms")?,
         finished_at_ms: r.try_get("finished_at_ms")?,
     })
 }
@@ -528,7 +538,9 @@ impl Store {
             "UPDATE saga_step_results SET status = $1, attempts = COALESCE($2, attempts), \
                 output = COALESCE($3, output), error = $4, written_epoch = $5, \
                 started_at_ms = CASE WHEN $6 = 1 THEN $7 ELSE started_at_ms END, \
-                finished_at_ms = CASE WHEN $8 = 1 THEN $7 ELSE finished_at_ms END \
+                attempt_started_at_ms = CASE WHEN $11 = 1 THEN $7 ELSE attempt_started_at_ms END, \
+                finished_at_ms = CASE WHEN $8 = 1 THEN $7 WHEN $11 = 1 THEN NULL \
+                    ELSE finished_at_ms END \
              WHERE saga_id = $9 AND step_idx = $10",
         )
         .bind(w.status.as_str())
@@ -541,6 +553,7 @@ impl Store {
         .bind(i64::from(w.finished))
         .bind(&f.saga_id)
         .bind(idx)
+        .bind(i64::from(w.attempt_started))
         .execute(&mut *tx)
         .await?;
         if matches!(w.status, StepStatus::Completed | StepStatus::Compensated) {
@@ -813,18 +826,25 @@ impl Store {
                     "saga {saga_id} step {idx}: illegal operator step transition {was} -> {status}"
                 );
             }
-            // A step run again starts its count afresh; a skipped one keeps how often it ran
-            // and why it failed.
+            // A step run again starts afresh: its count, its times (its retry deadline counts
+            // from the new first attempt); a skipped one keeps how often it ran and why it
+            // failed; an abandoned one stops its clock.
             sqlx::query(
                 "UPDATE saga_step_results SET status = $1, \
                     attempts = CASE WHEN $1 = 'pending' THEN 0 ELSE attempts END, \
                     error = CASE WHEN $1 = 'pending' THEN NULL ELSE error END, \
+                    started_at_ms = CASE WHEN $1 = 'pending' THEN NULL ELSE started_at_ms END, \
+                    attempt_started_at_ms = CASE WHEN $1 = 'pending' THEN NULL \
+                        ELSE attempt_started_at_ms END, \
+                    finished_at_ms = CASE WHEN $1 = 'pending' THEN NULL \
+                        WHEN $1 = 'abandoned' THEN $5 ELSE finished_at_ms END, \
                     written_epoch = $2 WHERE saga_id = $3 AND step_idx = $4",
             )
             .bind(status.as_str())
             .bind(epoch)
             .bind(saga_id)
             .bind(*idx)
+            .bind(now_ms)
             .execute(&mut *tx)
             .await?;
         }

@@ -598,6 +598,14 @@ async fn a_cancel_sent_to_another_replica_stops_the_running_step_at_once() {
             .unwrap()
             .into_inner();
         if s.status == SagaStatus::Cancelled.as_str() {
+            let step = &s.steps[1];
+            assert_eq!(
+                step.status, "cancelled",
+                "the stopped step says why: {step:?}"
+            );
+            assert!(
+                step.finished_at_ms >= step.attempt_started_at_ms && step.attempt_started_at_ms > 0
+            );
             break asked.elapsed();
         }
         assert!(
