@@ -25,5 +25,6 @@ mod schedules;
 mod store;
 mod tls;
 mod trust;
+mod walkthrough;
 mod warm_e2e;
 mod warm_spares;
