@@ -6,8 +6,6 @@
 
 mod view;
 
-pub(crate) use view::attempt_start;
-
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;

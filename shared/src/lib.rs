@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod config_doc;
+pub mod human;
 pub mod name;
 pub mod net;
 pub mod role;

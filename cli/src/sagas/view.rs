@@ -8,7 +8,9 @@ use berth_shared::saga::{SagaStatus, StepStatus};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::output::{Table, human_duration_ms, relative_time, truncate, utc_time, write_fields};
+use crate::output::{
+    Table, attempt_start, human_duration_ms, relative_time, truncate, utc_time, write_fields,
+};
 
 /// How many characters of a saga's error `sagas list` shows.
 const LIST_ERROR_WIDTH: usize = 60;
@@ -193,16 +195,6 @@ pub fn write_saga_detail(saga: &pb::Saga, now_ms: i64, out: &mut dyn Write) -> s
         ]);
     }
     table.write(out)
-}
-
-/// When a step's latest attempt began (0: never ran); a coordinator before schema 14 sends
-/// only the first attempt's start.
-pub(crate) fn attempt_start(st: &pb::SagaStep) -> i64 {
-    if st.attempt_started_at_ms > 0 {
-        st.attempt_started_at_ms
-    } else {
-        st.started_at_ms
-    }
 }
 
 /// How long a step's latest attempt ran: to its end, or so far while it runs; empty if it

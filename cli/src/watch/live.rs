@@ -138,7 +138,7 @@ impl LiveView {
 
     /// A step's line from the ledger, for the end of the watch.
     fn settle(line: &mut StepLine, styles: &Styles, step: &pb::SagaStep) {
-        let took = match (crate::sagas::attempt_start(step), step.finished_at_ms) {
+        let took = match (crate::output::attempt_start(step), step.finished_at_ms) {
             (s, f) if s > 0 && f >= s => format!(" in {}", human_duration_ms(f - s)),
             _ => String::new(),
         };
