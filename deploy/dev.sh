@@ -13,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=$(realpath -m "${BERTH_DEV_DIR:-.berth-dev}")
 PORT=${BERTH_DEV_PORT:-7400}
+WEB_PORT=${BERTH_DEV_WEB_PORT:-$((PORT + 1))}
 BIN=${BERTH_BIN_DIR:-target/debug}
 SIM_PORT=${BERTH_DEV_DO_SIM_PORT:-8800}
 if [ -z "${BERTH_DEV_NO_BUILD:-}" ]; then
@@ -28,11 +29,13 @@ cat > "$DIR/coordinator.toml" <<TOML
 listen = "127.0.0.1:$PORT"
 data_dir = "$DIR/coordinator"
 insecure_plaintext = true
+# The web console: http://127.0.0.1:$WEB_PORT (sign in with the admin token in admin.token).
+web_listen = "127.0.0.1:$WEB_PORT"
 heartbeat_interval_secs = 2
 heartbeat_timeout_secs = 6
 
 [sagas]
-# The demo saga kind (`berth sagas start demo …`), for trying the engine out.
+# The demo saga kind ("berth sagas start demo ..."), for trying the engine out.
 demo = true
 
 [archive]
@@ -84,5 +87,6 @@ fi
 "${coordinator[@]}" & pids+=($!); echo $! > "$DIR/coordinator.pid"
 "$BIN/berth-agent" --config "$DIR/agent.toml" & pids+=($!); echo $! > "$DIR/agent.pid"
 echo "berth: coordinator on 127.0.0.1:$PORT, agent for host $HOST_ID; state in $DIR" >&2
+echo "berth: web console on http://127.0.0.1:$WEB_PORT (sign in with the token in $DIR/admin.token)" >&2
 echo "berth: in another shell: eval \"\$(cat $DIR/env)\"; $BIN/berth hosts list" >&2
 wait

@@ -289,7 +289,6 @@ impl Tokens {
 
     /// The caller behind a bearer token, if the token is live.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
-        let now = unix_ms(SystemTime::now());
         let token = token.trim();
         // Not a token this coordinator could have issued, or one found unknown lately: no
         // lookup, so a flood of made-up tokens costs the database nothing.
@@ -297,19 +296,25 @@ impl Tokens {
             auth_failed("malformed");
             return Err(AuthError::Invalid);
         }
-        let hash = hash_token(token);
-        if self.unknown.contains(&hash) {
+        self.authenticate_hash(&hash_token(token)).await
+    }
+
+    /// The caller behind a token known by its hash (a web session keeps only that), if the
+    /// token is live.
+    pub async fn authenticate_hash(&self, hash: &str) -> Result<Principal, AuthError> {
+        let now = unix_ms(SystemTime::now());
+        if self.unknown.contains(hash) {
             metrics::counter!("berth_token_unknown_cached_total").increment(1);
             auth_failed("unknown");
             return Err(AuthError::Invalid);
         }
         metrics::counter!("berth_token_queries_total").increment(1);
-        let Some(record) = self.store.find_live_token(&hash, now).await? else {
+        let Some(record) = self.store.find_live_token(hash, now).await? else {
             metrics::counter!("berth_token_queries_total").increment(1);
-            let (why, reason) = self.why_not_live(&hash, now).await?;
+            let (why, reason) = self.why_not_live(hash, now).await?;
             auth_failed(reason);
             if reason == "unknown" {
-                self.unknown.insert(&hash);
+                self.unknown.insert(hash);
             }
             return Err(why);
         };

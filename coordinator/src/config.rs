@@ -39,6 +39,10 @@ pub struct Config {
     /// Address of the Prometheus metrics endpoint (`/metrics`); absent: no endpoint.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Address of the web console (HTML pages over the same API, with the same `[tls]`);
+    /// absent: no console.
+    #[serde(default)]
+    pub web_listen: Option<SocketAddr>,
     /// Log format: `text` or `json`.
     #[serde(default)]
     pub log_format: LogFormat,

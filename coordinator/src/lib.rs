@@ -24,6 +24,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod web;
 
 pub use config::Config;
 pub use server::{StartError, run};

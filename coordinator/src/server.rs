@@ -55,6 +55,12 @@ pub enum StartError {
         path: String,
         hint: String,
     },
+    #[error("cannot listen on {what} {addr}")]
+    Bind {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot create data directory {path}")]
     DataDir {
         path: String,
@@ -147,7 +153,11 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let store = open_store(&config).await?;
     store.listen(shutdown.clone());
-    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|t| tls::acceptor(t, &[b"h2"]))
+        .transpose()?;
     let instance_id = instance_id(&config);
     let hub = Hub::new(store.clone());
     let tokens = Tokens::new(store.clone()).with_unknown_cache(config.limits.unknown_tokens());
@@ -285,6 +295,44 @@ pub async fn run(
         engine: engine.clone(),
         inventory: inventory.clone(),
     };
+    let console = match config.web_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    what: "web_listen",
+                    addr,
+                    source,
+                })?;
+            let router = crate::web::router(crate::web::Console {
+                store: store.clone(),
+                tokens: tokens.clone(),
+                hosts: hosts.clone(),
+                sagas: sagas.clone(),
+                drift: drift.clone(),
+                archives: archives.clone(),
+                warm: warm.clone(),
+                schedules: schedules.clone(),
+                secure: tls.is_some(),
+            });
+            // Browsers may speak HTTP/1.1 or HTTP/2 to it.
+            let incoming = match &config.tls {
+                Some(t) => {
+                    let acceptor = tls::acceptor(t, &[b"h2", b"http/1.1"])?;
+                    let addr = listener.local_addr().unwrap_or(addr);
+                    let tcp = TcpIncoming::from(listener).with_nodelay(Some(true));
+                    let timeout = config.limits.tls_handshake_timeout();
+                    crate::web::Incoming::Tls {
+                        streams: tls::accept(tcp, acceptor, timeout, shutdown.clone()),
+                        addr,
+                    }
+                }
+                None => crate::web::Incoming::Plain(listener),
+            };
+            Some((incoming, router))
+        }
+        None => None,
+    };
 
     // Limits per connection: HTTP/2 streams (clients queue beyond it), TCP keepalive, and
     // the TLS handshake timeout (in `tls::accept`).
@@ -293,7 +341,7 @@ pub async fn run(
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .max_concurrent_streams(config.limits.max_streams_per_connection);
     let router = builder
-        .layer(AuthLayer::new(tokens))
+        .layer(AuthLayer::new(tokens.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
@@ -333,6 +381,14 @@ pub async fn run(
         i64::from(config.heartbeat_timeout_secs) * 1000,
         shutdown.clone(),
     ));
+    let console_task = console.map(|(incoming, router)| {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::web::serve(incoming, router, shutdown).await {
+                tracing::error!(error = %e, "web console stopped");
+            }
+        })
+    });
     ready();
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
@@ -355,6 +411,9 @@ pub async fn run(
     let _ = schedule_task.await;
     let _ = alert_task.await;
     let _ = host_gauges.await;
+    if let Some(task) = console_task {
+        let _ = task.await;
+    }
     // Agent sessions end with the shutdown; each records its disconnect in the store first.
     sessions.close();
     if tokio::time::timeout(SESSIONS_DRAIN, sessions.wait())

@@ -5,6 +5,7 @@
 //! `coordinator.agent("host-a").await`.
 
 pub mod bin;
+pub mod browser;
 pub mod cli;
 pub mod cloud;
 pub mod cluster;

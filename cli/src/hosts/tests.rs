@@ -19,6 +19,7 @@ fn host(id: &str, hostname: &str, online: bool, heartbeat_age_ms: i64) -> pb::Ho
         } else {
             String::new()
         },
+        warm_root_free_bytes: None,
     }
 }
 

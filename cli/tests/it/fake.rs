@@ -126,6 +126,7 @@ pub fn hosts() -> Vec<pb::Host> {
             last_heartbeat_ms: now - 2_000,
             online: true,
             connected_to: "coord-a".into(),
+            warm_root_free_bytes: Some(40 << 30),
         },
         pb::Host {
             host_id: "ci-runner-2".into(),
@@ -137,6 +138,7 @@ pub fn hosts() -> Vec<pb::Host> {
             last_heartbeat_ms: now - 3 * 3_600_000 - 60_000,
             online: false,
             connected_to: String::new(),
+            warm_root_free_bytes: None,
         },
     ]
 }

@@ -31,7 +31,7 @@ const HANDSHAKES: usize = 256;
 /// The server side of TLS: the certificate, and when `client_ca_file` is set, client
 /// certificates checked against it (optional, so operators' clients may use tokens alone;
 /// the agent link demands one).
-pub(crate) fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, StartError> {
+pub(crate) fn acceptor(tls: &TlsConfig, alpn: &[&[u8]]) -> Result<TlsAcceptor, StartError> {
     let bad = |what: &str, e: &dyn std::fmt::Display| StartError::Config(format!("{what}: {e}"));
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let chain = CertificateDer::pem_slice_iter(&read("tls.cert_file", &tls.cert_file)?)
@@ -61,7 +61,7 @@ pub(crate) fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, StartError> {
     let mut config = builder
         .with_single_cert(chain, key)
         .map_err(|e| bad("tls.cert_file and tls.key_file", &e))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

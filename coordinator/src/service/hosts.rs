@@ -35,6 +35,7 @@ impl HostsService {
             } else {
                 String::new()
             },
+            warm_root_free_bytes: h.warm_root_free_bytes.map(|b| b.max(0) as u64),
         }
     }
 }

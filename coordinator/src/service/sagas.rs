@@ -242,8 +242,10 @@ impl pb::saga_service_server::SagaService for SagasService {
         let mut sagas: Vec<pb::Saga> = Vec::with_capacity(rows.len());
         let mut bytes = 0;
         let mut next_page_token = next_page_token;
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        let mut steps_of = store.get_steps_of(&ids).await.map_err(ApiError::from)?;
         for row in rows {
-            let steps = store.get_steps(&row.id).await.map_err(ApiError::from)?;
+            let steps = steps_of.remove(&row.id).unwrap_or_default();
             let saga = saga_pb(row, steps);
             let size = prost::Message::encoded_len(&saga) + 8;
             if !sagas.is_empty() && bytes + size > self.page_max_bytes {

@@ -157,6 +157,16 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: &["ALTER TABLE saga_step_results ADD COLUMN attempt_started_at_ms BIGINT"],
         postgres: None,
     },
+    Migration {
+        version: 15,
+        name: "web console sessions; saga lists by status and by kind, newest first",
+        sqlite: &[
+            super::web_sessions::MIGRATION,
+            "CREATE INDEX saga_runs_status_id ON saga_runs (status, id)",
+            "CREATE INDEX saga_runs_kind_id ON saga_runs (kind, id)",
+        ],
+        postgres: None,
+    },
 ];
 
 /// Version 12: `schedules`, `schedule_runs`, `alert_outbox` and `archive_covers`.

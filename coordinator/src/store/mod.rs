@@ -18,6 +18,7 @@ mod secrets;
 mod signal;
 mod sql;
 mod tokens;
+mod web_sessions;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -43,6 +44,7 @@ pub use sagas::{
 pub use schedules::{Fired, NewRun, RunRow, ScheduleRow, Trigger};
 pub use signal::Signal;
 pub use tokens::{NewToken, TokenRecord, TokenScope};
+pub use web_sessions::WebSession;
 
 /// Which database the store is talking to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -731,6 +731,28 @@ impl Store {
         rows.iter().map(step_row).collect()
     }
 
+    /// The steps of each saga of `ids`, in one query (a page of a list).
+    pub async fn get_steps_of(
+        &self,
+        ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, Vec<StepRow>>, StoreError> {
+        let mut out: std::collections::HashMap<String, Vec<StepRow>> = Default::default();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let mut q = Sql::new(&format!(
+            "SELECT saga_id, {STEP_COLUMNS} FROM saga_step_results WHERE saga_id IN "
+        ));
+        q.text_list(ids);
+        q.push(" ORDER BY saga_id, step_idx");
+        for r in q.query().fetch_all(self.pool()).await? {
+            out.entry(r.try_get("saga_id")?)
+                .or_default()
+                .push(step_row(&r)?);
+        }
+        Ok(out)
+    }
+
     pub async fn events_after(
         &self,
         saga_id: &str,

@@ -7,6 +7,7 @@ mod archive;
 mod auth;
 mod binaries;
 mod cli_sagas;
+mod console;
 mod deploy;
 mod digitalocean;
 mod drift;

@@ -106,6 +106,7 @@ impl Dev {
             .env("BERTH_DEV_PORT", port.to_string())
             .env("BERTH_DEV_DO_SIM", "1")
             .env("BERTH_DEV_DO_SIM_PORT", free_port().to_string())
+            .env("BERTH_DEV_WEB_PORT", free_port().to_string())
             .env("BERTH_DEV_NO_BUILD", "1")
             .env("BERTH_BIN_DIR", &bin)
             .env_remove("BERTH_DEV_HOST_ID")
