@@ -43,3 +43,12 @@ pub fn assert_contains(haystack: impl AsRef<str>, needle: impl AsRef<str>) {
         "expected {needle:?} in:\n{haystack}"
     );
 }
+
+/// A TCP port on loopback that was free a moment ago (for a listener a test configures).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a loopback port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}

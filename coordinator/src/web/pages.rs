@@ -122,21 +122,7 @@ pub async fn overview(State(c): State<Arc<Console>>, s: Session) -> Page {
             a.card.(if failing.is_empty() { "" } else { "alarm" }) href="/schedules" { b { (failing.len()) } span { "failing schedules" } }
         }
         h2 { "Hosts" }
-        @if hosts.is_empty() {
-            (empty("No agent has connected yet.", "berth-agent enroll --coordinator URL --ca-file CA < enrollment.token"))
-        } @else {
-            table {
-                thead { tr { th { "host" } th { "status" } th { "last heartbeat" } th { "warm root free" } } }
-                tbody { @for h in &hosts {
-                    tr {
-                        td { a href={"/hosts/" (h.host_id)} { (h.host_id) } }
-                        td { (status(if h.online { "online" } else { "offline" })) }
-                        td { (when(now, h.last_heartbeat_ms)) }
-                        td { (h.warm_root_free_bytes.map(human_bytes).unwrap_or_else(|| "—".into())) }
-                    }
-                } }
-            }
-        }
+        (host_table(&hosts, now, false))
         h2 { "At work" }
         (saga_table(&active.sagas, now, "Nothing is running.", ""))
         h2 { "Stopped, waiting for an operator" }
@@ -562,27 +548,35 @@ pub async fn hosts(State(c): State<Arc<Console>>, s: Session) -> Page {
         .await?
         .into_inner()
         .hosts;
-    let body = html! {
-        @if hosts.is_empty() {
-            (empty("No agent has connected yet.", "berth-agent enroll --coordinator URL --ca-file CA < enrollment.token"))
-        } @else {
-            table {
-                thead { tr { th { "host" } th { "status" } th { "last heartbeat" } th { "agent" } th { "docker" } th { "warm root free" } th { "connected to" } } }
-                tbody { @for h in &hosts {
-                    tr {
-                        td { a href={"/hosts/" (h.host_id)} { (h.host_id) } }
-                        td { (status(if h.online { "online" } else { "offline" })) }
-                        td { (when(now, h.last_heartbeat_ms)) }
-                        td { (h.agent_version) }
-                        td { (h.docker_version) }
-                        td { (h.warm_root_free_bytes.map(human_bytes).unwrap_or_else(|| "—".into())) }
-                        td { (h.connected_to) }
-                    }
-                } }
-            }
+    Ok(page("Hosts", Nav::Hosts, &s, host_table(&hosts, now, true)))
+}
+
+/// The hosts, each with its status, last heartbeat and warm-root free space; `full` adds the
+/// versions and the replica holding its session.
+fn host_table(hosts: &[pb::Host], now: i64, full: bool) -> Markup {
+    if hosts.is_empty() {
+        return empty(
+            "No agent has connected yet.",
+            "berth-agent enroll --coordinator URL --ca-file CA < enrollment.token",
+        );
+    }
+    html! {
+        table {
+            thead { tr {
+                th { "host" } th { "status" } th { "last heartbeat" } th { "warm root free" }
+                @if full { th { "agent" } th { "docker" } th { "connected to" } }
+            } }
+            tbody { @for h in hosts {
+                tr {
+                    td { a href={"/hosts/" (h.host_id)} { (h.host_id) } }
+                    td { (status(if h.online { "online" } else { "offline" })) }
+                    td { (when(now, h.last_heartbeat_ms)) }
+                    td { (h.warm_root_free_bytes.map(human_bytes).unwrap_or_else(|| "—".into())) }
+                    @if full { td { (h.agent_version) } td { (h.docker_version) } td { (h.connected_to) } }
+                }
+            } }
         }
-    };
-    Ok(page("Hosts", Nav::Hosts, &s, body))
+    }
 }
 
 pub async fn host(State(c): State<Arc<Console>>, s: Session, Path(id): Path<String>) -> Page {

@@ -81,13 +81,7 @@ pub fn page(title: &str, nav: Nav, session: &Session, body: Markup) -> Response 
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · Berth" }
-                link rel="stylesheet" href="/assets/console.css";
-                script src="/assets/console.js" defer {}
-            }
+            (head(title, true))
             body {
                 header {
                     a.brand href="/" { "Berth" }
@@ -112,6 +106,19 @@ pub fn page(title: &str, nav: Nav, session: &Session, body: Markup) -> Response 
     html_response(StatusCode::OK, markup)
 }
 
+/// The `<head>` of every page; the script only where a session is (timelines, confirmations).
+fn head(title: &str, script: bool) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · Berth" }
+            link rel="stylesheet" href="/assets/console.css";
+            @if script { script src="/assets/console.js" defer {} }
+        }
+    }
+}
+
 pub fn html_response(status: StatusCode, markup: Markup) -> Response {
     (
         status,
@@ -129,12 +136,7 @@ pub fn bare(status: StatusCode, title: &str, body: Markup) -> Response {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · Berth" }
-                link rel="stylesheet" href="/assets/console.css";
-            }
+            (head(title, false))
             body.bare { main { h1 { (title) } (body) } }
         }
     };

@@ -224,15 +224,7 @@ fn the_readme_run_command_brings_up_a_coordinator_and_an_agent() {
             .arg(&script)
             .env("BERTH_DEV_DIR", dev.path())
             .env("BERTH_DEV_PORT", port.to_string())
-            .env(
-                "BERTH_DEV_WEB_PORT",
-                std::net::TcpListener::bind("127.0.0.1:0")
-                    .unwrap()
-                    .local_addr()
-                    .unwrap()
-                    .port()
-                    .to_string(),
-            )
+            .env("BERTH_DEV_WEB_PORT", berth_tests::free_port().to_string())
             .env_remove("BERTH_DEV_HOST_ID") // as the README runs it: named after this host
             .env("BERTH_DEV_NO_BUILD", "1")
             .env("BERTH_BIN_DIR", bin::path("").as_os_str())

@@ -11,19 +11,11 @@ use berth_tests::browser::Browser;
 use berth_tests::cli::berth_at;
 use berth_tests::cluster::Bearer;
 use berth_tests::docker::Volume;
-use berth_tests::{TestCoordinator, TestDb};
+use berth_tests::{TestCoordinator, TestDb, free_port};
 use fantoccini::Locator;
 use serde_json::json;
 
 use crate::drift::{record_spec, rid, sim, sync};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `pairs` as an `application/x-www-form-urlencoded` body.
 fn form_body(pairs: &[(&str, &str)]) -> String {
@@ -104,6 +96,18 @@ impl Http {
     }
 }
 
+/// A coordinator on `db` pointed at `sim` (inventory synced on demand) with its console on a
+/// free port; the console's base URL.
+async fn with_console(db: &TestDb, sim: &berth_tests::dosim::DoSim) -> (TestCoordinator, String) {
+    let web = free_port();
+    let c = TestCoordinator::start_with_digitalocean_and(db, sim, move |config| {
+        config.inventory.sync_interval_secs = 0;
+        config.web_listen = Some(([127, 0, 0, 1], web).into());
+    })
+    .await;
+    (c, format!("http://127.0.0.1:{web}"))
+}
+
 /// Overrides `confirm()` so the console's confirmations say yes, then clicks `css`.
 async fn confirm_and_click(b: &Browser, css: &str) {
     b.eval("window.confirm = () => true; return true;").await;
@@ -120,13 +124,7 @@ async fn confirm_and_click(b: &Browser, css: &str) {
 async fn an_operator_follows_a_warm_restore_live_and_an_admin_settles_drift_in_the_console() {
     let db = TestDb::sqlite();
     let sim = sim().await;
-    let web = free_port();
-    let c = TestCoordinator::start_with_digitalocean_and(&db, &sim, move |config| {
-        config.inventory.sync_interval_secs = 0;
-        config.web_listen = Some(([127, 0, 0, 1], web).into());
-    })
-    .await;
-    let base = format!("http://127.0.0.1:{web}");
+    let (c, base) = with_console(&db, &sim).await;
     let token = c.token(Role::Agent, Some("ci-runner-1")).await;
     // No spares: the restore unpacks its tar, with progress to follow.
     let agent =
@@ -306,13 +304,7 @@ async fn an_operator_follows_a_warm_restore_live_and_an_admin_settles_drift_in_t
 async fn roles_csrf_and_revoked_tokens_hold_in_the_console() {
     let db = TestDb::sqlite();
     let sim = sim().await;
-    let web = free_port();
-    let c = TestCoordinator::start_with_digitalocean_and(&db, &sim, move |config| {
-        config.inventory.sync_interval_secs = 0;
-        config.web_listen = Some(([127, 0, 0, 1], web).into());
-    })
-    .await;
-    let base = format!("http://127.0.0.1:{web}");
+    let (c, base) = with_console(&db, &sim).await;
 
     // A droplet saga whose cloud-init holds a secret.
     let mut droplets = pb::droplet_service_client::DropletServiceClient::with_interceptor(

@@ -7,7 +7,7 @@ use berth_proto::v1 as pb;
 use berth_tests::assert_contains;
 use berth_tests::cli::berth_at;
 use berth_tests::process::{AgentProcess, CoordinatorProcess, SagaTiming, admin_token};
-use berth_tests::{TestDb, eventually};
+use berth_tests::{TestDb, eventually, free_port};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -21,14 +21,6 @@ async fn scrape(port: u16) -> Option<String> {
     let mut body = String::new();
     conn.read_to_string(&mut body).await.ok()?;
     Some(body)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_tests::bin;
+use berth_tests::{bin, free_port};
 use serde_json::Value;
 
 /// The README's runnable blocks: for each, its line number and its commands (continuations
@@ -74,14 +74,6 @@ impl Drop for Dev {
             .status();
         let _ = self.script.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Dev {
