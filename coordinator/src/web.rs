@@ -69,7 +69,7 @@ pub fn router(console: Console) -> Router {
         .route("/schedules", get(pages::schedules))
         .route("/assets/console.css", get(render::css))
         .route("/assets/console.js", get(render::js))
-        .layer(axum::middleware::from_fn(render::server_timing))
+        .layer(axum::middleware::from_fn(render::envelope))
         .with_state(Arc::new(console))
 }
 

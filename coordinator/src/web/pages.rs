@@ -362,17 +362,25 @@ pub async fn saga_events(
     State(c): State<Arc<Console>>,
     s: Session,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, WebError> {
     s.allow(WATCH_SAGA)?;
+    // A browser that reconnects (a replica restarted) says the last event it had.
+    let after_seq = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let stream = c
         .sagas
         .watch_saga(s.request(pb::WatchSagaRequest {
             saga_id: id,
-            after_seq: 0,
+            after_seq,
         }))
         .await?
         .into_inner();
     let events = stream.map(|item| {
+        let seq = item.as_ref().map_or(0, |e| e.seq);
         let data = match item {
             Ok(e) => serde_json::json!({
                 "seq": e.seq,
@@ -389,7 +397,13 @@ pub async fn saga_events(
             }),
             Err(status) => serde_json::json!({ "kind": "error", "message": status.message() }),
         };
-        Ok(Event::default().event("saga").data(data.to_string()))
+        let event = Event::default().event("saga").data(data.to_string());
+        // The end of the stream has no sequence number of its own.
+        Ok(if seq > 0 {
+            event.id(seq.to_string())
+        } else {
+            event
+        })
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }

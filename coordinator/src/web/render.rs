@@ -37,9 +37,20 @@ pub async fn js() -> impl IntoResponse {
     )
 }
 
-/// Adds `Server-Timing: app;dur=<ms>` and the headers every page wants: no framing, no sniffing,
-/// a content policy that allows only the console's own scripts and styles.
-pub async fn server_timing(req: Request, next: Next) -> Response {
+/// Around every request: refuses a POST from another site, and adds `Server-Timing:
+/// app;dur=<ms>` and the headers every page wants (no framing, no sniffing, a content policy
+/// that allows only the console's own scripts and styles).
+pub async fn envelope(req: Request, next: Next) -> Response {
+    // A form posted from another site is refused before any handler (the cookie is
+    // SameSite=Strict already; this also covers the sign-in form).
+    let cross_site = req.method() == axum::http::Method::POST
+        && req
+            .headers()
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes() == b"cross-site");
+    if cross_site {
+        return WebError::Csrf.into_response();
+    }
     let started = Instant::now();
     let mut response = next.run(req).await;
     let ms = started.elapsed().as_secs_f64() * 1000.0;

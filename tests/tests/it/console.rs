@@ -419,6 +419,17 @@ async fn roles_csrf_and_revoked_tokens_hold_in_the_console() {
         .await;
     assert!(b.body().await.contains("revoked"), "{}", b.body().await);
 
+    // A form posted from another site is refused, even the sign-in form.
+    let r = reqwest::Client::new()
+        .post(format!("{base}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("sec-fetch-site", "cross-site")
+        .body(form_body(&[("token", c.admin_token.as_str())]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
     // An agent token cannot sign in at all.
     let agent_token = c.token(Role::Agent, Some("web-1")).await;
     let r = reqwest::Client::new()
