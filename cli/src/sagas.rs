@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use berth_proto::v1 as pb;
 use berth_shared::saga::{SagaStatus, StepStatus};
+use berth_shared::{AppName, HostId};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::Value;
@@ -83,6 +84,12 @@ pub struct ListArgs {
     /// Only sagas of this kind
     #[arg(long, value_name = "KIND")]
     pub kind: Option<String>,
+    /// Only sagas on this host (warm snapshots and restores, archives)
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<HostId>,
+    /// Only sagas of this app
+    #[arg(long, value_name = "APP")]
+    pub app: Option<AppName>,
     /// Only sagas created within this long, e.g. 30m, 12h, 7d or 1h30m
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub since: Option<Duration>,
@@ -234,6 +241,16 @@ pub fn list_request(args: &ListArgs, now_ms: i64, page_token: String) -> pb::Lis
     pb::ListSagasRequest {
         statuses: args.statuses.clone(),
         kind: args.kind.clone().unwrap_or_default(),
+        host_id: args
+            .host
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        app: args
+            .app
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         created_after_ms,
         created_before_ms: 0,
         page: Some(pb::PageRequest {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use berth_proto::v1 as pb;
 use berth_shared::saga::EventKind;
+use berth_shared::{AppName, HostId};
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
@@ -222,6 +223,14 @@ impl pb::saga_service_server::SagaService for SagasService {
         let filter = SagaFilter {
             statuses,
             kind: (!r.kind.is_empty()).then_some(r.kind),
+            host_id: match r.host_id.as_str() {
+                "" => None,
+                h => Some(HostId::new(h).map_err(ApiError::from)?.to_string()),
+            },
+            app: match r.app.as_str() {
+                "" => None,
+                a => Some(AppName::new(a).map_err(ApiError::from)?.to_string()),
+            },
             created_after_ms: (r.created_after_ms > 0).then_some(r.created_after_ms),
             created_before_ms: (r.created_before_ms > 0).then_some(r.created_before_ms),
             before_id,

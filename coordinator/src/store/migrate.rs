@@ -159,13 +159,29 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 15,
-        name: "web console sessions; saga lists by status and by kind, newest first",
+        name: "web console sessions; saga lists by status, kind, host and app, newest first",
         sqlite: &[
             super::web_sessions::MIGRATION,
             "CREATE INDEX saga_runs_status_id ON saga_runs (status, id)",
             "CREATE INDEX saga_runs_kind_id ON saga_runs (kind, id)",
+            "ALTER TABLE saga_runs ADD COLUMN host_id TEXT",
+            "ALTER TABLE saga_runs ADD COLUMN app TEXT",
+            "UPDATE saga_runs SET host_id = json_extract(inputs, '$.host_id'), \
+                app = json_extract(inputs, '$.app') WHERE json_valid(inputs)",
+            "CREATE INDEX saga_runs_host_id ON saga_runs (host_id, id)",
+            "CREATE INDEX saga_runs_app_id ON saga_runs (app, id)",
         ],
-        postgres: None,
+        postgres: Some(&[
+            super::web_sessions::MIGRATION,
+            "CREATE INDEX saga_runs_status_id ON saga_runs (status, id)",
+            "CREATE INDEX saga_runs_kind_id ON saga_runs (kind, id)",
+            "ALTER TABLE saga_runs ADD COLUMN host_id TEXT",
+            "ALTER TABLE saga_runs ADD COLUMN app TEXT",
+            "UPDATE saga_runs SET host_id = inputs::jsonb ->> 'host_id', \
+                app = inputs::jsonb ->> 'app'",
+            "CREATE INDEX saga_runs_host_id ON saga_runs (host_id, id)",
+            "CREATE INDEX saga_runs_app_id ON saga_runs (app, id)",
+        ]),
     },
 ];
 

@@ -95,6 +95,9 @@ pub struct NewSaga<'a> {
 pub struct SagaFilter {
     pub statuses: Vec<SagaStatus>,
     pub kind: Option<String>,
+    /// Sagas whose inputs name this host (`host_id`) or this app (`app`).
+    pub host_id: Option<String>,
+    pub app: Option<String>,
     pub created_after_ms: Option<i64>,
     pub created_before_ms: Option<i64>,
     /// Keyset paging: sagas with an id below this one (ids are time-ordered uuid v7).
@@ -343,12 +346,15 @@ impl Store {
         s: &NewSaga<'_>,
         secrets: &[(&str, &str)],
     ) -> Result<(String, bool), StoreError> {
+        // The host and app its inputs name, as columns, so lists filter on them by index.
+        let named = serde_json::from_str::<serde_json::Value>(s.inputs).unwrap_or_default();
+        let field = |k: &str| named.get(k).and_then(|v| v.as_str()).map(str::to_owned);
         let mut tx = self.pool().begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO saga_runs (id, kind, inputs, status, owner_id, epoch, lease_expires_at_ms, \
                 next_run_at_ms, reclaim_count, start_key, created_at_ms, updated_at_ms, \
-                started_by) \
-             VALUES ($1, $2, $3, 'pending', NULL, 0, 0, $4, 0, $5, $4, $4, $6) \
+                started_by, host_id, app) \
+             VALUES ($1, $2, $3, 'pending', NULL, 0, 0, $4, 0, $5, $4, $4, $6, $7, $8) \
              ON CONFLICT (start_key) DO NOTHING",
         )
         .bind(s.id)
@@ -357,6 +363,8 @@ impl Store {
         .bind(s.now_ms)
         .bind(s.start_key)
         .bind(s.started_by)
+        .bind(field("host_id"))
+        .bind(field("app"))
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -779,6 +787,12 @@ impl Store {
         }
         if let Some(k) = &filter.kind {
             q.push(" AND kind = ").text(k);
+        }
+        if let Some(h) = &filter.host_id {
+            q.push(" AND host_id = ").text(h);
+        }
+        if let Some(a) = &filter.app {
+            q.push(" AND app = ").text(a);
         }
         if let Some(t) = filter.created_after_ms {
             q.push(" AND created_at_ms >= ").int(t);

@@ -159,6 +159,10 @@ pub struct SagaFilter {
     #[serde(default)]
     status: String,
     #[serde(default)]
+    host: String,
+    #[serde(default)]
+    app: String,
+    #[serde(default)]
     page: String,
 }
 
@@ -175,6 +179,8 @@ pub async fn sagas(State(c): State<Arc<Console>>, s: Session, Query(f): Query<Sa
                     .map(str::to_owned)
                     .collect(),
                 kind: f.kind.clone(),
+                host_id: f.host.clone(),
+                app: f.app.clone(),
                 page: Some(pb::PageRequest {
                     page_size: 50,
                     page_token: f.page.clone(),
@@ -200,6 +206,8 @@ pub async fn sagas(State(c): State<Arc<Console>>, s: Session, Query(f): Query<Sa
     let body = html! {
         form.filters method="get" action="/sagas" {
             label { "kind " input name="kind" value=(f.kind) placeholder="archive.create"; }
+            label { "host " input name="host" value=(f.host) placeholder="ci-1"; }
+            label { "app " input name="app" value=(f.app) placeholder="wiki"; }
             label { "status "
                 select name="status" {
                     @for st in statuses {
@@ -211,7 +219,7 @@ pub async fn sagas(State(c): State<Arc<Console>>, s: Session, Query(f): Query<Sa
         }
         (saga_table(&list.sagas, now_ms(), "No saga matches.", "berth sagas start demo --inputs '{\"steps\":[{\"step\":\"noop\"}]}'"))
         @if !list.next_page_token.is_empty() {
-            p { a.next href={"/sagas?kind=" (enc(&f.kind)) "&status=" (enc(&f.status)) "&page=" (enc(&list.next_page_token))} { "Older sagas →" } }
+            p { a.next href={"/sagas?kind=" (enc(&f.kind)) "&status=" (enc(&f.status)) "&host=" (enc(&f.host)) "&app=" (enc(&f.app)) "&page=" (enc(&list.next_page_token))} { "Older sagas →" } }
         }
     };
     Ok(page("Sagas", Nav::Sagas, &s, body))

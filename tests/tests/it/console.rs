@@ -234,6 +234,18 @@ async fn an_operator_follows_a_warm_restore_live_and_an_admin_settles_drift_in_t
     assert!(b.text("#saga-status").await.contains("completed"));
     b.screenshots("saga").await;
 
+    // Sagas filtered by the host and the app their inputs name.
+    let rows = "return document.querySelectorAll('table.sagas tbody tr').length;";
+    b.goto(&format!("{base}/sagas?host=ci-runner-1&app=keycloak"))
+        .await;
+    assert_eq!(b.eval(rows).await, json!(2), "the snapshot and the restore");
+    b.goto(&format!("{base}/sagas?kind=warm.restore&host=ci-runner-1"))
+        .await;
+    assert_eq!(b.eval(rows).await, json!(1));
+    b.goto(&format!("{base}/sagas?app=wiki")).await;
+    assert_eq!(b.eval(rows).await, json!(0));
+    assert!(b.body().await.contains("No saga matches"));
+
     // Every page, at both sizes, as an operator sees it.
     for (path, name, heading) in [
         ("/", "overview", "Overview"),
