@@ -159,11 +159,18 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 15,
-        name: "web console sessions; saga lists by status, kind, host and app, newest first",
+        name: "web console sessions; saga lists by status and by kind, newest first",
         sqlite: &[
             super::web_sessions::MIGRATION,
             "CREATE INDEX saga_runs_status_id ON saga_runs (status, id)",
             "CREATE INDEX saga_runs_kind_id ON saga_runs (kind, id)",
+        ],
+        postgres: None,
+    },
+    Migration {
+        version: 16,
+        name: "the host and app each saga's inputs name, for lists filtered by them",
+        sqlite: &[
             "ALTER TABLE saga_runs ADD COLUMN host_id TEXT",
             "ALTER TABLE saga_runs ADD COLUMN app TEXT",
             "UPDATE saga_runs SET host_id = json_extract(inputs, '$.host_id'), \
@@ -172,9 +179,6 @@ const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX saga_runs_app_id ON saga_runs (app, id)",
         ],
         postgres: Some(&[
-            super::web_sessions::MIGRATION,
-            "CREATE INDEX saga_runs_status_id ON saga_runs (status, id)",
-            "CREATE INDEX saga_runs_kind_id ON saga_runs (kind, id)",
             "ALTER TABLE saga_runs ADD COLUMN host_id TEXT",
             "ALTER TABLE saga_runs ADD COLUMN app TEXT",
             "UPDATE saga_runs SET host_id = inputs::jsonb ->> 'host_id', \

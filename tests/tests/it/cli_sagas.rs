@@ -647,3 +647,68 @@ async fn watch_resumes_when_the_coordinator_is_killed_and_restarted() {
         run.stdout
     );
 }
+
+/// `script` (Debian's bsdutils), which runs a command on a pseudo-terminal.
+fn script() -> std::path::PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("script"))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("`script` is missing: this test runs the CLI on a terminal. Install Debian's bsdutils (`apt-get install -y bsdutils`)")
+    })
+}
+
+#[tokio::test]
+async fn a_watch_on_a_terminal_draws_a_steps_done_bar_with_elapsed_time() {
+    let db = TestDb::sqlite();
+    let c = TestCoordinator::start(&db).await;
+    let id = c
+        .start_demo(
+            json!([{"step": "sleep", "ms": 600}, {"step": "sleep", "ms": 600}, {"step": "noop"}]),
+        )
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, &c.admin_token).unwrap();
+    let command = format!(
+        "{} --coordinator {} --token-file {} sagas watch {id}",
+        berth_tests::bin::path("berth").display(),
+        c.url(),
+        token.display()
+    );
+    // The real binary on a pseudo-terminal, as an operator at a shell runs it.
+    let out = tokio::process::Command::new(script())
+        .args(["-qec", &command, "/dev/null"])
+        .env("TERM", "xterm-256color")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
+    assert!(out.status.success(), "{screen}");
+    assert!(
+        screen.contains("3/3 steps done"),
+        "the bar ends with every step done:\n{screen}"
+    );
+    assert!(
+        screen.contains("0/3 steps done") || screen.contains("1/3 steps done"),
+        "the bar moved while the saga ran:\n{screen}"
+    );
+    assert!(
+        screen.contains("00:00:0"),
+        "the bar shows the elapsed time:\n{screen}"
+    );
+    assert!(
+        screen.contains("\u{1b}["),
+        "a terminal gets a drawn view, not plain lines"
+    );
+    // Piped, the same watch prints plain lines: no bar, no escape codes.
+    let run = berth(&c, &["sagas", "watch", &id]).await;
+    assert!(
+        !run.stdout.contains("steps done") && !run.stdout.contains('\u{1b}'),
+        "{}",
+        run.stdout
+    );
+}
