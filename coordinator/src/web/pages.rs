@@ -725,7 +725,7 @@ pub async fn archives(
                                 }
                             }
                             @if !hosts.is_empty() {
-                                form method="post" action={"/archives/" (a.uuid) "/restore"} data-confirm="Restore this archive to the chosen host? The target app directory must not exist or be empty." {
+                                form method="post" action={"/archives/" (a.uuid) "/restore"} data-confirm="Restore this archive on the chosen host? The app directory there (the archive's app, or the name under as) is replaced once the whole archive has checked out." {
                                     input type="hidden" name="csrf" value=(s.csrf);
                                     select name="host" { @for h in &hosts { option value=(h.host_id) { (h.host_id) } } }
                                     input name="as" placeholder={"as (default " (a.app) ")"};

@@ -98,11 +98,17 @@ impl Http {
 
 /// A coordinator on `db` pointed at `sim` (inventory synced on demand) with its console on a
 /// free port; the console's base URL.
-async fn with_console(db: &TestDb, sim: &berth_tests::dosim::DoSim) -> (TestCoordinator, String) {
+async fn with_console(
+    db: &TestDb,
+    sim: &berth_tests::dosim::DoSim,
+    archives: &str,
+) -> (TestCoordinator, String) {
     let web = free_port();
+    let archives = archives.to_owned();
     let c = TestCoordinator::start_with_digitalocean_and(db, sim, move |config| {
         config.inventory.sync_interval_secs = 0;
         config.web_listen = Some(([127, 0, 0, 1], web).into());
+        config.archive = berth_coordinator::archive::ArchiveConfig::for_url(archives);
     })
     .await;
     (c, format!("http://127.0.0.1:{web}"))
@@ -124,11 +130,16 @@ async fn confirm_and_click(b: &Browser, css: &str) {
 async fn an_operator_follows_a_warm_restore_live_and_an_admin_settles_drift_in_the_console() {
     let db = TestDb::sqlite();
     let sim = sim().await;
-    let (c, base) = with_console(&db, &sim).await;
+    let archive_dir = tempfile::tempdir().unwrap();
+    let archives = format!("file://{}", archive_dir.path().display());
+    let (c, base) = with_console(&db, &sim, &archives).await;
     let token = c.token(Role::Agent, Some("ci-runner-1")).await;
     // No spares: the restore unpacks its tar, with progress to follow.
-    let agent =
-        berth_tests::TestAgent::start(&c, "ci-runner-1", &token, |a| a.warm.spares = false).await;
+    let agent = berth_tests::TestAgent::start(&c, "ci-runner-1", &token, |a| {
+        a.warm.spares = false;
+        a.archive = berth_agent::archive::ArchiveConfig::for_url(archives.clone());
+    })
+    .await;
     agent.wait_connected(Duration::from_secs(10)).await;
     let operator = c.token(Role::Operator, None).await;
 
@@ -246,6 +257,68 @@ async fn an_operator_follows_a_warm_restore_live_and_an_admin_settles_drift_in_t
     assert_eq!(b.eval(rows).await, json!(0));
     assert!(b.body().await.contains("No saga matches"));
 
+    // An archive, its download link and a restore under another name, from the console.
+    let wiki = agent.dir.path().join("apps/wiki/data");
+    std::fs::create_dir_all(&wiki).unwrap();
+    std::fs::write(wiki.join("page.md"), "# Welcome\n").unwrap();
+    let run = berth_at(
+        &c.url(),
+        &operator,
+        &[
+            "archive",
+            "create",
+            "--host",
+            "ci-runner-1",
+            "--app",
+            "wiki",
+            "--wait",
+        ],
+    )
+    .await;
+    assert_eq!(run.code(), 0, "{}\n{}", run.stdout, run.stderr());
+    b.goto(&format!("{base}/archives?app=wiki")).await;
+    b.client
+        .find(Locator::Css(
+            "table.archives tbody tr:first-child form[action$='/link'] button",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_for(
+        "the link page",
+        "document.querySelector('pre.link') !== null",
+    )
+    .await;
+    assert!(
+        b.text("pre.link").await.starts_with("file://"),
+        "the link of a file:// store is its path"
+    );
+    b.goto(&format!("{base}/archives?app=wiki")).await;
+    b.client
+        .find(Locator::Css("table.archives input[name=as]"))
+        .await
+        .unwrap()
+        .send_keys("wiki-copy")
+        .await
+        .unwrap();
+    confirm_and_click(
+        &b,
+        "table.archives tbody tr:first-child form[action$='/restore'] button",
+    )
+    .await;
+    b.wait_for(
+        "the restore's saga",
+        "location.pathname.startsWith('/sagas/') && document.getElementById('saga')",
+    )
+    .await;
+    assert_eq!(b.text("h1").await, "Saga archive.restore");
+    b.wait_for("the restore to end", "document.getElementById('saga').dataset.ended === 'completed' || document.querySelector('#saga-status [data-status=completed]') !== null").await;
+    let copy =
+        std::fs::read_to_string(agent.dir.path().join("apps/wiki-copy/data/page.md")).unwrap();
+    assert_eq!(copy, "# Welcome\n", "restored under the other name");
+
     // Every page, at both sizes, as an operator sees it.
     for (path, name, heading) in [
         ("/", "overview", "Overview"),
@@ -316,7 +389,9 @@ async fn an_operator_follows_a_warm_restore_live_and_an_admin_settles_drift_in_t
 async fn roles_csrf_and_revoked_tokens_hold_in_the_console() {
     let db = TestDb::sqlite();
     let sim = sim().await;
-    let (c, base) = with_console(&db, &sim).await;
+    let archive_dir = tempfile::tempdir().unwrap();
+    let archives = format!("file://{}", archive_dir.path().display());
+    let (c, base) = with_console(&db, &sim, &archives).await;
 
     // A droplet saga whose cloud-init holds a secret.
     let mut droplets = pb::droplet_service_client::DropletServiceClient::with_interceptor(
