@@ -140,7 +140,7 @@ fn saga_table(sagas: &[pb::Saga], now: i64, none: &str, command: &str) -> Markup
             thead { tr { th { "saga" } th { "kind" } th { "status" } th { "steps" } th { "created" } th { "error" } } }
             tbody { @for x in sagas {
                 tr {
-                    td { a href={"/sagas/" (x.saga_id)} { code { (&x.saga_id[..x.saga_id.len().min(13)]) "…" } } }
+                    td { a href={"/sagas/" (x.saga_id)} { code { (short(&x.saga_id, 13)) "…" } } }
                     td { (x.kind) }
                     td { (status(&x.status)) }
                     td { (x.steps.iter().filter(|st| matches!(st.status.as_str(), "completed" | "skipped")).count()) "/" (x.steps.len()) }
@@ -223,6 +223,11 @@ pub async fn sagas(State(c): State<Arc<Console>>, s: Session, Query(f): Query<Sa
         }
     };
     Ok(page("Sagas", Nav::Sagas, &s, body))
+}
+
+/// The first `n` characters of `s` (an agent or the bucket may have put any text there).
+fn short(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
 }
 
 /// Percent-encodes a query value.
@@ -645,7 +650,7 @@ pub async fn host(State(c): State<Arc<Console>>, s: Session, Path(id): Path<Stri
                 tbody { @for w in &snaps {
                     tr {
                         td { (w.app) }
-                        td { (w.version) @if !w.commit.is_empty() { " " code { (&w.commit[..w.commit.len().min(12)]) } } }
+                        td { (w.version) @if !w.commit.is_empty() { " " code { (short(&w.commit, 12)) } } }
                         td { (w.volumes.join(", ")) }
                         td { (human_bytes(w.size_bytes)) }
                         td { (when(now, w.taken_at_ms)) }
@@ -715,7 +720,7 @@ pub async fn archives(
                         td { (a.app) @if !a.index_label.is_empty() { " " span.muted { (a.index_label) } } }
                         td { (when(now, a.ts_ms)) }
                         td { (human_bytes(a.size_bytes)) }
-                        td { code title=(a.sha256) { (&a.sha256[..a.sha256.len().min(12)]) } }
+                        td { code title=(a.sha256) { (short(&a.sha256, 12)) } }
                         td { (a.labels.join(", ")) }
                         td.actions {
                             @if may_link {
