@@ -201,8 +201,21 @@ impl Config {
         }
         if self.insecure_plaintext && !self.listen.ip().is_loopback() {
             bail!(
-                "insecure_plaintext = true but listen = {} is not a loopback address: bearer                  tokens would cross the network unencrypted; set [tls] cert_file and key_file, or                  listen on 127.0.0.1 / [::1] for development",
+                "insecure_plaintext = true but listen = {} is not a loopback address: bearer \
+                 tokens would cross the network unencrypted; set [tls] cert_file and key_file, or \
+                 listen on 127.0.0.1 / [::1] for development",
                 self.listen
+            );
+        }
+        if let Some(web) = self.web_listen
+            && self.insecure_plaintext
+            && !web.ip().is_loopback()
+        {
+            bail!(
+                "insecure_plaintext = true but web_listen = {web} is not a loopback address: \
+                 tokens pasted into the console and its session cookies would cross the network \
+                 unencrypted; set [tls] cert_file and key_file, or serve the console on \
+                 127.0.0.1 / [::1] for development"
             );
         }
         if self.heartbeat_interval_secs == 0
@@ -309,6 +322,18 @@ mod tests {
                 .check()
                 .unwrap();
         }
+        // The console too: a pasted token must not cross the network in plain text.
+        let c = Config::parse("insecure_plaintext = true\nweb_listen = \"0.0.0.0:7401\"").unwrap();
+        let err = c.check().unwrap_err().to_string();
+        assert!(
+            err.contains("web_listen = 0.0.0.0:7401 is not a loopback address"),
+            "{err}"
+        );
+        assert!(!err.contains("  "), "one line, single spaces: {err}");
+        Config::parse("insecure_plaintext = true\nweb_listen = \"127.0.0.1:7401\"")
+            .unwrap()
+            .check()
+            .unwrap();
     }
 
     #[test]
