@@ -83,18 +83,7 @@ pub async fn overview(State(c): State<Arc<Console>>, s: Session) -> Page {
         .into_inner();
     // Drift is an admin's inbox: others see that it exists, not its count.
     let drift = if s.may(LIST_DRIFT) {
-        let open = c
-            .drift
-            .list_drift(s.request(pb::ListDriftRequest {
-                statuses: vec!["open".into()],
-                page: Some(pb::PageRequest {
-                    page_size: 100,
-                    page_token: String::new(),
-                }),
-                ..Default::default()
-            }))
-            .await?
-            .into_inner();
+        let open = open_drift(&c, &s, 100).await?;
         Some((open.drift.len(), !open.next_page_token.is_empty()))
     } else {
         None
@@ -482,22 +471,23 @@ pub async fn saga_action(
     Ok(Redirect::to(&format!("/sagas/{id}")).into_response())
 }
 
+/// The first `n` open drifts, newest first.
+async fn open_drift(c: &Console, s: &Session, n: u32) -> Result<pb::ListDriftResponse, WebError> {
+    let req = pb::ListDriftRequest {
+        statuses: vec!["open".into()],
+        page: Some(pb::PageRequest {
+            page_size: n,
+            page_token: String::new(),
+        }),
+        ..Default::default()
+    };
+    Ok(c.drift.list_drift(s.request(req)).await?.into_inner())
+}
+
 pub async fn drift(State(c): State<Arc<Console>>, s: Session) -> Page {
     s.allow(LIST_DRIFT)?;
     let now = now_ms();
-    let open = c
-        .drift
-        .list_drift(s.request(pb::ListDriftRequest {
-            statuses: vec!["open".into()],
-            page: Some(pb::PageRequest {
-                page_size: 200,
-                page_token: String::new(),
-            }),
-            ..Default::default()
-        }))
-        .await?
-        .into_inner()
-        .drift;
+    let open = open_drift(&c, &s, 200).await?.drift;
     let may_accept = s.may(ACCEPT_DRIFT);
     let may_revert = s.may(REVERT_DRIFT);
     let body = html! {

@@ -137,18 +137,25 @@ impl Dev {
         dev
     }
 
+    /// `cmd` with the CLI's environment pointing at the dev coordinator as its admin.
+    fn as_admin<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        cmd.env(
+            "BERTH_COORDINATOR",
+            format!("http://127.0.0.1:{}", self.port),
+        )
+        .env("BERTH_TOKEN_FILE", self.dir.join("admin.token"))
+        .env_remove("BERTH_TOKEN")
+        .env_remove("BERTH_CONFIG")
+    }
+
     /// `berth --output json ARGS` as the dev admin; `None` unless it succeeds.
     fn json(&self, args: &[&str]) -> Option<Value> {
-        let out = Command::new(self.bin.join("berth"))
-            .args(["--output", "json"])
-            .args(args)
-            .env(
-                "BERTH_COORDINATOR",
-                format!("http://127.0.0.1:{}", self.port),
+        let out = self
+            .as_admin(
+                Command::new(self.bin.join("berth"))
+                    .args(["--output", "json"])
+                    .args(args),
             )
-            .env("BERTH_TOKEN_FILE", self.dir.join("admin.token"))
-            .env_remove("BERTH_TOKEN")
-            .env_remove("BERTH_CONFIG")
             .output()
             .ok()?;
         out.status
@@ -215,17 +222,10 @@ impl Dev {
             std::env::var("PATH").unwrap_or_default()
         );
         let started = Instant::now();
-        let out = Command::new("bash")
-            .args(["-euo", "pipefail", "-c", &filled])
+        let out = self
+            .as_admin(Command::new("bash").args(["-euo", "pipefail", "-c", &filled]))
             .current_dir(root)
             .env("PATH", path)
-            .env(
-                "BERTH_COORDINATOR",
-                format!("http://127.0.0.1:{}", self.port),
-            )
-            .env("BERTH_TOKEN_FILE", self.dir.join("admin.token"))
-            .env_remove("BERTH_TOKEN")
-            .env_remove("BERTH_CONFIG")
             .stdin(Stdio::null())
             .output()
             .expect("run bash");
