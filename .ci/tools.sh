@@ -15,7 +15,7 @@ if ((${#missing[@]})); then
 fi
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   echo "installing chromium and chromedriver from Debian's packages (the web console's browser tests)" >&2
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver) >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >&2
 fi
 if ! command -v promtool >/dev/null; then
   echo "installing promtool from Debian's prometheus package" >&2

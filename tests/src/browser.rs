@@ -22,12 +22,6 @@ impl Drop for Browser {
     }
 }
 
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|p| p.join(program))
-        .find(|p| p.is_file())
-}
-
 impl Browser {
     /// Starts chromedriver and a headless Chromium at 1280×800; panics, saying how to install
     /// them, when they are missing.
@@ -39,8 +33,8 @@ impl Browser {
                  chromium-driver`; .ci/tools.sh does this)"
             )
         };
-        let driver_bin = which("chromedriver").unwrap_or_else(missing);
-        let chromium = which("chromium").unwrap_or_else(missing);
+        let driver_bin = crate::which("chromedriver").unwrap_or_else(missing);
+        let chromium = crate::which("chromium").unwrap_or_else(missing);
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

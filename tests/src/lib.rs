@@ -44,6 +44,13 @@ pub fn assert_contains(haystack: impl AsRef<str>, needle: impl AsRef<str>) {
     );
 }
 
+/// Where `program` is on `PATH`, if it is.
+pub fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|p| p.join(program))
+        .find(|p| p.is_file())
+}
+
 /// A TCP port on loopback that was free a moment ago (for a listener a test configures).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

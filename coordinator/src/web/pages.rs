@@ -18,7 +18,7 @@ use berth_proto::v1::warm_service_server::WarmService;
 use berth_shared::human::{human_bytes, human_duration_ms};
 use futures::{Stream, StreamExt};
 use maud::{Markup, html};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::Console;
 use super::render::{Nav, WebError, empty, json_text, now_ms, page, status, when};
@@ -141,7 +141,7 @@ fn saga_table(sagas: &[pb::Saga], now: i64, none: &str, command: &str) -> Markup
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Serialize, Default, Clone)]
 pub struct SagaFilter {
     #[serde(default)]
     kind: String,
@@ -208,7 +208,7 @@ pub async fn sagas(State(c): State<Arc<Console>>, s: Session, Query(f): Query<Sa
         }
         (saga_table(&list.sagas, now_ms(), "No saga matches.", "berth sagas start demo --inputs '{\"steps\":[{\"step\":\"noop\"}]}'"))
         @if !list.next_page_token.is_empty() {
-            p { a.next href={"/sagas?kind=" (enc(&f.kind)) "&status=" (enc(&f.status)) "&host=" (enc(&f.host)) "&app=" (enc(&f.app)) "&page=" (enc(&list.next_page_token))} { "Older sagas →" } }
+            p { a.next href=(link_to("/sagas", &SagaFilter { page: list.next_page_token.clone(), ..f.clone() })) { "Older sagas →" } }
         }
     };
     Ok(page("Sagas", Nav::Sagas, &s, body))
@@ -219,18 +219,12 @@ fn short(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
 }
 
-/// Percent-encodes a query value.
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+/// `path?query` for `filter`, query-encoded.
+fn link_to<Q: Serialize>(path: &str, filter: &Q) -> String {
+    format!(
+        "{path}?{}",
+        serde_urlencoded::to_string(filter).unwrap_or_default()
+    )
 }
 
 pub async fn saga(State(c): State<Arc<Console>>, s: Session, Path(id): Path<String>) -> Page {
@@ -654,7 +648,7 @@ pub async fn host(State(c): State<Arc<Console>>, s: Session, Path(id): Path<Stri
     Ok(page(&format!("Host {id}"), Nav::Hosts, &s, body))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Serialize, Default, Clone)]
 pub struct ArchiveFilter {
     #[serde(default)]
     app: String,
@@ -732,7 +726,7 @@ pub async fn archives(
                 } }
             }
             @if !list.next_page_token.is_empty() {
-                p { a.next href={"/archives?app=" (enc(&f.app)) "&page=" (enc(&list.next_page_token))} { "Older archives →" } }
+                p { a.next href=(link_to("/archives", &ArchiveFilter { page: list.next_page_token.clone(), ..f.clone() })) { "Older archives →" } }
             }
         }
     };

@@ -650,12 +650,7 @@ async fn watch_resumes_when_the_coordinator_is_killed_and_restarted() {
 
 /// `script` (Debian's bsdutils), which runs a command on a pseudo-terminal.
 fn script() -> std::path::PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("script"))
-            .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| {
+    berth_tests::which("script").unwrap_or_else(|| {
         panic!("`script` is missing: this test runs the CLI on a terminal. Install Debian's bsdutils (`apt-get install -y bsdutils`)")
     })
 }

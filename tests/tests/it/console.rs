@@ -19,21 +19,7 @@ use crate::drift::{record_spec, rid, sim, sync};
 
 /// `pairs` as an `application/x-www-form-urlencoded` body.
 fn form_body(pairs: &[(&str, &str)]) -> String {
-    let enc = |s: &str| {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect::<String>()
-    };
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    serde_urlencoded::to_string(pairs).expect("form fields encode")
 }
 
 /// An HTTP client of the console, without a browser: for status codes and headers.

@@ -21,19 +21,27 @@ const PLACEHOLDERS: &[(&str, &str)] = &[
 fn documented() -> Vec<String> {
     let readme = std::fs::read_to_string(berth_tests::bin::workspace_root().join("README.md"))
         .expect("README.md");
-    let mut commands = Vec::new();
     let mut in_bash = false;
-    let mut pending = String::new();
-    for line in readme.lines() {
+    let bash = readme.lines().filter(|line| {
         if line.starts_with("```") {
-            in_bash = line == "```bash";
-            continue;
+            in_bash = *line == "```bash";
+            return false;
         }
-        if !in_bash {
-            continue;
-        }
-        let line = line.trim();
-        if pending.is_empty() && !line.starts_with("berth ") {
+        in_bash
+    });
+    joined(bash, |line| line.starts_with("berth "))
+}
+
+/// Shell lines trimmed, a line ending in `\` joined with the next; a command begins only at a
+/// line `starts` accepts (others between commands are skipped).
+pub fn joined<'a>(
+    lines: impl Iterator<Item = &'a str>,
+    starts: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut commands = Vec::new();
+    let mut pending = String::new();
+    for line in lines.map(str::trim) {
+        if pending.is_empty() && !starts(line) {
             continue;
         }
         match line.strip_suffix('\\') {

@@ -23,7 +23,7 @@ use serde_json::Value;
 /// joined, comment lines dropped).
 fn runnable_blocks(readme: &str) -> Vec<(usize, Vec<String>)> {
     let mut blocks = Vec::new();
-    let mut lines = readme.lines().enumerate().peekable();
+    let mut lines = readme.lines().enumerate();
     while let Some((_, line)) = lines.next() {
         if line.trim() != "<!-- runnable -->" {
             continue;
@@ -35,24 +35,11 @@ fn runnable_blocks(readme: &str) -> Vec<(usize, Vec<String>)> {
             "README line {}: the runnable marker precedes a ```bash block",
             at + 1
         );
-        let mut commands = Vec::new();
-        let mut pending = String::new();
-        for (_, line) in lines.by_ref() {
-            if line.starts_with("```") {
-                break;
-            }
-            let line = line.trim();
-            if pending.is_empty() && (line.is_empty() || line.starts_with('#')) {
-                continue;
-            }
-            match line.strip_suffix('\\') {
-                Some(head) => pending.push_str(head),
-                None => {
-                    pending.push_str(line);
-                    commands.push(std::mem::take(&mut pending));
-                }
-            }
-        }
+        let block = lines
+            .by_ref()
+            .map(|(_, l)| l)
+            .take_while(|l| !l.starts_with("```"));
+        let commands = crate::readme::joined(block, |l| !l.is_empty() && !l.starts_with('#'));
         blocks.push((at + 1, commands));
     }
     blocks
