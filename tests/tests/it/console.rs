@@ -634,3 +634,27 @@ async fn the_console_speaks_the_coordinators_tls_and_its_cookie_is_secure() {
     let plain = reqwest::get(format!("http://127.0.0.1:{web}/login")).await;
     assert!(plain.is_err() || !plain.unwrap().status().is_success());
 }
+
+#[tokio::test]
+async fn a_session_signed_in_on_one_replica_is_served_by_another() {
+    let db = TestDb::postgres().await;
+    let (web_a, web_b) = (free_port(), free_port());
+    let a = TestCoordinator::start_with(&db, None, move |config| {
+        config.web_listen = Some(([127, 0, 0, 1], web_a).into());
+    })
+    .await;
+    let _b = TestCoordinator::start_with(&db, None, move |config| {
+        config.web_listen = Some(([127, 0, 0, 1], web_b).into());
+    })
+    .await;
+    let on_a = Http::sign_in(&format!("http://127.0.0.1:{web_a}"), &a.admin_token).await;
+    // The same cookie, at the other replica's console.
+    let on_b = Http {
+        base: format!("http://127.0.0.1:{web_b}"),
+        client: on_a.client.clone(),
+        cookie: on_a.cookie.clone(),
+    };
+    let (status, body, _) = on_b.get("/sagas").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("<h1>Sagas</h1>"), "{body}");
+}
