@@ -7,15 +7,16 @@
 //! - restore: Berth's restore (download, verify, untar, swap) vs downloading the file with the
 //!   same client then `zstd -d -c tmp.tar.zst | tar -x`;
 //! - encryption: Berth's create and restore with age (one X25519 recipient) beside the same
-//!   without, interleaved in each run, and the create again into `memory://` (no S3 server
-//!   on the same cores);
+//!   without, interleaved in each run (the two take turns going first), and the create again
+//!   into `memory://` (no S3 server on the same cores);
 //! - unchanged: a create told the archive just made (a schedule's `skip_unchanged`), which
 //!   stat-walks the source, finds its listing digest equal and writes nothing.
 //!
 //!   cargo run --release -p berth-tests --bin archive-bench [-- --runs 3 --work DIR --sets mixed,small]
+//!   cargo run --release -p berth-tests --bin archive-bench -- serve   (the S3 server alone)
 //!
 //! Each contender runs as its own process under `/usr/bin/time` (peak RSS of its largest
-//! process); the S3 server runs in this process. Times are medians of `--runs`. Data is
+//! process), after a `sync`; the S3 server runs in this process. Times are medians of `--runs`. Data is
 //! generated once into `--work` and reused; page caches are warmed before measuring.
 
 mod child;
@@ -36,8 +37,10 @@ use data::Set;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("child") {
-        return child::run(&args[1..]);
+    match args.first().map(String::as_str) {
+        Some("child") => return child::run(&args[1..]),
+        Some("serve") => return serve(),
+        _ => {}
     }
     let mut runs = 3usize;
     let mut restores = true;
@@ -105,6 +108,29 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `archive-bench serve`: the benchmark's S3 server alone, for timing or profiling one
+/// contender by hand (`perf record … archive-bench child create-sealed ENDPOINT KEY SECRET
+/// APPS APP RECIPIENT`); prints the child's target arguments and serves until interrupted.
+fn serve() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let server = S3Server::start().await;
+        let config = server.agent_config(child::PREFIX);
+        let target = Target {
+            endpoint: server.endpoint.clone(),
+            key_file: config.access_key_id_file.clone().context("no key file")?,
+            secret_file: config
+                .secret_access_key_file
+                .clone()
+                .context("no secret file")?,
+        };
+        println!("{}", target.args().join(" "));
+        eprintln!("serving {} until interrupted", server.root.path().display());
+        tokio::signal::ctrl_c().await?;
+        Ok(())
+    })
+}
+
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or_default()
 }
@@ -126,8 +152,11 @@ struct Run {
     stdout: String,
 }
 
+/// Runs one contender after `sync`, so that none pays for flushing what the one before it
+/// wrote (the S3 server's objects, a restore's files).
 fn timed(cwd: &Path, program: &str, args: &[String]) -> anyhow::Result<Run> {
     let rss_file = tempfile::NamedTempFile::new()?;
+    sh("sync")?;
     let start = Instant::now();
     let out = Command::new("/usr/bin/time")
         .arg("-f")
@@ -297,39 +326,49 @@ async fn bench_set(
         )?;
         ceiling.add(&[&c], own_cpu() - cpu0);
 
-        let cpu0 = own_cpu();
-        let m = timed(app, &exe, &child_args("create-memory", &[&root_s, "app"]))?;
-        berth_mem.add(&[&m], own_cpu() - cpu0);
+        // Each encrypted contender runs beside its unencrypted twin, and the two take turns
+        // going first, so that neither always meets what the other left behind (a server's
+        // writes still being flushed, a page cache to reclaim).
+        let sealed_first = run % 2 == 1;
+        for sealed_turn in [sealed_first, !sealed_first] {
+            let cpu0 = own_cpu();
+            if sealed_turn {
+                let args = [root_s.as_str(), "app", &recipient];
+                let m = timed(app, &exe, &child_args("create-memory-sealed", &args))?;
+                sealed_mem.add(&[&m], own_cpu() - cpu0);
+            } else {
+                let m = timed(app, &exe, &child_args("create-memory", &[&root_s, "app"]))?;
+                berth_mem.add(&[&m], own_cpu() - cpu0);
+            }
+        }
 
-        // Right after its unencrypted twin: encryption's cost with no server on the cores.
-        let cpu0 = own_cpu();
-        let args = [root_s.as_str(), "app", &recipient];
-        let m = timed(app, &exe, &child_args("create-memory-sealed", &args))?;
-        sealed_mem.add(&[&m], own_cpu() - cpu0);
-
-        let cpu0 = own_cpu();
-        let b = timed(app, &exe, &child_args("create", &[&root_s, "app"]))?;
-        berth.add(&[&b], own_cpu() - cpu0);
+        let (mut plain_made, mut sealed_made) = (None, None);
+        for sealed_turn in [sealed_first, !sealed_first] {
+            let cpu0 = own_cpu();
+            if sealed_turn {
+                let args = [root_s.as_str(), "app", &recipient];
+                let e = timed(app, &exe, &child_args("create-sealed", &args))?;
+                sealed.add(&[&e], own_cpu() - cpu0);
+                sealed_made = Some(e);
+            } else {
+                let b = timed(app, &exe, &child_args("create", &[&root_s, "app"]))?;
+                berth.add(&[&b], own_cpu() - cpu0);
+                plain_made = Some(b);
+            }
+        }
+        let (b, e) = (plain_made.expect("ran"), sealed_made.expect("ran"));
         let uuid = result_field(&b.stdout, "uuid")?.to_owned();
         let key = result_field(&b.stdout, "key")?.to_owned();
         berth_size = result_field(&b.stdout, "size")?.parse()?;
         berth_tar = result_field(&b.stdout, "tar_bytes")?.parse()?;
         let digest = result_field(&b.stdout, "source_digest")?.to_owned();
+        let sealed_uuid = result_field(&e.stdout, "uuid")?.to_owned();
+        let sealed_key = result_field(&e.stdout, "key")?.to_owned();
 
         let cpu0 = own_cpu();
         let args = [root_s.as_str(), "app", &uuid, &digest];
         let n = timed(app, &exe, &child_args("create-unchanged", &args))?;
         unchanged.add(&[&n], own_cpu() - cpu0);
-
-        let cpu0 = own_cpu();
-        let e = timed(
-            app,
-            &exe,
-            &child_args("create-sealed", &[&root_s, "app", &recipient]),
-        )?;
-        sealed.add(&[&e], own_cpu() - cpu0);
-        let sealed_uuid = result_field(&e.stdout, "uuid")?.to_owned();
-        let sealed_key = result_field(&e.stdout, "key")?.to_owned();
 
         let _ = std::fs::remove_file(&tmp);
         let cpu0 = own_cpu();
@@ -346,22 +385,20 @@ async fn bench_set(
         if restores {
             let restored = root.join("restored");
             let _ = std::fs::remove_dir_all(&restored);
-            let cpu0 = own_cpu();
-            let r = timed(
-                app,
-                &exe,
-                &child_args("restore", &[&root_s, &uuid, "restored"]),
-            )?;
-            berth_restore.add(&[&r], own_cpu() - cpu0);
-            check_same(app, &restored, entries, bytes)?;
-            std::fs::remove_dir_all(&restored)?;
-
-            let cpu0 = own_cpu();
-            let args = [root_s.as_str(), &sealed_uuid, "restored", &key_s];
-            let r = timed(app, &exe, &child_args("restore-sealed", &args))?;
-            sealed_restore.add(&[&r], own_cpu() - cpu0);
-            check_same(app, &restored, entries, bytes)?;
-            std::fs::remove_dir_all(&restored)?;
+            for sealed_turn in [sealed_first, !sealed_first] {
+                let cpu0 = own_cpu();
+                if sealed_turn {
+                    let args = [root_s.as_str(), &sealed_uuid, "restored", &key_s];
+                    let r = timed(app, &exe, &child_args("restore-sealed", &args))?;
+                    sealed_restore.add(&[&r], own_cpu() - cpu0);
+                } else {
+                    let args = [root_s.as_str(), &uuid, "restored"];
+                    let r = timed(app, &exe, &child_args("restore", &args))?;
+                    berth_restore.add(&[&r], own_cpu() - cpu0);
+                }
+                check_same(app, &restored, entries, bytes)?;
+                std::fs::remove_dir_all(&restored)?;
+            }
 
             let cli_dir = root.join("cli-restored");
             let _ = std::fs::remove_dir_all(&cli_dir);
