@@ -16,8 +16,9 @@
 //!   cargo run --release -p berth-tests --bin archive-bench -- serve   (the S3 server alone)
 //!
 //! Each contender runs as its own process under `/usr/bin/time` (peak RSS of its largest
-//! process), after a `sync`; the S3 server runs in this process. Times are medians of `--runs`. Data is
-//! generated once into `--work` and reused; page caches are warmed before measuring.
+//! process), after a `sync`; the S3 server runs in this process. Times are medians of
+//! `--runs`. Data is generated once into `--work` and reused; page caches are warmed before
+//! measuring.
 
 mod child;
 mod data;
