@@ -11,6 +11,7 @@ use berth_tests::process::{
     AgentProcess, CoordinatorProcess, SagaTiming, admin_token, agent_token,
 };
 use berth_tests::{Pki, TestAgent, TestCoordinator, TestDb, assert_contains};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Endpoint;
 
 #[tokio::test]
@@ -102,6 +103,35 @@ async fn tls_mismatches_say_what_to_do_on_both_sides() {
     assert_contains(
         run.stderr(),
         "the coordinator speaks TLS: use https:// and --ca-file",
+    );
+    // A load balancer's plain-text health check, or a scanner, again and again: each is
+    // refused and counted, but the log takes at most one line a minute of them.
+    let plain_lines = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("TLS handshake failed") && l.contains("speaks plain text"))
+            .count()
+    };
+    let before = plain_lines(&c.log());
+    for _ in 0..20 {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", c.port))
+            .await
+            .expect("connect");
+        tcp.write_all(b"GET /health HTTP/1.1\r\nHost: lb\r\n\r\n")
+            .await
+            .expect("write");
+        // The coordinator's alert, then its close: the handshake is over when this returns.
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer).await;
+    }
+    let log = c.log();
+    assert!(
+        plain_lines(&log) <= before + 1,
+        "20 plain-text connections wrote {} lines:\n{log}",
+        plain_lines(&log) - before
+    );
+    assert!(
+        plain_lines(&log) >= 1,
+        "no plain-text refusal logged:\n{log}"
     );
     // The same CLI told https:// and the CA gets its answer.
     let ca = pki.ca_cert.display().to_string();
