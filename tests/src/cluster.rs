@@ -263,11 +263,20 @@ impl TestCoordinator {
     }
 
     pub async fn wait_saga(&self, saga_id: &str, timeout: Duration) -> pb::Saga {
-        eventually(timeout, &format!("saga {saga_id} to finish"), || async {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
             let saga = self.get_saga(saga_id).await;
-            saga.saga_status().is_final().then_some(saga)
-        })
-        .await
+            if saga.saga_status().is_final() {
+                return saga;
+            }
+            // The saga as it stands says why it did not finish: a step retrying, paused, ….
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for saga {saga_id} to finish; it is now \
+                 {saga:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits until step `index` of the saga has `status`.
