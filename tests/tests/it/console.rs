@@ -301,7 +301,12 @@ async fn an_operator_follows_a_warm_restore_live_and_an_admin_settles_drift_in_t
     )
     .await;
     assert_eq!(b.text("h1").await, "Saga archive.restore");
-    b.wait_for("the restore to end", "document.getElementById('saga').dataset.ended === 'completed' || document.querySelector('#saga-status [data-status=completed]') !== null").await;
+    let restore = b
+        .eval("return document.getElementById('saga').dataset.saga;")
+        .await;
+    let restore = c.wait_saga(restore.as_str().unwrap(), WAIT).await;
+    assert_eq!(restore.saga_status(), SagaStatus::Completed, "{restore:#?}");
+    b.wait_for("the page to show the restore's end", "document.getElementById('saga').dataset.ended === 'completed' || document.querySelector('#saga-status [data-status=completed]') !== null").await;
     let copy =
         std::fs::read_to_string(agent.dir.path().join("apps/wiki-copy/data/page.md")).unwrap();
     assert_eq!(copy, "# Welcome\n", "restored under the other name");
