@@ -11,7 +11,7 @@ use berth_shared::saga::SagaStatus;
 use berth_tests::browser::Browser;
 use berth_tests::cli::berth_at;
 use berth_tests::cluster::Bearer;
-use berth_tests::docker::Volume;
+use berth_tests::docker::{Container, Volume};
 use berth_tests::{SagaStatused, TestCoordinator, TestDb, free_port};
 use fantoccini::Locator;
 use serde_json::json;
@@ -113,6 +113,25 @@ async fn confirm_and_click(b: &Browser, css: &str) {
         .unwrap();
 }
 
+/// The saga whose page `b` shows completes, and the page says so. The saga's end is awaited
+/// through the API first (a timeout shows the saga as it stands, which a page cannot), then
+/// the page's: its timeline shows the end without a reload.
+async fn the_saga_page_ends_completed(b: &Browser, c: &TestCoordinator) {
+    let id = b
+        .eval("return document.getElementById('saga').dataset.saga;")
+        .await;
+    let saga = c
+        .wait_saga(id.as_str().expect("the page's saga id"), WAIT)
+        .await;
+    assert_eq!(saga.saga_status(), SagaStatus::Completed, "{saga:#?}");
+    b.wait_for(
+        "the page to show the saga's end",
+        "document.getElementById('saga').dataset.ended === 'completed' \
+         || document.querySelector('#saga-status [data-status=completed]') !== null",
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn an_operator_follows_a_warm_restore_live_and_an_admin_settles_drift_in_the_console() {
     let db = TestDb::sqlite();
@@ -157,6 +176,14 @@ async fn an_operator_follows_a_warm_restore_live_and_an_admin_settles_drift_in_t
         )
         .unwrap();
     }
+    // And files enough that unpacking takes a while even where 600 MiB is written at once.
+    for d in 0..4 {
+        let dir = data.mountpoint.join(format!("small-{d}"));
+        std::fs::create_dir(&dir).unwrap();
+        for i in 0..500 {
+            std::fs::write(dir.join(format!("f{i}")), [d as u8; 4096]).unwrap();
+        }
+    }
     let target = [
         "--host",
         "ci-runner-1",
@@ -172,9 +199,13 @@ async fn an_operator_follows_a_warm_restore_live_and_an_admin_settles_drift_in_t
         .collect();
     let run = berth_at(&c.url(), &operator, &snap).await;
     assert_eq!(run.code(), 0, "{}\n{}", run.stdout, run.stderr());
+    // The stack is deployed again, so the restore waits for it to go (as a CI runner's
+    // restore waits for the test run before it): the page is open before the bar moves.
+    let app = Container::mounting(&format!("{project}_app"), &data.name);
     let restore: Vec<&str> = ["--output", "json", "warm", "restore"]
         .into_iter()
         .chain(target)
+        .chain(["--wait-undeployed", "120"])
         .collect();
     let run = berth_at(&c.url(), &operator, &restore).await;
     assert_eq!(run.code(), 0, "{}\n{}", run.stdout, run.stderr());
@@ -184,23 +215,40 @@ async fn an_operator_follows_a_warm_restore_live_and_an_admin_settles_drift_in_t
         .to_owned();
 
     b.goto(&format!("{base}/sagas/{saga_id}")).await;
+    // Every value the page's script gives the bar, however fast they come.
     let live_at_load = b
-        .eval("window.__stayed = true; return document.getElementById('saga').dataset.live;")
+        .eval(
+            "window.__stayed = true;
+             window.__bars = [];
+             const saga = document.getElementById('saga');
+             new MutationObserver(() => {
+               for (const p of saga.querySelectorAll('.step progress')) {
+                 if (p.value > 0) window.__bars.push([p.value, p.max]);
+               }
+             }).observe(saga, { subtree: true, attributes: true, attributeFilter: ['value', 'max'] });
+             return saga.dataset.live;",
+        )
         .await;
     assert_eq!(
         live_at_load,
         json!("yes"),
-        "the page opened while the restore ran"
+        "the page opened while the restore waited"
     );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        b.eval("return window.__bars.length;").await,
+        json!(0),
+        "nothing is unpacked while the stack is deployed"
+    );
+    drop(app);
     // Watch the bar: its values as the page's script moves it, until the timeline ends.
     let mut seen: Vec<(f64, f64)> = Vec::new();
     let started = std::time::Instant::now();
     let ended = loop {
         let v = b
             .eval(
-                "const bars = [...document.querySelectorAll('.step progress')].filter(p => p.value > 0);
-                 return { ended: document.getElementById('saga').dataset.ended || null,
-                          bars: bars.map(p => [p.value, p.max]) };",
+                "return { ended: document.getElementById('saga').dataset.ended || null,
+                          bars: window.__bars };",
             )
             .await;
         for bar in v["bars"].as_array().unwrap() {
@@ -301,12 +349,7 @@ async fn an_operator_follows_a_warm_restore_live_and_an_admin_settles_drift_in_t
     )
     .await;
     assert_eq!(b.text("h1").await, "Saga archive.restore");
-    let restore = b
-        .eval("return document.getElementById('saga').dataset.saga;")
-        .await;
-    let restore = c.wait_saga(restore.as_str().unwrap(), WAIT).await;
-    assert_eq!(restore.saga_status(), SagaStatus::Completed, "{restore:#?}");
-    b.wait_for("the page to show the restore's end", "document.getElementById('saga').dataset.ended === 'completed' || document.querySelector('#saga-status [data-status=completed]') !== null").await;
+    the_saga_page_ends_completed(&b, &c).await;
     let copy =
         std::fs::read_to_string(agent.dir.path().join("apps/wiki-copy/data/page.md")).unwrap();
     assert_eq!(copy, "# Welcome\n", "restored under the other name");
@@ -374,14 +417,7 @@ async fn an_operator_follows_a_warm_restore_live_and_an_admin_settles_drift_in_t
     .await;
     let heading = b.text("h1").await;
     assert_eq!(heading, "Saga droplet.resize", "the revert saga appears");
-    // The saga's own end first, through the API (on a timeout it shows the saga as it
-    // stands), then the page's: the timeline shows the end without a reload.
-    let revert = b
-        .eval("return document.getElementById('saga').dataset.saga;")
-        .await;
-    let revert = c.wait_saga(revert.as_str().unwrap(), WAIT).await;
-    assert_eq!(revert.saga_status(), SagaStatus::Completed, "{revert:#?}");
-    b.wait_for("the page to show the revert's end", "document.getElementById('saga').dataset.ended === 'completed' || document.querySelector('#saga-status [data-status=completed]') !== null").await;
+    the_saga_page_ends_completed(&b, &c).await;
 }
 
 #[tokio::test]
