@@ -659,9 +659,10 @@ fn script() -> std::path::PathBuf {
 async fn a_watch_on_a_terminal_draws_a_steps_done_bar_with_elapsed_time() {
     let db = TestDb::sqlite();
     let c = TestCoordinator::start(&db).await;
+    // Long enough that the watch, started on a loaded machine, still sees the saga run.
     let id = c
         .start_demo(
-            json!([{"step": "sleep", "ms": 600}, {"step": "sleep", "ms": 600}, {"step": "noop"}]),
+            json!([{"step": "sleep", "ms": 1500}, {"step": "sleep", "ms": 1500}, {"step": "noop"}]),
         )
         .await;
     let dir = tempfile::tempdir().unwrap();
