@@ -15,6 +15,7 @@ use berth_tests::docker::{Container, Volume};
 use berth_tests::fleet::Fleet;
 use berth_tests::process::SagaTiming;
 use berth_tests::{SagaStatused, TestCoordinator, TestDb, eventually};
+use object_store::ObjectStoreExt as _;
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(120);
@@ -346,10 +347,15 @@ async fn agent_sagas_started_through_any_replica_all_complete_and_each_task_runs
 /// Starts an archive create of host-0's app `big` (`bytes` of incompressible data) through
 /// the last replica, and waits until the agent runs it.
 async fn running_big_archive(fleet: &Fleet, bytes: usize) -> String {
+    running_big_archive_to(fleet, bytes, &[]).await
+}
+
+/// [`running_big_archive`], sealed to `recipients` as well as the agent's own.
+async fn running_big_archive_to(fleet: &Fleet, bytes: usize, recipients: &[String]) -> String {
     let dir = fleet.agents[0].apps_root().join("big");
     std::fs::create_dir_all(&dir).unwrap();
     big_file(&dir, bytes);
-    let inputs = json!({"host_id": "host-0", "app": "big"});
+    let inputs = json!({"host_id": "host-0", "app": "big", "recipients": recipients});
     let last = fleet.coordinators.len() - 1;
     let create = fleet.start_saga(last, "archive.create", &inputs).await;
     until_running(fleet, 0, &create).await;
@@ -677,10 +683,26 @@ async fn an_agent_away_for_two_minutes_mid_archive_comes_back_and_the_saga_compl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_archive_cut_by_an_agent_kill_leaves_no_upload_once_cancelled_nor_after_a_restart() {
+    archive_cut_by_an_agent_kill(None).await;
+}
+
+/// The same with each create sealed to an age recipient: the kill lands while the encryption
+/// stage streams, and the next archive is stored sealed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_archive_cut_by_an_agent_kill_leaves_no_upload_and_the_next_is_sealed() {
+    let recipient = age::x25519::Identity::generate().to_public().to_string();
+    archive_cut_by_an_agent_kill(Some(recipient)).await;
+}
+
+/// An archive create killed with its agent mid-upload, then cancelled: no upload is left
+/// pending, none comes back with the agent, and the next create of the app is stored (sealed
+/// to `recipient` when there is one).
+async fn archive_cut_by_an_agent_kill(recipient: Option<String>) {
     let s3 = berth_tests::s3::S3Server::start().await;
     let fleet =
         Fleet::start_with_archive(2, 1, SagaTiming::default(), Some(s3.archive_toml("fo"))).await;
-    let create = running_big_archive(&fleet, 96 << 20).await;
+    let recipients: Vec<String> = recipient.iter().cloned().collect();
+    let create = running_big_archive_to(&fleet, 96 << 20, &recipients).await;
     let mine = || async {
         s3.uploads("fo")
             .await
@@ -719,15 +741,43 @@ async fn an_archive_cut_by_an_agent_kill_leaves_no_upload_once_cancelled_nor_aft
         .start_saga(
             0,
             "archive.create",
-            &json!({"host_id": "host-0", "app": "big"}),
+            &json!({"host_id": "host-0", "app": "big", "recipients": recipients}),
         )
         .await;
     fleet.assert_completes(&again, LONG).await;
-    assert!(
-        s3.keys()
-            .await
-            .iter()
-            .any(|k| k.contains(&format!("big:{again}:"))),
-        "the next archive is stored"
-    );
+    let keys = s3.keys().await;
+    let stored = keys
+        .iter()
+        .find(|k| k.contains(&format!("big:{again}:")))
+        .unwrap_or_else(|| panic!("the next archive is stored: {keys:?}"));
+    let client = s3.client("");
+    let get = |key: String| {
+        let client = client.clone();
+        async move {
+            client
+                .get(&object_store::path::Path::from(key))
+                .await
+                .expect("get")
+                .bytes()
+                .await
+                .expect("read")
+        }
+    };
+    let meta: Value = serde_json::from_slice(&get(format!("fo/_metadata/{again}")).await)
+        .expect("the archive's metadata is JSON");
+    let head = get(stored.clone()).await;
+    match recipient {
+        Some(r) => {
+            assert_eq!(meta["encryption"], "age", "{meta}");
+            assert_eq!(meta["recipients"], json!([r]), "{meta}");
+            assert!(
+                head.starts_with(b"age-encryption.org/v1\n"),
+                "the object is an age file"
+            );
+        }
+        None => {
+            assert!(meta.get("encryption").is_none(), "{meta}");
+            assert!(head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]), "a zstd frame");
+        }
+    }
 }
