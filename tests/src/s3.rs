@@ -187,6 +187,24 @@ impl S3Server {
         }
     }
 
+    /// Object `key` (its whole name in the bucket), read whole.
+    pub async fn object(&self, key: &str) -> bytes::Bytes {
+        use object_store::ObjectStoreExt;
+        self.client("")
+            .get(&ObjectPath::from(key))
+            .await
+            .unwrap_or_else(|e| panic!("get {key}: {e}"))
+            .bytes()
+            .await
+            .unwrap_or_else(|e| panic!("read {key}: {e}"))
+    }
+
+    /// The metadata of archive `uuid` under `prefix` (`_metadata/<uuid>`, JSON).
+    pub async fn metadata(&self, prefix: &str, uuid: &str) -> serde_json::Value {
+        let raw = self.object(&format!("{prefix}/_metadata/{uuid}")).await;
+        serde_json::from_slice(&raw).expect("an archive's metadata is JSON")
+    }
+
     /// Every object name in the bucket, sorted (for checks that nothing was left behind).
     pub async fn keys(&self) -> Vec<String> {
         use futures::TryStreamExt;

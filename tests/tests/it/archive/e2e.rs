@@ -281,17 +281,7 @@ async fn a_stacks_volumes_are_archived_and_restored_into_the_same_or_another_sta
     let run = berth_at(&url, &operator, &create).await;
     assert_eq!(run.code(), 0, "{}\n{}", run.stdout, run.stderr());
     let uuid = saga_of(&run.stdout);
-    let meta: serde_json::Value = {
-        let raw = s3.client("vol");
-        let path = object_store::path::Path::from(format!("_metadata/{uuid}"));
-        let bytes = object_store::ObjectStoreExt::get(&raw, &path)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        serde_json::from_slice(&bytes).unwrap()
-    };
+    let meta = s3.metadata("vol", &uuid).await;
     assert_eq!(meta["source"], "volumes");
     assert_eq!(meta["stack"], project.as_str());
     assert_eq!(
@@ -404,7 +394,6 @@ fn run_cp(from: &std::path::Path, to: &std::path::Path) {
 #[tokio::test]
 async fn an_archive_sealed_from_the_cli_is_restored_only_where_the_identity_is() {
     use age::secrecy::ExposeSecret;
-    use object_store::ObjectStoreExt;
 
     let r = rig("sealed", "web-1", None).await;
     let apps = r.agent.dir.path().join("apps");
@@ -437,15 +426,7 @@ async fn an_archive_sealed_from_the_cli_is_restored_only_where_the_identity_is()
     let run = berth_at(&r.url, &r.operator, &create).await;
     assert_eq!(run.code(), 0, "{}\n{}", run.stdout, run.stderr());
     let uuid = saga_of(&run.stdout);
-    let meta =
-        r.s3.client("sealed")
-            .get(&object_store::path::Path::from(format!("_metadata/{uuid}")))
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-    let meta: serde_json::Value = serde_json::from_slice(&meta).unwrap();
+    let meta = r.s3.metadata("sealed", &uuid).await;
     assert_eq!(meta["encryption"], "age", "{meta}");
     assert_eq!(meta["recipients"], serde_json::json!([recipient]), "{meta}");
 
